@@ -1,0 +1,3 @@
+from cortex_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One implementation per port and backend (SQL, Redis, in-process, providers)."""

@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 async storage for SQLite (aiosqlite) and PostgreSQL (asyncpg)."""

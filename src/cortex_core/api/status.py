@@ -1,0 +1,108 @@
+"""The one table from domain errors to gRPC status codes.
+
+Both unary and streaming calls go through :func:`to_rpc_status`, so a domain
+error raised mid-stream reaches the client with the same code and details as
+one raised by a unary handler. Every status carries a ``google.rpc.ErrorInfo``
+with domain ``cortex``; field validation adds ``google.rpc.BadRequest`` and
+throttling adds ``google.rpc.RetryInfo``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from cortex_core import errors
+
+ERROR_DOMAIN = "cortex"
+
+# Most specific first: the first matching class wins.
+_CODES: tuple[tuple[type[errors.CortexError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.CortexError, grpc.StatusCode.INTERNAL),
+)
+
+INTERNAL_MESSAGE = "internal error"
+
+
+def code_for(error: errors.CortexError) -> grpc.StatusCode:
+    """Return the gRPC code for a domain error (INTERNAL for an unknown subclass)."""
+    for error_type, code in _CODES:
+        if isinstance(error, error_type):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_rpc_status(error: errors.CortexError) -> grpc.Status:
+    """Build the status (code, message, rich details) a client receives for ``error``."""
+    code = code_for(error)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
+    ]
+    if isinstance(error, errors.InvalidArgument) and error.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=v.reason
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+        seconds = max(error.retry_after, 0.0)
+        whole = math.floor(seconds)
+        delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_from_parts(code, error.message, details)
+
+
+def internal_status(request_id: str) -> grpc.Status:
+    """The status for an unexpected exception: generic text, no stack, no class name."""
+    info = error_details_pb2.ErrorInfo(
+        reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"request_id": request_id}
+    )
+    return status_from_parts(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, [_pack(info)])
+
+
+def invalid_request_status(message: str) -> grpc.Status:
+    """The status for request bytes that do not parse as the method's request message."""
+    info = error_details_pb2.ErrorInfo(reason="MALFORMED_REQUEST", domain=ERROR_DOMAIN)
+    return status_from_parts(grpc.StatusCode.INVALID_ARGUMENT, message, [_pack(info)])
+
+
+def status_from_parts(
+    code: grpc.StatusCode, message: str, details: list[any_pb2.Any]
+) -> grpc.Status:
+    proto = status_pb2.Status(code=_CODE_NUMBERS[code], message=message, details=details)
+    return rpc_status.to_status(proto)
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    code: getattr(code_pb2, code.name) for code in grpc.StatusCode
+}

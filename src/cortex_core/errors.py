@@ -1,0 +1,106 @@
+"""The error tree every layer raises; ``api.status`` maps it to gRPC codes.
+
+Errors carry a machine-readable ``reason`` (UPPER_SNAKE_CASE, sent to clients as
+``google.rpc.ErrorInfo.reason`` with domain ``cortex``) and a human message that
+is safe to show to a caller. They never carry a transport status code::
+
+    CortexError
+    ├── InvalidArgument        bad input; carries FieldViolations
+    ├── NotFound               absent, or belongs to another tenant
+    ├── AlreadyExists
+    ├── FailedPrecondition     the resource is not in a state that allows this
+    ├── PermissionDenied       authenticated, but the role does not allow it
+    ├── Unauthenticated        no, bad, expired or revoked credentials
+    ├── ResourceExhausted      throttled or over a quota; carries retry_after
+    ├── Aborted                a concurrent change won; retry may succeed
+    └── Unavailable            a dependency (database, Redis, provider) is down
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid request field: ``field`` is its proto path (``user.email``)."""
+
+    field: str
+    description: str
+    reason: str = "INVALID_FIELD"
+
+
+class CortexError(Exception):
+    """Base of every error that is allowed to reach a caller."""
+
+    default_reason = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(CortexError):
+    default_reason = "INVALID_ARGUMENT"
+
+    def __init__(
+        self,
+        message: str,
+        violations: tuple[FieldViolation, ...] | list[FieldViolation] = (),
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.violations = tuple(violations)
+
+
+class NotFound(CortexError):
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(CortexError):
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(CortexError):
+    default_reason = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(CortexError):
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(CortexError):
+    default_reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(CortexError):
+    default_reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
+
+
+class Aborted(CortexError):
+    default_reason = "ABORTED"
+
+
+class Unavailable(CortexError):
+    default_reason = "UNAVAILABLE"

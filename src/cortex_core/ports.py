@@ -1,0 +1,98 @@
+"""The swappable parts of Cortex Core, as ``typing.Protocol``s.
+
+Each port has an in-memory or embedded implementation in ``adapters`` that is
+both the default of ``make run`` and the double used by tests.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from cortex_core.domain.identity import Membership, Session, User, Workspace
+from cortex_core.domain.paging import Page, PageRequest
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None:
+        """Insert ``user``; raise AlreadyExists(reason EMAIL_TAKEN) for a taken email."""
+        ...
+
+    async def get(self, user_id: str) -> User | None: ...
+
+    async def get_by_email(self, email: str) -> User | None:
+        """Look up by email, case-insensitively."""
+        ...
+
+
+class WorkspaceRepository(Protocol):
+    async def add(self, workspace: Workspace) -> None: ...
+
+    async def get(self, workspace_id: str) -> Workspace | None: ...
+
+    async def list_for_user(self, user_id: str, page: PageRequest) -> Page[Workspace]:
+        """The workspaces ``user_id`` is a member of, oldest first."""
+        ...
+
+    async def add_member(self, membership: Membership) -> None: ...
+
+    async def get_membership(self, workspace_id: str, user_id: str) -> Membership | None: ...
+
+
+class SessionRepository(Protocol):
+    async def add(self, session: Session) -> None: ...
+
+    async def get(self, session_id: str) -> Session | None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction over all repositories; nothing is kept unless ``commit`` runs."""
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def workspaces(self) -> WorkspaceRepository: ...
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class Database(Protocol):
+    """The storage engine's lifecycle: migrations, liveness, disposal."""
+
+    async def migrate(self) -> None:
+        """Apply every pending migration; idempotent."""
+        ...
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raise Unavailable when it cannot be reached."""
+        ...
+
+    async def dispose(self) -> None: ...
+
+    def unit_of_work(self) -> UnitOfWork: ...

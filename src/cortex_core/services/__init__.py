@@ -1,0 +1,1 @@
+"""Use cases and the dispatcher: commands have one handler, events many."""

@@ -1,0 +1,149 @@
+"""Typed configuration read once from ``CORTEX_*`` environment variables.
+
+``Settings.from_env`` is called exactly once, by the CLI, before anything else
+starts. A malformed value raises :class:`SettingsError` whose message names the
+offending variable, so a bad deployment stops at start instead of misbehaving later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("json", "console")
+
+
+class SettingsError(ValueError):
+    """A ``CORTEX_*`` variable has a value the server cannot use."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of the server. Field ``x`` is read from ``CORTEX_X``."""
+
+    grpc_address: str = "127.0.0.1:50051"
+    data_dir: Path = Path(".cortex")
+    database_url: str = ""
+    redis_url: str = ""
+    log_level: str = "INFO"
+    log_format: str = "json"
+    shutdown_grace: float = 10.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int = 0
+    max_pending_requests: int = 1000
+    tracing: bool = False
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cortex.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise :class:`SettingsError`."""
+        reader = _Reader(environ)
+        d = cls()
+        return cls(
+            grpc_address=reader.get("CORTEX_GRPC_ADDRESS", d.grpc_address, _address),
+            data_dir=reader.get("CORTEX_DATA_DIR", d.data_dir, Path),
+            database_url=reader.get("CORTEX_DATABASE_URL", d.database_url, _database_url),
+            redis_url=reader.get("CORTEX_REDIS_URL", d.redis_url, _redis_url),
+            log_level=reader.get("CORTEX_LOG_LEVEL", d.log_level, _one_of(_LOG_LEVELS)),
+            log_format=reader.get("CORTEX_LOG_FORMAT", d.log_format, _one_of(_LOG_FORMATS)),
+            shutdown_grace=reader.get("CORTEX_SHUTDOWN_GRACE", d.shutdown_grace, _positive_float),
+            max_message_bytes=reader.get(
+                "CORTEX_MAX_MESSAGE_BYTES", d.max_message_bytes, _positive_int
+            ),
+            max_concurrent_rpcs=reader.get(
+                "CORTEX_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, _non_negative_int
+            ),
+            max_pending_requests=reader.get(
+                "CORTEX_MAX_PENDING_REQUESTS", d.max_pending_requests, _positive_int
+            ),
+            tracing=reader.get("CORTEX_TRACING", d.tracing, _boolean),
+        )
+
+    @property
+    def python_log_level(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        raw = self._environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _address(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 0 to 65535")
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    if not raw.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ValueError("expected a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper() if choices is _LOG_LEVELS else raw.lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a whole number greater than 0")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number of 0 or more")
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")

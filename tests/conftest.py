@@ -1,0 +1,30 @@
+"""Fixtures shared by every tier: real servers, real ports, real databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from support.databases import database_url
+from support.servers import ServerProcess, cortex_server
+
+
+@pytest.fixture(scope="session")
+def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One ``cortex-core serve`` process on the embedded defaults for the session."""
+    with cortex_server(tmp_path_factory.mktemp("cortex-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def server_address(server_process: ServerProcess) -> str:
+    """``127.0.0.1:PORT`` of the shared server process."""
+    return server_process.address
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database on SQLite and on PostgreSQL."""
+    async with database_url(request.param, tmp_path) as url:
+        yield url

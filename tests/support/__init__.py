@@ -1,0 +1,1 @@
+"""Test support: real servers on real ports and real databases."""
