@@ -1,0 +1,76 @@
+# Cortex Core — every set-up step and check lives here.
+#   make run    install what is needed and start the server on the embedded defaults
+#   make test   install what is needed and run every check (same as CI)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help install run migrate test check format lint typecheck layers pytest \
+        test-unit test-integration test-e2e bench envoy clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install the server and dev tools
+
+include make/proto.mk
+
+run: $(VENV)/.installed ## start the server on the embedded defaults (SQLite, in-process events)
+	$(BIN)/cortex-core serve
+
+migrate: $(VENV)/.installed ## apply database migrations to CORTEX_DATABASE_URL
+	$(BIN)/cortex-core migrate
+
+test: check ## everything CI runs
+
+check: install tools format-check lint typecheck layers proto-check pytest ## the one gate
+
+format: $(VENV)/.installed ## rewrite Python files in the house style
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+format-check: $(VENV)/.installed
+	$(BIN)/ruff format --check src tests bench
+
+lint: $(VENV)/.installed ## ruff lint
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(VENV)/.installed ## mypy --strict on src
+	$(BIN)/mypy
+
+layers: $(VENV)/.installed ## import-linter layer contract
+	$(BIN)/lint-imports
+
+pytest: $(VENV)/.installed tools ## unit, integration and e2e tests
+	$(BIN)/pytest
+
+test-unit: $(VENV)/.installed
+	$(BIN)/pytest tests/unit
+test-integration: $(VENV)/.installed
+	$(BIN)/pytest tests/integration
+test-e2e: $(VENV)/.installed tools
+	$(BIN)/pytest tests/e2e
+
+bench: $(VENV)/.installed ## bare grpc.aio vs Cortex's interceptor stack: RPC/s, p50/p99, ratio
+	$(PY) -m bench.unary
+
+ENVOY_LISTEN ?= 127.0.0.1:8080
+envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server on :50051
+	$(BIN)/python -m envoy_launcher 2>/dev/null || true
+	@echo "start the server with 'make run' in another shell; Envoy listens on $(ENVOY_LISTEN)"
+	$(BIN)/envoy -c envoy/envoy.yaml --log-level warn
+
+clean: ## remove the venv, caches and local data
+	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules
