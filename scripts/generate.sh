@@ -3,7 +3,7 @@
 # offline, with one protoc (the one inside grpcio-tools):
 #
 #   generated/python/       grpcio: *_pb2.py, *_pb2.pyi, *_pb2_grpc.py (package `cortex`)
-#   generated/betterproto/  betterproto 2.0.0b7 dataclasses + grpclib client stubs
+#   generated/betterproto/  betterproto 2.0.0b7 dataclasses + grpclib stubs (package cortex_betterproto)
 #   generated/ts/           protoc-gen-es v2 (target js+dts, ESM) for Connect v2
 #   generated/go/           protoc-gen-go + protoc-gen-go-grpc (Debian packages)
 #
@@ -74,9 +74,17 @@ find "$OUT/python/cortex" -type d -print0 | while IFS= read -r -d '' d; do : >"$
 cat >"$OUT/python/cortex/py.typed" <<'EOF'
 EOF
 
-# 4. betterproto (own tree; includes google/rpc for Task.error and friends).
+# 4. betterproto, in its own tree under the wrapper package `cortex_betterproto`:
+#    betterproto imports google/rpc relative to the output root
+#    (`from ....google import rpc`), so the root must itself be a package, and
+#    a top-level `google` package would shadow protobuf's. Import it as
+#    `cortex_betterproto.cortex.experts.v1` with PYTHONPATH=generated/betterproto.
+mkdir -p "$OUT/betterproto/cortex_betterproto"
 protoc --plugin=protoc-gen-python_betterproto="$PROTOC_GEN_BETTERPROTO" \
-  --python_betterproto_out="$OUT/betterproto" "${PROTOS[@]}" "${GOOGLE_STATUS[@]}"
+  --python_betterproto_out="$OUT/betterproto/cortex_betterproto" \
+  "${PROTOS[@]}" "${GOOGLE_STATUS[@]}" 2>"$OUT/.betterproto.log" ||
+  { cat "$OUT/.betterproto.log" >&2; die "betterproto generation failed"; }
+rm -f "$OUT/.betterproto.log" # it only lists the files written
 
 # 5. TypeScript / JavaScript for Connect (ESM .js + .d.ts, runs in node as is).
 protoc --plugin=protoc-gen-es="$PROTOC_GEN_ES" \
