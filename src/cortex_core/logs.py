@@ -14,9 +14,9 @@ def configure_logging(level: int, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                timestamp=False,
+                "%(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",
             )
         )
     else:
@@ -24,3 +24,5 @@ def configure_logging(level: int, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic announces every plugin at INFO on each start; keep its warnings only.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

@@ -40,6 +40,7 @@ KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
 DATABASE_WATCH_INTERVAL = 5.0
+HEALTH_FLUSH_SECONDS = 0.05
 
 
 def server_options(app: App) -> list[tuple[str, Any]]:
@@ -95,6 +96,7 @@ class RunningServer:
         for task in self._tasks:
             task.cancel()
         await self.app.health.drain()
+        await asyncio.sleep(HEALTH_FLUSH_SECONDS)  # let health watchers see NOT_SERVING
         closed = self.app.streams.close_all()
         await self.server.stop(grace)
         await self.app.database.dispose()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -107,7 +109,7 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler with request ids, error mapping and access logging."""
 
     def __init__(self, streams: StreamRegistry) -> None:
-        self._streams = streams
+        self.streams = streams
 
     async def intercept_service(
         self,
@@ -144,74 +146,42 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         )
 
     def _unary(
-        self, method: str, metadata: Any, behavior: Callable[..., Awaitable[Any]]
+        self, method: str, metadata: Any, behavior: Callable[..., Any]
     ) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: Any) -> Any:
-            call = _Call(method, _request_id(metadata))
-            token = request_id_var.set(call.request_id)
-            try:
-                if isinstance(request, _Malformed):
-                    await self._abort_malformed(call, context, request)
+            async with _Guard(self, method, metadata, context, request, stream=False):
                 return await behavior(request, context)
-            except BaseException as exc:
-                await self._fail(call, context, exc)
-                raise
-            finally:
-                request_id_var.reset(token)
-                call.log(context)
 
         return handle
 
     def _stream(
-        self, method: str, metadata: Any, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
-        streams = self._streams
+        self, method: str, metadata: Any, behavior: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
 
-        async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
-            call = _Call(method, _request_id(metadata))
-            token = request_id_var.set(call.request_id)
-            task = asyncio.current_task()
-            if task is not None:
-                streams.add(task)
-            try:
-                if isinstance(request, _Malformed):
-                    await self._abort_malformed(call, context, request)
-                if streams.draining:
-                    raise errors.Unavailable(
-                        "server is shutting down; reconnect", reason="SERVER_SHUTTING_DOWN"
-                    )
-                async for response in behavior(request, context):
-                    yield response
-            except asyncio.CancelledError as exc:
-                if task is None or not _is_shutdown(exc) or not streams.draining:
-                    call.code = grpc.StatusCode.CANCELLED
-                    raise
-                task.uncancel()
-                await self._fail(
-                    call,
-                    context,
-                    errors.Unavailable(
-                        "server is shutting down; reconnect", reason="SERVER_SHUTTING_DOWN"
-                    ),
-                )
-            except BaseException as exc:
-                await self._fail(call, context, exc)
-                raise
-            finally:
-                if task is not None:
-                    streams.discard(task)
-                request_id_var.reset(token)
-                call.log(context)
+            async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
+                async with _Guard(self, method, metadata, context, request, stream=True):
+                    async for response in behavior(request, context):
+                        yield response
 
-        return handle
+            return generate
 
-    async def _abort_malformed(self, call: _Call, context: Any, request: _Malformed) -> None:
+        # Handlers that stream with ``context.write`` (grpc's own health Watch).
+        async def write(request: Any, context: Any) -> None:
+            async with _Guard(self, method, metadata, context, request, stream=True):
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    await result
+
+        return write
+
+    async def abort_malformed(self, call: _Call, context: Any, request: _Malformed) -> None:
         call.code = grpc.StatusCode.INVALID_ARGUMENT
         await context.abort_with_status(
             status.invalid_request_status(f"request message could not be parsed ({request.error})")
         )
 
-    async def _fail(self, call: _Call, context: Any, exc: BaseException) -> None:
+    async def fail(self, call: _Call, context: Any, exc: BaseException) -> None:
         """Translate ``exc`` into the call's status; returns only for cancellation."""
         if isinstance(exc, grpc.aio.AbortError):
             code = context.code()
@@ -234,6 +204,10 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             await context.abort_with_status(rpc)
         if not isinstance(exc, Exception):
             return
+        if isinstance(exc, NotImplementedError):
+            # Generated base servicers raise this for RPCs not built yet.
+            call.code = grpc.StatusCode.UNIMPLEMENTED
+            await context.abort_with_status(status.unimplemented_status(call.method))
         call.code = grpc.StatusCode.INTERNAL
         error_log.error(
             "unexpected error in %s",
@@ -242,6 +216,71 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             extra={"request_id": call.request_id, "method": call.method},
         )
         await context.abort_with_status(status.internal_status(call.request_id))
+
+
+class _Guard:
+    """The per-call frame: request id, stream registration, error mapping, access log."""
+
+    __slots__ = ("_context", "_interceptor", "_request", "_stream", "_task", "_token", "call")
+
+    def __init__(
+        self,
+        interceptor: CortexInterceptor,
+        method: str,
+        metadata: Any,
+        context: Any,
+        request: Any,
+        *,
+        stream: bool,
+    ) -> None:
+        self._interceptor = interceptor
+        self._context = context
+        self._request = request
+        self._stream = stream
+        self._task: asyncio.Task[Any] | None = None
+        self.call = _Call(method, _request_id(metadata))
+
+    async def __aenter__(self) -> _Guard:
+        self._token = request_id_var.set(self.call.request_id)
+        if self._stream:
+            self._task = asyncio.current_task()
+            if self._task is not None:
+                self._interceptor.streams.add(self._task)
+        if isinstance(self._request, _Malformed):
+            await self._interceptor.abort_malformed(self.call, self._context, self._request)
+        if self._stream and self._interceptor.streams.draining:
+            await self._interceptor.fail(self.call, self._context, _shutting_down())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            if exc is None:
+                return False
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and self._task is not None
+                and _is_shutdown(exc)
+                and self._interceptor.streams.draining
+            ):
+                # Our own drain interrupted this stream: end it with UNAVAILABLE instead.
+                self._task.uncancel()
+                await self._interceptor.fail(self.call, self._context, _shutting_down())
+            await self._interceptor.fail(self.call, self._context, exc)
+            return False
+        finally:
+            if self._task is not None:
+                self._interceptor.streams.discard(self._task)
+            request_id_var.reset(self._token)
+            self.call.log(self._context)
+
+
+def _shutting_down() -> errors.Unavailable:
+    return errors.Unavailable("server is shutting down; reconnect", reason="SERVER_SHUTTING_DOWN")
 
 
 def _is_shutdown(exc: asyncio.CancelledError) -> bool:

@@ -90,6 +90,15 @@ def invalid_request_status(message: str) -> grpc.Status:
     return status_from_parts(grpc.StatusCode.INVALID_ARGUMENT, message, [_pack(info)])
 
 
+def unimplemented_status(method: str) -> grpc.Status:
+    """The status for an RPC that is in the contract but not built yet."""
+    info = error_details_pb2.ErrorInfo(
+        reason="NOT_IMPLEMENTED", domain=ERROR_DOMAIN, metadata={"method": method}
+    )
+    message = f"{method} is not implemented yet"
+    return status_from_parts(grpc.StatusCode.UNIMPLEMENTED, message, [_pack(info)])
+
+
 def status_from_parts(
     code: grpc.StatusCode, message: str, details: list[any_pb2.Any]
 ) -> grpc.Status:
