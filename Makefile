@@ -66,11 +66,14 @@ test-e2e: $(VENV)/.installed tools
 bench: $(VENV)/.installed ## bare grpc.aio vs Cortex's interceptor stack: RPC/s, p50/p99, ratio
 	$(PY) -m bench.unary
 
-ENVOY_LISTEN ?= 127.0.0.1:8080
+# The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.
+ENVOY_CONFIG ?= envoy/envoy.yaml
+ENVOY_LOG_LEVEL ?= warn
 envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server on :50051
-	$(BIN)/python -m envoy_launcher 2>/dev/null || true
-	@echo "start the server with 'make run' in another shell; Envoy listens on $(ENVOY_LISTEN)"
-	$(BIN)/envoy -c envoy/envoy.yaml --log-level warn
+	@echo "Envoy: gRPC-Web for browsers on http://127.0.0.1:8080, admin on http://127.0.0.1:9901"
+	@echo "It forwards to the server on 127.0.0.1:50051: start that with 'make run' in another shell."
+	@echo "Upstream health: curl -s http://127.0.0.1:9901/clusters | grep health_flags  (Ctrl-C stops)"
+	$(BIN)/envoy -c $(ENVOY_CONFIG) --log-level $(ENVOY_LOG_LEVEL)
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules

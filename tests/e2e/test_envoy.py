@@ -1,0 +1,301 @@
+"""Envoy gives browsers gRPC-Web: envoy/envoy.yaml in front of a real ``cortex-core serve``.
+
+Envoy runs from the committed config with three things changed: the listener and admin
+ports are 0 (Envoy picks free ones and reports them, so nothing races for a port) and the
+upstream is the test server. Calls are made the way a browser makes them: gRPC-Web frames
+over HTTP/1.1, with an ``Origin`` header.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "envoy" / "envoy.yaml"
+ENVOY = Path(sys.executable).with_name("envoy")
+STARTUP_TIMEOUT = 30.0
+
+ALLOWED_ORIGIN = "http://localhost:5173"
+DISALLOWED_ORIGIN = "http://evil.example"
+
+# gRPC-Web framing: one flag byte, a 4-byte big-endian length, the payload.
+DATA_FRAME = 0x00
+TRAILER_FRAME = 0x80
+
+
+@dataclass
+class RunningEnvoy:
+    process: subprocess.Popen[bytes]
+    admin: str
+    listener: str
+    log_path: Path
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class GrpcWebReply:
+    http_status: int
+    headers: dict[str, str]
+    messages: list[bytes] = field(default_factory=list)
+    trailers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def grpc_status(self) -> str | None:
+        """The status from the trailer frame, or from the headers of a trailers-only reply."""
+        return self.trailers.get("grpc-status", self.headers.get("grpc-status"))
+
+
+def _rewritten_config(upstream: str) -> str:
+    """The committed config with ports 0 and the upstream replaced; fail if a line moved."""
+    host, port = upstream.rsplit(":", 1)
+    text = CONFIG.read_text()
+    replacements = {
+        "{ address: 127.0.0.1, port_value: 8080 }": "{ address: 127.0.0.1, port_value: 0 }",
+        "{ address: 127.0.0.1, port_value: 9901 }": "{ address: 127.0.0.1, port_value: 0 }",
+        "{ address: 127.0.0.1, port_value: 50051 }": f"{{ address: {host}, port_value: {port} }}",
+    }
+    for old, new in replacements.items():
+        assert text.count(old) == 1, f"expected exactly one {old!r} in {CONFIG}"
+        text = text.replace(old, new)
+    return text
+
+
+def _http_get(address: str, path: str) -> str:
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], admin_path: Path, upstream: str, log_path: Path
+) -> tuple[str, str]:
+    """Poll until Envoy reports its admin address, its listener and a healthy upstream."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    healthy = f"cortex::{upstream}::health_flags::healthy"
+    last_error = "no admin address yet"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"envoy exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            admin = admin_path.read_text().strip()
+            if admin:
+                listeners = json.loads(_http_get(admin, "/listeners?format=json"))
+                socket = listeners["listener_statuses"][0]["local_address"]["socket_address"]
+                listener = f"{socket['address']}:{socket['port_value']}"
+                clusters = _http_get(admin, "/clusters")
+                if healthy in clusters.splitlines():
+                    return admin, listener
+                last_error = f"upstream not healthy yet:\n{clusters}"
+        except (OSError, ValueError, KeyError, IndexError) as error:
+            last_error = repr(error)
+        time.sleep(0.1)
+    pytest.fail(f"envoy not ready in {STARTUP_TIMEOUT}s ({last_error}):\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def envoy(server_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEnvoy]:
+    """Envoy from envoy/envoy.yaml in front of the session's server; always stopped."""
+    tmp_path = tmp_path_factory.mktemp("envoy")
+    config_path = tmp_path / "envoy.yaml"
+    config_path.write_text(_rewritten_config(server_address))
+    admin_path = tmp_path / "admin-address"
+    log_path = tmp_path / "envoy.log"
+    command = [
+        str(ENVOY),
+        "-c",
+        str(config_path),
+        "--admin-address-path",
+        str(admin_path),
+        # No shared-memory hot-restart domain, so a developer's `make envoy` does not clash.
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "--log-level",
+        "info",
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            admin, listener = _wait_until_ready(process, admin_path, server_address, log_path)
+            yield RunningEnvoy(process, admin, listener, log_path)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _grpc_web_call(
+    listener: str, method: str, message: bytes, origin: str = ALLOWED_ORIGIN
+) -> GrpcWebReply:
+    """POST one gRPC-Web (binary) request as a browser would and split the reply's frames."""
+    host, port = listener.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(
+            "POST",
+            method,
+            body=bytes([DATA_FRAME]) + len(message).to_bytes(4, "big") + message,
+            headers={
+                "content-type": "application/grpc-web+proto",
+                "accept": "application/grpc-web+proto",
+                "x-grpc-web": "1",
+                "x-user-agent": "cortex-core-tests",
+                "origin": origin,
+            },
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    reply = GrpcWebReply(response.status, {k.lower(): v for k, v in response.getheaders()})
+    offset = 0
+    while offset < len(body):
+        flag = body[offset]
+        length = int.from_bytes(body[offset + 1 : offset + 5], "big")
+        payload = body[offset + 5 : offset + 5 + length]
+        assert len(payload) == length, f"truncated gRPC-Web frame in {body!r}"
+        offset += 5 + length
+        if flag & TRAILER_FRAME:
+            for line in payload.decode().split("\r\n"):
+                if line:
+                    name, _, value = line.partition(":")
+                    reply.trailers[name.strip().lower()] = value.strip()
+        else:
+            reply.messages.append(payload)
+    return reply
+
+
+def _preflight(listener: str, origin: str) -> http.client.HTTPResponse:
+    host, port = listener.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(
+            "OPTIONS",
+            "/grpc.health.v1.Health/Check",
+            headers={
+                "origin": origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization,content-type,x-grpc-web,"
+                "x-user-agent,grpc-timeout,x-request-id",
+            },
+        )
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+def test_the_committed_envoy_config_passes_envoys_own_validation() -> None:
+    result = subprocess.run(
+        [str(ENVOY), "--mode", "validate", "-c", str(CONFIG), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+def test_envoy_reports_the_server_healthy_by_active_grpc_health_checks(
+    envoy: RunningEnvoy, server_address: str
+) -> None:
+    clusters = _http_get(envoy.admin, "/clusters").splitlines()
+    assert f"cortex::{server_address}::health_flags::healthy" in clusters
+
+
+def test_a_browser_health_check_through_envoy_answers_serving_with_grpc_status_ok(
+    envoy: RunningEnvoy,
+) -> None:
+    request = health_pb2.HealthCheckRequest(service="").SerializeToString()
+
+    reply = _grpc_web_call(envoy.listener, "/grpc.health.v1.Health/Check", request)
+
+    assert reply.http_status == 200, envoy.logs()
+    assert reply.headers["content-type"].startswith("application/grpc-web")
+    assert len(reply.messages) == 1
+    response = health_pb2.HealthCheckResponse.FromString(reply.messages[0])
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+    assert reply.trailers["grpc-status"] == "0"
+    assert reply.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert "grpc-status" in reply.headers["access-control-expose-headers"].split(",")
+    assert reply.headers["x-request-id"]
+
+
+def test_a_browser_health_check_for_an_unknown_service_answers_not_found_through_envoy(
+    envoy: RunningEnvoy,
+) -> None:
+    request = health_pb2.HealthCheckRequest(service="no.such.Service").SerializeToString()
+
+    reply = _grpc_web_call(envoy.listener, "/grpc.health.v1.Health/Check", request)
+
+    assert reply.http_status == 200, envoy.logs()
+    assert reply.messages == []
+    assert reply.grpc_status == "5"
+
+
+def test_a_browser_server_stream_through_envoy_delivers_a_frame_before_the_stream_ends(
+    envoy: RunningEnvoy,
+) -> None:
+    host, port = envoy.listener.rsplit(":", 1)
+    request = health_pb2.HealthCheckRequest(service="").SerializeToString()
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(
+            "POST",
+            "/grpc.health.v1.Health/Watch",
+            body=bytes([DATA_FRAME]) + len(request).to_bytes(4, "big") + request,
+            headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
+        )
+        response = connection.getresponse()
+        # Watch never ends on its own: the first frame must arrive without the stream closing.
+        header = response.read(5)
+        payload = response.read(int.from_bytes(header[1:], "big"))
+    finally:
+        connection.close()
+
+    assert response.status == 200, envoy.logs()
+    assert header[0] == DATA_FRAME
+    watched = health_pb2.HealthCheckResponse.FromString(payload)
+    assert watched.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_preflight_from_an_allowed_origin_is_allowed_and_exposes_grpc_status(
+    envoy: RunningEnvoy,
+) -> None:
+    response = _preflight(envoy.listener, ALLOWED_ORIGIN)
+
+    assert response.status == 200
+    assert response.getheader("access-control-allow-origin") == ALLOWED_ORIGIN
+    allowed = response.getheader("access-control-allow-headers", "").split(",")
+    for header in ("authorization", "content-type", "x-grpc-web", "x-user-agent"):
+        assert header in allowed
+    assert "POST" in response.getheader("access-control-allow-methods", "")
+    exposed = response.getheader("access-control-expose-headers", "").split(",")
+    assert {"grpc-status", "grpc-message", "grpc-status-details-bin"} <= set(exposed)
+
+
+def test_a_preflight_from_another_origin_gets_no_allow_origin_header(envoy: RunningEnvoy) -> None:
+    response = _preflight(envoy.listener, DISALLOWED_ORIGIN)
+
+    assert response.getheader("access-control-allow-origin") is None
