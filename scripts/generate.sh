@@ -8,6 +8,7 @@
 #   generated/go/           protoc-gen-go + protoc-gen-go-grpc (Debian packages)
 #
 # Usage: scripts/generate.sh [OUT_DIR]   (default: generated/ in the repository)
+#        scripts/generate.sh --deps-only  (only refresh build/proto-deps, for buf)
 #
 # The googleapis protos (google/api, google/rpc) are copied from the
 # googleapis-common-protos wheel into build/proto-deps/ (gitignored). Python and
@@ -22,9 +23,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+DEPS_ONLY=0
+if [[ "${1:-}" == "--deps-only" ]]; then
+  DEPS_ONLY=1
+  shift
+fi
 OUT="${1:-$ROOT/generated}"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
 DEPS="$ROOT/build/proto-deps"
 GO_MODULE="github.com/cortexcore/cortex-core/generated/go"
@@ -36,12 +40,8 @@ die() {
   exit 1
 }
 
-[[ -x "$PY" ]] || die "no Python at $PY (create the venv first: make .venv/.installed)"
-"$PY" -c 'import grpc_tools.protoc' 2>/dev/null || die "grpcio-tools is missing from $PY"
-[[ -x "$PROTOC_GEN_BETTERPROTO" ]] || die "missing $PROTOC_GEN_BETTERPROTO (pip install 'betterproto[compiler]==2.0.0b7')"
-[[ -x "$PROTOC_GEN_ES" ]] || die "missing $PROTOC_GEN_ES (run: npm ci --prefix tools, or make tools)"
-command -v protoc-gen-go >/dev/null || die "protoc-gen-go not on PATH (apt-get install protoc-gen-go, or make tools)"
-command -v protoc-gen-go-grpc >/dev/null || die "protoc-gen-go-grpc not on PATH (apt-get install protoc-gen-go-grpc, or make tools)"
+[[ -x "$PY" ]] || die "no Python at $PY (create the venv first: make install)"
+"$PY" -c 'import google.rpc.status_pb2' 2>/dev/null || die "googleapis-common-protos is missing from $PY"
 
 # 1. googleapis protos from the installed googleapis-common-protos wheel.
 GOOGLE_DIR="$("$PY" -c 'import os, google.rpc.status_pb2 as m; print(os.path.dirname(os.path.dirname(m.__file__)))')"
@@ -54,6 +54,15 @@ for sub in api rpc; do
       cp "$GOOGLE_DIR/$f" "$DEPS/google/$f"
     done
 done
+[[ $DEPS_ONLY == 0 ]] || exit 0
+
+"$PY" -c 'import grpc_tools.protoc' 2>/dev/null || die "grpcio-tools is missing from $PY"
+[[ -x "$PROTOC_GEN_BETTERPROTO" ]] || die "missing $PROTOC_GEN_BETTERPROTO (pip install 'betterproto[compiler]==2.0.0b7')"
+[[ -x "$PROTOC_GEN_ES" ]] || die "missing $PROTOC_GEN_ES (run: npm ci --prefix tools, or make tools)"
+command -v protoc-gen-go >/dev/null || die "protoc-gen-go not on PATH (apt-get install protoc-gen-go, or make tools)"
+command -v protoc-gen-go-grpc >/dev/null || die "protoc-gen-go-grpc not on PATH (apt-get install protoc-gen-go-grpc, or make tools)"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
 
 # 2. The inputs, relative to proto/, in a stable order.
 mapfile -t PROTOS < <(cd proto && find cortex -name '*.proto' | LC_ALL=C sort)

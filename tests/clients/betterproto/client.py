@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     host, _, port = argv[1].rpartition(":")
     try:
         name = asyncio.run(list_experts(host, int(port)))
-    except (OSError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError) as error:
         print(f"no round trip: {error!r}", file=sys.stderr)
         return 2
     print(f"status={name}")

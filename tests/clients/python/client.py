@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         code = asyncio.run(list_experts(argv[1]))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print(f"no round trip: {argv[1]} not ready within 10s", file=sys.stderr)
         return 2
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
