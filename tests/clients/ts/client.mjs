@@ -7,7 +7,7 @@
 //
 // Bare imports (@connectrpc/*, @bufbuild/protobuf) resolve through
 // node_modules symlinks to tools/node_modules, next to this file and in
-// generated/ts (scripts/link_node_modules.sh makes them; both are gitignored).
+// generated/ts (`make tools` creates them; both are gitignored).
 // Exit status: 0 when the server answered (any status), 1 on usage errors,
 // 2 when no round trip happened.
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
