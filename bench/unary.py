@@ -31,7 +31,7 @@ _READY = re.compile(r"serving on (\S+:\d+)")
 
 
 @contextmanager
-def bare_server() -> Iterator[str]:
+def bare_server() -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_server"],
         stdin=subprocess.PIPE,
@@ -39,7 +39,7 @@ def bare_server() -> Iterator[str]:
         text=True,
     )
     try:
-        yield _ready(proc)
+        yield _ready(proc), proc.pid
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -47,7 +47,7 @@ def bare_server() -> Iterator[str]:
 
 
 @contextmanager
-def cortex_server(data_dir: Path) -> Iterator[str]:
+def cortex_server(data_dir: Path) -> Iterator[tuple[str, int]]:
     env = {
         **os.environ,
         "CORTEX_GRPC_ADDRESS": "127.0.0.1:0",
@@ -62,7 +62,7 @@ def cortex_server(data_dir: Path) -> Iterator[str]:
             env=env,
         )
         try:
-            yield _ready(proc)
+            yield _ready(proc), proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
@@ -93,7 +93,7 @@ def main() -> None:
     cortex: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         for round_no in range(args.rounds):
-            with bare_server() as address:
+            with bare_server() as (address, pid):
                 bare.append(
                     uvloop.run(
                         run_load(
@@ -102,10 +102,11 @@ def main() -> None:
                             health_check,
                             concurrency=args.concurrency,
                             duration=args.duration,
+                            server_pid=pid,
                         )
                     )
                 )
-            with cortex_server(Path(tmp)) as address:
+            with cortex_server(Path(tmp)) as (address, pid):
                 cortex.append(
                     uvloop.run(
                         run_load(
@@ -114,6 +115,7 @@ def main() -> None:
                             health_check,
                             concurrency=args.concurrency,
                             duration=args.duration,
+                            server_pid=pid,
                         )
                     )
                 )
@@ -122,12 +124,23 @@ def main() -> None:
     print(HEADER)
     for result in [*bare, *cortex]:
         print(result.row())
+    print_ratios(bare, cortex)
+
+
+def print_ratios(bare: list[Result], cortex: list[Result]) -> None:
+    """Ratios of the best round of each; CPU per call is the least noisy figure."""
     best_bare = max(bare, key=lambda r: r.rps)
     best_cortex = max(cortex, key=lambda r: r.rps)
+    cpu_bare = min(r.server_cpu_us for r in bare)
+    cpu_cortex = min(r.server_cpu_us for r in cortex)
     print(
         f"ratio cortex/bare: throughput {best_cortex.rps / best_bare.rps:.2f}x, "
         f"p50 {best_cortex.p50_ms / best_bare.p50_ms:.2f}x, "
         f"p99 {best_cortex.p99_ms / best_bare.p99_ms:.2f}x (best round of each)"
+    )
+    print(
+        f"server CPU per call: bare {cpu_bare:.0f} µs, cortex {cpu_cortex:.0f} µs; "
+        f"capacity ratio (bare CPU / cortex CPU) {cpu_bare / cpu_cortex:.2f}x"
     )
 
 

@@ -11,6 +11,7 @@ import dataclasses
 
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.api.access_log import AccessLog
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.registry import service_names
 from cortex_core.api.streams import StreamRegistry
@@ -27,6 +28,7 @@ class App:
     database: Database
     health: HealthReporter
     streams: StreamRegistry
+    access_log: AccessLog | None
     servicers: dict[str, object]
 
 
@@ -40,5 +42,6 @@ def bootstrap(
         database=database or SqlDatabase.from_url(settings.effective_database_url),
         health=HealthReporter(service_names()),
         streams=StreamRegistry(),
+        access_log=AccessLog(settings.log_format) if settings.access_log else None,
         servicers={},
     )

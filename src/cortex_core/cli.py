@@ -33,6 +33,7 @@ configuration (environment variables, read once at start):
   CORTEX_MAX_MESSAGE_BYTES     largest request or response message (default 4194304)
   CORTEX_MAX_CONCURRENT_RPCS   calls served at once, 0 for no limit (default 0)
   CORTEX_MAX_PENDING_REQUESTS  calls allowed to queue for a slot (default 1000)
+  CORTEX_ACCESS_LOG            false to turn off the per-call access log (default true)
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
 """
 

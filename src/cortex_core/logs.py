@@ -1,18 +1,39 @@
-"""Log configuration: JSON lines for machines, a compact console format for people."""
+"""Log configuration: JSON lines for machines, a compact console format for people.
+
+Records are handed to a queue on the event loop and formatted and written by a
+listener thread, so a slow or blocked stderr never stalls request handling.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
 
-def configure_logging(level: int, fmt: str) -> None:
-    """Send all records to stderr in ``fmt`` ("json" or "console") at ``level``."""
-    handler = logging.StreamHandler(sys.stderr)
+class _ThreadQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the listener thread as they are; formatting happens there.
+
+    The stock ``prepare`` formats every record on the calling thread (so that it
+    can be pickled to another process); within one process that work is wasted.
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def configure_logging(level: int, fmt: str) -> logging.handlers.QueueListener:
+    """Send all records to stderr in ``fmt`` ("json" or "console") at ``level``.
+
+    Returns the started listener; it is stopped (and the queue flushed) at exit.
+    """
+    output = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(
+        output.setFormatter(
             JsonFormatter(
                 "%(levelname)s %(name)s %(message)s",
                 rename_fields={"levelname": "level", "name": "logger"},
@@ -20,9 +41,14 @@ def configure_logging(level: int, fmt: str) -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        output.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, output, respect_handler_level=False)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_ThreadQueueHandler(records)]
     root.setLevel(level)
     # Alembic announces every plugin at INFO on each start; keep its warnings only.
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    listener.start()
+    atexit.register(listener.stop)
+    return listener

@@ -60,7 +60,7 @@ def server_options(app: App) -> list[tuple[str, Any]]:
 
 def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
     """Create the server with interceptors, every service, health and reflection."""
-    interceptors: list[Any] = [CortexInterceptor(app.streams)]
+    interceptors: list[Any] = [CortexInterceptor(app.streams, app.access_log)]
     if app.settings.tracing:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
@@ -93,12 +93,13 @@ class RunningServer:
         """Health NOT_SERVING, streams told to go away, in-flight calls finish."""
         grace = self.app.settings.shutdown_grace
         log.info("draining", extra={"grace_seconds": grace})
-        for task in self._tasks:
-            task.cancel()
         await self.app.health.drain()
         await asyncio.sleep(HEALTH_FLUSH_SECONDS)  # let health watchers see NOT_SERVING
         closed = self.app.streams.close_all()
         await self.server.stop(grace)
+        for task in self._tasks:  # after the calls, so their access records are flushed
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.app.database.dispose()
         log.info("stopped", extra={"streams_closed": closed})
 
@@ -113,11 +114,15 @@ async def start(app: App) -> RunningServer:
     bound = f"{host}:{port}"
     await server.start()
     await app.health.set_all(True)
-    watcher = asyncio.create_task(
-        app.health.watch_database(app.database, DATABASE_WATCH_INTERVAL), name="health-watch"
-    )
+    tasks = [
+        asyncio.create_task(
+            app.health.watch_database(app.database, DATABASE_WATCH_INTERVAL), name="health-watch"
+        )
+    ]
+    if app.access_log is not None:
+        tasks.append(asyncio.create_task(app.access_log.run(), name="access-log"))
     log.info("serving", extra={"address": bound})
-    return RunningServer(app, server, bound, [watcher])
+    return RunningServer(app, server, bound, tasks)
 
 
 async def serve(app: App, *, announce: bool = True) -> None:

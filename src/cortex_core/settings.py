@@ -38,6 +38,7 @@ class Settings:
     max_concurrent_rpcs: int = 0
     max_pending_requests: int = 1000
     tracing: bool = False
+    access_log: bool = True
 
     @property
     def effective_database_url(self) -> str:
@@ -69,6 +70,7 @@ class Settings:
                 "CORTEX_MAX_PENDING_REQUESTS", d.max_pending_requests, _positive_int
             ),
             tracing=reader.get("CORTEX_TRACING", d.tracing, _boolean),
+            access_log=reader.get("CORTEX_ACCESS_LOG", d.access_log, _boolean),
         )
 
     @property

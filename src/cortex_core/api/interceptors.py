@@ -1,16 +1,17 @@
-"""The server's interceptor: request ids, the JSON access log and error mapping.
+"""The server's interceptor: request ids, the access log and error mapping.
 
-One interceptor wraps every handler once, so the per-call cost stays a single
-extra coroutine frame. For each call it:
+One interceptor wraps each method's handler once (wrapped handlers are cached
+per method), so a call pays for a single extra frame. For each call it:
 
 * assigns a request id (the caller's ``x-request-id`` when it is sane);
 * turns request bytes that do not parse into ``INVALID_ARGUMENT``;
 * maps :class:`~cortex_core.errors.CortexError` raised by a handler, unary or
   mid-stream, through :mod:`cortex_core.api.status`;
-* turns any other exception into ``INTERNAL`` with a generic message, logging
-  the traceback with the request id;
+* turns ``NotImplementedError`` (generated base servicers) into
+  ``UNIMPLEMENTED`` and any other exception into ``INTERNAL`` with a generic
+  message, logging the traceback with the request id;
 * ends open streams with ``UNAVAILABLE`` when the server drains;
-* writes one access-log record: method, code, duration, peer, request id.
+* records the call in the access log: method, code, duration, peer, request id.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -30,9 +30,9 @@ import grpc.aio
 
 from cortex_core import errors
 from cortex_core.api import status
+from cortex_core.api.access_log import AccessLog
 from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry
 
-access_log = logging.getLogger("cortex.access")
 error_log = logging.getLogger("cortex.errors")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -41,6 +41,7 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 _REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+_OK = grpc.StatusCode.OK
 
 
 class _Malformed:
@@ -65,8 +66,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return parse
 
 
-def _request_id(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
-    for key, value in metadata or ():
+def _request_id(context: Any) -> str:
+    for key, value in context.invocation_metadata() or ():
         if (
             key == _REQUEST_ID_HEADER
             and isinstance(value, str)
@@ -74,209 +75,7 @@ def _request_id(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
             and value.isprintable()
         ):
             return value
-    return uuid.uuid4().hex
-
-
-class _Call:
-    """Book-keeping for one RPC: its id, method, start time and final code."""
-
-    __slots__ = ("code", "method", "request_id", "start")
-
-    def __init__(self, method: str, request_id: str) -> None:
-        self.method = method
-        self.request_id = request_id
-        self.start = time.perf_counter()
-        self.code = grpc.StatusCode.OK
-
-    def log(self, context: Any) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        access_log.info(
-            "%s %s",
-            self.method,
-            self.code.name,
-            extra={
-                "method": self.method,
-                "code": self.code.name,
-                "duration_ms": round((time.perf_counter() - self.start) * 1000, 3),
-                "peer": context.peer(),
-                "request_id": self.request_id,
-            },
-        )
-
-
-class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps every handler with request ids, error mapping and access logging."""
-
-    def __init__(self, streams: StreamRegistry) -> None:
-        self.streams = streams
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method: str = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, metadata, handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, metadata, handler.unary_stream),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, metadata, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._stream(method, metadata, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _unary(
-        self, method: str, metadata: Any, behavior: Callable[..., Any]
-    ) -> Callable[..., Awaitable[Any]]:
-        async def handle(request: Any, context: Any) -> Any:
-            async with _Guard(self, method, metadata, context, request, stream=False):
-                return await behavior(request, context)
-
-        return handle
-
-    def _stream(
-        self, method: str, metadata: Any, behavior: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        if inspect.isasyncgenfunction(behavior):
-
-            async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
-                async with _Guard(self, method, metadata, context, request, stream=True):
-                    async for response in behavior(request, context):
-                        yield response
-
-            return generate
-
-        # Handlers that stream with ``context.write`` (grpc's own health Watch).
-        async def write(request: Any, context: Any) -> None:
-            async with _Guard(self, method, metadata, context, request, stream=True):
-                result = behavior(request, context)
-                if inspect.isawaitable(result):
-                    await result
-
-        return write
-
-    async def abort_malformed(self, call: _Call, context: Any, request: _Malformed) -> None:
-        call.code = grpc.StatusCode.INVALID_ARGUMENT
-        await context.abort_with_status(
-            status.invalid_request_status(f"request message could not be parsed ({request.error})")
-        )
-
-    async def fail(self, call: _Call, context: Any, exc: BaseException) -> None:
-        """Translate ``exc`` into the call's status; returns only for cancellation."""
-        if isinstance(exc, grpc.aio.AbortError):
-            code = context.code()
-            call.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
-            return
-        if isinstance(exc, asyncio.CancelledError):
-            call.code = grpc.StatusCode.CANCELLED
-            return
-        if isinstance(exc, errors.CortexError):
-            rpc = status.to_rpc_status(exc)
-            call.code = rpc.code
-            if rpc.code is grpc.StatusCode.INTERNAL:
-                error_log.error(
-                    "unmapped domain error in %s",
-                    call.method,
-                    exc_info=exc,
-                    extra={"request_id": call.request_id},
-                )
-                rpc = status.internal_status(call.request_id)
-            await context.abort_with_status(rpc)
-        if not isinstance(exc, Exception):
-            return
-        if isinstance(exc, NotImplementedError):
-            # Generated base servicers raise this for RPCs not built yet.
-            call.code = grpc.StatusCode.UNIMPLEMENTED
-            await context.abort_with_status(status.unimplemented_status(call.method))
-        call.code = grpc.StatusCode.INTERNAL
-        error_log.error(
-            "unexpected error in %s",
-            call.method,
-            exc_info=exc,
-            extra={"request_id": call.request_id, "method": call.method},
-        )
-        await context.abort_with_status(status.internal_status(call.request_id))
-
-
-class _Guard:
-    """The per-call frame: request id, stream registration, error mapping, access log."""
-
-    __slots__ = ("_context", "_interceptor", "_request", "_stream", "_task", "_token", "call")
-
-    def __init__(
-        self,
-        interceptor: CortexInterceptor,
-        method: str,
-        metadata: Any,
-        context: Any,
-        request: Any,
-        *,
-        stream: bool,
-    ) -> None:
-        self._interceptor = interceptor
-        self._context = context
-        self._request = request
-        self._stream = stream
-        self._task: asyncio.Task[Any] | None = None
-        self.call = _Call(method, _request_id(metadata))
-
-    async def __aenter__(self) -> _Guard:
-        self._token = request_id_var.set(self.call.request_id)
-        if self._stream:
-            self._task = asyncio.current_task()
-            if self._task is not None:
-                self._interceptor.streams.add(self._task)
-        if isinstance(self._request, _Malformed):
-            await self._interceptor.abort_malformed(self.call, self._context, self._request)
-        if self._stream and self._interceptor.streams.draining:
-            await self._interceptor.fail(self.call, self._context, _shutting_down())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            if exc is None:
-                return False
-            if (
-                isinstance(exc, asyncio.CancelledError)
-                and self._task is not None
-                and _is_shutdown(exc)
-                and self._interceptor.streams.draining
-            ):
-                # Our own drain interrupted this stream: end it with UNAVAILABLE instead.
-                self._task.uncancel()
-                await self._interceptor.fail(self.call, self._context, _shutting_down())
-            await self._interceptor.fail(self.call, self._context, exc)
-            return False
-        finally:
-            if self._task is not None:
-                self._interceptor.streams.discard(self._task)
-            request_id_var.reset(self._token)
-            self.call.log(self._context)
+    return os.urandom(16).hex()
 
 
 def _shutting_down() -> errors.Unavailable:
@@ -285,3 +84,204 @@ def _shutting_down() -> errors.Unavailable:
 
 def _is_shutdown(exc: asyncio.CancelledError) -> bool:
     return bool(exc.args) and exc.args[0] == SHUTDOWN_MESSAGE
+
+
+class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps every handler with request ids, error mapping and access logging."""
+
+    def __init__(self, streams: StreamRegistry, access_log: AccessLog | None) -> None:
+        self.streams = streams
+        self._access_log = access_log
+        # The registered handlers never change while serving, so each method's
+        # handler is wrapped once instead of on every call.
+        self._wrapped: dict[str, Any] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            request_id = _request_id(context)
+            token = request_id_var.set(request_id)
+            code = _OK
+            try:
+                if isinstance(request, _Malformed):
+                    await self.abort_malformed(context, request)
+                return await behavior(request, context)
+            except BaseException as exc:
+                code, rpc = self.outcome(method, request_id, context, exc)
+                if rpc is not None:
+                    await context.abort_with_status(rpc)
+                raise
+            finally:
+                request_id_var.reset(token)
+                self.log(method, code, start, context, request_id)
+
+        return handle
+
+    def _stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
+                async with _StreamGuard(self, method, context, request):
+                    async for response in behavior(request, context):
+                        yield response
+
+            return generate
+
+        # Handlers that stream with ``context.write`` (grpc's own health Watch).
+        async def write(request: Any, context: Any) -> None:
+            async with _StreamGuard(self, method, context, request):
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    await result
+
+        return write
+
+    def log(
+        self, method: str, code: grpc.StatusCode, start: float, context: Any, request_id: str
+    ) -> None:
+        if self._access_log is not None:
+            duration_ms = round((time.perf_counter() - start) * 1000, 3)
+            self._access_log.record(method, code.name, duration_ms, context.peer(), request_id)
+
+    async def abort_malformed(self, context: Any, request: _Malformed) -> None:
+        await context.abort_with_status(
+            status.invalid_request_status(f"request message could not be parsed ({request.error})")
+        )
+
+    def outcome(
+        self, method: str, request_id: str, context: Any, exc: BaseException
+    ) -> tuple[grpc.StatusCode, grpc.Status | None]:
+        """The call's final code for ``exc``, and the status to send if one is still due."""
+        if isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            return (code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN), None
+        if not isinstance(exc, Exception):  # cancelled by the client or by shutdown
+            return grpc.StatusCode.CANCELLED, None
+        if isinstance(exc, errors.CortexError):
+            rpc = status.to_rpc_status(exc)
+            if rpc.code is not grpc.StatusCode.INTERNAL:
+                return rpc.code, rpc
+        elif isinstance(exc, NotImplementedError):
+            # Generated base servicers raise this for RPCs not built yet.
+            return grpc.StatusCode.UNIMPLEMENTED, status.unimplemented_status(method)
+        error_log.error(
+            "unexpected error in %s",
+            method,
+            exc_info=exc,
+            extra={"request_id": request_id, "method": method},
+        )
+        return grpc.StatusCode.INTERNAL, status.internal_status(request_id)
+
+
+class _StreamGuard:
+    """A streaming call's frame: registration for drain, error mapping, access log."""
+
+    __slots__ = (
+        "_code",
+        "_context",
+        "_interceptor",
+        "_method",
+        "_request",
+        "_request_id",
+        "_start",
+        "_task",
+        "_token",
+    )
+
+    def __init__(
+        self, interceptor: CortexInterceptor, method: str, context: Any, request: Any
+    ) -> None:
+        self._interceptor = interceptor
+        self._method = method
+        self._context = context
+        self._request = request
+        self._start = time.perf_counter()
+        self._request_id = _request_id(context)
+        self._code = _OK
+        self._task: asyncio.Task[Any] | None = None
+        self._token: contextvars.Token[str] | None = None
+
+    async def __aenter__(self) -> None:
+        self._token = request_id_var.set(self._request_id)
+        self._task = asyncio.current_task()
+        streams = self._interceptor.streams
+        if self._task is not None:
+            streams.add(self._task)
+        try:
+            if isinstance(self._request, _Malformed):
+                await self._interceptor.abort_malformed(self._context, self._request)
+            if streams.draining:
+                raise _shutting_down()
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        interceptor = self._interceptor
+        try:
+            if exc is None:
+                return False
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and self._task is not None
+                and _is_shutdown(exc)
+                and interceptor.streams.draining
+            ):
+                # Our own drain interrupted this stream: end it with UNAVAILABLE instead.
+                self._task.uncancel()
+                exc = _shutting_down()
+            self._code, rpc = interceptor.outcome(
+                self._method, self._request_id, self._context, exc
+            )
+            if rpc is not None:
+                await self._context.abort_with_status(rpc)
+            return False
+        finally:
+            if self._task is not None:
+                interceptor.streams.discard(self._task)
+                self._task = None
+            if self._token is not None:
+                request_id_var.reset(self._token)
+                self._token = None
+                interceptor.log(
+                    self._method, self._code, self._start, self._context, self._request_id
+                )
