@@ -6,12 +6,14 @@ both the default of ``make run`` and the double used by tests.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
 from cortex_core.domain.identity import Membership, Session, User, Workspace
 from cortex_core.domain.paging import Page, PageRequest
+from cortex_core.domain.tokens import AccessClaims, IssuedToken
 
 
 class Clock(Protocol):
@@ -96,3 +98,52 @@ class Database(Protocol):
     async def dispose(self) -> None: ...
 
     def unit_of_work(self) -> UnitOfWork: ...
+
+
+# --- identity and security -------------------------------------------------
+
+
+class PasswordHasher(Protocol):
+    """argon2id hashing on a bounded worker pool (never on the event loop)."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """True when ``password`` matches; False (never an exception) when it does not."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when the hash was made with parameters older than the current ones."""
+        ...
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the time of one real verification (for unknown accounts)."""
+        ...
+
+
+class PasswordPolicy(Protocol):
+    def check(self, password: str, *, field: str = "password") -> None:
+        """Raise InvalidArgument (BadRequest on ``field``) for a password not allowed."""
+        ...
+
+
+class AccessTokenCodec(Protocol):
+    """Mints and verifies short-lived access tokens (JWT)."""
+
+    def issue(self, *, user_id: str, session_id: str, now: datetime) -> IssuedToken: ...
+
+    def verify(self, token: str, *, now: datetime) -> AccessClaims:
+        """Return the claims; raise Unauthenticated (TOKEN_INVALID or TOKEN_EXPIRED)."""
+        ...
+
+
+class LoginThrottle(Protocol):
+    """Growing delays after failed logins, per account and per client address."""
+
+    async def check(self, keys: Sequence[str]) -> None:
+        """Raise ResourceExhausted(reason LOGIN_THROTTLED, retry_after) while any key waits."""
+        ...
+
+    async def record_failure(self, keys: Sequence[str]) -> None: ...
+
+    async def record_success(self, keys: Sequence[str]) -> None: ...
