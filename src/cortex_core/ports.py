@@ -11,7 +11,15 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from cortex_core.domain.identity import Membership, Session, User, Workspace
+from cortex_core.domain.identity import (
+    MemberView,
+    Membership,
+    RefreshToken,
+    Role,
+    Session,
+    User,
+    Workspace,
+)
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.domain.tokens import AccessClaims, IssuedToken
 
@@ -24,7 +32,7 @@ class Clock(Protocol):
 
 class UserRepository(Protocol):
     async def add(self, user: User) -> None:
-        """Insert ``user``; raise AlreadyExists(reason EMAIL_TAKEN) for a taken email."""
+        """Insert ``user``; raise AlreadyExists for a taken email (case-insensitive)."""
         ...
 
     async def get(self, user_id: str) -> User | None: ...
@@ -33,25 +41,71 @@ class UserRepository(Protocol):
         """Look up by email, case-insensitively."""
         ...
 
+    async def set_password_hash(self, user_id: str, password_hash: str, now: datetime) -> None: ...
+
 
 class WorkspaceRepository(Protocol):
     async def add(self, workspace: Workspace) -> None: ...
 
     async def get(self, workspace_id: str) -> Workspace | None: ...
 
+    async def update(self, workspace: Workspace) -> None: ...
+
+    async def delete(self, workspace_id: str) -> None:
+        """Delete the workspace and everything in it (memberships cascade)."""
+        ...
+
     async def list_for_user(self, user_id: str, page: PageRequest) -> Page[Workspace]:
         """The workspaces ``user_id`` is a member of, oldest first."""
         ...
 
-    async def add_member(self, membership: Membership) -> None: ...
+    async def add_member(self, membership: Membership) -> None:
+        """Insert; raise AlreadyExists when the user is already a member."""
+        ...
+
+    async def set_member_role(self, workspace_id: str, user_id: str, role: Role) -> None: ...
+
+    async def remove_member(self, workspace_id: str, user_id: str) -> None: ...
 
     async def get_membership(self, workspace_id: str, user_id: str) -> Membership | None: ...
+
+    async def list_members(self, workspace_id: str, page: PageRequest) -> Page[MemberView]:
+        """Members with their user's email and display name, oldest first."""
+        ...
+
+    async def count_owners(self, workspace_id: str) -> int: ...
 
 
 class SessionRepository(Protocol):
     async def add(self, session: Session) -> None: ...
 
     async def get(self, session_id: str) -> Session | None: ...
+
+    async def list_for_user(self, user_id: str, page: PageRequest) -> Page[Session]:
+        """The user's sessions that are neither revoked nor expired, newest first."""
+        ...
+
+    async def touch(self, session_id: str, now: datetime) -> None:
+        """Record a use of the session (``last_use_time``)."""
+        ...
+
+    async def revoke(self, session_id: str, now: datetime) -> bool:
+        """Revoke one session; False when it was already revoked."""
+        ...
+
+    async def revoke_all_for_user(
+        self, user_id: str, now: datetime, *, keep: str = ""
+    ) -> list[str]:
+        """Revoke every active session of the user but ``keep``; return the ids revoked."""
+        ...
+
+    async def add_refresh_token(self, token: RefreshToken) -> None: ...
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshToken | None: ...
+
+    async def consume_refresh_token(self, token_id: str, now: datetime) -> bool:
+        """Mark the token used, atomically; False when it was already used (a reuse)."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -147,3 +201,6 @@ class LoginThrottle(Protocol):
     async def record_failure(self, keys: Sequence[str]) -> None: ...
 
     async def record_success(self, keys: Sequence[str]) -> None: ...
+
+
+# --- events (owned by the event-log work; see services/event_hub.py) ---------

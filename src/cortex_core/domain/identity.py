@@ -76,3 +76,27 @@ class Session:
 
     def is_active(self, now: datetime) -> bool:
         return self.revoke_time is None and now < self.expire_time
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberView:
+    """A membership joined with the member's public profile."""
+
+    workspace_id: str
+    user_id: str
+    email: str
+    display_name: str
+    role: Role
+    create_time: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """One link of a session's refresh-token chain; only its SHA-256 is stored."""
+
+    id: str
+    session_id: str
+    token_hash: str
+    create_time: datetime
+    expire_time: datetime
+    used_time: datetime | None = None
