@@ -1,17 +1,67 @@
-"""SQL implementations of the repository ports, bound to one connection."""
+"""SQL implementations of the identity repository ports, bound to one connection."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core.adapters.sql import tables
-from cortex_core.domain.identity import Membership, Role, Session, User, Workspace
+from cortex_core.domain.identity import (
+    Membership,
+    MemberView,
+    RefreshToken,
+    Role,
+    Session,
+    User,
+    Workspace,
+)
 from cortex_core.domain.paging import Page, PageRequest, encode_token
 from cortex_core.errors import InvalidArgument
+
+T = TypeVar("T")
+
+
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
+
+
+async def paginate(
+    conn: AsyncConnection,
+    query: sa.Select[Any],
+    time_column: sa.ColumnElement[Any],
+    id_column: sa.ColumnElement[Any],
+    page: PageRequest,
+    convert: Callable[[Any], T],
+    key: Callable[[T], tuple[datetime, str]],
+    *,
+    newest_first: bool = False,
+) -> Page[T]:
+    """Keyset pagination on (time, id): stable while rows are added."""
+    if newest_first:
+        query = query.order_by(time_column.desc(), id_column.desc())
+    else:
+        query = query.order_by(time_column, id_column)
+    if page.after is not None:
+        if len(page.after) != 2:
+            raise _bad_token()
+        try:
+            after_time = datetime.fromisoformat(page.after[0])
+        except ValueError:
+            raise _bad_token() from None
+        bound = sa.tuple_(sa.literal(after_time, tables.UtcDateTime), sa.literal(page.after[1]))
+        row_key = sa.tuple_(time_column, id_column)
+        query = query.where(row_key < bound if newest_first else row_key > bound)
+    rows = (await conn.execute(query.limit(page.size + 1))).all()
+    items = [convert(row) for row in rows[: page.size]]
+    token = ""
+    if len(rows) > page.size:
+        last_time, last_id = key(items[-1])
+        token = encode_token((last_time.isoformat(), last_id))
+    return Page(items=items, next_page_token=token)
 
 
 class SqlUserRepository:
@@ -32,15 +82,21 @@ class SqlUserRepository:
         )
 
     async def get(self, user_id: str) -> User | None:
-        row = (
-            await self._conn.execute(sa.select(tables.users).where(tables.users.c.id == user_id))
-        ).first()
+        query = sa.select(tables.users).where(tables.users.c.id == user_id)
+        row = (await self._conn.execute(query)).first()
         return _user(row) if row else None
 
     async def get_by_email(self, email: str) -> User | None:
         query = sa.select(tables.users).where(tables.users.c.email_normalized == email.casefold())
         row = (await self._conn.execute(query)).first()
         return _user(row) if row else None
+
+    async def set_password_hash(self, user_id: str, password_hash: str, now: datetime) -> None:
+        await self._conn.execute(
+            tables.users.update()
+            .where(tables.users.c.id == user_id)
+            .values(password_hash=password_hash, update_time=now)
+        )
 
 
 class SqlWorkspaceRepository:
@@ -62,30 +118,30 @@ class SqlWorkspaceRepository:
         row = (await self._conn.execute(query)).first()
         return _workspace(row) if row else None
 
+    async def update(self, workspace: Workspace) -> None:
+        await self._conn.execute(
+            tables.workspaces.update()
+            .where(tables.workspaces.c.id == workspace.id)
+            .values(display_name=workspace.display_name, update_time=workspace.update_time)
+        )
+
+    async def delete(self, workspace_id: str) -> None:
+        await self._conn.execute(
+            tables.workspaces.delete().where(tables.workspaces.c.id == workspace_id)
+        )
+
     async def list_for_user(self, user_id: str, page: PageRequest) -> Page[Workspace]:
         w, m = tables.workspaces, tables.workspace_members
-        query = (
-            sa.select(w)
-            .join(m, m.c.workspace_id == w.c.id)
-            .where(m.c.user_id == user_id)
-            .order_by(w.c.create_time, w.c.id)
-            .limit(page.size + 1)
+        query = sa.select(w).join(m, m.c.workspace_id == w.c.id).where(m.c.user_id == user_id)
+        return await paginate(
+            self._conn,
+            query,
+            w.c.create_time,
+            w.c.id,
+            page,
+            _workspace,
+            lambda ws: (ws.create_time, ws.id),
         )
-        if page.after is not None:
-            if len(page.after) != 2:
-                raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
-            after_time, after_id = page.after
-            query = query.where(
-                sa.tuple_(w.c.create_time, w.c.id)
-                > sa.tuple_(sa.literal(_parse_time(after_time), tables.UtcDateTime), after_id)
-            )
-        rows = (await self._conn.execute(query)).all()
-        items = [_workspace(row) for row in rows[: page.size]]
-        token = ""
-        if len(rows) > page.size:
-            last = items[-1]
-            token = encode_token((last.create_time.isoformat(), last.id))
-        return Page(items=items, next_page_token=token)
 
     async def add_member(self, membership: Membership) -> None:
         await self._conn.execute(
@@ -97,6 +153,20 @@ class SqlWorkspaceRepository:
             )
         )
 
+    async def set_member_role(self, workspace_id: str, user_id: str, role: Role) -> None:
+        m = tables.workspace_members
+        await self._conn.execute(
+            m.update()
+            .where(m.c.workspace_id == workspace_id, m.c.user_id == user_id)
+            .values(role=role.value)
+        )
+
+    async def remove_member(self, workspace_id: str, user_id: str) -> None:
+        m = tables.workspace_members
+        await self._conn.execute(
+            m.delete().where(m.c.workspace_id == workspace_id, m.c.user_id == user_id)
+        )
+
     async def get_membership(self, workspace_id: str, user_id: str) -> Membership | None:
         m = tables.workspace_members
         query = sa.select(m).where(m.c.workspace_id == workspace_id, m.c.user_id == user_id)
@@ -104,6 +174,46 @@ class SqlWorkspaceRepository:
         if row is None:
             return None
         return Membership(row.workspace_id, row.user_id, Role(row.role), row.create_time)
+
+    async def list_members(self, workspace_id: str, page: PageRequest) -> Page[MemberView]:
+        m, u = tables.workspace_members, tables.users
+        query = (
+            sa.select(
+                m.c.workspace_id,
+                m.c.user_id,
+                m.c.role,
+                m.c.create_time,
+                u.c.email,
+                u.c.display_name,
+            )
+            .join(u, u.c.id == m.c.user_id)
+            .where(m.c.workspace_id == workspace_id)
+        )
+        return await paginate(
+            self._conn,
+            query,
+            m.c.create_time,
+            m.c.user_id,
+            page,
+            lambda row: MemberView(
+                workspace_id=row.workspace_id,
+                user_id=row.user_id,
+                email=row.email,
+                display_name=row.display_name,
+                role=Role(row.role),
+                create_time=row.create_time,
+            ),
+            lambda member: (member.create_time, member.user_id),
+        )
+
+    async def count_owners(self, workspace_id: str) -> int:
+        m = tables.workspace_members
+        query = (
+            sa.select(sa.func.count())
+            .select_from(m)
+            .where(m.c.workspace_id == workspace_id, m.c.role == Role.OWNER.value)
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
 
 class SqlSessionRepository:
@@ -127,25 +237,83 @@ class SqlSessionRepository:
     async def get(self, session_id: str) -> Session | None:
         query = sa.select(tables.sessions).where(tables.sessions.c.id == session_id)
         row = (await self._conn.execute(query)).first()
-        if row is None:
-            return None
-        return Session(
-            id=row.id,
-            user_id=row.user_id,
-            create_time=row.create_time,
-            last_use_time=row.last_use_time,
-            expire_time=row.expire_time,
-            client_address=row.client_address,
-            user_agent=row.user_agent,
-            revoke_time=row.revoke_time,
+        return _session(row) if row else None
+
+    async def list_for_user(self, user_id: str, page: PageRequest) -> Page[Session]:
+        s = tables.sessions
+        query = sa.select(s).where(s.c.user_id == user_id, s.c.revoke_time.is_(None))
+        return await paginate(
+            self._conn,
+            query,
+            s.c.create_time,
+            s.c.id,
+            page,
+            _session,
+            lambda session: (session.create_time, session.id),
+            newest_first=True,
         )
 
+    async def touch(self, session_id: str, now: datetime) -> None:
+        s = tables.sessions
+        await self._conn.execute(
+            s.update()
+            .where(s.c.id == session_id, s.c.last_use_time < now)
+            .values(last_use_time=now)
+        )
 
-def _parse_time(raw: str) -> datetime:
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from None
+    async def revoke(self, session_id: str, now: datetime) -> bool:
+        s = tables.sessions
+        result = await self._conn.execute(
+            s.update()
+            .where(s.c.id == session_id, s.c.revoke_time.is_(None))
+            .values(revoke_time=now)
+        )
+        return bool(result.rowcount)
+
+    async def revoke_all_for_user(
+        self, user_id: str, now: datetime, *, keep: str = ""
+    ) -> list[str]:
+        s = tables.sessions
+        where = (s.c.user_id == user_id, s.c.revoke_time.is_(None), s.c.id != keep)
+        ids = list((await self._conn.execute(sa.select(s.c.id).where(*where))).scalars())
+        if ids:
+            await self._conn.execute(s.update().where(s.c.id.in_(ids)).values(revoke_time=now))
+        return ids
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        await self._conn.execute(
+            tables.refresh_tokens.insert().values(
+                id=token.id,
+                session_id=token.session_id,
+                token_hash=token.token_hash,
+                create_time=token.create_time,
+                expire_time=token.expire_time,
+                used_time=token.used_time,
+            )
+        )
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshToken | None:
+        r = tables.refresh_tokens
+        row = (await self._conn.execute(sa.select(r).where(r.c.token_hash == token_hash))).first()
+        if row is None:
+            return None
+        return RefreshToken(
+            id=row.id,
+            session_id=row.session_id,
+            token_hash=row.token_hash,
+            create_time=row.create_time,
+            expire_time=row.expire_time,
+            used_time=row.used_time,
+        )
+
+    async def consume_refresh_token(self, token_id: str, now: datetime) -> bool:
+        # A conditional UPDATE is atomic on both backends: of two concurrent
+        # refreshes with the same token exactly one sees rowcount 1.
+        r = tables.refresh_tokens
+        result = await self._conn.execute(
+            r.update().where(r.c.id == token_id, r.c.used_time.is_(None)).values(used_time=now)
+        )
+        return bool(result.rowcount)
 
 
 def _user(row: Any) -> User:
@@ -166,3 +334,19 @@ def _workspace(row: Any) -> Workspace:
         create_time=row.create_time,
         update_time=row.update_time,
     )
+
+
+def _session(row: Any) -> Session:
+    return Session(
+        id=row.id,
+        user_id=row.user_id,
+        create_time=row.create_time,
+        last_use_time=row.last_use_time,
+        expire_time=row.expire_time,
+        client_address=row.client_address,
+        user_agent=row.user_agent,
+        revoke_time=row.revoke_time,
+    )
+
+
+__all__: Sequence[str] = ("SqlSessionRepository", "SqlUserRepository", "SqlWorkspaceRepository")

@@ -108,3 +108,20 @@ sessions = sa.Table(
     sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
     sa.Column("revoke_time", UtcDateTime, nullable=True),
 )
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    _id(),
+    sa.Column(
+        "session_id",
+        sa.String(64),
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+    sa.Column("expire_time", UtcDateTime, nullable=False),
+    sa.Column("used_time", UtcDateTime, nullable=True),
+)
