@@ -2,21 +2,38 @@
 
 Importing this module does nothing; :func:`bootstrap` builds an :class:`App`
 from :class:`~cortex_core.settings.Settings`, choosing the embedded default or
-the production adapter for every port.
+the production adapter for every port. It reads the signing key from the data
+dir once, at start (see ``load_key_ring``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import timedelta
 
 from cortex_core.adapters.clock import SystemClock
+from cortex_core.adapters.security.keys import load_key_ring
+from cortex_core.adapters.security.password_policy import PasswordPolicy
+from cortex_core.adapters.security.passwords import Argon2PasswordHasher
+from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
+from cortex_core.adapters.security.tokens import JwtAccessTokenCodec
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.api.access_log import AccessLog
+from cortex_core.api.auth_service import AuthService
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.registry import service_names
+from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
-from cortex_core.ports import Clock, Database
+from cortex_core.api.workspace_service import WorkspaceService
+from cortex_core.ports import Clock, Database, LoginThrottle
+from cortex_core.services.authentication import Authenticator
+from cortex_core.services.identity import Identity
+from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(slots=True)
@@ -29,19 +46,58 @@ class App:
     health: HealthReporter
     streams: StreamRegistry
     access_log: AccessLog | None
+    authenticator: Authenticator | None
     servicers: dict[str, object]
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
 
 def bootstrap(
     settings: Settings, *, database: Database | None = None, clock: Clock | None = None
 ) -> App:
     """Build the application for ``settings``; ports may be overridden by tests."""
+    clock = clock or SystemClock()
+    database = database or SqlDatabase.from_url(settings.effective_database_url)
+    key_ring, warning = load_key_ring(
+        settings.jwt_secret, settings.jwt_previous_secrets, settings.data_dir
+    )
+    if warning:
+        log.warning(warning)
+    tokens = JwtAccessTokenCodec(key_ring, lifetime=timedelta(seconds=settings.access_token_ttl))
+    hasher = Argon2PasswordHasher(max_workers=settings.password_workers or None)
+    authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
+    identity = Identity(
+        uow=database.unit_of_work,
+        clock=clock,
+        hasher=hasher,
+        policy=PasswordPolicy(),
+        tokens=tokens,
+        throttle=_throttle(settings, clock),
+        revocations=authenticator,
+        session_lifetime=timedelta(seconds=settings.session_lifetime),
+    )
+    workspaces = Workspaces(uow=database.unit_of_work, clock=clock)
     return App(
         settings=settings,
-        clock=clock or SystemClock(),
-        database=database or SqlDatabase.from_url(settings.effective_database_url),
+        clock=clock,
+        database=database,
         health=HealthReporter(service_names()),
         streams=StreamRegistry(),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
-        servicers={},
+        authenticator=authenticator,
+        servicers={
+            "cortex.auth.v1.AuthService": AuthService(identity),
+            "cortex.sessions.v1.SessionService": SessionService(identity),
+            "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
+        },
+        closers=[hasher.close],
     )
+
+
+def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
+    if settings.redis_url:
+        import redis.asyncio as redis
+
+        from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
+
+        return RedisLoginThrottle(redis.Redis.from_url(settings.redis_url), clock=clock)
+    return InMemoryLoginThrottle(clock=clock)

@@ -34,6 +34,12 @@ configuration (environment variables, read once at start):
   CORTEX_MAX_CONCURRENT_RPCS   calls served at once, 0 for no limit (default 0)
   CORTEX_MAX_PENDING_REQUESTS  calls allowed to queue for a slot (default 1000)
   CORTEX_ACCESS_LOG            false to turn off the per-call access log (default true)
+  CORTEX_JWT_SECRET            key (>= 32 bytes) that signs access tokens (default: generated once
+                               into the data dir with mode 0600; set it in production)
+  CORTEX_JWT_PREVIOUS_SECRETS  comma-separated older keys that still verify (key rotation)
+  CORTEX_ACCESS_TOKEN_TTL      access-token lifetime in seconds (default 900)
+  CORTEX_SESSION_LIFETIME      absolute session and refresh-token lifetime in seconds (default 30 days)
+  CORTEX_PASSWORD_WORKERS      threads for argon2 hashing, 0 for min(4, CPUs) (default 0)
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
 """
 

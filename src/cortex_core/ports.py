@@ -12,8 +12,8 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from cortex_core.domain.identity import (
-    MemberView,
     Membership,
+    MemberView,
     RefreshToken,
     Role,
     Session,

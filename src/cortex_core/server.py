@@ -60,7 +60,7 @@ def server_options(app: App) -> list[tuple[str, Any]]:
 
 def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
     """Create the server with interceptors, every service, health and reflection."""
-    interceptors: list[Any] = [CortexInterceptor(app.streams, app.access_log)]
+    interceptors: list[Any] = [CortexInterceptor(app.streams, app.access_log, app.authenticator)]
     if app.settings.tracing:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
@@ -101,6 +101,8 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.app.database.dispose()
+        for close in self.app.closers:
+            close()
         log.info("stopped", extra={"streams_closed": closed})
 
 

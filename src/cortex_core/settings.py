@@ -39,6 +39,11 @@ class Settings:
     max_pending_requests: int = 1000
     tracing: bool = False
     access_log: bool = True
+    jwt_secret: str = dataclasses.field(default="", repr=False)
+    jwt_previous_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    access_token_ttl: float = 900.0
+    session_lifetime: float = 30 * 24 * 3600.0
+    password_workers: int = 0
 
     @property
     def effective_database_url(self) -> str:
@@ -71,6 +76,19 @@ class Settings:
             ),
             tracing=reader.get("CORTEX_TRACING", d.tracing, _boolean),
             access_log=reader.get("CORTEX_ACCESS_LOG", d.access_log, _boolean),
+            jwt_secret=reader.get("CORTEX_JWT_SECRET", d.jwt_secret, _secret),
+            jwt_previous_secrets=reader.get(
+                "CORTEX_JWT_PREVIOUS_SECRETS", d.jwt_previous_secrets, _secrets
+            ),
+            access_token_ttl=reader.get(
+                "CORTEX_ACCESS_TOKEN_TTL", d.access_token_ttl, _positive_float
+            ),
+            session_lifetime=reader.get(
+                "CORTEX_SESSION_LIFETIME", d.session_lifetime, _positive_float
+            ),
+            password_workers=reader.get(
+                "CORTEX_PASSWORD_WORKERS", d.password_workers, _non_negative_int
+            ),
         )
 
     @property
@@ -119,6 +137,16 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _secret(raw: str) -> str:
+    if len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes (use e.g. `openssl rand -base64 48`)")
+    return raw
+
+
+def _secrets(raw: str) -> tuple[str, ...]:
+    return tuple(_secret(part.strip()) for part in raw.split(",") if part.strip())
 
 
 def _positive_float(raw: str) -> float:

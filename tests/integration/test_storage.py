@@ -57,7 +57,7 @@ async def test_migrating_twice_is_harmless(database: SqlDatabase) -> None:
     await database.migrate()
     async with database.engine.connect() as conn:
         version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
-    assert version == "0002"
+    assert version == "0003"
 
 
 async def test_a_committed_user_is_found_by_email_in_any_case(database: SqlDatabase) -> None:

@@ -1,4 +1,4 @@
-"""An in-process Cortex server on a real port, with chosen servicers."""
+"""An in-process Cortex server on a real port, with chosen servicers, database and clock."""
 
 from __future__ import annotations
 
@@ -7,16 +7,29 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cortex_core.bootstrap import App, bootstrap
+from cortex_core.ports import Clock
 from cortex_core.server import RunningServer, start
 from cortex_core.settings import Settings
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 60
 
 
 @contextlib.asynccontextmanager
 async def running_app(
-    tmp_path: Path, servicers: dict[str, object] | None = None, **settings: object
+    tmp_path: Path,
+    servicers: dict[str, object] | None = None,
+    *,
+    clock: Clock | None = None,
+    **settings: object,
 ) -> AsyncIterator[RunningServer]:
-    config = Settings(grpc_address="127.0.0.1:0", data_dir=tmp_path, **settings)  # type: ignore[arg-type]
-    app: App = bootstrap(config)
+    values: dict[str, object] = {
+        "grpc_address": "127.0.0.1:0",
+        "data_dir": tmp_path,
+        "jwt_secret": TEST_JWT_SECRET,
+        "access_log": False,
+    }
+    values.update(settings)
+    app: App = bootstrap(Settings(**values), clock=clock)  # type: ignore[arg-type]
     app.servicers.update(servicers or {})
     running = await start(app)
     try:

@@ -31,7 +31,9 @@ import grpc.aio
 from cortex_core import errors
 from cortex_core.api import status
 from cortex_core.api.access_log import AccessLog
+from cortex_core.api.context import caller_var
 from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry
+from cortex_core.services.authentication import Authenticator
 
 error_log = logging.getLogger("cortex.errors")
 
@@ -42,6 +44,31 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
 _REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 _OK = grpc.StatusCode.OK
+
+# Cortex methods callable without a token; every other ``/cortex.`` method needs one.
+# Health and reflection (not ``/cortex.``) are always public.
+PUBLIC_METHODS = frozenset(
+    {
+        "/cortex.auth.v1.AuthService/Register",
+        "/cortex.auth.v1.AuthService/Login",
+        "/cortex.auth.v1.AuthService/RefreshToken",
+    }
+)
+
+
+def needs_auth(method: str) -> bool:
+    return method.startswith("/cortex.") and method not in PUBLIC_METHODS
+
+
+def bearer_token(context: Any) -> str | None:
+    """The token of an ``authorization: Bearer …`` header, if there is one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
 
 
 class _Malformed:
@@ -89,9 +116,15 @@ def _is_shutdown(exc: asyncio.CancelledError) -> bool:
 class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler with request ids, error mapping and access logging."""
 
-    def __init__(self, streams: StreamRegistry, access_log: AccessLog | None) -> None:
+    def __init__(
+        self,
+        streams: StreamRegistry,
+        access_log: AccessLog | None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.streams = streams
         self._access_log = access_log
+        self.authenticator = authenticator
         # The registered handlers never change while serving, so each method's
         # handler is wrapped once instead of on every call.
         self._wrapped: dict[str, Any] = {}
@@ -136,6 +169,8 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         )
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        authenticator = self.authenticator if needs_auth(method) else None
+
         async def handle(request: Any, context: Any) -> Any:
             start = time.perf_counter()
             request_id = _request_id(context)
@@ -144,6 +179,8 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 if isinstance(request, _Malformed):
                     await self.abort_malformed(context, request)
+                if authenticator is not None:
+                    caller_var.set(await authenticator.authenticate(bearer_token(context)))
                 return await behavior(request, context)
             except BaseException as exc:
                 code, rpc = self.outcome(method, request_id, context, exc)
@@ -251,6 +288,9 @@ class _StreamGuard:
                 await self._interceptor.abort_malformed(self._context, self._request)
             if streams.draining:
                 raise _shutting_down()
+            authenticator = self._interceptor.authenticator
+            if authenticator is not None and needs_auth(self._method):
+                caller_var.set(await authenticator.authenticate(bearer_token(self._context)))
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise

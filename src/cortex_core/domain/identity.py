@@ -4,7 +4,48 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
+import uuid
 from datetime import datetime
+
+from cortex_core.errors import FieldViolation, InvalidArgument
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL = 320
+MAX_DISPLAY_NAME = 100
+MAX_DESCRIPTION = 2000
+
+
+def new_id() -> str:
+    """A fresh resource id: 32 lowercase hex characters."""
+    return uuid.uuid4().hex
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().casefold()
+
+
+def email_violation(email: str, field: str = "email") -> FieldViolation | None:
+    if not email.strip():
+        return FieldViolation(field, "is required", "REQUIRED")
+    if len(email) > MAX_EMAIL or not _EMAIL.match(email.strip()):
+        return FieldViolation(field, "is not a valid email address", "INVALID_EMAIL")
+    return None
+
+
+def text_violation(value: str, field: str, *, required: bool, limit: int) -> FieldViolation | None:
+    if required and not value.strip():
+        return FieldViolation(field, "is required", "REQUIRED")
+    if len(value) > limit:
+        return FieldViolation(field, f"must be at most {limit} characters", "TOO_LONG")
+    return None
+
+
+def reject(violations: list[FieldViolation | None]) -> None:
+    """Raise InvalidArgument listing every violation found, if any."""
+    found = [v for v in violations if v is not None]
+    if found:
+        raise InvalidArgument("the request has invalid fields", found)
 
 
 class Role(enum.Enum):
@@ -43,6 +84,7 @@ class Workspace:
     display_name: str
     create_time: datetime
     update_time: datetime
+    description: str = ""
 
     @property
     def name(self) -> str:
@@ -100,3 +142,24 @@ class RefreshToken:
     create_time: datetime
     expire_time: datetime
     used_time: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Where a call came from, as recorded on the sessions it opens."""
+
+    address: str = ""
+    user_agent: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated principal of a call: the user and the session of its token."""
+
+    user: User
+    session_id: str
+    token_expire_time: datetime
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id

@@ -108,6 +108,7 @@ class SqlWorkspaceRepository:
             tables.workspaces.insert().values(
                 id=workspace.id,
                 display_name=workspace.display_name,
+                description=workspace.description,
                 create_time=workspace.create_time,
                 update_time=workspace.update_time,
             )
@@ -122,7 +123,11 @@ class SqlWorkspaceRepository:
         await self._conn.execute(
             tables.workspaces.update()
             .where(tables.workspaces.c.id == workspace.id)
-            .values(display_name=workspace.display_name, update_time=workspace.update_time)
+            .values(
+                display_name=workspace.display_name,
+                description=workspace.description,
+                update_time=workspace.update_time,
+            )
         )
 
     async def delete(self, workspace_id: str) -> None:
@@ -245,11 +250,11 @@ class SqlSessionRepository:
         return await paginate(
             self._conn,
             query,
-            s.c.create_time,
+            s.c.last_use_time,
             s.c.id,
             page,
             _session,
-            lambda session: (session.create_time, session.id),
+            lambda session: (session.last_use_time, session.id),
             newest_first=True,
         )
 
@@ -331,6 +336,7 @@ def _workspace(row: Any) -> Workspace:
     return Workspace(
         id=row.id,
         display_name=row.display_name,
+        description=row.description,
         create_time=row.create_time,
         update_time=row.update_time,
     )

@@ -71,6 +71,7 @@ workspaces = sa.Table(
     sa.Column("display_name", sa.String(200), nullable=False),
     sa.Column("create_time", UtcDateTime, nullable=False),
     sa.Column("update_time", UtcDateTime, nullable=False),
+    sa.Column("description", sa.String(2000), nullable=False, server_default=""),
 )
 
 workspace_members = sa.Table(

@@ -48,8 +48,8 @@ type RegisterRequest struct {
 
 	// Email address to sign in with; must be unique (case-insensitive).
 	Email string `protobuf:"bytes,1,opt,name=email,proto3" json:"email,omitempty"`
-	// Password, 12 to 1024 characters. Never stored or logged; only its argon2id
-	// hash is kept.
+	// Password, 8 to 1024 characters, not a common one and not the email. Never
+	// stored or logged; only its argon2id hash is kept.
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// Name shown to other workspace members, 1 to 100 characters.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
@@ -662,7 +662,8 @@ type ChangePasswordRequest struct {
 
 	// The password in use now.
 	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
-	// The replacement, 12 to 1024 characters, different from the current one.
+	// The replacement, 8 to 1024 characters, not a common one, different from
+	// the current one.
 	NewPassword string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
 }
 

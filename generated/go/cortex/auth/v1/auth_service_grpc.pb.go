@@ -20,7 +20,7 @@ type AuthServiceClient interface {
 	// Creates an account and signs it in (a new session, like Login).
 	//
 	// Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT, BadRequest on `email`,
-	// `password` or `display_name`: malformed email, password shorter than 12 or
+	// `password` or `display_name`: malformed email, password shorter than 8 or
 	// longer than 1024 characters, display name empty or over 100 characters);
 	// ALREADY_EXISTS (reason EMAIL_TAKEN); RESOURCE_EXHAUSTED (reason
 	// RATE_LIMITED, with RetryInfo); UNAVAILABLE.
@@ -133,7 +133,7 @@ type AuthServiceServer interface {
 	// Creates an account and signs it in (a new session, like Login).
 	//
 	// Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT, BadRequest on `email`,
-	// `password` or `display_name`: malformed email, password shorter than 12 or
+	// `password` or `display_name`: malformed email, password shorter than 8 or
 	// longer than 1024 characters, display name empty or over 100 characters);
 	// ALREADY_EXISTS (reason EMAIL_TAKEN); RESOURCE_EXHAUSTED (reason
 	// RATE_LIMITED, with RetryInfo); UNAVAILABLE.

@@ -44,8 +44,8 @@ export declare type RegisterRequest = Message<"cortex.auth.v1.RegisterRequest"> 
   email: string;
 
   /**
-   * Password, 12 to 1024 characters. Never stored or logged; only its argon2id
-   * hash is kept.
+   * Password, 8 to 1024 characters, not a common one and not the email. Never
+   * stored or logged; only its argon2id hash is kept.
    *
    * @generated from field: string password = 2;
    */
@@ -346,7 +346,8 @@ export declare type ChangePasswordRequest = Message<"cortex.auth.v1.ChangePasswo
   currentPassword: string;
 
   /**
-   * The replacement, 12 to 1024 characters, different from the current one.
+   * The replacement, 8 to 1024 characters, not a common one, different from
+   * the current one.
    *
    * @generated from field: string new_password = 2;
    */
@@ -398,7 +399,7 @@ export declare const AuthService: GenService<{
    * Creates an account and signs it in (a new session, like Login).
    *
    * Errors: INVALID_ARGUMENT (reason INVALID_ARGUMENT, BadRequest on `email`,
-   * `password` or `display_name`: malformed email, password shorter than 12 or
+   * `password` or `display_name`: malformed email, password shorter than 8 or
    * longer than 1024 characters, display name empty or over 100 characters);
    * ALREADY_EXISTS (reason EMAIL_TAKEN); RESOURCE_EXHAUSTED (reason
    * RATE_LIMITED, with RetryInfo); UNAVAILABLE.

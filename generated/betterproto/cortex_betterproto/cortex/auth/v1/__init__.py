@@ -62,8 +62,8 @@ class RegisterRequest(betterproto.Message):
 
     password: str = betterproto.string_field(2)
     """
-    Password, 12 to 1024 characters. Never stored or logged; only its argon2id
-     hash is kept.
+    Password, 8 to 1024 characters, not a common one and not the email. Never
+     stored or logged; only its argon2id hash is kept.
     """
 
     display_name: str = betterproto.string_field(3)
@@ -201,7 +201,8 @@ class ChangePasswordRequest(betterproto.Message):
 
     new_password: str = betterproto.string_field(2)
     """
-    The replacement, 12 to 1024 characters, different from the current one.
+    The replacement, 8 to 1024 characters, not a common one, different from
+     the current one.
     """
 
 

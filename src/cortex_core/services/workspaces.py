@@ -1,0 +1,212 @@
+"""Workspaces and their members (WorkspaceService).
+
+Tenancy: every read and write is checked against the caller's membership. A
+workspace the caller does not belong to raises the very same ``NotFound`` as
+one that does not exist, so ids cannot be probed. Any member reads; only owners
+change the workspace or its members; a workspace always keeps one owner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection
+
+from cortex_core import errors
+from cortex_core.domain.identity import (
+    MAX_DESCRIPTION,
+    MAX_DISPLAY_NAME,
+    Caller,
+    Membership,
+    MemberView,
+    Role,
+    Workspace,
+    email_violation,
+    new_id,
+    normalize_email,
+    reject,
+    text_violation,
+)
+from cortex_core.domain.paging import Page, PageRequest
+from cortex_core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+
+UPDATABLE_FIELDS = frozenset({"display_name", "description"})
+
+
+def workspace_not_found() -> errors.NotFound:
+    return errors.NotFound("workspace not found", reason="WORKSPACE_NOT_FOUND")
+
+
+async def require_role(
+    uow: UnitOfWork, caller: Caller, workspace_id: str, *, owner: bool = False, write: bool = False
+) -> tuple[Workspace, Membership]:
+    """The workspace and the caller's membership; NotFound for non-members."""
+    membership = await uow.workspaces.get_membership(workspace_id, caller.user_id)
+    workspace = await uow.workspaces.get(workspace_id) if membership else None
+    if membership is None or workspace is None:
+        raise workspace_not_found()
+    if owner and membership.role is not Role.OWNER:
+        raise errors.PermissionDenied(
+            "only owners of the workspace can do this", reason="OWNER_REQUIRED"
+        )
+    if write and not membership.role.can_write:
+        raise errors.PermissionDenied(
+            "viewers cannot change the workspace's content", reason="EDITOR_REQUIRED"
+        )
+    return workspace, membership
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkspaceView:
+    workspace: Workspace
+    caller_role: Role
+
+
+class Workspaces:
+    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def create(self, caller: Caller, display_name: str, description: str) -> WorkspaceView:
+        _validate(display_name, description, fields=UPDATABLE_FIELDS)
+        now = self._clock.now()
+        workspace = Workspace(
+            id=new_id(),
+            display_name=display_name.strip(),
+            description=description,
+            create_time=now,
+            update_time=now,
+        )
+        async with self._uow() as uow:
+            await uow.workspaces.add(workspace)
+            await uow.workspaces.add_member(
+                Membership(workspace.id, caller.user_id, Role.OWNER, now)
+            )
+            await uow.commit()
+        return WorkspaceView(workspace, Role.OWNER)
+
+    async def get(self, caller: Caller, workspace_id: str) -> WorkspaceView:
+        async with self._uow() as uow:
+            workspace, membership = await require_role(uow, caller, workspace_id)
+        return WorkspaceView(workspace, membership.role)
+
+    async def list(self, caller: Caller, page: PageRequest) -> Page[WorkspaceView]:
+        async with self._uow() as uow:
+            found = await uow.workspaces.list_for_user(caller.user_id, page)
+            views = []
+            for workspace in found.items:
+                membership = await uow.workspaces.get_membership(workspace.id, caller.user_id)
+                role = membership.role if membership else Role.VIEWER
+                views.append(WorkspaceView(workspace, role))
+        return Page(items=views, next_page_token=found.next_page_token)
+
+    async def update(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        *,
+        display_name: str,
+        description: str,
+        fields: Collection[str],
+    ) -> WorkspaceView:
+        unknown = sorted(set(fields) - UPDATABLE_FIELDS)
+        if unknown:
+            raise errors.InvalidArgument(
+                "update_mask names fields that cannot be updated",
+                [
+                    errors.FieldViolation("update_mask", f"'{name}' cannot be updated")
+                    for name in unknown
+                ],
+            )
+        fields = set(fields) or set(UPDATABLE_FIELDS)
+        _validate(display_name, description, fields=fields)
+        async with self._uow() as uow:
+            workspace, membership = await require_role(uow, caller, workspace_id, owner=True)
+            changes: dict[str, object] = {"update_time": self._clock.now()}
+            if "display_name" in fields:
+                changes["display_name"] = display_name.strip()
+            if "description" in fields:
+                changes["description"] = description
+            workspace = dataclasses.replace(workspace, **changes)  # type: ignore[arg-type]
+            await uow.workspaces.update(workspace)
+            await uow.commit()
+        return WorkspaceView(workspace, membership.role)
+
+    async def delete(self, caller: Caller, workspace_id: str) -> None:
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id, owner=True)
+            await uow.workspaces.delete(workspace_id)
+            await uow.commit()
+
+    async def add_member(
+        self, caller: Caller, workspace_id: str, email: str, role: Role | None
+    ) -> MemberView:
+        reject(
+            [
+                email_violation(email),
+                None
+                if role is not None
+                else errors.FieldViolation("role", "is required", "REQUIRED"),
+            ]
+        )
+        assert role is not None
+        now = self._clock.now()
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id, owner=True)
+            user = await uow.users.get_by_email(normalize_email(email))
+            if user is None:
+                raise errors.NotFound("no user has this email", reason="USER_NOT_FOUND")
+            if await uow.workspaces.get_membership(workspace_id, user.id) is not None:
+                raise errors.AlreadyExists("the user is already a member", reason="ALREADY_MEMBER")
+            await uow.workspaces.add_member(Membership(workspace_id, user.id, role, now))
+            await uow.commit()
+        return MemberView(workspace_id, user.id, user.email, user.display_name, role, now)
+
+    async def remove_member(self, caller: Caller, workspace_id: str, email: str) -> MemberView:
+        reject([email_violation(email)])
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id)
+            user = await uow.users.get_by_email(normalize_email(email))
+            membership = (
+                await uow.workspaces.get_membership(workspace_id, user.id) if user else None
+            )
+            if user is None or membership is None:
+                raise errors.NotFound("no member has this email", reason="MEMBER_NOT_FOUND")
+            if user.id != caller.user_id:
+                await require_role(uow, caller, workspace_id, owner=True)
+            if (
+                membership.role is Role.OWNER
+                and await uow.workspaces.count_owners(workspace_id) <= 1
+            ):
+                raise errors.FailedPrecondition(
+                    "a workspace must keep at least one owner", reason="LAST_OWNER"
+                )
+            await uow.workspaces.remove_member(workspace_id, user.id)
+            await uow.commit()
+        return MemberView(
+            workspace_id,
+            user.id,
+            user.email,
+            user.display_name,
+            membership.role,
+            membership.create_time,
+        )
+
+    async def list_members(
+        self, caller: Caller, workspace_id: str, page: PageRequest
+    ) -> Page[MemberView]:
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id)
+            return await uow.workspaces.list_members(workspace_id, page)
+
+
+def _validate(display_name: str, description: str, *, fields: Collection[str]) -> None:
+    reject(
+        [
+            text_violation(display_name, "display_name", required=True, limit=MAX_DISPLAY_NAME)
+            if "display_name" in fields
+            else None,
+            text_violation(description, "description", required=False, limit=MAX_DESCRIPTION)
+            if "description" in fields
+            else None,
+        ]
+    )
