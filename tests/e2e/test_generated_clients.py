@@ -1,12 +1,17 @@
-"""Every generated binding makes a real wire round trip to ``cortex-core serve``.
+"""Every generated binding makes real, authenticated round trips to ``cortex-core serve``.
 
-Each client in ``tests/clients/<language>/`` calls
-``cortex.experts.v1.ExpertService/ListExperts`` through that language's
-generated stub and prints ``status=<CODE_NAME>``. ExpertService has no
-implementation yet, so the server's answer is UNIMPLEMENTED; seeing that code
-proves the stub encoded a request, reached the server over HTTP/2 and decoded
-the gRPC status. A missing toolchain fails the test with the command that
-installs it (``make tools``); nothing here is skipped.
+Each client in ``tests/clients/<language>/`` goes through that language's
+generated stubs: ``cortex.auth.v1.AuthService/GetCurrentUser`` without a token
+(printing ``anonymous=<CODE_NAME>``), then ``AuthService/Register`` with the
+email this test passes, ``GetCurrentUser`` with ``authorization: Bearer
+<access token>`` (printing ``email=...``) and
+``cortex.sessions.v1.WorkspaceService/ListWorkspaces`` with the same token
+(printing ``workspaces=<count>`` and ``role=<caller_role of the first>``). On
+an RPC error a client prints ``status=<CODE_NAME>`` and exits non-zero.
+Registration creates a personal workspace the new user owns, so a fresh
+account sees exactly one, as WORKSPACE_ROLE_OWNER. A missing toolchain fails
+the test with the command that installs it (``make tools``); nothing here is
+skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,9 +33,6 @@ NODE_MODULES = REPO / "tools" / "node_modules"
 GO_IMPORT_ROOT = Path("github.com/cortexcore/cortex-core")
 DEBIAN_GOPATH = Path("/usr/share/gocode")
 
-# What ListExperts answers today. When ExpertService is implemented this
-# becomes UNAUTHENTICATED (the clients send no token): still a round trip.
-EXPECTED_STATUS = "UNIMPLEMENTED"
 CLIENT_TIMEOUT = 60
 
 
@@ -102,31 +105,31 @@ def node_links() -> None:
             link.symlink_to(os.path.relpath(NODE_MODULES, directory), target_is_directory=True)
 
 
-def _go(address: str, request: pytest.FixtureRequest) -> str:
+def _go(address: str, email: str, request: pytest.FixtureRequest) -> str:
     binary: Path = request.getfixturevalue("go_client")
-    return _run([str(binary), address])
+    return _run([str(binary), address, email])
 
 
-def _typescript(address: str, request: pytest.FixtureRequest) -> str:
+def _typescript(address: str, email: str, request: pytest.FixtureRequest) -> str:
     request.getfixturevalue("node_links")
-    return _run([_require("node"), str(CLIENTS / "ts" / "client.mjs"), address])
+    return _run([_require("node"), str(CLIENTS / "ts" / "client.mjs"), address, email])
 
 
-def _betterproto(address: str, request: pytest.FixtureRequest) -> str:
+def _betterproto(address: str, email: str, request: pytest.FixtureRequest) -> str:
     return _run(
-        [sys.executable, str(CLIENTS / "betterproto" / "client.py"), address],
+        [sys.executable, str(CLIENTS / "betterproto" / "client.py"), address, email],
         env={"PYTHONPATH": str(GENERATED / "betterproto")},
     )
 
 
-def _python_grpcio(address: str, request: pytest.FixtureRequest) -> str:
+def _python_grpcio(address: str, email: str, request: pytest.FixtureRequest) -> str:
     return _run(
-        [sys.executable, str(CLIENTS / "python" / "client.py"), address],
+        [sys.executable, str(CLIENTS / "python" / "client.py"), address, email],
         env={"PYTHONPATH": str(GENERATED / "python")},
     )
 
 
-CLIENT_RUNNERS: dict[str, Callable[[str, pytest.FixtureRequest], str]] = {
+CLIENT_RUNNERS: dict[str, Callable[[str, str, pytest.FixtureRequest], str]] = {
     "go": _go,
     "typescript": _typescript,
     "betterproto": _betterproto,
@@ -135,9 +138,14 @@ CLIENT_RUNNERS: dict[str, Callable[[str, pytest.FixtureRequest], str]] = {
 
 
 @pytest.mark.parametrize("language", sorted(CLIENT_RUNNERS))
-def test_generated_stub_reaches_the_server_and_reads_its_status(
+def test_generated_stubs_register_and_call_authenticated_rpcs(
     language: str, server_address: str, request: pytest.FixtureRequest
 ) -> None:
-    stdout = CLIENT_RUNNERS[language](server_address, request)
+    email = f"{language}-{uuid.uuid4()}@example.com"
 
-    assert f"status={EXPECTED_STATUS}" in stdout.split(), stdout
+    lines = CLIENT_RUNNERS[language](server_address, email, request).splitlines()
+
+    assert "anonymous=UNAUTHENTICATED" in lines, lines
+    assert f"email={email}" in lines, lines
+    assert "workspaces=1" in lines, lines
+    assert "role=WORKSPACE_ROLE_OWNER" in lines, lines
