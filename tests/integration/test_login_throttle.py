@@ -1,0 +1,278 @@
+"""Login throttling, in memory and on a real Redis, with a manual clock.
+
+Redis tests read ``CORTEX_TEST_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/0``);
+without it they skip, except with ``CI=true`` where they fail. Each test uses
+its own key prefix, and removes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from support.databases import require_env
+
+from cortex_core import errors
+from cortex_core.adapters.clock import ManualClock
+from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
+from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
+from cortex_core.adapters.security.throttle_policy import (
+    ThrottlePolicy,
+    account_key,
+    address_key,
+)
+from cortex_core.ports import LoginThrottle
+
+ACCOUNT = account_key("Ada@Example.com")
+ADDRESS = address_key("203.0.113.7")
+KEYS = [ACCOUNT, ADDRESS]
+WINDOW = 15 * 60
+
+ThrottleFactory = Callable[[ManualClock], LoginThrottle]
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    client = Redis.from_url(require_env("CORTEX_TEST_REDIS_URL"))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_client: Redis) -> AsyncIterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"cortex:test:{uuid.uuid4().hex}:throttle:"
+    yield prefix
+    async for key in redis_client.scan_iter(match=f"{prefix}*"):
+        await redis_client.delete(key)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_throttle(request: pytest.FixtureRequest) -> ThrottleFactory:
+    """Build throttles of one kind; Redis ones built by one factory share state."""
+    if request.param == "memory":
+        return lambda clock: InMemoryLoginThrottle(clock)
+    client: Redis = request.getfixturevalue("redis_client")
+    prefix: str = request.getfixturevalue("redis_prefix")
+    return lambda clock: RedisLoginThrottle(client, clock, prefix=prefix)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def throttle(make_throttle: ThrottleFactory, clock: ManualClock) -> LoginThrottle:
+    return make_throttle(clock)
+
+
+async def fail(throttle: LoginThrottle, times: int, keys: list[str] = KEYS) -> None:
+    for _ in range(times):
+        await throttle.record_failure(keys)
+
+
+async def retry_after(throttle: LoginThrottle, keys: list[str] = KEYS) -> float | None:
+    """The wait ``check`` demands, or None when sign-in may proceed."""
+    refusal: errors.ResourceExhausted | None = None
+    try:
+        await throttle.check(keys)
+    except errors.ResourceExhausted as exc:
+        refusal = exc
+    if refusal is None:
+        return None
+    assert refusal.reason == "LOGIN_THROTTLED"
+    assert refusal.message == "too many failed sign-in attempts; retry later"
+    return refusal.retry_after
+
+
+async def test_the_first_five_failures_are_free(throttle: LoginThrottle) -> None:
+    await fail(throttle, 5)
+
+    assert await retry_after(throttle) is None
+
+
+async def test_the_sixth_failure_locks_for_about_a_second(throttle: LoginThrottle) -> None:
+    await fail(throttle, 6)
+
+    assert await retry_after(throttle) == pytest.approx(1.0, abs=0.01)
+
+
+async def test_each_further_failure_doubles_the_delay(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    await fail(throttle, 5)
+    waits = []
+    for _ in range(5):
+        await fail(throttle, 1)
+        wait = await retry_after(throttle)
+        assert wait is not None
+        waits.append(wait)
+        clock.advance(wait)
+        assert await retry_after(throttle) is None
+
+    assert waits == pytest.approx([1, 2, 4, 8, 16], abs=0.01)
+
+
+async def test_the_delay_is_capped_at_fifteen_minutes(throttle: LoginThrottle) -> None:
+    await fail(throttle, 40)
+
+    assert await retry_after(throttle) == pytest.approx(900, abs=0.01)
+
+
+async def test_a_locked_key_counts_down_with_the_clock(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    await fail(throttle, 8)
+    clock.advance(1.5)
+
+    assert await retry_after(throttle) == pytest.approx(2.5, abs=0.01)
+
+
+async def test_check_reports_the_longest_wait_among_the_keys(throttle: LoginThrottle) -> None:
+    await fail(throttle, 6, [ACCOUNT])
+    await fail(throttle, 8, [ADDRESS])
+
+    assert await retry_after(throttle, [ACCOUNT]) == pytest.approx(1, abs=0.01)
+    assert await retry_after(throttle, KEYS) == pytest.approx(4, abs=0.01)
+
+
+async def test_unknown_keys_and_no_keys_may_proceed(throttle: LoginThrottle) -> None:
+    await fail(throttle, 9)
+
+    assert await retry_after(throttle, [account_key("someone-else@example.com")]) is None
+    assert await retry_after(throttle, []) is None
+
+
+async def test_success_clears_the_account_but_not_the_address(throttle: LoginThrottle) -> None:
+    await fail(throttle, 7)
+
+    await throttle.record_success(KEYS)
+
+    assert await retry_after(throttle, [ACCOUNT]) is None
+    assert await retry_after(throttle, [ADDRESS]) == pytest.approx(2, abs=0.01)
+    await fail(throttle, 5, [ACCOUNT])
+    assert await retry_after(throttle, [ACCOUNT]) is None
+
+
+async def test_failures_are_forgotten_after_a_quiet_window(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    await fail(throttle, 5)
+    clock.advance(WINDOW - 1)
+    await fail(throttle, 1)
+    assert await retry_after(throttle) == pytest.approx(1, abs=0.01)
+
+    clock.advance(1 + WINDOW)
+    await fail(throttle, 5)
+
+    assert await retry_after(throttle) is None
+
+
+async def test_the_quiet_window_starts_when_the_lock_ends(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    await fail(throttle, 40)  # locked for 15 minutes
+    clock.advance(900 + WINDOW - 1)
+    await fail(throttle, 1)
+
+    assert await retry_after(throttle) == pytest.approx(900, abs=0.01)
+
+
+async def test_a_custom_policy_is_honoured(clock: ManualClock) -> None:
+    policy = ThrottlePolicy(free_failures=2, base_delay=10, max_delay=30, window=60)
+    throttle = InMemoryLoginThrottle(clock, policy)
+
+    await fail(throttle, 3)
+    assert await retry_after(throttle) == pytest.approx(10)
+    await fail(throttle, 3)
+    assert await retry_after(throttle) == pytest.approx(30)
+
+
+async def test_the_in_memory_throttle_keeps_a_bounded_number_of_keys(
+    clock: ManualClock,
+) -> None:
+    throttle = InMemoryLoginThrottle(clock, max_keys=100)
+
+    for i in range(1000):
+        await throttle.record_failure([address_key(f"198.51.100.{i}")])
+
+    assert len(throttle) == 100
+
+
+async def test_the_in_memory_throttle_prunes_forgotten_keys(clock: ManualClock) -> None:
+    throttle = InMemoryLoginThrottle(clock)
+    for i in range(3):
+        await throttle.record_failure([address_key(f"198.51.100.{i}")])
+
+    clock.advance(WINDOW)
+    await throttle.record_failure([ACCOUNT])
+
+    assert len(throttle) == 1
+
+
+# --- Redis only -------------------------------------------------------------------
+
+
+async def test_two_redis_replicas_share_failures(
+    redis_client: Redis, redis_prefix: str, clock: ManualClock
+) -> None:
+    first = RedisLoginThrottle(redis_client, clock, prefix=redis_prefix)
+    second = RedisLoginThrottle(redis_client, clock, prefix=redis_prefix)
+
+    await fail(first, 3)
+    await fail(second, 3)
+
+    assert await retry_after(first) == pytest.approx(1, abs=0.01)
+    assert await retry_after(second) == pytest.approx(1, abs=0.01)
+    await second.record_success(KEYS)
+    assert await retry_after(first, [ACCOUNT]) is None
+
+
+async def test_concurrent_failures_on_replicas_are_all_counted(
+    redis_client: Redis, redis_prefix: str, clock: ManualClock
+) -> None:
+    other_client = Redis.from_url(require_env("CORTEX_TEST_REDIS_URL"))
+    try:
+        replicas = [
+            RedisLoginThrottle(redis_client, clock, prefix=redis_prefix),
+            RedisLoginThrottle(other_client, clock, prefix=redis_prefix),
+        ]
+        await asyncio.gather(*(replicas[i % 2].record_failure(KEYS) for i in range(10)))
+    finally:
+        await other_client.aclose()
+
+    assert await retry_after(replicas[0]) == pytest.approx(16, abs=0.01)
+
+
+async def test_redis_keys_expire_once_they_would_be_forgotten(
+    redis_client: Redis, redis_prefix: str, clock: ManualClock
+) -> None:
+    throttle = RedisLoginThrottle(redis_client, clock, prefix=redis_prefix)
+
+    await fail(throttle, 7)
+
+    ttl_ms = await redis_client.pttl(f"{redis_prefix}{ACCOUNT}")
+    assert (WINDOW + 2 - 1) * 1000 < ttl_ms <= (WINDOW + 2) * 1000
+
+
+async def test_an_unreachable_redis_fails_closed(clock: ManualClock) -> None:
+    no_retries = Retry(NoBackoff(), retries=0)
+    client = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=no_retries)
+    throttle = RedisLoginThrottle(client, clock)
+    try:
+        with pytest.raises(errors.Unavailable) as on_check:
+            await throttle.check(KEYS)
+        with pytest.raises(errors.Unavailable) as on_failure:
+            await throttle.record_failure(KEYS)
+        await throttle.record_success(KEYS)
+    finally:
+        await client.aclose()
+
+    assert on_check.value.reason == on_failure.value.reason == "SERVICE_UNAVAILABLE"
+    assert "Redis" not in on_check.value.message
