@@ -20,8 +20,8 @@ from cortex_core import errors
 from cortex_core.errors import FieldViolation
 
 #: The published contract (``auth_service.proto``, RegisterRequest.password) says
-#: 12 to 1024 characters.
-DEFAULT_MIN_CHARS = 12
+#: 8 to 1024 characters, not a common one and not the email.
+DEFAULT_MIN_CHARS = 8
 DEFAULT_MAX_CHARS = 1024
 #: NIST SP 800-63B never allows fewer than 8.
 ABSOLUTE_MIN_CHARS = 8
