@@ -1,5 +1,8 @@
-"""The baseline: a bare grpc.aio server (uvloop, no interceptors) answering
-``grpc.health.v1.Health/Check`` with SERVING, the same cheap RPC Cortex serves."""
+"""The baseline: a bare grpc.aio server (uvloop, no interceptors, no auth).
+
+It answers ``grpc.health.v1.Health/Check`` with SERVING and
+``cortex.auth.v1.AuthService/GetCurrentUser`` with a constant user, the same
+cheap RPCs Cortex serves, so the difference is Cortex's own per-call work."""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ import sys
 
 import grpc.aio
 import uvloop
+from cortex.auth.v1 import auth_service_pb2, auth_service_pb2_grpc, user_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+USER = user_pb2.User(name="users/bench", email="bench@example.com", display_name="Bench")
 
 
 class Health(health_pb2_grpc.HealthServicer):
@@ -16,9 +22,15 @@ class Health(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
+class Auth(auth_service_pb2_grpc.AuthServiceServicer):
+    async def GetCurrentUser(self, request: object, context: object) -> object:
+        return auth_service_pb2.GetCurrentUserResponse(user=USER)
+
+
 async def main() -> None:
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(Health(), server)
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(Auth(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(f"serving on 127.0.0.1:{port}", flush=True)

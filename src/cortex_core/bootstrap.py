@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from cortex_core.adapters.clock import SystemClock
@@ -31,7 +31,7 @@ from cortex_core.ports import Clock, Database, LoginThrottle
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.identity import Identity
 from cortex_core.services.workspaces import Workspaces
-from cortex_core.settings import Settings
+from cortex_core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class App:
     access_log: AccessLog | None
     authenticator: Authenticator | None
     servicers: dict[str, object]
+    starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
 
@@ -57,13 +58,20 @@ def bootstrap(
     """Build the application for ``settings``; ports may be overridden by tests."""
     clock = clock or SystemClock()
     database = database or SqlDatabase.from_url(settings.effective_database_url)
-    key_ring, warning = load_key_ring(
-        settings.jwt_secret, settings.jwt_previous_secrets, settings.data_dir
-    )
+    try:
+        key_ring, warning = load_key_ring(
+            settings.jwt_secret, settings.jwt_previous_secrets, settings.data_dir
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     if warning:
         log.warning(warning)
     tokens = JwtAccessTokenCodec(key_ring, lifetime=timedelta(seconds=settings.access_token_ttl))
-    hasher = Argon2PasswordHasher(max_workers=settings.password_workers or None)
+    hasher = Argon2PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        max_workers=settings.password_workers or None,
+    )
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
     identity = Identity(
         uow=database.unit_of_work,
@@ -89,6 +97,7 @@ def bootstrap(
             "cortex.sessions.v1.SessionService": SessionService(identity),
             "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
         },
+        starters=[hasher.warm_up],
         closers=[hasher.close],
     )
 
@@ -96,8 +105,18 @@ def bootstrap(
 def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
     if settings.redis_url:
         import redis.asyncio as redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
 
-        return RedisLoginThrottle(redis.Redis.from_url(settings.redis_url), clock=clock)
+        # Fail fast: a login must not hang for redis-py's default retries when
+        # Redis is down (the throttle then fails closed with UNAVAILABLE).
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=1,
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return RedisLoginThrottle(client, clock=clock)
     return InMemoryLoginThrottle(clock=clock)

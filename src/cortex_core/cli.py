@@ -38,8 +38,10 @@ configuration (environment variables, read once at start):
                                into the data dir with mode 0600; set it in production)
   CORTEX_JWT_PREVIOUS_SECRETS  comma-separated older keys that still verify (key rotation)
   CORTEX_ACCESS_TOKEN_TTL      access-token lifetime in seconds (default 900)
-  CORTEX_SESSION_LIFETIME      absolute session and refresh-token lifetime in seconds (default 30 days)
+  CORTEX_SESSION_LIFETIME      absolute session and refresh-token lifetime, seconds (default 30 d)
   CORTEX_PASSWORD_WORKERS      threads for argon2 hashing, 0 for min(4, CPUs) (default 0)
+  CORTEX_ARGON2_MEMORY_KIB     argon2id memory per hash in KiB, >= 19456 (default 19456)
+  CORTEX_ARGON2_TIME_COST      argon2id passes, >= 2 (default 2)
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
 """
 
@@ -93,6 +95,12 @@ def _run(coro: asyncio.Future[None] | object) -> int:
         uvloop.run(coro)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         return 130
+    except SettingsError as exc:
+        print(f"cortex-core: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the address is taken: the message says it all
+        log.critical("cortex-core failed: %s", exc)
+        return 1
     except Exception as exc:  # the top level reports and exits non-zero
         log.critical("cortex-core failed: %s", exc, exc_info=exc)
         return 1

@@ -6,11 +6,12 @@ both the default of ``make run`` and the double used by tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from cortex_core.domain.events import EventRead, EventRecord
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -82,7 +83,7 @@ class SessionRepository(Protocol):
     async def get(self, session_id: str) -> Session | None: ...
 
     async def list_for_user(self, user_id: str, page: PageRequest) -> Page[Session]:
-        """The user's sessions that are neither revoked nor expired, newest first."""
+        """The user's sessions that are not revoked, most recently used first."""
         ...
 
     async def touch(self, session_id: str, now: datetime) -> None:
@@ -138,6 +139,12 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
 
 
+class RevocationListener(Protocol):
+    """Told, in-process, the moment sessions are revoked (e.g. to drop cached tokens)."""
+
+    def sessions_revoked(self, session_ids: Sequence[str]) -> None: ...
+
+
 class Database(Protocol):
     """The storage engine's lifecycle: migrations, liveness, disposal."""
 
@@ -176,8 +183,9 @@ class PasswordHasher(Protocol):
 
 
 class PasswordPolicy(Protocol):
-    def check(self, password: str, *, field: str = "password") -> None:
-        """Raise InvalidArgument (BadRequest on ``field``) for a password not allowed."""
+    def check(self, password: str, *, field: str = "password", email: str = "") -> None:
+        """Raise InvalidArgument (BadRequest on ``field``) for a password not allowed
+        (too short, too long, too common, or the account's own email)."""
         ...
 
 
@@ -203,4 +211,40 @@ class LoginThrottle(Protocol):
     async def record_success(self, keys: Sequence[str]) -> None: ...
 
 
-# --- events (owned by the event-log work; see services/event_hub.py) ---------
+# --- events (see services/event_hub.py) ----------------------------------------
+
+
+class EventLog(Protocol):
+    """Durable, per-stream append-only log of events: the source of truth of the event stream.
+
+    Shared by every replica: sequences are allocated atomically by the log, so two
+    processes appending to one stream never collide. Every method raises
+    ``Unavailable(reason="EVENT_LOG_UNAVAILABLE")`` when the backend cannot be reached,
+    promptly (never hangs forever). Retention (by age and by length) is configured on
+    the implementation and applied on append.
+    """
+
+    async def append(
+        self, stream: str, event_id: str, payload: bytes, now: datetime
+    ) -> EventRecord:
+        """Store one event; its sequence is the stream's previous last sequence + 1."""
+        ...
+
+    async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
+        """Up to ``limit`` records with ``sequence > after_sequence``, ascending.
+
+        ``limit`` 0 returns no records, only ``oldest_available``/``last_sequence``.
+        """
+        ...
+
+    async def wait(self, cursors: Mapping[str, int], max_wait: float) -> set[str]:
+        """Block until a stream in ``cursors`` has a record after its cursor.
+
+        Returns the streams that have one (a wake-up hint, not a read), or an empty
+        set after at most ``max_wait`` seconds (possibly earlier: callers loop).
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections; pending ``wait`` calls return."""
+        ...

@@ -109,9 +109,16 @@ class RunningServer:
 async def start(app: App) -> RunningServer:
     """Migrate, bind, start and report SERVING; raise if the address is taken."""
     await app.database.migrate()
+    for starter in app.starters:
+        await starter()
     server, _ = build_server(app)
     address = app.settings.grpc_address
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        raise OSError(
+            f"cannot listen on {address}: the address is in use or not available"
+        ) from None
     host = address.rpartition(":")[0]
     bound = f"{host}:{port}"
     await server.start()

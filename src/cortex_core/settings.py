@@ -44,6 +44,8 @@ class Settings:
     access_token_ttl: float = 900.0
     session_lifetime: float = 30 * 24 * 3600.0
     password_workers: int = 0
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
 
     @property
     def effective_database_url(self) -> str:
@@ -88,6 +90,12 @@ class Settings:
             ),
             password_workers=reader.get(
                 "CORTEX_PASSWORD_WORKERS", d.password_workers, _non_negative_int
+            ),
+            argon2_memory_kib=reader.get(
+                "CORTEX_ARGON2_MEMORY_KIB", d.argon2_memory_kib, _at_least(19 * 1024)
+            ),
+            argon2_time_cost=reader.get(
+                "CORTEX_ARGON2_TIME_COST", d.argon2_time_cost, _at_least(2)
             ),
         )
 
@@ -147,6 +155,16 @@ def _secret(raw: str) -> str:
 
 def _secrets(raw: str) -> tuple[str, ...]:
     return tuple(_secret(part.strip()) for part in raw.split(",") if part.strip())
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum} (the OWASP minimum)")
+        return value
+
+    return parse
 
 
 def _positive_float(raw: str) -> float:

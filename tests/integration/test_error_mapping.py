@@ -14,6 +14,7 @@ import pytest
 from cortex.experts.v1 import expert_service_pb2 as pb
 from cortex.experts.v1 import expert_service_pb2_grpc as pb_grpc
 from cortex.experts.v1 import task_pb2
+from support.clients import Client, authenticated_channel
 from support.inprocess import running_app
 from support.rpc import details
 
@@ -53,7 +54,10 @@ class ScriptedExperts(pb_grpc.ExpertServiceServicer):
 async def experts(tmp_path: Path) -> Any:
     servicer = ScriptedExperts()
     async with running_app(tmp_path, {EXPERTS: servicer}) as running:
-        async with grpc.aio.insecure_channel(running.address) as channel:
+        client = Client(running.address)
+        account = await client.register()
+        await client.close()
+        async with authenticated_channel(running.address, account.access_token) as channel:
             yield servicer, pb_grpc.ExpertServiceStub(channel), running
 
 

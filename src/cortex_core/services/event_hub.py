@@ -1,0 +1,452 @@
+"""Process-local fan-out of an :class:`~cortex_core.ports.EventLog` to subscribers.
+
+The log is the source of truth; the hub only decides who sees what, when::
+
+    EventLog ──wait()──▶ watcher task ──wake──▶ one reader task per stream
+                                                   │ offers new records to
+                                                   ▼
+                              Subscription (bounded queue, per-stream cursors)
+                                   ▲ replays from the log itself until it has
+                                   │ caught up with its stream's reader
+
+Guarantees, per stream of a subscription: records arrive in sequence order, with
+no gap and no duplicate, from the requested position on; when the position is
+older than retention a :class:`ReplayUnavailable` comes first and says so.
+``Subscription.resume_token`` is always exactly what has been yielded.
+
+How: a subscription starts each stream in *replay*: it reads the log itself (at the
+consumer's pace, so a long replay never fills a queue) until it has read at least
+as far as the stream's reader has dispatched; at that instant, with no ``await`` in
+between, it turns *live* and the reader's later records go to its queue. Anything
+at or below the last delivered sequence is dropped (dedupe); a record beyond the
+next one (a gap) sends the stream back to replay. A live queue that would exceed
+``queue_size`` ends the subscription with :class:`SubscriberTooSlow`.
+
+Tasks: one reader per stream with at least one subscriber (reference counted), one
+watcher while any reader exists. Exiting ``async with`` frees its registrations and
+waits for the tasks it stopped. Log failures end the affected subscriptions with
+``Unavailable`` carrying ``metadata["resume_token"]``; nothing swallows cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from cortex_core.domain.events import (
+    EventRecord,
+    Heartbeat,
+    ReplayUnavailable,
+    ResumeToken,
+    SubscriptionItem,
+)
+from cortex_core.errors import CortexError, ResourceExhausted, Unavailable
+from cortex_core.ports import EventLog
+
+__all__ = ["EventHub", "Heartbeat", "ReplayUnavailable", "SubscriberTooSlow", "Subscription"]
+
+logger = logging.getLogger(__name__)
+
+READER_TASK = "cortex-events-reader"
+WATCH_TASK = "cortex-events-watch"
+
+
+class SubscriberTooSlow(ResourceExhausted):
+    """The subscriber's queue overflowed; reconnect with ``resume_token`` to continue."""
+
+    def __init__(self, resume_token: str) -> None:
+        super().__init__(
+            "the subscriber fell too far behind; resubscribe with its resume_token",
+            reason="SUBSCRIBER_TOO_SLOW",
+            metadata={"resume_token": resume_token},
+        )
+        self.resume_token = resume_token
+
+
+class _Feed:
+    """One stream's reader: everything up to ``cursor`` has been offered to subscribers."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.subscribers: set[Subscription] = set()
+        self.cursor: int | None = None  # None until the reader has looked at the log
+        self.ready = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class EventHub:
+    """Serves subscriptions over ``log`` in this process; see the module docstring.
+
+    ``batch_size`` bounds one log read; ``poll_interval`` bounds one ``log.wait``.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        batch_size: int = 256,
+        poll_interval: float = 5.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self._log = log
+        self._batch = batch_size
+        self._poll = poll_interval
+        self._max_backoff = max_backoff
+        self._feeds: dict[str, _Feed] = {}
+        self._subscriptions: set[Subscription] = set()
+        self._stopping: set[asyncio.Future[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._feeds_changed = asyncio.Event()
+
+    @property
+    def log(self) -> EventLog:
+        return self._log
+
+    @property
+    def active_subscriptions(self) -> int:
+        """Subscriptions inside their ``async with``."""
+        return len(self._subscriptions)
+
+    @property
+    def active_streams(self) -> int:
+        """Streams with a reader task in this process."""
+        return len(self._feeds)
+
+    def subscribe(
+        self, positions: Mapping[str, int | None], *, queue_size: int, heartbeat: float
+    ) -> Subscription:
+        """A subscription to ``positions``' streams, to be entered with ``async with``.
+
+        A position is the last sequence the caller has (replay everything after it,
+        then live) or None (live only: everything after the current last sequence).
+        Entering raises Unavailable when the log cannot be reached.
+        """
+        if queue_size < 1 or heartbeat <= 0:
+            raise ValueError("queue_size must be at least 1 and heartbeat positive")
+        return Subscription(self, positions, queue_size=queue_size, heartbeat=heartbeat)
+
+    async def publish(
+        self, stream: str, event_id: str, payload: bytes, now: datetime
+    ) -> EventRecord:
+        """Append to the log. Subscribers in every process see it through the log's wake-up."""
+        return await self._log.append(stream, event_id, payload, now)
+
+    async def aclose(self) -> None:
+        """End every subscription (their iterators stop) and wait for the hub's tasks."""
+        for subscription in list(self._subscriptions):
+            subscription.close()
+        await self._settle()
+
+    def _attach(self, stream: str, subscription: Subscription) -> _Feed:
+        feed = self._feeds.get(stream)
+        if feed is None:
+            feed = self._feeds[stream] = _Feed(stream)
+            feed.task = asyncio.create_task(self._read(feed), name=f"{READER_TASK}:{stream}")
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name=WATCH_TASK)
+        feed.subscribers.add(subscription)
+        return feed
+
+    def _detach(self, feed: _Feed, subscription: Subscription) -> None:
+        feed.subscribers.discard(subscription)
+        if feed.subscribers:
+            return
+        if self._feeds.get(feed.stream) is feed:
+            del self._feeds[feed.stream]
+        self._stop(feed.task)
+        if not self._feeds:
+            self._stop(self._watcher)
+            self._watcher = None
+
+    def _stop(self, task: asyncio.Future[Any] | None) -> None:
+        if task is not None and not task.done():
+            task.cancel()
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def _settle(self) -> None:
+        """Wait until every task this hub cancelled has finished."""
+        current = asyncio.current_task()
+        tasks = {task for task in self._stopping if task is not current}
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _read(self, feed: _Feed) -> None:
+        """The stream's reader: offer each new record of the log to the live subscribers."""
+        try:
+            feed.cursor = (await self._log.read(feed.stream, 0, 0)).last_sequence
+            feed.ready.set()
+            self._feeds_changed.set()
+            while True:
+                feed.wake.clear()
+                page = await self._log.read(feed.stream, feed.cursor, self._batch)
+                if page.last_sequence < feed.cursor:
+                    raise Unavailable("the event log was reset", reason="EVENT_LOG_UNAVAILABLE")
+                if not page.records:
+                    await feed.wake.wait()
+                    continue
+                feed.cursor = page.records[-1].sequence
+                for subscription in list(feed.subscribers):
+                    subscription._offer(feed.stream, page.records)
+        except CortexError as exc:
+            self._fail(feed, exc.reason)
+        except Exception:
+            logger.exception("event reader for a stream failed")
+            self._fail(feed, "EVENT_LOG_UNAVAILABLE")
+        finally:
+            feed.ready.set()
+
+    def _fail(self, feed: _Feed, reason: str) -> None:
+        if self._feeds.get(feed.stream) is feed:
+            del self._feeds[feed.stream]
+        for subscription in list(feed.subscribers):
+            subscription._fail_unavailable(reason)
+
+    async def _watch(self) -> None:
+        """Turn the log's wake-ups into reader wake-ups; restart the wait when streams change."""
+        backoff = 0.0
+        while True:
+            self._feeds_changed.clear()
+            cursors = {s: f.cursor for s, f in self._feeds.items() if f.cursor is not None}
+            if not cursors:
+                await self._feeds_changed.wait()
+                continue
+            waiting = asyncio.ensure_future(self._log.wait(cursors, self._poll))
+            changed = asyncio.ensure_future(self._feeds_changed.wait())
+            try:
+                await asyncio.wait((waiting, changed), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (waiting, changed):
+                    task.add_done_callback(_retrieve)
+                    self._stop(task)
+            if not waiting.done() or waiting.cancelled():
+                continue
+            if waiting.exception() is None:
+                backoff = 0.0
+                woken = [self._feeds.get(stream) for stream in waiting.result()]
+            else:
+                # Every reader reads once: it fails its subscribers if the log is down.
+                backoff = min(max(backoff * 2, 0.05), self._max_backoff)
+                woken = list(self._feeds.values())
+            for feed in woken:
+                if feed is not None:
+                    feed.wake.set()
+            if backoff:
+                await asyncio.sleep(backoff)
+
+
+class Subscription:
+    """One subscriber's view: an async context manager and an async iterator of items.
+
+    Yields :class:`EventRecord`, :class:`ReplayUnavailable` and :class:`Heartbeat`.
+    The iterator raises :class:`SubscriberTooSlow` when the queue overflows,
+    ``Unavailable`` (with ``metadata["resume_token"]``) when the log fails, or the
+    error given to :meth:`close`; after :meth:`close` without an error it stops.
+    """
+
+    def __init__(
+        self,
+        hub: EventHub,
+        positions: Mapping[str, int | None],
+        *,
+        queue_size: int,
+        heartbeat: float,
+    ) -> None:
+        self._hub = hub
+        self._requested = dict(positions)
+        self._queue_size = queue_size
+        self._heartbeat = heartbeat
+        self._feeds: dict[str, _Feed] = {}
+        self._delivered: dict[str, int] = {}  # what the resume token says
+        self._replaying: dict[str, int] = {}  # stream -> last sequence read from the log
+        self._queued: dict[str, int] = {}  # live stream -> last sequence queued or delivered
+        self._pending: deque[EventRecord | ReplayUnavailable] = deque()
+        self._queue: deque[EventRecord] = deque()
+        self._wake = asyncio.Event()
+        self._last_yield = 0.0
+        self._closed = False
+        self._error: CortexError | None = None
+
+    @property
+    def resume_token(self) -> str:
+        """The position after the last yielded item, for every stream in the subscription."""
+        return ResumeToken(self._delivered).encode()
+
+    @property
+    def streams(self) -> frozenset[str]:
+        return frozenset(self._feeds)
+
+    async def __aenter__(self) -> Subscription:
+        self._hub._subscriptions.add(self)
+        self._last_yield = asyncio.get_running_loop().time()
+        try:
+            for stream, after in self._requested.items():
+                await self.add_stream(stream, after)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closed = True
+        self._release()
+        self._hub._subscriptions.discard(self)
+        await self._hub._settle()
+
+    async def add_stream(self, stream: str, after: int | None = None) -> None:
+        """Start delivering ``stream`` after ``after`` (None: its current last sequence)."""
+        if after is not None and after < 0:
+            raise ValueError("a position must not be negative")
+        if stream in self._feeds or self._closed:
+            return
+        head = await self._hub._log.read(stream, 0, 0)
+        if after is None:
+            after = head.last_sequence
+        if stream in self._feeds or self._closed:
+            return
+        self._delivered[stream] = after
+        self._replaying[stream] = after
+        feed = self._feeds[stream] = self._hub._attach(stream, self)
+        await feed.ready.wait()
+        # Nothing to replay and the reader is not past us: live at once, so a consumer
+        # that stops reading is noticed (SubscriberTooSlow) instead of being replayed later.
+        caught_up = head.oldest_available <= after + 1 and after <= head.last_sequence
+        ours = self._feeds.get(stream) is feed and self._replaying.get(stream) == after
+        if ours and caught_up and feed.cursor is not None and feed.cursor <= after:
+            del self._replaying[stream]
+            self._queued[stream] = after
+
+    def remove_stream(self, stream: str) -> None:
+        """Stop delivering ``stream`` at once (nothing more of it is yielded) and drop it
+        from the resume token; e.g. when the caller lost access to it."""
+        feed = self._feeds.pop(stream, None)
+        if feed is None:
+            return
+        self._hub._detach(feed, self)
+        for positions in (self._delivered, self._replaying, self._queued):
+            positions.pop(stream, None)
+        self._pending = deque(item for item in self._pending if item.stream != stream)
+        self._queue = deque(record for record in self._queue if record.stream != stream)
+
+    def close(self, error: CortexError | None = None) -> None:
+        """End the subscription: its iterator raises ``error``, or stops when None."""
+        if not self._closed:
+            self._closed = True
+            self._error = error
+        self._release()
+        self._wake.set()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> SubscriptionItem:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed:
+                error, self._error = self._error, None
+                if error is not None:
+                    raise error
+                raise StopAsyncIteration
+            if self._pending:
+                return self._deliver(self._pending.popleft(), loop)
+            if self._queue:
+                record = self._queue.popleft()
+                last = self._delivered.get(record.stream)
+                if last is None or record.stream in self._replaying or record.sequence <= last:
+                    continue  # removed, covered by the replay, or already delivered
+                if record.sequence > last + 1:
+                    self._replaying[record.stream] = last  # a gap: fill it from the log
+                    continue
+                return self._deliver(record, loop)
+            if self._replaying:
+                await self._replay_step(next(iter(self._replaying)))
+                continue
+            remaining = self._last_yield + self._heartbeat - loop.time()
+            if remaining <= 0:
+                return self._deliver(Heartbeat(self.resume_token), loop)
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _deliver(self, item: SubscriptionItem, loop: asyncio.AbstractEventLoop) -> SubscriptionItem:
+        if isinstance(item, EventRecord):
+            self._delivered[item.stream] = item.sequence
+        elif isinstance(item, ReplayUnavailable):
+            self._delivered[item.stream] = item.oldest_available - 1
+        self._last_yield = loop.time()
+        return item
+
+    async def _replay_step(self, stream: str) -> None:
+        """Read one page of ``stream`` into ``_pending``, or turn the stream live."""
+        after = self._replaying[stream]
+        try:
+            page = await self._hub._log.read(stream, after, self._hub._batch)
+        except Unavailable as exc:
+            self._fail_unavailable(exc.reason)
+            return
+        if self._closed or self._replaying.get(stream) != after:
+            return  # closed or removed while we read
+        reset = after > page.last_sequence
+        if reset or after + 1 < page.oldest_available:
+            self._pending.append(ReplayUnavailable(stream, after, page.oldest_available))
+            after = self._replaying[stream] = page.oldest_available - 1
+            if reset:
+                return
+        if page.records:
+            self._pending.extend(page.records)
+            self._replaying[stream] = page.records[-1].sequence
+            return
+        feed = self._feeds[stream]
+        if feed.cursor is None:
+            await feed.ready.wait()
+            return
+        if feed.cursor > after:
+            return  # the reader dispatched past what we read: read again
+        # Caught up with the reader, and no await since the check: go live.
+        del self._replaying[stream]
+        self._queued[stream] = after
+
+    def _offer(self, stream: str, records: tuple[EventRecord, ...]) -> None:
+        """Called by the stream's reader with records in sequence order."""
+        last = self._queued.get(stream)
+        if last is None or self._closed or stream in self._replaying:
+            return
+        for record in records:
+            if record.sequence <= last:
+                continue
+            if len(self._queue) >= self._queue_size:
+                self.close(SubscriberTooSlow(self.resume_token))
+                return
+            self._queue.append(record)
+            last = self._queued[stream] = record.sequence
+        self._wake.set()
+
+    def _fail_unavailable(self, reason: str) -> None:
+        metadata = {"resume_token": self.resume_token}
+        self.close(Unavailable("the event log is unavailable", reason=reason, metadata=metadata))
+
+    def _release(self) -> None:
+        for feed in self._feeds.values():
+            self._hub._detach(feed, self)
+        self._feeds.clear()
+        self._queue.clear()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a finished helper's exception as seen (it was handled, or is moot)."""
+    if not task.cancelled():
+        task.exception()

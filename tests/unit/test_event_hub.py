@@ -1,0 +1,171 @@
+"""The event hub on the in-process log: tokens, heartbeats, stream changes and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.domain.events import EventRecord, Heartbeat, ReplayUnavailable, ResumeToken
+from cortex_core.errors import InvalidArgument, Unauthenticated, Unavailable
+from cortex_core.services.event_hub import EventHub, Subscription
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+WS = "ws:w1"
+
+
+def hub_tasks() -> list[str]:
+    return sorted(
+        task.get_name()
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("cortex-events") and not task.done()
+    )
+
+
+async def next_record(sub: Subscription) -> EventRecord:
+    async with asyncio.timeout(5):
+        async for item in sub:
+            if isinstance(item, EventRecord):
+                return item
+    raise AssertionError("the subscription ended")
+
+
+@pytest.fixture
+async def hub() -> EventHub:
+    return EventHub(InMemoryEventLog())
+
+
+def test_a_resume_token_round_trips_and_is_url_safe() -> None:
+    token = ResumeToken({"ws:a/b": 7, "user:u1": 0}).encode()
+    assert token.startswith("v1.")
+    assert set(token[3:]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert ResumeToken.decode(token).positions == {"ws:a/b": 7, "user:u1": 0}
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "v1.", "v2.e30", "v1.!!!", "v1.W10", "v1.eyJhIjotMX0", "v1.eyJhIjp0cnVlfQ", "e30"],
+)
+def test_a_malformed_resume_token_is_an_invalid_argument(token: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        ResumeToken.decode(token)
+    assert error.value.reason == "INVALID_RESUME_TOKEN"
+    assert [v.field for v in error.value.violations] == ["resume_token"]
+
+
+async def test_live_only_subscription_starts_after_the_current_last_event(hub: EventHub) -> None:
+    await hub.publish(WS, "old", b"", NOW)
+    async with hub.subscribe({WS: None}, queue_size=8, heartbeat=5) as sub:
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 1}
+        await hub.publish(WS, "new", b"", NOW)
+        assert (await next_record(sub)).event_id == "new"
+
+
+async def test_a_heartbeat_after_quiet_carries_the_current_token(hub: EventHub) -> None:
+    async with hub.subscribe({WS: None}, queue_size=8, heartbeat=0.2) as sub:
+        await hub.publish(WS, "a", b"", NOW)
+        await hub.publish(WS, "b", b"", NOW)
+        assert [(await next_record(sub)).sequence for _ in range(2)] == [1, 2]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        item = await anext(sub)
+        assert isinstance(item, Heartbeat)
+        assert loop.time() - started >= 0.15
+        assert item.resume_token == sub.resume_token
+        assert ResumeToken.decode(item.resume_token).positions == {WS: 2}
+
+
+async def test_subscribers_of_one_stream_share_one_reader_task(hub: EventHub) -> None:
+    async with (
+        hub.subscribe({WS: None}, queue_size=8, heartbeat=5) as first,
+        hub.subscribe({WS: None, "user:u1": None}, queue_size=8, heartbeat=5) as second,
+    ):
+        assert hub_tasks() == [
+            "cortex-events-reader:user:u1",
+            "cortex-events-reader:ws:w1",
+            "cortex-events-watch",
+        ]
+        await hub.publish(WS, "a", b"", NOW)
+        assert (await next_record(first)).sequence == 1
+        assert (await next_record(second)).sequence == 1
+    assert hub.active_subscriptions == 0
+    assert hub.active_streams == 0
+    assert hub_tasks() == []
+
+
+async def test_a_removed_stream_yields_nothing_more_and_leaves_the_token(hub: EventHub) -> None:
+    other = "ws:w2"
+    async with hub.subscribe({WS: 0, other: 0}, queue_size=16, heartbeat=5) as sub:
+        await hub.publish(WS, "a", b"", NOW)
+        await hub.publish(other, "b", b"", NOW)
+        await asyncio.sleep(0.05)  # both are queued or replayable now
+        sub.remove_stream(other)
+        await hub.publish(other, "c", b"", NOW)
+        await hub.publish(WS, "d", b"", NOW)
+        got = [await next_record(sub) for _ in range(2)]
+        assert [(r.stream, r.event_id) for r in got] == [(WS, "a"), (WS, "d")]
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 2}
+        assert hub.active_streams == 1
+
+
+async def test_closing_with_an_error_ends_the_iterator_with_it(hub: EventHub) -> None:
+    async with hub.subscribe({WS: None}, queue_size=8, heartbeat=5) as sub:
+        reader = asyncio.create_task(next_record(sub))
+        await asyncio.sleep(0.01)
+        sub.close(Unauthenticated("session revoked", reason="SESSION_REVOKED"))
+        with pytest.raises(Unauthenticated):
+            await reader
+        assert hub_tasks() == []
+    assert hub.active_subscriptions == 0
+
+
+async def test_a_stream_added_later_replays_from_its_position(hub: EventHub) -> None:
+    await hub.publish("user:u1", "s1", b"", NOW)
+    async with hub.subscribe({WS: None}, queue_size=8, heartbeat=5) as sub:
+        await sub.add_stream("user:u1", 0)
+        assert (await next_record(sub)).event_id == "s1"
+        assert sub.streams == {WS, "user:u1"}
+
+
+async def test_retention_by_age_is_reported_as_replay_unavailable() -> None:
+    hub = EventHub(InMemoryEventLog(max_age=timedelta(minutes=1)))
+    await hub.publish(WS, "old", b"", NOW)
+    await hub.publish(WS, "new", b"", NOW + timedelta(minutes=2))
+    async with hub.subscribe({WS: 0}, queue_size=8, heartbeat=5) as sub:
+        assert await anext(sub) == ReplayUnavailable(WS, 0, 2)
+        assert (await next_record(sub)).event_id == "new"
+
+
+async def test_cancelled_and_closed_subscriptions_leave_nothing_behind(hub: EventHub) -> None:
+    async def consume(stream: str) -> None:
+        async with hub.subscribe({stream: 0}, queue_size=4, heartbeat=0.05) as sub:
+            async for _ in sub:
+                pass
+
+    tasks = [asyncio.create_task(consume(f"ws:{i % 3}")) for i in range(9)]
+    for i in range(30):
+        await hub.publish(f"ws:{i % 3}", f"e{i}", b"", NOW)
+    await asyncio.sleep(0.1)
+    assert hub.active_subscriptions == 9
+    assert len(hub_tasks()) == 4  # three readers and the watcher
+    for task in tasks[:5]:
+        task.cancel()
+    await hub.aclose()  # ends the others' iterators
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[:5])
+    assert results[5:] == [None] * 4
+    assert hub.active_subscriptions == 0
+    assert hub.active_streams == 0
+    assert hub_tasks() == []
+
+
+async def test_a_closed_log_makes_new_subscriptions_unavailable() -> None:
+    log = InMemoryEventLog()
+    await log.close()
+    with pytest.raises(Unavailable) as error:
+        async with EventHub(log).subscribe({WS: None}, queue_size=8, heartbeat=5):
+            pass
+    assert error.value.reason == "EVENT_LOG_UNAVAILABLE"
