@@ -3,6 +3,7 @@ parsing of resource names. The only place that knows both shapes."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 
@@ -50,7 +51,10 @@ def role_from_proto(value: int) -> Role | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def user(value: User) -> user_pb2.User:
+    """The proto of ``value`` (cached: users are immutable values; callers must not
+    mutate the result, only copy it into a response)."""
     return user_pb2.User(
         name=value.name,
         email=value.email,

@@ -60,17 +60,6 @@ def needs_auth(method: str) -> bool:
     return method.startswith("/cortex.") and method not in PUBLIC_METHODS
 
 
-def bearer_token(context: Any) -> str | None:
-    """The token of an ``authorization: Bearer …`` header, if there is one."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-            return None
-    return None
-
-
 class _Malformed:
     """Stands in for a request whose bytes did not parse."""
 
@@ -93,16 +82,30 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return parse
 
 
-def _request_id(context: Any) -> str:
+def _bearer(value: str | bytes) -> str | None:
+    if not isinstance(value, str):
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _call_headers(context: Any) -> tuple[str, str | None]:
+    """The request id (the caller's sane ``x-request-id`` or a random one) and the
+    bearer token, read in one pass over the metadata."""
+    request_id = ""
+    token = None
     for key, value in context.invocation_metadata() or ():
-        if (
+        if key == "authorization":
+            token = _bearer(value)
+        elif (
             key == _REQUEST_ID_HEADER
             and isinstance(value, str)
             and 0 < len(value) <= _MAX_REQUEST_ID
             and value.isprintable()
         ):
-            return value
-    return os.urandom(16).hex()
+            request_id = value
+    return request_id or os.urandom(16).hex(), token
 
 
 def _shutting_down() -> errors.Unavailable:
@@ -173,14 +176,14 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         async def handle(request: Any, context: Any) -> Any:
             start = time.perf_counter()
-            request_id = _request_id(context)
+            request_id, bearer = _call_headers(context)
             token = request_id_var.set(request_id)
             code = _OK
             try:
                 if isinstance(request, _Malformed):
                     await self.abort_malformed(context, request)
                 if authenticator is not None:
-                    caller_var.set(await authenticator.authenticate(bearer_token(context)))
+                    caller_var.set(await authenticator.authenticate(bearer))
                 return await behavior(request, context)
             except BaseException as exc:
                 code, rpc = self.outcome(method, request_id, context, exc)
@@ -253,6 +256,7 @@ class _StreamGuard:
     """A streaming call's frame: registration for drain, error mapping, access log."""
 
     __slots__ = (
+        "_bearer",
         "_code",
         "_context",
         "_interceptor",
@@ -272,7 +276,7 @@ class _StreamGuard:
         self._context = context
         self._request = request
         self._start = time.perf_counter()
-        self._request_id = _request_id(context)
+        self._request_id, self._bearer = _call_headers(context)
         self._code = _OK
         self._task: asyncio.Task[Any] | None = None
         self._token: contextvars.Token[str] | None = None
@@ -290,7 +294,7 @@ class _StreamGuard:
                 raise _shutting_down()
             authenticator = self._interceptor.authenticator
             if authenticator is not None and needs_auth(self._method):
-                caller_var.set(await authenticator.authenticate(bearer_token(self._context)))
+                caller_var.set(await authenticator.authenticate(self._bearer))
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise

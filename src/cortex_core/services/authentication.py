@@ -41,6 +41,13 @@ class _SessionState:
     checked: float  # time.monotonic() of the read
 
 
+@dataclasses.dataclass(slots=True)
+class _Verified:
+    claims: AccessClaims
+    caller: Caller | None = None  # built from ``state``; reused while it is current
+    state: _SessionState | None = None
+
+
 class Authenticator:
     def __init__(
         self,
@@ -58,7 +65,7 @@ class Authenticator:
         self._recheck = recheck
         self._max_tokens = max_tokens
         self._max_sessions = max_sessions
-        self._claims: OrderedDict[str, AccessClaims] = OrderedDict()
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
         self._reads: dict[str, asyncio.Future[_SessionState]] = {}
 
@@ -67,26 +74,30 @@ class Authenticator:
         if not token:
             raise unauthenticated("TOKEN_MISSING")
         now = self._clock.now()
-        claims = self._claims.get(token)
-        if claims is None:
+        verified = self._verified.get(token)
+        if verified is None:
             try:
                 claims = self._tokens.verify(token, now=now)
             except errors.Unauthenticated as exc:
                 raise unauthenticated(exc.reason) from None
-            self._claims[token] = claims
-            if len(self._claims) > self._max_tokens:
-                self._claims.popitem(last=False)
-        elif now >= claims.expire_time:
-            del self._claims[token]
+            verified = self._verified[token] = _Verified(claims)
+            if len(self._verified) > self._max_tokens:
+                self._verified.popitem(last=False)
+        elif now >= verified.claims.expire_time:
+            del self._verified[token]
             raise unauthenticated("TOKEN_EXPIRED")
+        claims = verified.claims
         state = self._sessions.get(claims.session_id)
         if state is None or time.monotonic() - state.checked >= self._recheck:
             state = await self._read(claims.session_id)
         if state.user is None:
             raise unauthenticated("SESSION_REVOKED")
-        return Caller(
-            user=state.user, session_id=claims.session_id, token_expire_time=claims.expire_time
-        )
+        if verified.state is not state or verified.caller is None:
+            verified.caller = Caller(
+                user=state.user, session_id=claims.session_id, token_expire_time=claims.expire_time
+            )
+            verified.state = state
+        return verified.caller
 
     def sessions_revoked(self, session_ids: Sequence[str]) -> None:
         """Forget the sessions at once on this replica (RevocationListener)."""
