@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from cortex_core.adapters.clock import SystemClock
+from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
 from cortex_core.adapters.security.passwords import Argon2PasswordHasher
@@ -22,13 +23,18 @@ from cortex_core.adapters.security.tokens import JwtAccessTokenCodec
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
+from cortex_core.api.event_encoding import event_publisher
+from cortex_core.api.event_service import EventService
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
 from cortex_core.api.workspace_service import WorkspaceService
-from cortex_core.ports import Clock, Database, LoginThrottle
+from cortex_core.domain.changes import Change
+from cortex_core.ports import Clock, Database, EventLog, LoginThrottle
 from cortex_core.services.authentication import Authenticator
+from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.event_hub import EventHub
 from cortex_core.services.identity import Identity
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
@@ -49,7 +55,7 @@ class App:
     authenticator: Authenticator | None
     servicers: dict[str, object]
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
-    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
 
 def bootstrap(
@@ -73,6 +79,10 @@ def bootstrap(
         max_workers=settings.password_workers or None,
     )
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
+    event_log = _event_log(settings)
+    hub = EventHub(event_log)
+    bus = EventBus()
+    bus.subscribe(Change, event_publisher(hub))
     identity = Identity(
         uow=database.unit_of_work,
         clock=clock,
@@ -81,9 +91,22 @@ def bootstrap(
         tokens=tokens,
         throttle=_throttle(settings, clock),
         revocations=authenticator,
+        events=bus,
         session_lifetime=timedelta(seconds=settings.session_lifetime),
     )
-    workspaces = Workspaces(uow=database.unit_of_work, clock=clock)
+    workspaces = Workspaces(uow=database.unit_of_work, clock=clock, events=bus)
+    events = EventService(
+        hub=hub,
+        uow=database.unit_of_work,
+        authenticator=authenticator,
+        clock=clock,
+        heartbeat=settings.events_heartbeat,
+        queue_size=settings.events_queue_size,
+    )
+
+    async def close_hasher() -> None:
+        hasher.close()
+
     return App(
         settings=settings,
         clock=clock,
@@ -96,10 +119,22 @@ def bootstrap(
             "cortex.auth.v1.AuthService": AuthService(identity),
             "cortex.sessions.v1.SessionService": SessionService(identity),
             "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
+            "cortex.events.v1.EventService": events,
         },
         starters=[hasher.warm_up],
-        closers=[hasher.close],
+        closers=[close_hasher, hub.aclose, event_log.close],
     )
+
+
+def _event_log(settings: Settings) -> EventLog:
+    retention = timedelta(seconds=settings.events_retention)
+    if settings.redis_url:
+        from cortex_core.adapters.events.redis_streams import RedisEventLog
+
+        return RedisEventLog.from_url(
+            settings.redis_url, max_length=settings.events_max_length, max_age=retention
+        )
+    return InMemoryEventLog(max_length=settings.events_max_length, max_age=retention)
 
 
 def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:

@@ -42,6 +42,10 @@ configuration (environment variables, read once at start):
   CORTEX_PASSWORD_WORKERS      threads for argon2 hashing, 0 for min(4, CPUs) (default 0)
   CORTEX_ARGON2_MEMORY_KIB     argon2id memory per hash in KiB, >= 19456 (default 19456)
   CORTEX_ARGON2_TIME_COST      argon2id passes, >= 2 (default 2)
+  CORTEX_EVENTS_HEARTBEAT      seconds between heartbeat frames on quiet event streams (default 15)
+  CORTEX_EVENTS_RETENTION      seconds events stay replayable (default 86400)
+  CORTEX_EVENTS_MAX_LENGTH     events kept per workspace log (default 10000)
+  CORTEX_EVENTS_QUEUE_SIZE     frames buffered per subscriber before it is cut off (default 256)
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
 """
 

@@ -102,7 +102,7 @@ class RunningServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.app.database.dispose()
         for close in self.app.closers:
-            close()
+            await close()
         log.info("stopped", extra={"streams_closed": closed})
 
 

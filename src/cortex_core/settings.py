@@ -46,6 +46,10 @@ class Settings:
     password_workers: int = 0
     argon2_memory_kib: int = 19 * 1024
     argon2_time_cost: int = 2
+    events_heartbeat: float = 15.0
+    events_retention: float = 24 * 3600.0
+    events_max_length: int = 10_000
+    events_queue_size: int = 256
 
     @property
     def effective_database_url(self) -> str:
@@ -96,6 +100,18 @@ class Settings:
             ),
             argon2_time_cost=reader.get(
                 "CORTEX_ARGON2_TIME_COST", d.argon2_time_cost, _at_least(2)
+            ),
+            events_heartbeat=reader.get(
+                "CORTEX_EVENTS_HEARTBEAT", d.events_heartbeat, _positive_float
+            ),
+            events_retention=reader.get(
+                "CORTEX_EVENTS_RETENTION", d.events_retention, _positive_float
+            ),
+            events_max_length=reader.get(
+                "CORTEX_EVENTS_MAX_LENGTH", d.events_max_length, _positive_int
+            ),
+            events_queue_size=reader.get(
+                "CORTEX_EVENTS_QUEUE_SIZE", d.events_queue_size, _positive_int
             ),
         )
 

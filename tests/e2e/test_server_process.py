@@ -96,13 +96,15 @@ def test_cortex_rpcs_need_a_token_and_unbuilt_ones_say_unimplemented(server_addr
                         else channel.unary_unary(path)
                     )
                     try:
-                        result = call(b"", metadata=metadata, timeout=5)
+                        result = call(b"", metadata=metadata, timeout=2)
                         if method.server_streaming:
                             next(iter(result))
                         continue
                     except grpc.RpcError as error:
                         code = error.code()
                         info = details(error).get("ErrorInfo")
+                    if code is grpc.StatusCode.DEADLINE_EXCEEDED and method.server_streaming:
+                        continue  # a stream that opened and stayed open (e.g. events)
                     assert info is not None, path
                     assert info.domain == "cortex", path
                     if not metadata and not public:

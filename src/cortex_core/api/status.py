@@ -9,6 +9,7 @@ throttling adds ``google.rpc.RetryInfo``.
 
 from __future__ import annotations
 
+import collections
 import math
 
 import grpc
@@ -35,6 +36,13 @@ _CODES: tuple[tuple[type[errors.CortexError], grpc.StatusCode], ...] = (
 )
 
 INTERNAL_MESSAGE = "internal error"
+RESUME_HEADER = "cortex-resume-token"
+
+
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status
+):
+    """A status with extra trailing metadata beside ``grpc-status-details-bin``."""
 
 
 def code_for(error: errors.CortexError) -> grpc.StatusCode:
@@ -73,7 +81,13 @@ def to_rpc_status(error: errors.CortexError) -> grpc.Status:
         whole = math.floor(seconds)
         delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    return status_from_parts(code, error.message, details)
+    rpc = status_from_parts(code, error.message, details)
+    resume = error.metadata.get("resume_token")
+    if resume:
+        # Also as plain trailing metadata, so a client can resume without
+        # decoding google.rpc.Status.
+        rpc = _Status(rpc.code, rpc.details, (*rpc.trailing_metadata, (RESUME_HEADER, resume)))
+    return rpc
 
 
 def internal_status(request_id: str) -> grpc.Status:

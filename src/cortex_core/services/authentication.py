@@ -99,6 +99,17 @@ class Authenticator:
             verified.state = state
         return verified.caller
 
+    async def ensure_active(self, caller: Caller) -> None:
+        """Raise Unauthenticated when the caller's token expired or its session ended
+        (for long-lived streams, which authenticate once when they open)."""
+        if self._clock.now() >= caller.token_expire_time:
+            raise unauthenticated("TOKEN_EXPIRED")
+        state = self._sessions.get(caller.session_id)
+        if state is None or time.monotonic() - state.checked >= self._recheck:
+            state = await self._read(caller.session_id)
+        if state.user is None:
+            raise unauthenticated("SESSION_REVOKED")
+
     def sessions_revoked(self, session_ids: Sequence[str]) -> None:
         """Forget the sessions at once on this replica (RevocationListener)."""
         for session_id in session_ids:

@@ -22,11 +22,21 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from cortex_core import errors
+from cortex_core.domain.changes import (
+    Change,
+    MemberAdded,
+    PasswordChanged,
+    RevokeReason,
+    SessionCreated,
+    SessionRevoked,
+    WorkspaceCreated,
+)
 from cortex_core.domain.identity import (
     MAX_DISPLAY_NAME,
     Caller,
     ClientInfo,
     Membership,
+    MemberView,
     RefreshToken,
     Role,
     Session,
@@ -50,6 +60,7 @@ from cortex_core.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from cortex_core.services.dispatcher import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +103,10 @@ class Identity:
         tokens: AccessTokenCodec,
         throttle: LoginThrottle,
         revocations: RevocationListener,
+        events: EventBus,
         session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME,
     ) -> None:
+        self._events = events
         self._uow = uow
         self._clock = clock
         self._hasher = hasher
@@ -149,6 +162,14 @@ class Identity:
             sign_in = await self._open_session(uow, user, client, now)
             await uow.commit()
         log.info("user registered", extra={"user": user.name})
+        owner = MemberView(workspace.id, user.id, user.email, user.display_name, Role.OWNER, now)
+        await self._events.publish(
+            [
+                WorkspaceCreated(actor_id=user.id, time=now, workspace=workspace),
+                MemberAdded(actor_id=user.id, time=now, member=owner),
+                self._session_created(sign_in),
+            ]
+        )
         return sign_in
 
     async def login(self, email: str, password: str, client: ClientInfo) -> SignIn:
@@ -180,6 +201,7 @@ class Identity:
                 await uow.users.set_password_hash(user.id, rehash, now)
             sign_in = await self._open_session(uow, user, client, now)
             await uow.commit()
+        await self._events.publish([self._session_created(sign_in)])
         return sign_in
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> SignIn:
@@ -201,7 +223,9 @@ class Identity:
             ):
                 await uow.sessions.revoke(session.id, now)
                 await uow.commit()
-                self._revocations.sessions_revoked([session.id])
+                await self._revoked(
+                    session.user_id, [session.id], RevokeReason.REFRESH_TOKEN_REUSED
+                )
                 log.warning(
                     "refresh token reused; session revoked", extra={"session": session.name}
                 )
@@ -217,7 +241,7 @@ class Identity:
         return sign_in
 
     async def logout(self, caller: Caller) -> None:
-        await self.revoke_session(caller, caller.session_id)
+        await self.revoke_session(caller, caller.session_id, reason=RevokeReason.LOGOUT)
 
     async def change_password(self, caller: Caller, current: str, new: str) -> tuple[User, int]:
         """Check ``current``, store ``new``, and revoke the user's other sessions."""
@@ -243,7 +267,18 @@ class Identity:
             await uow.users.set_password_hash(user.id, new_hash, now)
             revoked = await uow.sessions.revoke_all_for_user(user.id, now, keep=caller.session_id)
             await uow.commit()
-        self._revocations.sessions_revoked(revoked)
+        await self._revoked(user.id, revoked, RevokeReason.PASSWORD_CHANGED)
+        await self._events.publish(
+            [
+                PasswordChanged(
+                    actor_id=user.id,
+                    time=now,
+                    user_id=user.id,
+                    session_id=caller.session_id,
+                    revoked_session_count=len(revoked),
+                )
+            ]
+        )
         return dataclasses.replace(user, password_hash=new_hash, update_time=now), len(revoked)
 
     # --- SessionService ------------------------------------------------------------
@@ -256,20 +291,48 @@ class Identity:
         async with self._uow() as uow:
             return await uow.sessions.list_for_user(caller.user_id, page)
 
-    async def revoke_session(self, caller: Caller, session_id: str) -> Session:
+    async def revoke_session(
+        self, caller: Caller, session_id: str, *, reason: RevokeReason = RevokeReason.REVOKED
+    ) -> Session:
         """Revoke one of the caller's sessions (idempotent)."""
         now = self._clock.now()
         async with self._uow() as uow:
             session = await uow.sessions.get(session_id)
             if session is None or session.user_id != caller.user_id:
                 raise errors.NotFound("session not found", reason="SESSION_NOT_FOUND")
-            if await uow.sessions.revoke(session.id, now):
+            newly = await uow.sessions.revoke(session.id, now)
+            if newly:
                 session = dataclasses.replace(session, revoke_time=now)
             await uow.commit()
-        self._revocations.sessions_revoked([session.id])
+        if newly:
+            await self._revoked(caller.user_id, [session.id], reason)
+        else:
+            self._revocations.sessions_revoked([session.id])
         return session
 
     # --- helpers ---------------------------------------------------------------------
+
+    async def _revoked(
+        self, user_id: str, session_ids: Sequence[str], reason: RevokeReason
+    ) -> None:
+        """Drop the sessions from this replica's caches and announce each revocation."""
+        self._revocations.sessions_revoked(session_ids)
+        now = self._clock.now()
+        changes: list[Change] = [
+            SessionRevoked(
+                actor_id=user_id, time=now, user_id=user_id, session_id=session_id, reason=reason
+            )
+            for session_id in session_ids
+        ]
+        await self._events.publish(changes)
+
+    def _session_created(self, sign_in: SignIn) -> SessionCreated:
+        return SessionCreated(
+            actor_id=sign_in.user.id,
+            time=sign_in.session.create_time,
+            user_id=sign_in.user.id,
+            session=sign_in.session,
+        )
 
     def _throttle_keys(self, email: str, client: ClientInfo) -> Sequence[str]:
         keys = [f"account:{normalize_email(email)}"]

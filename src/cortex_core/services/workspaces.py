@@ -12,6 +12,13 @@ import dataclasses
 from collections.abc import Collection
 
 from cortex_core import errors
+from cortex_core.domain.changes import (
+    MemberAdded,
+    MemberRemoved,
+    WorkspaceCreated,
+    WorkspaceDeleted,
+    WorkspaceUpdated,
+)
 from cortex_core.domain.identity import (
     MAX_DESCRIPTION,
     MAX_DISPLAY_NAME,
@@ -28,6 +35,7 @@ from cortex_core.domain.identity import (
 )
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from cortex_core.services.dispatcher import EventBus
 
 UPDATABLE_FIELDS = frozenset({"display_name", "description"})
 
@@ -62,9 +70,10 @@ class WorkspaceView:
 
 
 class Workspaces:
-    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock, events: EventBus) -> None:
         self._uow = uow
         self._clock = clock
+        self._events = events
 
     async def create(self, caller: Caller, display_name: str, description: str) -> WorkspaceView:
         _validate(display_name, description, fields=UPDATABLE_FIELDS)
@@ -82,6 +91,14 @@ class Workspaces:
                 Membership(workspace.id, caller.user_id, Role.OWNER, now)
             )
             await uow.commit()
+        user = caller.user
+        owner = MemberView(workspace.id, user.id, user.email, user.display_name, Role.OWNER, now)
+        await self._events.publish(
+            [
+                WorkspaceCreated(actor_id=user.id, time=now, workspace=workspace),
+                MemberAdded(actor_id=user.id, time=now, member=owner),
+            ]
+        )
         return WorkspaceView(workspace, Role.OWNER)
 
     async def get(self, caller: Caller, workspace_id: str) -> WorkspaceView:
@@ -129,6 +146,16 @@ class Workspaces:
             workspace = dataclasses.replace(workspace, **changes)  # type: ignore[arg-type]
             await uow.workspaces.update(workspace)
             await uow.commit()
+        await self._events.publish(
+            [
+                WorkspaceUpdated(
+                    actor_id=caller.user_id,
+                    time=workspace.update_time,
+                    workspace=workspace,
+                    fields=tuple(sorted(fields)),
+                )
+            ]
+        )
         return WorkspaceView(workspace, membership.role)
 
     async def delete(self, caller: Caller, workspace_id: str) -> None:
@@ -136,6 +163,15 @@ class Workspaces:
             await require_role(uow, caller, workspace_id, owner=True)
             await uow.workspaces.delete(workspace_id)
             await uow.commit()
+        await self._events.publish(
+            [
+                WorkspaceDeleted(
+                    actor_id=caller.user_id,
+                    time=self._clock.now(),
+                    deleted_workspace_id=workspace_id,
+                )
+            ]
+        )
 
     async def add_member(
         self, caller: Caller, workspace_id: str, email: str, role: Role | None
@@ -159,7 +195,9 @@ class Workspaces:
                 raise errors.AlreadyExists("the user is already a member", reason="ALREADY_MEMBER")
             await uow.workspaces.add_member(Membership(workspace_id, user.id, role, now))
             await uow.commit()
-        return MemberView(workspace_id, user.id, user.email, user.display_name, role, now)
+        member = MemberView(workspace_id, user.id, user.email, user.display_name, role, now)
+        await self._events.publish([MemberAdded(actor_id=caller.user_id, time=now, member=member)])
+        return member
 
     async def remove_member(self, caller: Caller, workspace_id: str, email: str) -> MemberView:
         reject([email_violation(email)])
@@ -182,7 +220,7 @@ class Workspaces:
                 )
             await uow.workspaces.remove_member(workspace_id, user.id)
             await uow.commit()
-        return MemberView(
+        removed = MemberView(
             workspace_id,
             user.id,
             user.email,
@@ -190,6 +228,10 @@ class Workspaces:
             membership.role,
             membership.create_time,
         )
+        await self._events.publish(
+            [MemberRemoved(actor_id=caller.user_id, time=self._clock.now(), member=removed)]
+        )
+        return removed
 
     async def list_members(
         self, caller: Caller, workspace_id: str, page: PageRequest

@@ -1,0 +1,119 @@
+"""Domain changes as ``cortex.events.v1.Event`` protos, and their publication.
+
+The log stores each event as a serialized ``Event`` without ``sequence`` and
+``resume_token``: those depend on where and to whom it is delivered and are
+filled in by ``EventService`` on the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cortex.events.v1 import event_pb2 as pb
+from google.protobuf import field_mask_pb2
+
+from cortex_core.api import convert
+from cortex_core.domain import changes as c
+from cortex_core.domain.identity import new_id
+from cortex_core.services.event_hub import EventHub
+
+_REASONS = {
+    c.RevokeReason.LOGOUT: pb.SESSION_REVOKE_REASON_LOGOUT,
+    c.RevokeReason.REVOKED: pb.SESSION_REVOKE_REASON_REVOKED,
+    c.RevokeReason.REFRESH_TOKEN_REUSED: pb.SESSION_REVOKE_REASON_REFRESH_TOKEN_REUSED,
+    c.RevokeReason.PASSWORD_CHANGED: pb.SESSION_REVOKE_REASON_PASSWORD_CHANGED,
+}
+
+
+def _session_name(user_id: str, session_id: str) -> str:
+    return f"users/{user_id}/sessions/{session_id}"
+
+
+def _payload(change: c.Change) -> tuple[str, Any, Any]:
+    """(oneof field, EventType, payload message) of a change."""
+    if isinstance(change, c.WorkspaceCreated):
+        return (
+            "workspace_created",
+            pb.EVENT_TYPE_WORKSPACE_CREATED,
+            pb.WorkspaceCreated(workspace=convert.workspace(change.workspace)),
+        )
+    if isinstance(change, c.WorkspaceUpdated):
+        return (
+            "workspace_updated",
+            pb.EVENT_TYPE_WORKSPACE_UPDATED,
+            pb.WorkspaceUpdated(
+                workspace=convert.workspace(change.workspace),
+                update_mask=field_mask_pb2.FieldMask(paths=list(change.fields)),
+            ),
+        )
+    if isinstance(change, c.WorkspaceDeleted):
+        return (
+            "workspace_deleted",
+            pb.EVENT_TYPE_WORKSPACE_DELETED,
+            pb.WorkspaceDeleted(workspace=f"workspaces/{change.deleted_workspace_id}"),
+        )
+    if isinstance(change, c.MemberAdded):
+        return (
+            "member_added",
+            pb.EVENT_TYPE_MEMBER_ADDED,
+            pb.MemberAdded(member=convert.member(change.member)),
+        )
+    if isinstance(change, c.MemberRemoved):
+        return (
+            "member_removed",
+            pb.EVENT_TYPE_MEMBER_REMOVED,
+            pb.MemberRemoved(member=convert.member(change.member)),
+        )
+    if isinstance(change, c.SessionCreated):
+        return (
+            "session_created",
+            pb.EVENT_TYPE_SESSION_CREATED,
+            pb.SessionCreated(
+                session=change.session.name,
+                client_address=change.session.client_address,
+                user_agent=change.session.user_agent,
+            ),
+        )
+    if isinstance(change, c.SessionRevoked):
+        return (
+            "session_revoked",
+            pb.EVENT_TYPE_SESSION_REVOKED,
+            pb.SessionRevoked(
+                session=_session_name(change.user_id, change.session_id),
+                reason=_REASONS[change.reason],
+            ),
+        )
+    if isinstance(change, c.PasswordChanged):
+        return (
+            "password_changed",
+            pb.EVENT_TYPE_PASSWORD_CHANGED,
+            pb.PasswordChanged(
+                session=_session_name(change.user_id, change.session_id),
+                revoked_session_count=change.revoked_session_count,
+            ),
+        )
+    raise TypeError(f"no event encoding for {type(change).__name__}")
+
+
+def encode(change: c.Change, event_id: str) -> bytes:
+    field, event_type, payload = _payload(change)
+    event = pb.Event(
+        id=event_id,
+        workspace=f"workspaces/{change.workspace_id}" if change.workspace_id else "",
+        create_time=convert.timestamp(change.time),
+        actor=f"users/{change.actor_id}" if change.actor_id else "",
+        type=event_type,
+    )
+    getattr(event, field).CopyFrom(payload)
+    return bytes(event.SerializeToString())
+
+
+def event_publisher(hub: EventHub) -> Callable[[c.Change], Any]:
+    """An event-bus handler that appends every change to the durable event log."""
+
+    async def publish(change: c.Change) -> None:
+        event_id = new_id()
+        await hub.publish(change.stream, event_id, encode(change, event_id), change.time)
+
+    return publish
