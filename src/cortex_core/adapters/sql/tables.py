@@ -126,3 +126,83 @@ refresh_tokens = sa.Table(
     sa.Column("expire_time", UtcDateTime, nullable=False),
     sa.Column("used_time", UtcDateTime, nullable=True),
 )
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    _id(),
+    sa.Column(
+        "workspace_id",
+        sa.String(64),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("title", sa.String(200), nullable=False, server_default=""),
+    sa.Column("system_prompt", sa.Text(), nullable=False, server_default=""),
+    sa.Column("creator_id", sa.String(64), nullable=False),
+    sa.Column("message_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+    sa.Column("update_time", UtcDateTime, nullable=False),
+    sa.Column("last_message_time", UtcDateTime, nullable=True),
+    sa.Index(None, "workspace_id", "update_time"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    _id(),
+    sa.Column(
+        "conversation_id",
+        sa.String(64),
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("position", sa.Integer(), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text(), nullable=False),
+    sa.Column("metadata", sa.Text(), nullable=False, server_default="{}"),
+    sa.Column("token_count", sa.Integer(), nullable=False),
+    sa.Column("author_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("finish_reason", sa.String(16), nullable=False, server_default=""),
+    sa.Column("model", sa.String(200), nullable=False, server_default=""),
+    sa.Column("idempotency_key", sa.String(128), nullable=True),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("conversation_id", "position"),
+    sa.UniqueConstraint("conversation_id", "idempotency_key"),
+)
+
+summaries = sa.Table(
+    "summaries",
+    metadata,
+    _id(),
+    sa.Column(
+        "conversation_id",
+        sa.String(64),
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("first_position", sa.Integer(), nullable=False),
+    sa.Column("last_position", sa.Integer(), nullable=False),
+    sa.Column("first_message_id", sa.String(64), nullable=False),
+    sa.Column("last_message_id", sa.String(64), nullable=False),
+    sa.Column("message_count", sa.Integer(), nullable=False),
+    sa.Column("token_count", sa.Integer(), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+)
+
+summary_jobs = sa.Table(
+    "summary_jobs",
+    metadata,
+    sa.Column(
+        "conversation_id",
+        sa.String(64),
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("token_budget", sa.Integer(), nullable=False),
+    sa.Column("request_time", UtcDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+)
