@@ -63,8 +63,10 @@ test-integration: $(VENV)/.installed
 test-e2e: $(VENV)/.installed tools
 	$(BIN)/pytest tests/e2e
 
-bench: $(VENV)/.installed ## bare grpc.aio vs Cortex's interceptor stack: RPC/s, p50/p99, ratio
+bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out (p50/p99, ratios)
 	$(PY) -m bench.unary
+	$(PY) -m bench.auth
+	$(PY) -m bench.events
 
 # The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.
 ENVOY_CONFIG ?= envoy/envoy.yaml
