@@ -52,7 +52,24 @@ async def test_migrations_build_exactly_the_declared_schema(database: SqlDatabas
         diff = await conn.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
         )
-    assert diff == []
+    assert [d for d in diff if not _is_full_text_search(d)] == []
+
+
+def _is_full_text_search(diff: object) -> bool:
+    """Migration 0005's per-dialect search objects, which the metadata leaves out:
+    SQLite's ``memories_fts`` (and its shadow tables), PostgreSQL's
+    ``memories.search_vector`` column and its index."""
+    if isinstance(diff, list):
+        return all(_is_full_text_search(d) for d in diff)
+    assert isinstance(diff, tuple)
+    kind, *rest = diff
+    if kind == "remove_table":
+        return str(rest[0].name).startswith("memories_fts")
+    if kind == "remove_column":
+        return (rest[1], rest[2].name) == ("memories", "search_vector")
+    if kind == "remove_index":
+        return str(rest[0].name) == "ix_memories_search_vector"
+    return False
 
 
 async def test_migrating_twice_is_harmless(database: SqlDatabase) -> None:

@@ -206,3 +206,41 @@ summary_jobs = sa.Table(
     sa.Column("request_time", UtcDateTime, nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
 )
+
+# Full-text search objects live outside this metadata, created by migration 0005
+# for one dialect each: on SQLite the FTS5 table ``memories_fts`` (and its shadow
+# tables and triggers), on PostgreSQL the generated column
+# ``memories.search_vector`` and its GIN index ``ix_memories_search_vector``.
+memories = sa.Table(
+    "memories",
+    metadata,
+    _id(),
+    sa.Column(
+        "workspace_id",
+        sa.String(64),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("content", sa.Text(), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("creator_id", sa.String(64), nullable=False),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+    sa.Column("expire_time", UtcDateTime, nullable=True, index=True),
+    sa.Column("stale", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Index(None, "workspace_id", "create_time"),
+)
+
+memory_sources = sa.Table(
+    "memory_sources",
+    metadata,
+    sa.Column(
+        "memory_id",
+        sa.String(64),
+        sa.ForeignKey("memories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("message_name", sa.String(300), primary_key=True),
+    # workspaces/{w}/conversations/{c}: finds every memory of a deleted conversation.
+    sa.Column("conversation_name", sa.String(200), nullable=False, index=True),
+    sa.Index(None, "message_name"),
+)

@@ -1,0 +1,274 @@
+"""A workspace's long-term memories (MemoryService) and the sweeper of expired ones.
+
+Tenancy: every call checks the caller's membership first (``require_role``); a
+workspace the caller is not in is ``NotFound(WORKSPACE_NOT_FOUND)``, and a
+memory in it ``NotFound(MEMORY_NOT_FOUND)`` exactly like a missing one. Any
+member reads; editors and owners create and delete (``EDITOR_REQUIRED``).
+
+Every change (create, delete, expiry) is published after its commit as
+``MemoryCreated``/``MemoryDeleted`` and drops the workspace's cached context
+windows (``workspace_context_prefix``), so a deleted memory is never offered to
+a later context window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from cortex_core import errors
+from cortex_core.domain.cache_keys import workspace_context_prefix
+from cortex_core.domain.changes import Change, MemoryCreated, MemoryDeleted
+from cortex_core.domain.identity import Caller, new_id
+from cortex_core.domain.memories import (
+    DEFAULT_SEARCH_PAGE,
+    MAX_SEARCH_PAGE,
+    Memory,
+    MemoryKind,
+    ScoredMemory,
+    SearchQuery,
+    validate_new_memory,
+)
+from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
+from cortex_core.ports import Cache, Clock, UnitOfWork, UnitOfWorkFactory
+from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.workspaces import require_role
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 500
+
+
+def memory_not_found() -> errors.NotFound:
+    return errors.NotFound("memory not found", reason="MEMORY_NOT_FOUND")
+
+
+class Memories:
+    def __init__(
+        self, *, uow: UnitOfWorkFactory, clock: Clock, events: EventBus, cache: Cache
+    ) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._events = events
+        self._cache = cache
+
+    async def create(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        *,
+        content: str,
+        kind: MemoryKind | None,
+        ttl: timedelta | None,
+        source_messages: Sequence[str],
+    ) -> Memory:
+        """Raise InvalidArgument (paths relative to ``memory``), NotFound
+        (WORKSPACE_NOT_FOUND, MESSAGE_NOT_FOUND) or PermissionDenied (EDITOR_REQUIRED)."""
+        now = self._clock.now()
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id, write=True)
+            validate_new_memory(workspace_id, content, kind, ttl, source_messages)
+            assert kind is not None
+            missing = await uow.memories.missing_messages(workspace_id, source_messages)
+            if missing:
+                raise errors.NotFound("a source message does not exist", reason="MESSAGE_NOT_FOUND")
+            memory = Memory(
+                id=new_id(),
+                workspace_id=workspace_id,
+                content=content,
+                kind=kind,
+                creator_id=caller.user_id,
+                create_time=now,
+                expire_time=now + ttl if ttl is not None else None,
+                source_messages=tuple(dict.fromkeys(source_messages)),
+            )
+            await uow.memories.add(memory)
+            await uow.commit()
+        await self._changed([MemoryCreated(actor_id=caller.user_id, time=now, memory=memory)])
+        return memory
+
+    async def get(self, caller: Caller, workspace_id: str, memory_id: str) -> Memory:
+        async with self._uow() as uow:
+            await _member_or_memory_not_found(uow, caller, workspace_id)
+            memory = await uow.memories.get(workspace_id, memory_id, self._clock.now())
+        if memory is None:
+            raise memory_not_found()
+        return memory
+
+    async def list(
+        self, caller: Caller, workspace_id: str, kind: MemoryKind | None, page: PageRequest
+    ) -> Page[Memory]:
+        """Unexpired memories, newest first; the page token is bound to ``kind``."""
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id)
+            return await uow.memories.list(workspace_id, kind, page, self._clock.now())
+
+    async def delete(self, caller: Caller, workspace_id: str, memory_id: str) -> None:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            await _member_or_memory_not_found(uow, caller, workspace_id)
+            memory = await uow.memories.get(workspace_id, memory_id, now)
+            if memory is None:
+                raise memory_not_found()
+            await require_role(uow, caller, workspace_id, write=True)
+            await uow.memories.delete(workspace_id, memory_id)
+            await uow.commit()
+        await self._changed([MemoryDeleted(actor_id=caller.user_id, time=now, memory=memory)])
+
+    async def search(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        query: str,
+        kind: MemoryKind | None,
+        page_size: int,
+        page_token: str,
+    ) -> Page[ScoredMemory]:
+        """Most relevant first (stale memories included, flagged).
+
+        Pages by offset: the token holds the offset and a fingerprint of
+        (workspace, query, kind), so it is INVALID_PAGE_TOKEN with other fields.
+        Results can shift between pages if memories change meanwhile.
+        """
+        async with self._uow() as uow:
+            # Membership first: an outsider learns nothing, even from bad input.
+            await require_role(uow, caller, workspace_id)
+            parsed = SearchQuery.parse(query)
+            size, offset = _search_page(page_size, page_token, workspace_id, query, kind)
+            hits = await uow.memories.search(
+                workspace_id,
+                parsed,
+                kind,
+                offset=offset,
+                limit=size + 1,
+                now=self._clock.now(),
+            )
+        token = ""
+        if len(hits) > size:
+            token = encode_token(("s", str(offset + size), _fingerprint(workspace_id, query, kind)))
+        return Page(items=hits[:size], next_page_token=token)
+
+    async def for_context(
+        self, workspace_id: str, query: str, limit: int
+    ) -> builtins.list[ScoredMemory]:
+        """For context windows (no caller check: the caller of the context RPC was
+        checked already): the ``limit`` most relevant memories that are neither
+        expired nor stale; empty when ``query`` has no searchable word."""
+        try:
+            parsed = SearchQuery.parse(query[:2000])
+        except errors.InvalidArgument:
+            return []
+        async with self._uow() as uow:
+            return await uow.memories.search(
+                workspace_id,
+                parsed,
+                None,
+                offset=0,
+                limit=limit,
+                now=self._clock.now(),
+                include_stale=False,
+            )
+
+    async def sweep(self) -> int:
+        """Delete every memory expired by now (in batches); publish MemoryDeleted
+        (expired) for each; return how many were deleted."""
+        total = 0
+        while True:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                expired = await uow.memories.delete_expired(now, SWEEP_BATCH)
+                await uow.commit()
+            if not expired:
+                return total
+            total += len(expired)
+            await self._changed(
+                [
+                    MemoryDeleted(actor_id="", time=now, memory=memory, expired=True)
+                    for memory in expired
+                ]
+            )
+            if len(expired) < SWEEP_BATCH:
+                return total
+
+    async def _changed(self, changes: Sequence[MemoryCreated | MemoryDeleted]) -> None:
+        for workspace_id in dict.fromkeys(c.memory.workspace_id for c in changes):
+            await self._cache.delete_prefix(workspace_context_prefix(workspace_id))
+        published: list[Change] = list(changes)
+        await self._events.publish(published)
+
+
+async def _member_or_memory_not_found(uow: UnitOfWork, caller: Caller, workspace_id: str) -> None:
+    """A non-member asking for a memory gets MEMORY_NOT_FOUND, like a missing one."""
+    try:
+        await require_role(uow, caller, workspace_id)
+    except errors.NotFound:
+        raise memory_not_found() from None
+
+
+def _fingerprint(workspace_id: str, query: str, kind: MemoryKind | None) -> str:
+    raw = "\x00".join((workspace_id, query, kind.value if kind else ""))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _search_page(
+    page_size: int, page_token: str, workspace_id: str, query: str, kind: MemoryKind | None
+) -> tuple[int, int]:
+    if page_size < 0:
+        raise errors.InvalidArgument(
+            "page_size must not be negative",
+            [errors.FieldViolation("page_size", "must be 0 (default) or more")],
+        )
+    size = min(page_size or DEFAULT_SEARCH_PAGE, MAX_SEARCH_PAGE)
+    if not page_token:
+        return size, 0
+    key = decode_token(page_token)
+    if (
+        len(key) != 3
+        or key[0] != "s"
+        or not key[1].isdigit()
+        or key[2] != _fingerprint(workspace_id, query, kind)
+    ):
+        raise errors.InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
+    return size, int(key[1])
+
+
+class MemorySweeper:
+    """Runs :meth:`Memories.sweep` every ``interval`` seconds until stopped.
+
+    A failed sweep (e.g. the database is down) is logged and retried at the next
+    tick; it never stops the loop.
+    """
+
+    def __init__(self, memories: Memories, interval: float) -> None:
+        self._memories = memories
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Run :meth:`run` in a task of its own (for callers without a task group)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="memory-sweeper")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def run(self) -> None:
+        """Sweep every ``interval`` seconds, forever; cancel the task to stop it."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                deleted = await self._memories.sweep()
+            except errors.CortexError as error:
+                log.warning("memory sweep failed: %s", error.message)
+            except Exception:
+                log.exception("memory sweep failed")
+            else:
+                if deleted:
+                    log.info("memory sweep deleted %d expired memories", deleted)
