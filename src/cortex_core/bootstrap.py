@@ -10,32 +10,43 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
+from typing import Any
 
+from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
 from cortex_core.adapters.security.passwords import Argon2PasswordHasher
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
 from cortex_core.adapters.security.tokens import JwtAccessTokenCodec
 from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.adapters.tokens import EstimatedTokenCounter
 from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
+from cortex_core.api.context_service import ContextService
+from cortex_core.api.conversation_service import ConversationService
 from cortex_core.api.event_encoding import event_publisher
 from cortex_core.api.event_service import EventService
 from cortex_core.api.health import HealthReporter
+from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.changes import Change
-from cortex_core.ports import Clock, Database, EventLog, LoginThrottle
+from cortex_core.domain.context_window import Candidate, ItemKind
+from cortex_core.ports import Cache, Clock, Database, EventLog, LoginThrottle, WorkingMemory
 from cortex_core.services.authentication import Authenticator
+from cortex_core.services.context import ContextManager
+from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.identity import Identity
+from cortex_core.services.memories import Memories, MemorySweeper
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
@@ -55,6 +66,9 @@ class App:
     authenticator: Authenticator | None
     servicers: dict[str, object]
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = dataclasses.field(
+        default_factory=list
+    )
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
 
@@ -104,6 +118,43 @@ def bootstrap(
         queue_size=settings.events_queue_size,
     )
 
+    cache, working_memory = _cache(settings), _working_memory(settings)
+    memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
+    sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
+    counter = EstimatedTokenCounter()
+    provider = LocalDevelopmentProvider(delay=settings.local_llm_delay)
+
+    async def relevant_memories(workspace_id: str, query: str, limit: int) -> list[Candidate]:
+        found = await memories.for_context(workspace_id, query, limit)
+        return [
+            Candidate(
+                ItemKind.MEMORY,
+                hit.memory.name,
+                hit.memory.content,
+                counter.count(hit.memory.content),
+            )
+            for hit in found
+        ]
+
+    context = ContextManager(
+        uow=database.unit_of_work,
+        clock=clock,
+        counter=counter,
+        provider=provider,
+        default_budget=settings.context_budget,
+        cache=cache,
+        memories=relevant_memories,
+    )
+    conversations = Conversations(
+        uow=database.unit_of_work,
+        clock=clock,
+        events=bus,
+        counter=counter,
+        provider=provider,
+        context=context,
+        cache=cache,
+    )
+
     async def close_hasher() -> None:
         hasher.close()
 
@@ -120,9 +171,13 @@ def bootstrap(
             "cortex.sessions.v1.SessionService": SessionService(identity),
             "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
             "cortex.events.v1.EventService": events,
+            "cortex.context.v1.ConversationService": ConversationService(conversations),
+            "cortex.context.v1.ContextService": ContextService(context),
+            "cortex.context.v1.MemoryService": MemoryService(memories),
         },
+        background=[context.run_summary_jobs, sweeper.run],
         starters=[hasher.warm_up],
-        closers=[close_hasher, hub.aclose, event_log.close],
+        closers=[close_hasher, hub.aclose, event_log.close, cache.close, working_memory.close],
     )
 
 
@@ -135,6 +190,22 @@ def _event_log(settings: Settings) -> EventLog:
             settings.redis_url, max_length=settings.events_max_length, max_age=retention
         )
     return InMemoryEventLog(max_length=settings.events_max_length, max_age=retention)
+
+
+def _cache(settings: Settings) -> Cache:
+    if settings.redis_url:
+        from cortex_core.adapters.redis_cache import RedisCache
+
+        return RedisCache.from_url(settings.redis_url)
+    return InMemoryCache()
+
+
+def _working_memory(settings: Settings) -> WorkingMemory:
+    if settings.redis_url:
+        from cortex_core.adapters.redis_memory import RedisWorkingMemory
+
+        return RedisWorkingMemory.from_url(settings.redis_url)
+    return InMemoryWorkingMemory()
 
 
 def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:

@@ -46,6 +46,9 @@ configuration (environment variables, read once at start):
   CORTEX_EVENTS_RETENTION      seconds events stay replayable (default 86400)
   CORTEX_EVENTS_MAX_LENGTH     events kept per workspace log (default 10000)
   CORTEX_EVENTS_QUEUE_SIZE     frames buffered per subscriber before it is cut off (default 256)
+  CORTEX_CONTEXT_BUDGET        tokens of context sent with each reply (default 8192)
+  CORTEX_LOCAL_LLM_DELAY       seconds between words of the local development provider (default 0)
+  CORTEX_MEMORY_SWEEP_INTERVAL seconds between deletions of expired memories (default 60)
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
 """
 

@@ -6,11 +6,13 @@ both the default of ``make run`` and the double used by tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import builtins
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from cortex_core.domain.conversations import Conversation, Message, Summary
 from cortex_core.domain.events import EventRead, EventRecord
 from cortex_core.domain.identity import (
     Membership,
@@ -21,6 +23,8 @@ from cortex_core.domain.identity import (
     User,
     Workspace,
 )
+from cortex_core.domain.llm import Chunk, PromptMessage
+from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.domain.tokens import AccessClaims, IssuedToken
 
@@ -121,6 +125,12 @@ class UnitOfWork(Protocol):
     @property
     def sessions(self) -> SessionRepository: ...
 
+    @property
+    def conversations(self) -> ConversationRepository: ...
+
+    @property
+    def memories(self) -> MemoryRepository: ...
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
@@ -211,6 +221,84 @@ class LoginThrottle(Protocol):
     async def record_success(self, keys: Sequence[str]) -> None: ...
 
 
+# --- conversations, context and models -------------------------------------------
+
+
+class ConversationRepository(Protocol):
+    """Conversations, messages and summaries; ``uow.conversations``."""
+
+    async def add(self, conversation: Conversation) -> None: ...
+
+    async def get(self, workspace_id: str, conversation_id: str) -> Conversation | None: ...
+
+    async def update(self, conversation: Conversation) -> None: ...
+
+    async def delete(self, conversation_id: str) -> None:
+        """Delete it with its messages, summaries and pending jobs."""
+        ...
+
+    async def list_in_workspace(self, workspace_id: str, page: PageRequest) -> Page[Conversation]:
+        """Newest first (by creation)."""
+        ...
+
+    async def append_message(self, message: Message) -> Message:
+        """Store ``message`` as the conversation's next one (its ``position`` is
+        assigned here, atomically) and bump the conversation's counters. Raises
+        AlreadyExists when its idempotency key was used in the conversation."""
+        ...
+
+    async def get_message_by_key(
+        self, conversation_id: str, idempotency_key: str
+    ) -> Message | None: ...
+
+    async def list_messages(
+        self,
+        conversation_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int,
+        newest_first: bool = False,
+    ) -> list[Message]:
+        """Messages with ``after < position < before``, in the order asked."""
+        ...
+
+    async def latest_summary(self, conversation_id: str) -> Summary | None: ...
+
+    async def add_summary(self, summary: Summary) -> None: ...
+
+    async def request_summary(self, conversation_id: str, token_budget: int, now: datetime) -> None:
+        """Queue a summary job (durable; one per conversation)."""
+        ...
+
+    async def pending_summaries(self, limit: int) -> list[tuple[str, str, int]]:
+        """Queued jobs as (workspace id, conversation id, token budget), oldest first."""
+        ...
+
+    async def finish_summary(self, conversation_id: str) -> None: ...
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int:
+        """Tokens ``text`` costs in a prompt (an estimate unless a real tokenizer is used)."""
+        ...
+
+
+class LlmProvider(Protocol):
+    """A chat-completion model that streams."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    def stream(self, messages: Sequence[PromptMessage], *, max_tokens: int) -> AsyncIterator[Chunk]:
+        """Stream the reply: text chunks, then usage (when known) and a finish reason.
+        Closing the iterator cancels the request."""
+        ...
+
+
 # --- events (see services/event_hub.py) ----------------------------------------
 
 
@@ -248,3 +336,114 @@ class EventLog(Protocol):
     async def close(self) -> None:
         """Release connections; pending ``wait`` calls return."""
         ...
+
+
+# --- memories, caches and working memory (see services/memories.py) -------------
+
+
+class MemoryRepository(Protocol):
+    """Durable memories; ``uow.memories``.
+
+    Every read takes ``now`` and never returns a memory with ``expire_time <= now``,
+    whether or not the sweeper has deleted it yet.
+    """
+
+    async def add(self, memory: Memory) -> None:
+        """Insert the memory with its source message names (and index it for search)."""
+        ...
+
+    async def get(self, workspace_id: str, memory_id: str, now: datetime) -> Memory | None: ...
+
+    async def list(
+        self, workspace_id: str, kind: MemoryKind | None, page: PageRequest, now: datetime
+    ) -> Page[Memory]:
+        """Newest first; the page token is bound to ``kind`` (another kind raises
+        InvalidArgument INVALID_PAGE_TOKEN)."""
+        ...
+
+    async def search(
+        self,
+        workspace_id: str,
+        query: SearchQuery,
+        kind: MemoryKind | None,
+        *,
+        offset: int,
+        limit: int,
+        now: datetime,
+        include_stale: bool = True,
+    ) -> builtins.list[ScoredMemory]:
+        """Full-text matches, most relevant first (ties: newest first)."""
+        ...
+
+    async def delete(self, workspace_id: str, memory_id: str) -> bool:
+        """Delete one memory; False when there was none."""
+        ...
+
+    async def delete_expired(self, now: datetime, limit: int) -> builtins.list[Memory]:
+        """Delete up to ``limit`` memories with ``expire_time <= now``; return them."""
+        ...
+
+    async def missing_messages(self, workspace_id: str, names: Sequence[str]) -> builtins.list[str]:
+        """Of ``names`` (message resource names), those with no stored message."""
+        ...
+
+    async def mark_stale_derived_from(self, message_names: Sequence[str]) -> builtins.list[Memory]:
+        """Provenance: flag every memory derived from one of these messages as stale;
+        return the memories newly flagged. Call it in the unit of work that deletes
+        the messages."""
+        ...
+
+    async def mark_stale_derived_from_conversation(
+        self, conversation_name: str
+    ) -> builtins.list[Memory]:
+        """Provenance: like :meth:`mark_stale_derived_from` for every message of
+        ``workspaces/{w}/conversations/{c}`` (call it from DeleteConversation)."""
+        ...
+
+    async def delete_derived_from_conversation(
+        self, conversation_name: str
+    ) -> builtins.list[Memory]:
+        """Provenance, the strict variant: delete every memory derived from a message
+        of the conversation; return them."""
+        ...
+
+
+class Cache(Protocol):
+    """Hot reads (e.g. context windows; keys in ``domain/cache_keys.py``).
+
+    Best effort: a miss is always allowed, so callers must be able to rebuild the
+    value. Writers invalidate with :meth:`delete` / :meth:`delete_prefix` after
+    their commit. Never raises for a backend outage (implementations fall back).
+    """
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` for at most ``ttl`` seconds."""
+        ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Drop every key that starts with ``prefix``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WorkingMemory(Protocol):
+    """Short-lived scratch state per conversation (string keys and values).
+
+    A conversation's entries expire together, ``ttl`` seconds after the last
+    :meth:`set`. Never raises for a backend outage (implementations fall back).
+    """
+
+    async def get(self, conversation_id: str, key: str) -> str | None: ...
+
+    async def items(self, conversation_id: str) -> dict[str, str]: ...
+
+    async def set(self, conversation_id: str, key: str, value: str, ttl: float) -> None: ...
+
+    async def clear(self, conversation_id: str) -> None: ...
+
+    async def close(self) -> None: ...

@@ -130,6 +130,8 @@ async def start(app: App) -> RunningServer:
     ]
     if app.access_log is not None:
         tasks.append(asyncio.create_task(app.access_log.run(), name="access-log"))
+    for job in app.background:
+        tasks.append(asyncio.create_task(job(), name=f"background:{job.__qualname__}"))
     log.info("serving", extra={"address": bound})
     return RunningServer(app, server, bound, tasks)
 

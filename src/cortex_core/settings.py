@@ -50,6 +50,9 @@ class Settings:
     events_retention: float = 24 * 3600.0
     events_max_length: int = 10_000
     events_queue_size: int = 256
+    context_budget: int = 8192
+    local_llm_delay: float = 0.0
+    memory_sweep_interval: float = 60.0
 
     @property
     def effective_database_url(self) -> str:
@@ -112,6 +115,13 @@ class Settings:
             ),
             events_queue_size=reader.get(
                 "CORTEX_EVENTS_QUEUE_SIZE", d.events_queue_size, _positive_int
+            ),
+            context_budget=reader.get("CORTEX_CONTEXT_BUDGET", d.context_budget, _positive_int),
+            local_llm_delay=reader.get(
+                "CORTEX_LOCAL_LLM_DELAY", d.local_llm_delay, _non_negative_float
+            ),
+            memory_sweep_interval=reader.get(
+                "CORTEX_MEMORY_SWEEP_INTERVAL", d.memory_sweep_interval, _positive_float
             ),
         )
 
@@ -187,6 +197,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if value <= 0:
         raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("expected a number of 0 or more")
     return value
 
 

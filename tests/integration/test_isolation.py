@@ -16,6 +16,12 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from cortex.context.v1.conversation_pb2 import Conversation
+from cortex.context.v1.conversation_service_pb2 import CreateConversationRequest
+from cortex.context.v1.conversation_service_pb2_grpc import ConversationServiceStub
+from cortex.context.v1.memory_pb2 import MEMORY_KIND_FACT, Memory
+from cortex.context.v1.memory_service_pb2 import CreateMemoryRequest
+from cortex.context.v1.memory_service_pb2_grpc import MemoryServiceStub
 from google.api import resource_pb2
 from google.protobuf import descriptor, field_mask_pb2, message_factory, symbol_database
 from support.clients import Account, Client
@@ -55,13 +61,14 @@ def _reference_type(field: descriptor.FieldDescriptor) -> str:
     return ""
 
 
-def _names(alice: Account, workspace: str) -> dict[str, tuple[str, str]]:
+def _names(alice: Account, workspace: str, conversation: str) -> dict[str, tuple[str, str]]:
     """Resource type → (another tenant's real name, a random name of that shape)."""
     rand = uuid.uuid4().hex
     return {
         "cortex.dev/Workspace": (workspace, f"workspaces/{rand}"),
         "cortex.dev/Session": (alice.session, f"{alice.user}/sessions/{rand}"),
         "cortex.dev/User": (alice.user, f"users/{rand}"),
+        "cortex.dev/Conversation": (conversation, f"{workspace}/conversations/{rand}"),
     }
 
 
@@ -75,8 +82,11 @@ def _request(method: descriptor.MethodDescriptor, name_of: dict[str, str], email
             if kind not in name_of:
                 return None
             if field.message_type is not None:
-                getattr(request, field.name).name = name_of[kind]
-                getattr(request, field.name).display_name = "renamed"
+                resource = getattr(request, field.name)
+                resource.name = name_of[kind]
+                for text_field in ("display_name", "title"):
+                    if text_field in resource.DESCRIPTOR.fields_by_name:
+                        setattr(resource, text_field, "renamed")
             else:
                 setattr(request, field.name, name_of[kind])
         elif field.name == "email":
@@ -84,7 +94,8 @@ def _request(method: descriptor.MethodDescriptor, name_of: dict[str, str], email
         elif field.name == "role":
             request.role = 2
         elif field.name == "update_mask":
-            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=["display_name"]))
+            paths = ["display_name" if "Workspace" in method.name else "title"]
+            request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=paths))
     return request
 
 
@@ -102,6 +113,20 @@ async def test_another_tenants_resources_are_indistinguishable_from_missing_ones
     alice = await client.register()
     mallory = await client.register()
     workspace = (await client.first_workspace(alice)).name
+    conversation = (
+        await ConversationServiceStub(client.channel).CreateConversation(
+            CreateConversationRequest(parent=workspace, conversation=Conversation(title="mine")),
+            metadata=alice.metadata(),
+        )
+    ).conversation.name
+    memory = (
+        await MemoryServiceStub(client.channel).CreateMemory(
+            CreateMemoryRequest(
+                parent=workspace, memory=Memory(content="mine", kind=MEMORY_KIND_FACT)
+            ),
+            metadata=alice.metadata(),
+        )
+    ).memory.name
     pool = registry.service_names()
     checked: list[str] = []
     for service_name in pool:
@@ -109,7 +134,8 @@ async def test_another_tenants_resources_are_indistinguishable_from_missing_ones
         for method in service.methods:
             if method.server_streaming:
                 continue
-            names = _names(alice, workspace)
+            names = _names(alice, workspace, conversation)
+            names["cortex.dev/Memory"] = (memory, f"{workspace}/memories/{uuid.uuid4().hex}")
             real = _request(method, {k: v[0] for k, v in names.items()}, alice.email)
             fake = _request(method, {k: v[1] for k, v in names.items()}, alice.email)
             if real is None:
@@ -144,6 +170,19 @@ async def test_another_tenants_resources_are_indistinguishable_from_missing_ones
         "cortex.sessions.v1.WorkspaceService.ListWorkspaceMembers",
         "cortex.sessions.v1.SessionService.RevokeSession",
         "cortex.sessions.v1.SessionService.ListSessions",
+        "cortex.context.v1.ConversationService.GetConversation",
+        "cortex.context.v1.ConversationService.UpdateConversation",
+        "cortex.context.v1.ConversationService.DeleteConversation",
+        "cortex.context.v1.ConversationService.ListMessages",
+        "cortex.context.v1.ConversationService.CreateConversation",
+        "cortex.context.v1.ConversationService.ListConversations",
+        "cortex.context.v1.ContextService.GetContextWindow",
+        "cortex.context.v1.ContextService.SummarizeConversation",
+        "cortex.context.v1.MemoryService.CreateMemory",
+        "cortex.context.v1.MemoryService.GetMemory",
+        "cortex.context.v1.MemoryService.ListMemories",
+        "cortex.context.v1.MemoryService.DeleteMemory",
+        "cortex.context.v1.MemoryService.SearchMemories",
     } <= set(checked)
 
     # Alice's things are untouched.

@@ -13,7 +13,8 @@ from typing import Any
 from cortex.events.v1 import event_pb2 as pb
 from google.protobuf import field_mask_pb2
 
-from cortex_core.api import convert
+from cortex_core.api import convert, convert_memories
+from cortex_core.api import convert_conversations as cc
 from cortex_core.domain import changes as c
 from cortex_core.domain.identity import new_id
 from cortex_core.services.event_hub import EventHub
@@ -65,6 +66,33 @@ def _payload(change: c.Change) -> tuple[str, Any, Any]:
             pb.EVENT_TYPE_MEMBER_REMOVED,
             pb.MemberRemoved(member=convert.member(change.member)),
         )
+    if isinstance(change, c.ConversationCreated | c.ConversationUpdated | c.ConversationDeleted):
+        return _conversation_payload(change)
+    if isinstance(change, c.MessageCreated):
+        return (
+            "message_created",
+            pb.EVENT_TYPE_MESSAGE_CREATED,
+            pb.MessageCreated(message=cc.message(change.message)),
+        )
+    if isinstance(change, c.ReplyStarted):
+        return (
+            "reply_started",
+            pb.EVENT_TYPE_REPLY_STARTED,
+            pb.ReplyStarted(
+                conversation=change.conversation.name,
+                message=f"{change.conversation.name}/messages/{change.reply_id}",
+                user_message=change.user_message.name,
+            ),
+        )
+    if isinstance(change, c.ReplyCompleted):
+        return (
+            "reply_completed",
+            pb.EVENT_TYPE_REPLY_COMPLETED,
+            pb.ReplyCompleted(
+                message=cc.message(change.message),
+                finish_reason=cc.FINISH_REASONS[change.message.finish_reason],
+            ),
+        )
     if isinstance(change, c.SessionCreated):
         return (
             "session_created",
@@ -93,7 +121,44 @@ def _payload(change: c.Change) -> tuple[str, Any, Any]:
                 revoked_session_count=change.revoked_session_count,
             ),
         )
+    if isinstance(change, c.MemoryCreated):
+        return (
+            "memory_created",
+            pb.EVENT_TYPE_MEMORY_CREATED,
+            pb.MemoryCreated(memory=convert_memories.memory(change.memory)),
+        )
+    if isinstance(change, c.MemoryDeleted):
+        return (
+            "memory_deleted",
+            pb.EVENT_TYPE_MEMORY_DELETED,
+            pb.MemoryDeleted(memory=change.memory.name, expired=change.expired),
+        )
     raise TypeError(f"no event encoding for {type(change).__name__}")
+
+
+def _conversation_payload(
+    change: c.ConversationCreated | c.ConversationUpdated | c.ConversationDeleted,
+) -> tuple[str, Any, Any]:
+    if isinstance(change, c.ConversationCreated):
+        return (
+            "conversation_created",
+            pb.EVENT_TYPE_CONVERSATION_CREATED,
+            pb.ConversationCreated(conversation=cc.conversation(change.conversation)),
+        )
+    if isinstance(change, c.ConversationUpdated):
+        return (
+            "conversation_updated",
+            pb.EVENT_TYPE_CONVERSATION_UPDATED,
+            pb.ConversationUpdated(
+                conversation=cc.conversation(change.conversation),
+                update_mask=field_mask_pb2.FieldMask(paths=list(change.fields)),
+            ),
+        )
+    return (
+        "conversation_deleted",
+        pb.EVENT_TYPE_CONVERSATION_DELETED,
+        pb.ConversationDeleted(conversation=change.conversation.name),
+    )
 
 
 def encode(change: c.Change, event_id: str) -> bytes:

@@ -11,7 +11,9 @@ import dataclasses
 import enum
 from datetime import datetime
 
+from cortex_core.domain.conversations import Conversation, Message
 from cortex_core.domain.identity import MemberView, Session, Workspace
+from cortex_core.domain.memories import Memory
 
 
 def workspace_stream(workspace_id: str) -> str:
@@ -67,6 +69,63 @@ class WorkspaceDeleted(Change):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationCreated(Change):
+    conversation: Conversation
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationUpdated(Change):
+    conversation: Conversation
+    fields: tuple[str, ...]
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationDeleted(Change):
+    conversation: Conversation
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MessageCreated(Change):
+    message: Message
+
+    @property
+    def workspace_id(self) -> str:
+        return self.message.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyStarted(Change):
+    conversation: Conversation
+    reply_id: str
+    user_message: Message
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyCompleted(Change):
+    message: Message
+
+    @property
+    def workspace_id(self) -> str:
+        return self.message.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MemberAdded(Change):
     member: MemberView
 
@@ -117,3 +176,24 @@ class SessionRevoked(UserChange):
 class PasswordChanged(UserChange):
     session_id: str
     revoked_session_count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryCreated(Change):
+    memory: Memory
+
+    @property
+    def workspace_id(self) -> str:
+        return self.memory.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryDeleted(Change):
+    """A memory is gone: deleted by a member, or (``expired``) by the sweeper."""
+
+    memory: Memory
+    expired: bool = False
+
+    @property
+    def workspace_id(self) -> str:
+        return self.memory.workspace_id

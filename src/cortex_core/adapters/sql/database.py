@@ -21,6 +21,8 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from cortex_core import errors
+from cortex_core.adapters.sql.conversations import SqlConversationRepository
+from cortex_core.adapters.sql.memories import SqlMemoryRepository
 from cortex_core.adapters.sql.repositories import (
     SqlSessionRepository,
     SqlUserRepository,
@@ -135,6 +137,8 @@ class SqlUnitOfWork:
     users: SqlUserRepository
     workspaces: SqlWorkspaceRepository
     sessions: SqlSessionRepository
+    conversations: SqlConversationRepository
+    memories: SqlMemoryRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -147,6 +151,8 @@ class SqlUnitOfWork:
         self.users = SqlUserRepository(self._conn)
         self.workspaces = SqlWorkspaceRepository(self._conn)
         self.sessions = SqlSessionRepository(self._conn)
+        self.conversations = SqlConversationRepository(self._conn)
+        self.memories = SqlMemoryRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -1,0 +1,1 @@
+"""Language-model providers behind the :class:`~cortex_core.ports.LlmProvider` port."""

@@ -1,0 +1,40 @@
+"""``cortex.context.v1.ContextService``: explain and manage the context window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex.context.v1 import context_service_pb2 as pb
+from cortex.context.v1 import context_service_pb2_grpc as pb_grpc
+
+from cortex_core.api import convert_conversations as cc
+from cortex_core.api.context import current_caller
+from cortex_core.api.conversation_service import conversation_id
+from cortex_core.services.context import ContextManager
+
+
+class ContextService(pb_grpc.ContextServiceServicer):
+    def __init__(self, manager: ContextManager) -> None:
+        self._manager = manager
+
+    async def GetContextWindow(
+        self, request: pb.GetContextWindowRequest, context: Any
+    ) -> pb.GetContextWindowResponse:
+        window = await self._manager.window(
+            current_caller(),
+            *conversation_id(request.conversation, "conversation"),
+            request.token_budget,
+        )
+        return pb.GetContextWindowResponse(
+            items=cc.context_items(window),
+            total_token_count=window.total_token_count,
+            token_budget=window.token_budget,
+        )
+
+    async def SummarizeConversation(
+        self, request: pb.SummarizeConversationRequest, context: Any
+    ) -> pb.SummarizeConversationResponse:
+        summary = await self._manager.summarize(
+            current_caller(), *conversation_id(request.conversation, "conversation")
+        )
+        return pb.SummarizeConversationResponse(summary=cc.summary(summary))

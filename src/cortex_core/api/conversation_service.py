@@ -1,0 +1,132 @@
+"""``cortex.context.v1.ConversationService``: conversations, messages, replies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cortex.context.v1 import conversation_service_pb2 as pb
+from cortex.context.v1 import conversation_service_pb2_grpc as pb_grpc
+
+from cortex_core import errors
+from cortex_core.api import convert
+from cortex_core.api import convert_conversations as cc
+from cortex_core.api.context import current_caller
+from cortex_core.domain.paging import PageRequest
+from cortex_core.services import conversations as uc
+
+
+def conversation_id(name: str, field: str) -> tuple[str, str]:
+    workspace_id, conv_id = convert.parse_name(name, "workspaces/{}/conversations/{}", field)
+    return workspace_id, conv_id
+
+
+class ConversationService(pb_grpc.ConversationServiceServicer):
+    def __init__(self, conversations: uc.Conversations) -> None:
+        self._conversations = conversations
+
+    async def CreateConversation(
+        self, request: pb.CreateConversationRequest, context: Any
+    ) -> pb.CreateConversationResponse:
+        (workspace_id,) = convert.parse_name(request.parent, "workspaces/{}", "parent")
+        try:
+            created = await self._conversations.create(
+                current_caller(),
+                workspace_id,
+                request.conversation.title,
+                request.conversation.system_prompt,
+            )
+        except errors.InvalidArgument as exc:
+            raise convert.prefix_violations(exc, "conversation.") from None
+        return pb.CreateConversationResponse(conversation=cc.conversation(created))
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: Any
+    ) -> pb.GetConversationResponse:
+        found = await self._conversations.get(
+            current_caller(), *conversation_id(request.name, "name")
+        )
+        return pb.GetConversationResponse(conversation=cc.conversation(found))
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: Any
+    ) -> pb.ListConversationsResponse:
+        (workspace_id,) = convert.parse_name(request.parent, "workspaces/{}", "parent")
+        page = await self._conversations.list(
+            current_caller(), workspace_id, PageRequest.parse(request.page_size, request.page_token)
+        )
+        return pb.ListConversationsResponse(
+            conversations=[cc.conversation(c) for c in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, context: Any
+    ) -> pb.UpdateConversationResponse:
+        ids = conversation_id(request.conversation.name, "conversation.name")
+        try:
+            updated = await self._conversations.update(
+                current_caller(),
+                *ids,
+                title=request.conversation.title,
+                system_prompt=request.conversation.system_prompt,
+                fields=[p for p in request.update_mask.paths if p != "*"],
+            )
+        except errors.InvalidArgument as exc:
+            if any(v.field == "update_mask" for v in exc.violations):
+                raise
+            raise convert.prefix_violations(exc, "conversation.") from None
+        return pb.UpdateConversationResponse(conversation=cc.conversation(updated))
+
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: Any
+    ) -> pb.DeleteConversationResponse:
+        await self._conversations.delete(current_caller(), *conversation_id(request.name, "name"))
+        return pb.DeleteConversationResponse()
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: Any
+    ) -> pb.ListMessagesResponse:
+        page = await self._conversations.list_messages(
+            current_caller(),
+            *conversation_id(request.parent, "parent"),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            newest_first=request.order == pb.MESSAGE_ORDER_NEWEST_FIRST,
+        )
+        return pb.ListMessagesResponse(
+            messages=[cc.message(m) for m in page.messages],
+            next_page_token=page.next_page_token,
+            previous_page_token=page.previous_page_token,
+        )
+
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: Any
+    ) -> AsyncIterator[pb.SendMessageResponse]:
+        steps = self._conversations.send_message(
+            current_caller(),
+            *conversation_id(request.conversation, "conversation"),
+            request.content,
+            request.idempotency_key,
+        )
+        async for step in steps:
+            if isinstance(step, uc.ReplyText):
+                yield pb.SendMessageResponse(delta=pb.ReplyDelta(text=step.text))
+            elif isinstance(step, uc.UserMessageStored):
+                yield pb.SendMessageResponse(user_message=cc.message(step.message))
+            elif isinstance(step, uc.ReplyUsage):
+                yield pb.SendMessageResponse(
+                    usage=pb.ReplyUsage(
+                        prompt_tokens=step.usage.prompt_tokens,
+                        completion_tokens=step.usage.completion_tokens,
+                    )
+                )
+            else:
+                yield pb.SendMessageResponse(
+                    completion=pb.ReplyCompletion(
+                        message=cc.message(step.message),
+                        finish_reason=cc.FINISH_REASONS[step.finish_reason],
+                        provider=step.provider,
+                        model=step.model,
+                    )
+                )

@@ -1,0 +1,96 @@
+"""Conversations, their messages and summary checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+MAX_TITLE = 200
+MAX_SYSTEM_PROMPT = 20_000
+MAX_CONTENT = 100_000
+
+
+class MessageRole(enum.Enum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL = "tool"
+
+
+class FinishReason(enum.Enum):
+    NONE = ""
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    BUDGET = "budget"
+    ERROR = "error"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    workspace_id: str
+    title: str
+    system_prompt: str
+    creator_id: str
+    message_count: int
+    create_time: datetime
+    update_time: datetime
+    last_message_time: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return f"workspaces/{self.workspace_id}/conversations/{self.id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    conversation_id: str
+    workspace_id: str
+    position: int
+    role: MessageRole
+    content: str
+    token_count: int
+    create_time: datetime
+    author_id: str = ""
+    finish_reason: FinishReason = FinishReason.NONE
+    model: str = ""
+    metadata: Any = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    idempotency_key: str | None = None
+
+    @property
+    def conversation_name(self) -> str:
+        return f"workspaces/{self.workspace_id}/conversations/{self.conversation_id}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.conversation_name}/messages/{self.id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Summary:
+    """A checkpoint: the text stands for messages ``first_position..last_position``."""
+
+    id: str
+    conversation_id: str
+    workspace_id: str
+    text: str
+    first_position: int
+    last_position: int
+    first_message_id: str
+    last_message_id: str
+    message_count: int
+    token_count: int
+    model: str
+    create_time: datetime
+
+    @property
+    def name(self) -> str:
+        return (
+            f"workspaces/{self.workspace_id}/conversations/{self.conversation_id}"
+            f"/summaries/{self.id}"
+        )

@@ -1,0 +1,247 @@
+"""The context manager: what the model sees, and the summaries that keep it small.
+
+``build`` assembles a :class:`~cortex_core.domain.context_window.ContextWindow`
+from the conversation's system prompt, newest summary checkpoint, the user's
+profile, relevant memories and recent messages (see ``domain/context_window``
+for the rules). When history no longer fits, a summary job is queued in the
+database (so it survives a restart) and :class:`SummaryWorker` writes the next
+checkpoint with the LLM provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from cortex_core import errors
+from cortex_core.domain.cache_keys import conversation_context_prefix
+from cortex_core.domain.context_window import (
+    Candidate,
+    ContextWindow,
+    ItemKind,
+    assemble,
+)
+from cortex_core.domain.conversations import Conversation, Message, MessageRole, Summary
+from cortex_core.domain.identity import Caller, User, new_id
+from cortex_core.domain.llm import PromptMessage
+from cortex_core.ports import (
+    Cache,
+    Clock,
+    LlmProvider,
+    TokenCounter,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from cortex_core.services.workspaces import require_role
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 2000  # messages considered for one window
+SUMMARY_INSTRUCTION = "Summarize the conversation below"
+MemorySource = Callable[[str, str, int], Awaitable[Sequence[Candidate]]]
+
+
+def conversation_not_found() -> errors.NotFound:
+    return errors.NotFound("conversation not found", reason="CONVERSATION_NOT_FOUND")
+
+
+async def load_conversation(
+    uow: UnitOfWork, caller: Caller, workspace_id: str, conversation_id: str, *, write: bool = False
+) -> Conversation:
+    """The conversation, if the caller may see it (and write to it when asked)."""
+    try:
+        await require_role(uow, caller, workspace_id, write=write)
+    except errors.NotFound:
+        raise conversation_not_found() from None
+    conversation = await uow.conversations.get(workspace_id, conversation_id)
+    if conversation is None:
+        raise conversation_not_found()
+    return conversation
+
+
+async def _no_memories(workspace_id: str, query: str, limit: int) -> Sequence[Candidate]:
+    return ()
+
+
+class ContextManager:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        counter: TokenCounter,
+        provider: LlmProvider,
+        default_budget: int,
+        cache: Cache,
+        memories: MemorySource = _no_memories,
+    ) -> None:
+        self.cache = cache
+        self._uow = uow
+        self._clock = clock
+        self._counter = counter
+        self._provider = provider
+        self.default_budget = default_budget
+        self.memories = memories
+        self._wake = asyncio.Event()
+
+    async def check_access(self, caller: Caller, workspace_id: str, conversation_id: str) -> None:
+        """Raise NotFound unless the caller may read the conversation."""
+        async with self._uow() as uow:
+            await load_conversation(uow, caller, workspace_id, conversation_id)
+
+    async def window(
+        self, caller: Caller, workspace_id: str, conversation_id: str, budget: int
+    ) -> ContextWindow:
+        """The window the next reply would get (GetContextWindow)."""
+        if budget < 0:
+            raise errors.InvalidArgument(
+                "token_budget must not be negative",
+                [errors.FieldViolation("token_budget", "must be 0 (default) or more")],
+            )
+        async with self._uow() as uow:
+            conversation = await load_conversation(uow, caller, workspace_id, conversation_id)
+            return await self.build(uow, conversation, caller.user, budget or self.default_budget)
+
+    async def build(
+        self, uow: UnitOfWork, conversation: Conversation, user: User, budget: int
+    ) -> ContextWindow:
+        recent = await uow.conversations.list_messages(
+            conversation.id, limit=HISTORY_LIMIT, newest_first=True
+        )
+        messages = list(reversed(recent))
+        summary = await uow.conversations.latest_summary(conversation.id)
+        query = next((m.content for m in reversed(messages) if m.role is MessageRole.USER), "")
+        memories = await self.memories(conversation.workspace_id, query, 10) if query else ()
+        profile_text = f"The user is {user.display_name} <{user.email}>."
+        window = assemble(
+            budget=budget,
+            system_prompt=self._candidate(
+                ItemKind.SYSTEM_PROMPT, conversation.name, conversation.system_prompt
+            )
+            if conversation.system_prompt
+            else None,
+            summary=(summary, self._candidate(ItemKind.SUMMARY, summary.name, summary.text))
+            if summary
+            else None,
+            profile=self._candidate(ItemKind.PROFILE, user.name, profile_text),
+            memories=memories,
+            messages=messages,
+        )
+        if window.overflowed:
+            await self.request_summary(uow, conversation, budget)
+        return window
+
+    def _candidate(self, kind: ItemKind, source: str, text: str) -> Candidate:
+        return Candidate(kind, source, text, self._counter.count(text))
+
+    async def request_summary(
+        self, uow: UnitOfWork, conversation: Conversation, budget: int
+    ) -> None:
+        await uow.conversations.request_summary(conversation.id, budget, self._clock.now())
+        await uow.commit()
+        self._wake.set()
+
+    async def summarize(self, caller: Caller, workspace_id: str, conversation_id: str) -> Summary:
+        """Write a checkpoint up to the newest message now (SummarizeConversation)."""
+        async with self._uow() as uow:
+            conversation = await load_conversation(
+                uow, caller, workspace_id, conversation_id, write=True
+            )
+        summary = await self.checkpoint(conversation)
+        if summary is None:
+            raise errors.FailedPrecondition(
+                "the conversation has no messages to summarize", reason="CONVERSATION_EMPTY"
+            )
+        return summary
+
+    async def checkpoint(self, conversation: Conversation) -> Summary | None:
+        """A summary covering every message up to the newest; reuses a current one.
+
+        The previous checkpoint's text plus the messages after it go to the
+        provider, so each summary costs only what is new.
+        """
+        async with self._uow() as uow:
+            previous = await uow.conversations.latest_summary(conversation.id)
+            after = previous.last_position if previous else 0
+            fresh = await uow.conversations.list_messages(
+                conversation.id, after=after, limit=HISTORY_LIMIT
+            )
+        if not fresh:
+            return previous
+        prompt = [PromptMessage("system", f"{SUMMARY_INSTRUCTION}, keeping facts and decisions.")]
+        if previous is not None:
+            prompt.append(PromptMessage("system", f"Earlier summary: {previous.text}"))
+        prompt.extend(PromptMessage(m.role.value, m.content) for m in fresh)
+        text = await self._complete(prompt)
+        first = previous.first_position if previous else fresh[0].position
+        first_id = previous.first_message_id if previous else fresh[0].id
+        summary = Summary(
+            id=new_id(),
+            conversation_id=conversation.id,
+            workspace_id=conversation.workspace_id,
+            text=text,
+            first_position=first,
+            last_position=fresh[-1].position,
+            first_message_id=first_id,
+            last_message_id=fresh[-1].id,
+            message_count=fresh[-1].position - first + 1,
+            token_count=self._counter.count(text),
+            model=f"{self._provider.name}/{self._provider.model}",
+            create_time=self._clock.now(),
+        )
+        async with self._uow() as uow:
+            if await uow.conversations.get(conversation.workspace_id, conversation.id) is None:
+                return None  # deleted meanwhile
+            await uow.conversations.add_summary(summary)
+            await uow.commit()
+        await self.cache.delete_prefix(
+            conversation_context_prefix(conversation.workspace_id, conversation.id)
+        )
+        return summary
+
+    async def _complete(self, prompt: Sequence[PromptMessage]) -> str:
+        parts = []
+        async for chunk in self._provider.stream(prompt, max_tokens=1024):
+            parts.append(chunk.text)
+        return "".join(parts).strip()
+
+    async def run_summary_jobs(self, poll_interval: float = 5.0) -> None:
+        """Work through queued summary jobs until cancelled (jobs survive restarts)."""
+        while True:
+            async with self._uow() as uow:
+                jobs = await uow.conversations.pending_summaries(10)
+            for workspace_id, conversation_id, _budget in jobs:
+                try:
+                    async with self._uow() as uow:
+                        conversation = await uow.conversations.get(workspace_id, conversation_id)
+                    if conversation is not None:
+                        await self.checkpoint(conversation)
+                    async with self._uow() as uow:
+                        await uow.conversations.finish_summary(conversation_id)
+                        await uow.commit()
+                except errors.CortexError:
+                    log.warning("summary job failed; will retry", exc_info=True)
+            if not jobs:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), poll_interval)
+
+
+def prompt_of(window: ContextWindow) -> list[PromptMessage]:
+    """The messages sent to the model for ``window``."""
+    prompt: list[PromptMessage] = []
+    for candidate in window.included:
+        if candidate.kind is ItemKind.MESSAGE:
+            prompt.append(PromptMessage(candidate.role, candidate.text))
+        elif candidate.kind is ItemKind.SUMMARY:
+            prompt.append(PromptMessage("system", f"Summary of earlier messages: {candidate.text}"))
+        elif candidate.kind is ItemKind.MEMORY:
+            prompt.append(PromptMessage("system", f"Relevant memory: {candidate.text}"))
+        else:
+            prompt.append(PromptMessage("system", candidate.text))
+    return prompt
+
+
+__all__ = ["ContextManager", "Message", "conversation_not_found", "load_conversation", "prompt_of"]

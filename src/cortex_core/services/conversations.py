@@ -1,0 +1,354 @@
+"""Conversations, their messages, and the streamed reply (ConversationService).
+
+``send_message`` stores the user's message, builds the context window, streams
+the provider's reply and stores it; it yields what the API turns into frames.
+Viewers read; editors and owners write. Every change is published as an event
+after its commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Collection
+
+from cortex_core import errors
+from cortex_core.domain import changes
+from cortex_core.domain.cache_keys import conversation_context_prefix, workspace_context_prefix
+from cortex_core.domain.conversations import (
+    MAX_CONTENT,
+    MAX_SYSTEM_PROMPT,
+    MAX_TITLE,
+    Conversation,
+    FinishReason,
+    Message,
+    MessageRole,
+)
+from cortex_core.domain.identity import Caller, new_id, reject, text_violation
+from cortex_core.domain.llm import Usage
+from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
+from cortex_core.ports import Cache, Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
+from cortex_core.services.context import ContextManager, load_conversation, prompt_of
+from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.workspaces import require_role
+
+UPDATABLE_FIELDS = frozenset({"title", "system_prompt"})
+MAX_REPLY_TOKENS = 1024
+MAX_IDEMPOTENCY_KEY = 128
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserMessageStored:
+    message: Message
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyText:
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyUsage:
+    usage: Usage
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyFinished:
+    message: Message
+    finish_reason: FinishReason
+    provider: str
+    model: str
+
+
+ReplyStep = UserMessageStored | ReplyText | ReplyUsage | ReplyFinished
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessagePage:
+    messages: list[Message]
+    next_page_token: str
+    previous_page_token: str
+
+
+class Conversations:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        events: EventBus,
+        counter: TokenCounter,
+        provider: LlmProvider,
+        context: ContextManager,
+        cache: Cache,
+    ) -> None:
+        self._cache = cache
+        self._uow = uow
+        self._clock = clock
+        self._events = events
+        self._counter = counter
+        self._provider = provider
+        self._context = context
+
+    async def create(
+        self, caller: Caller, workspace_id: str, title: str, system_prompt: str
+    ) -> Conversation:
+        _validate(title, system_prompt, UPDATABLE_FIELDS)
+        now = self._clock.now()
+        conversation = Conversation(
+            id=new_id(),
+            workspace_id=workspace_id,
+            title=title.strip(),
+            system_prompt=system_prompt,
+            creator_id=caller.user_id,
+            message_count=0,
+            create_time=now,
+            update_time=now,
+        )
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id, write=True)
+            await uow.conversations.add(conversation)
+            await uow.commit()
+        await self._events.publish(
+            [
+                changes.ConversationCreated(
+                    actor_id=caller.user_id, time=now, conversation=conversation
+                )
+            ]
+        )
+        return conversation
+
+    async def get(self, caller: Caller, workspace_id: str, conversation_id: str) -> Conversation:
+        async with self._uow() as uow:
+            return await load_conversation(uow, caller, workspace_id, conversation_id)
+
+    async def list(
+        self, caller: Caller, workspace_id: str, page: PageRequest
+    ) -> Page[Conversation]:
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id)
+            return await uow.conversations.list_in_workspace(workspace_id, page)
+
+    async def update(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        title: str,
+        system_prompt: str,
+        fields: Collection[str],
+    ) -> Conversation:
+        unknown = sorted(set(fields) - UPDATABLE_FIELDS)
+        if unknown:
+            raise errors.InvalidArgument(
+                "update_mask names fields that cannot be updated",
+                [errors.FieldViolation("update_mask", f"'{f}' cannot be updated") for f in unknown],
+            )
+        chosen = set(fields) or set(UPDATABLE_FIELDS)
+        _validate(title, system_prompt, chosen)
+        async with self._uow() as uow:
+            conversation = await load_conversation(
+                uow, caller, workspace_id, conversation_id, write=True
+            )
+            conversation = dataclasses.replace(
+                conversation,
+                title=title.strip() if "title" in chosen else conversation.title,
+                system_prompt=system_prompt
+                if "system_prompt" in chosen
+                else conversation.system_prompt,
+                update_time=self._clock.now(),
+            )
+            await uow.conversations.update(conversation)
+            await uow.commit()
+        await self._cache.delete_prefix(conversation_context_prefix(workspace_id, conversation_id))
+        await self._events.publish(
+            [
+                changes.ConversationUpdated(
+                    actor_id=caller.user_id,
+                    time=conversation.update_time,
+                    conversation=conversation,
+                    fields=tuple(sorted(chosen)),
+                )
+            ]
+        )
+        return conversation
+
+    async def delete(self, caller: Caller, workspace_id: str, conversation_id: str) -> None:
+        """Delete it with its messages, summaries and the memories derived from them."""
+        async with self._uow() as uow:
+            conversation = await load_conversation(
+                uow, caller, workspace_id, conversation_id, write=True
+            )
+            await uow.conversations.delete(conversation.id)
+            # Provenance: memories derived from its messages are flagged stale
+            # (kept, visible as such, and left out of every context window).
+            await uow.memories.mark_stale_derived_from_conversation(conversation.name)
+            await uow.commit()
+        await self._cache.delete_prefix(workspace_context_prefix(workspace_id))
+        await self._events.publish(
+            [
+                changes.ConversationDeleted(
+                    actor_id=caller.user_id, time=self._clock.now(), conversation=conversation
+                )
+            ]
+        )
+
+    async def list_messages(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        conversation_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        newest_first: bool,
+    ) -> MessagePage:
+        """A page in either order, with tokens to the next and the previous page."""
+        size = PageRequest.parse(page_size, "").size
+        order = "desc" if newest_first else "asc"
+        direction, position = "next", None
+        if page_token:
+            key = decode_token(page_token)
+            if len(key) != 4 or key[:2] != (conversation_id, order) or not key[3].isdigit():
+                raise errors.InvalidArgument(
+                    "page_token does not belong to this conversation and order",
+                    [errors.FieldViolation("page_token", "use a token from the same listing")],
+                    reason="INVALID_PAGE_TOKEN",
+                )
+            direction, position = key[2], int(key[3])
+        async with self._uow() as uow:
+            await load_conversation(uow, caller, workspace_id, conversation_id)
+            forward = direction == "next"
+            # Positions grow with time: "next" in newest-first order means smaller positions.
+            ascending = forward != newest_first
+            bound = {"after": position} if ascending else {"before": position}
+            rows = await uow.conversations.list_messages(
+                conversation_id, limit=size + 1, newest_first=not ascending, **bound
+            )
+            more = len(rows) > size
+            rows = rows[:size]
+            if not forward:
+                rows.reverse()
+        if not rows:
+            return MessagePage([], "", "")
+
+        def token(direction: str, message: Message) -> str:
+            return encode_token((conversation_id, order, direction, str(message.position)))
+
+        has_next = more if forward else True
+        has_previous = (position is not None) if forward else more
+        return MessagePage(
+            rows,
+            token("next", rows[-1]) if has_next else "",
+            token("prev", rows[0]) if has_previous else "",
+        )
+
+    async def send_message(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        conversation_id: str,
+        content: str,
+        idempotency_key: str,
+    ) -> AsyncIterator[ReplyStep]:
+        """Store the user's message, stream the reply, store it (SendMessage)."""
+        reject(
+            [
+                text_violation(content, "content", required=True, limit=MAX_CONTENT),
+                text_violation(
+                    idempotency_key, "idempotency_key", required=False, limit=MAX_IDEMPOTENCY_KEY
+                ),
+            ]
+        )
+        now = self._clock.now()
+        async with self._uow() as uow:
+            conversation = await load_conversation(
+                uow, caller, workspace_id, conversation_id, write=True
+            )
+            user_message = await uow.conversations.append_message(
+                Message(
+                    id=new_id(),
+                    conversation_id=conversation.id,
+                    workspace_id=workspace_id,
+                    position=0,
+                    role=MessageRole.USER,
+                    content=content,
+                    token_count=self._counter.count(content),
+                    create_time=now,
+                    author_id=caller.user_id,
+                    idempotency_key=idempotency_key or None,
+                )
+            )
+            await uow.commit()
+            await self._cache.delete_prefix(
+                conversation_context_prefix(workspace_id, conversation_id)
+            )
+            window = await self._context.build(
+                uow, conversation, caller.user, self._context.default_budget
+            )
+        reply_id = new_id()
+        await self._events.publish(
+            [
+                changes.MessageCreated(actor_id=caller.user_id, time=now, message=user_message),
+                changes.ReplyStarted(
+                    actor_id=caller.user_id,
+                    time=now,
+                    conversation=conversation,
+                    reply_id=reply_id,
+                    user_message=user_message,
+                ),
+            ]
+        )
+        yield UserMessageStored(user_message)
+
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish = FinishReason.STOP
+        async for chunk in self._provider.stream(prompt_of(window), max_tokens=MAX_REPLY_TOKENS):
+            if chunk.text:
+                parts.append(chunk.text)
+                yield ReplyText(chunk.text)
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.finish is not None:
+                finish = chunk.finish
+        text = "".join(parts)
+        if usage is None:
+            usage = Usage(window.total_token_count, self._counter.count(text))
+        yield ReplyUsage(usage)
+        reply = Message(
+            id=reply_id,
+            conversation_id=conversation.id,
+            workspace_id=workspace_id,
+            position=0,
+            role=MessageRole.ASSISTANT,
+            content=text,
+            token_count=usage.completion_tokens,  # the provider's count wins
+            create_time=self._clock.now(),
+            finish_reason=finish,
+            model=self._provider.model,
+        )
+        async with self._uow() as uow:
+            reply = await uow.conversations.append_message(reply)
+            await uow.commit()
+        await self._cache.delete_prefix(conversation_context_prefix(workspace_id, conversation_id))
+        await self._events.publish(
+            [
+                changes.MessageCreated(actor_id="", time=reply.create_time, message=reply),
+                changes.ReplyCompleted(actor_id="", time=reply.create_time, message=reply),
+            ]
+        )
+        yield ReplyFinished(reply, finish, self._provider.name, self._provider.model)
+
+
+def _validate(title: str, system_prompt: str, fields: Collection[str]) -> None:
+    reject(
+        [
+            text_violation(title, "title", required=False, limit=MAX_TITLE)
+            if "title" in fields
+            else None,
+            text_violation(system_prompt, "system_prompt", required=False, limit=MAX_SYSTEM_PROMPT)
+            if "system_prompt" in fields
+            else None,
+        ]
+    )
