@@ -5,7 +5,7 @@ from __future__ import annotations
 from cortex.context.v1 import context_window_pb2, conversation_pb2, message_pb2, summary_pb2
 
 from cortex_core.api.convert import timestamp
-from cortex_core.domain.context_window import ContextWindow, Decision, ItemKind
+from cortex_core.domain.context_window import ContextWindow, Decision, Item, ItemKind
 from cortex_core.domain.conversations import (
     Conversation,
     FinishReason,
@@ -83,15 +83,54 @@ def summary(value: Summary) -> summary_pb2.Summary:
     )
 
 
+RUN_LIMIT = 50  # longer runs of left-out messages are reported as one item
+
+
 def context_items(window: ContextWindow) -> list[context_window_pb2.ContextItem]:
-    return [
-        context_window_pb2.ContextItem(
-            kind=_KINDS[item.candidate.kind],
-            source=item.candidate.source,
-            text=item.candidate.text,
-            token_count=item.candidate.token_count,
-            decision=_DECISIONS[item.decision],
-            reason=item.reason,
+    """The window's items; a long run of left-out messages with one decision is
+    reported as one item (summed tokens, the run's range in ``reason``), so a
+    window over 10,000 messages stays a few kilobytes."""
+    items: list[context_window_pb2.ContextItem] = []
+    run: list[Item] = []
+
+    def flush() -> None:
+        if len(run) > RUN_LIMIT:
+            first, last = run[0], run[-1]
+            items.append(
+                context_window_pb2.ContextItem(
+                    kind=_KINDS[ItemKind.MESSAGE],
+                    source=last.candidate.source,
+                    token_count=sum(i.candidate.token_count for i in run),
+                    decision=_DECISIONS[first.decision],
+                    reason=f"{len(run)} messages, {first.candidate.source.rsplit('/', 1)[1]}"
+                    f" to {last.candidate.source.rsplit('/', 1)[1]}: {first.reason}",
+                )
+            )
+        else:
+            items.extend(_item(i) for i in run)
+        run.clear()
+
+    for item in window.items:
+        groupable = (
+            item.candidate.kind is ItemKind.MESSAGE and item.decision is not Decision.INCLUDED
         )
-        for item in window.items
-    ]
+        if run and (not groupable or item.decision is not run[0].decision):
+            flush()
+        if groupable:
+            run.append(item)
+        else:
+            items.append(_item(item))
+    flush()
+    return items
+
+
+def _item(item: Item) -> context_window_pb2.ContextItem:
+    included = item.decision is Decision.INCLUDED
+    return context_window_pb2.ContextItem(
+        kind=_KINDS[item.candidate.kind],
+        source=item.candidate.source,
+        text=item.candidate.text if included else "",
+        token_count=item.candidate.token_count,
+        decision=_DECISIONS[item.decision],
+        reason=item.reason,
+    )

@@ -129,7 +129,11 @@ class ContextManager:
             memories=memories,
             messages=messages,
         )
-        if window.overflowed:
+        # Only queue a summary when the cut history has unsummarized messages.
+        last_summarized = summary.last_position if summary else 0
+        behind = len(messages) > 1 and last_summarized < messages[-2].position
+        if window.overflowed and behind:
+            # History is cut and messages older than the newest are not summarized yet.
             await self.request_summary(uow, conversation, budget)
         return window
 
@@ -160,8 +164,15 @@ class ContextManager:
         """A summary covering every message up to the newest; reuses a current one.
 
         The previous checkpoint's text plus the messages after it go to the
-        provider, so each summary costs only what is new.
+        provider, so each summary costs only what is new; a long backlog is
+        folded in batches of ``HISTORY_LIMIT`` messages until it is caught up.
         """
+        while True:
+            summary, batch = await self._checkpoint_step(conversation)
+            if summary is None or batch < HISTORY_LIMIT:
+                return summary
+
+    async def _checkpoint_step(self, conversation: Conversation) -> tuple[Summary | None, int]:
         async with self._uow() as uow:
             previous = await uow.conversations.latest_summary(conversation.id)
             after = previous.last_position if previous else 0
@@ -169,7 +180,7 @@ class ContextManager:
                 conversation.id, after=after, limit=HISTORY_LIMIT
             )
         if not fresh:
-            return previous
+            return previous, 0
         prompt = [PromptMessage("system", f"{SUMMARY_INSTRUCTION}, keeping facts and decisions.")]
         if previous is not None:
             prompt.append(PromptMessage("system", f"Earlier summary: {previous.text}"))
@@ -193,13 +204,13 @@ class ContextManager:
         )
         async with self._uow() as uow:
             if await uow.conversations.get(conversation.workspace_id, conversation.id) is None:
-                return None  # deleted meanwhile
+                return None, 0  # deleted meanwhile
             await uow.conversations.add_summary(summary)
             await uow.commit()
         await self.cache.delete_prefix(
             conversation_context_prefix(conversation.workspace_id, conversation.id)
         )
-        return summary
+        return summary, len(fresh)
 
     async def _complete(self, prompt: Sequence[PromptMessage]) -> str:
         parts = []

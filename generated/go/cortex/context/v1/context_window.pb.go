@@ -166,7 +166,9 @@ type ContextItem struct {
 	// conversation name for CONTEXT_ITEM_KIND_SYSTEM_PROMPT, or the user name for
 	// CONTEXT_ITEM_KIND_PROFILE.
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	// The text as it would be sent to the model.
+	// The text as it is sent to the model. Empty for items that are not
+	// included (pruned or summarized): `source` names them, so a window over a
+	// long conversation stays small.
 	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
 	// Tokens `text` takes in the model's context.
 	TokenCount int32 `protobuf:"varint,4,opt,name=token_count,json=tokenCount,proto3" json:"token_count,omitempty"`

@@ -45,7 +45,9 @@ export declare type ContextItem = Message<"cortex.context.v1.ContextItem"> & {
   source: string;
 
   /**
-   * The text as it would be sent to the model.
+   * The text as it is sent to the model. Empty for items that are not
+   * included (pruned or summarized): `source` names them, so a window over a
+   * long conversation stays small.
    *
    * @generated from field: string text = 3;
    */

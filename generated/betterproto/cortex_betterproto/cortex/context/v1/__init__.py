@@ -178,7 +178,11 @@ class ContextItem(betterproto.Message):
     """
 
     text: str = betterproto.string_field(3)
-    """The text as it would be sent to the model."""
+    """
+    The text as it is sent to the model. Empty for items that are not
+     included (pruned or summarized): `source` names them, so a window over a
+     long conversation stays small.
+    """
 
     token_count: int = betterproto.int32_field(4)
     """Tokens `text` takes in the model's context."""
