@@ -29,7 +29,7 @@ from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
 from cortex_core.api.context_service import ContextService
 from cortex_core.api.conversation_service import ConversationService
-from cortex_core.api.event_encoding import event_publisher
+from cortex_core.api.event_encoding import encode_change
 from cortex_core.api.event_service import EventService
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.memory_service import MemoryService
@@ -45,6 +45,7 @@ from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
+from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories, MemorySweeper
 from cortex_core.services.workspaces import Workspaces
@@ -96,7 +97,8 @@ def bootstrap(
     event_log = _event_log(settings)
     hub = EventHub(event_log)
     bus = EventBus()
-    bus.subscribe(Change, event_publisher(hub))
+    relay = EventRelay(hub=hub, uow=database.unit_of_work, encode=encode_change)
+    bus.subscribe(Change, relay.publish)
     identity = Identity(
         uow=database.unit_of_work,
         clock=clock,
@@ -175,7 +177,7 @@ def bootstrap(
             "cortex.context.v1.ContextService": ContextService(context),
             "cortex.context.v1.MemoryService": MemoryService(memories),
         },
-        background=[context.run_summary_jobs, sweeper.run],
+        background=[relay.run, context.run_summary_jobs, sweeper.run],
         starters=[hasher.warm_up],
         closers=[close_hasher, hub.aclose, event_log.close, cache.close, working_memory.close],
     )

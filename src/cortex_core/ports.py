@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from cortex_core.domain.conversations import Conversation, Message, Summary
-from cortex_core.domain.events import EventRead, EventRecord
+from cortex_core.domain.events import EventRead, EventRecord, PendingEvent
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -130,6 +130,9 @@ class UnitOfWork(Protocol):
 
     @property
     def memories(self) -> MemoryRepository: ...
+
+    @property
+    def outbox(self) -> OutboxRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -297,6 +300,18 @@ class LlmProvider(Protocol):
         """Stream the reply: text chunks, then usage (when known) and a finish reason.
         Closing the iterator cancels the request."""
         ...
+
+
+class OutboxRepository(Protocol):
+    """Events kept in the database while the event log cannot take them."""
+
+    async def add(self, stream: str, event_id: str, payload: bytes, time: datetime) -> None: ...
+
+    async def head(self, limit: int) -> builtins.list[PendingEvent]:
+        """The oldest pending events, in the order they were added."""
+        ...
+
+    async def remove(self, outbox_id: int) -> None: ...
 
 
 # --- events (see services/event_hub.py) ----------------------------------------

@@ -387,11 +387,6 @@ async def test_after_redis_is_killed_and_restarted_resuming_loses_and_repeats_no
         await resume_after_restart(c.b, alice, early_token, early_received, before + after)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: EventBus.publish swallows the event log's UNAVAILABLE after the "
-    "commit, so UpdateWorkspace returns OK while its event is never appended",
-)
 async def test_an_update_made_while_redis_is_down_fails_or_reaches_subscribers_after_restart(
     tmp_path: Path,
 ) -> None:

@@ -7,7 +7,6 @@ filled in by ``EventService`` on the way out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from cortex.events.v1 import event_pb2 as pb
@@ -17,7 +16,6 @@ from cortex_core.api import convert, convert_memories
 from cortex_core.api import convert_conversations as cc
 from cortex_core.domain import changes as c
 from cortex_core.domain.identity import new_id
-from cortex_core.services.event_hub import EventHub
 
 _REASONS = {
     c.RevokeReason.LOGOUT: pb.SESSION_REVOKE_REASON_LOGOUT,
@@ -174,11 +172,7 @@ def encode(change: c.Change, event_id: str) -> bytes:
     return bytes(event.SerializeToString())
 
 
-def event_publisher(hub: EventHub) -> Callable[[c.Change], Any]:
-    """An event-bus handler that appends every change to the durable event log."""
-
-    async def publish(change: c.Change) -> None:
-        event_id = new_id()
-        await hub.publish(change.stream, event_id, encode(change, event_id), change.time)
-
-    return publish
+def encode_change(change: c.Change) -> tuple[str, str, bytes]:
+    """(stream, event id, serialized Event) for the event log."""
+    event_id = new_id()
+    return change.stream, event_id, encode(change, event_id)

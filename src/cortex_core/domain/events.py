@@ -129,3 +129,14 @@ def _parse(token: str) -> dict[str, int] | None:
         if not stream or type(sequence) is not int or sequence < 0:
             return None
     return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event waiting in the outbox for the event log to come back."""
+
+    outbox_id: int
+    stream: str
+    event_id: str
+    payload: bytes
+    time: datetime

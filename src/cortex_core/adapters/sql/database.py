@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from cortex_core import errors
 from cortex_core.adapters.sql.conversations import SqlConversationRepository
 from cortex_core.adapters.sql.memories import SqlMemoryRepository
+from cortex_core.adapters.sql.outbox import SqlOutboxRepository
 from cortex_core.adapters.sql.repositories import (
     SqlSessionRepository,
     SqlUserRepository,
@@ -139,6 +140,7 @@ class SqlUnitOfWork:
     sessions: SqlSessionRepository
     conversations: SqlConversationRepository
     memories: SqlMemoryRepository
+    outbox: SqlOutboxRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -152,6 +154,7 @@ class SqlUnitOfWork:
         self.workspaces = SqlWorkspaceRepository(self._conn)
         self.sessions = SqlSessionRepository(self._conn)
         self.conversations = SqlConversationRepository(self._conn)
+        self.outbox = SqlOutboxRepository(self._conn)
         self.memories = SqlMemoryRepository(self._conn)
         return self
 

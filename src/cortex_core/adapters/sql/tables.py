@@ -244,3 +244,13 @@ memory_sources = sa.Table(
     sa.Column("conversation_name", sa.String(200), nullable=False, index=True),
     sa.Index(None, "message_name"),
 )
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("stream", sa.String(200), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+)
