@@ -63,10 +63,11 @@ test-integration: $(VENV)/.installed
 test-e2e: $(VENV)/.installed tools
 	$(BIN)/pytest tests/e2e
 
-bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out (p50/p99, ratios)
+bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows
 	$(PY) -m bench.unary
 	$(PY) -m bench.auth
 	$(PY) -m bench.events
+	$(PY) -m bench.context
 
 # The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.
 ENVOY_CONFIG ?= envoy/envoy.yaml

@@ -190,3 +190,38 @@ async def test_a_forged_resume_token_is_invalid_argument(events: Events) -> None
     error = await _ended(events.subscribe(alice, resume_token="not a token"))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert details(error)["ErrorInfo"].reason == "INVALID_RESUME_TOKEN"
+
+
+async def test_a_token_older_than_retention_gets_an_explicit_first_frame(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with running_app(
+        tmp_path, database_url=db_url, events_heartbeat=0.3, events_max_length=3
+    ) as running:
+        events = Events(Client(running.address))
+        try:
+            alice = await events.client.register()
+            workspace = (await events.client.first_workspace(alice)).name
+            stream = events.subscribe(alice, workspaces=[workspace])
+            await stream.read()
+            await events.rename(alice, workspace, "n0")
+            token = (await _next_event(stream)).resume_token
+            stream.cancel()
+            for n in range(1, 8):
+                await events.rename(alice, workspace, f"n{n}")
+            resumed = events.subscribe(alice, workspaces=[workspace], resume_token=token)
+            async with asyncio.timeout(10):
+                first = await resumed.read()
+            assert first.WhichOneof("frame") == "replay_unavailable"
+            assert first.replay_unavailable.workspace == workspace
+            assert first.replay_unavailable.oldest_available_sequence > (
+                first.replay_unavailable.requested_sequence + 1
+            )
+            names = [
+                (await _next_event(resumed)).workspace_updated.workspace.display_name
+                for _ in range(3)
+            ]
+            assert names == ["n5", "n6", "n7"]
+            resumed.cancel()
+        finally:
+            await events.client.close()
