@@ -1,0 +1,207 @@
+"""Anthropic's Messages API, through the official ``anthropic`` SDK.
+
+System messages (the system prompt, summaries, memories) go to the ``system``
+parameter in prompt order; the rest become alternating user/assistant turns.
+The SDK's own retries are off: the fallback chain decides what is retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+
+import anthropic
+import httpx
+from anthropic.types import MessageParam, RawMessageStreamEvent
+
+from cortex_core.adapters.llm import errors
+from cortex_core.domain.conversations import FinishReason
+from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+
+_FINISH = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "tool_use": FinishReason.STOP,
+    "pause_turn": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    # The model declined to go on: what was sent is incomplete.
+    "refusal": FinishReason.ERROR,
+}
+# The Messages API wants the first turn to be the user's; a window that starts
+# with an assistant message (older turns pruned) gets this stand-in before it.
+_PRUNED_TURN = "(earlier messages omitted)"
+
+
+class AnthropicProvider:
+    """Streams replies from Anthropic (or a server speaking its Messages API).
+
+    ``stream`` raises :class:`~cortex_core.adapters.llm.errors.ProviderError` (never
+    an SDK or HTTP exception). Closing its iterator, or cancelling the task reading
+    it, closes the HTTP response at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str = "",
+        name: str = "anthropic",
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._name = name
+        self._model = model
+        self._client = anthropic.AsyncAnthropic(
+            # A proxy or compatible server may not need a key; the SDK needs one.
+            api_key=api_key or "unused",
+            base_url=base_url or None,
+            max_retries=0,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def aclose(self) -> None:
+        """Close the connection pool (at shutdown)."""
+        await self._client.close()
+
+    async def stream(
+        self, messages: Sequence[PromptMessage], *, max_tokens: int
+    ) -> AsyncGenerator[Chunk, None]:
+        system, turns = _split(messages)
+        started = False
+        try:
+            response = await self._client.messages.create(
+                model=self._model,
+                max_tokens=max_tokens,
+                messages=turns,
+                system=system if system else anthropic.omit,
+                stream=True,
+            )
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, before_first_token=True) from None
+        reading = _Reading()
+        try:
+            async for event in response:
+                text = reading.read(event)
+                if text:
+                    started = True
+                    yield Chunk(text=text)
+        except _SDK_ERRORS as exc:
+            raise self._error(exc, before_first_token=not started) from None
+        finally:
+            await response.close()
+        if reading.finish is None or not reading.stopped:
+            raise errors.truncated(provider=self._name, before_first_token=not started)
+        if reading.usage is not None:
+            yield Chunk(usage=reading.usage)
+        yield Chunk(finish=reading.finish)
+
+    def _error(self, exc: Exception, *, before_first_token: bool) -> errors.ProviderError:
+        # Most specific first: APITimeoutError is an APIConnectionError.
+        if isinstance(exc, anthropic.APITimeoutError | httpx.TimeoutException):
+            return errors.unreachable(
+                provider=self._name, before_first_token=before_first_token, timeout=True
+            )
+        if isinstance(exc, anthropic.APIConnectionError | httpx.TransportError):
+            return errors.unreachable(
+                provider=self._name, before_first_token=before_first_token, timeout=False
+            )
+        error_type = ""
+        body = exc.body if isinstance(exc, anthropic.APIError) else None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            error_type = str(body["error"].get("type") or "")
+        if isinstance(exc, anthropic.APIStatusError):
+            # An ``event: error`` inside a 200 stream arrives with status 200.
+            return errors.from_status(
+                exc.status_code,
+                provider=self._name,
+                before_first_token=before_first_token,
+                headers=exc.response.headers,
+                error_type=error_type or ("api_error" if exc.status_code < 300 else ""),
+            )
+        return errors.from_status(
+            200,
+            provider=self._name,
+            before_first_token=before_first_token,
+            error_type=error_type or "api_error",
+        )
+
+
+_SDK_ERRORS = (anthropic.APIError, httpx.TransportError)
+
+
+class _Reading:
+    """What the events of one stream said so far."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.usage: Usage | None = None
+        self.finish: FinishReason | None = None
+        self.stopped = False
+
+    def read(self, event: RawMessageStreamEvent) -> str:
+        """Take in one event; return its text, if any."""
+        if event.type == "content_block_delta":
+            return event.delta.text if event.delta.type == "text_delta" else ""
+        if event.type == "message_start":
+            u = event.message.usage
+            self.prompt_tokens = (
+                u.input_tokens
+                + (u.cache_creation_input_tokens or 0)
+                + (u.cache_read_input_tokens or 0)
+            )
+            self.completion_tokens = u.output_tokens
+        elif event.type == "message_delta":
+            d = event.usage
+            if d.input_tokens is not None:  # cumulative, when the API sends it
+                self.prompt_tokens = (
+                    d.input_tokens
+                    + (d.cache_creation_input_tokens or 0)
+                    + (d.cache_read_input_tokens or 0)
+                )
+            self.completion_tokens = d.output_tokens
+            self.usage = Usage(self.prompt_tokens, self.completion_tokens)
+            if event.delta.stop_reason is not None:
+                self.finish = _FINISH.get(event.delta.stop_reason, FinishReason.STOP)
+        elif event.type == "message_stop":
+            self.stopped = True
+        return ""
+
+
+def _split(messages: Sequence[PromptMessage]) -> tuple[str, list[MessageParam]]:
+    """The ``system`` text and the turns, consecutive same-role messages merged."""
+    system: list[str] = []
+    turns: list[tuple[str, list[str]]] = []
+    for message in messages:
+        if not message.content:
+            continue  # the API rejects empty text blocks
+        if message.role == "system":
+            system.append(message.content)
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        if turns and turns[-1][0] == role:
+            turns[-1][1].append(message.content)
+        else:
+            turns.append((role, [message.content]))
+    if turns and turns[0][0] == "assistant":
+        turns.insert(0, ("user", [_PRUNED_TURN]))
+    params: list[MessageParam] = []
+    for role, parts in turns:
+        text = "\n\n".join(parts)
+        if role == "assistant":
+            params.append({"role": "assistant", "content": text})
+        else:
+            params.append({"role": "user", "content": text})
+    return "\n\n".join(system), params
+
+
+__all__ = ["AnthropicProvider"]

@@ -1,0 +1,302 @@
+"""A chain of providers that behaves as one: retries, fallback and circuit breakers.
+
+Rules, for one reply:
+
+* A provider that fails before its first token with a retryable error (connection,
+  timeout, 429, 5xx, truncated stream) is tried again after an exponential backoff
+  (``retries`` times, waiting at least its ``Retry-After`` unless that is longer than
+  the backoff's maximum, in which case the chain moves on at once). A non-retryable
+  error (bad key, unknown model, bad request) moves on at once.
+* Then the next provider takes over. Nothing of a failed attempt reaches the caller.
+* A failure after text has been streamed cannot be hidden: ``stream`` raises
+  :class:`ProviderFailure` (``LLM_REPLY_INTERRUPTED``, ``before_first_token`` False)
+  after the text it already yielded. It never ends the stream silently.
+* When no provider produced a first token, ``stream`` raises :class:`ProviderFailure`
+  (``LLM_UNAVAILABLE``) before yielding anything.
+* Each provider has a :class:`CircuitBreaker`: ``failure_threshold`` failed attempts
+  in a row open it and the chain skips that provider; after ``reset_after`` seconds
+  it is half-open and one request probes it (success closes it, failure re-opens).
+  :meth:`FallbackProvider.states` reports every breaker, for health.
+
+``name`` and ``model`` name the provider that served the current reply in the
+calling task (a context variable set on the first token), and the first provider
+before any reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import enum
+import logging
+import random
+import time
+import typing
+from collections.abc import AsyncGenerator, Callable, Sequence
+
+from cortex_core.adapters.llm.errors import ProviderError, ProviderFailure
+from cortex_core.domain.llm import Chunk, PromptMessage
+from cortex_core.ports import LlmProvider
+
+log = logging.getLogger("cortex_core.llm")
+
+_served_by: contextvars.ContextVar[tuple[FallbackProvider, LlmProvider] | None] = (
+    contextvars.ContextVar("cortex_llm_served_by", default=None)
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff: ``initial * multiplier**attempt``, capped, with jitter."""
+
+    initial: float = 0.25
+    multiplier: float = 2.0
+    maximum: float = 4.0
+    jitter: float = 0.1  # a fraction of the delay, either way
+
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number ``attempt + 1`` (``attempt`` counts from 0)."""
+        base = min(self.maximum, self.initial * self.multiplier**attempt)
+        return min(self.maximum, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    failure_threshold: int = 5
+    reset_after: float = 30.0
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Closed, open or half-open; counts failed attempts in a row.
+
+    Not thread-safe; every method runs on the event loop without awaiting.
+    """
+
+    def __init__(self, name: str, policy: BreakerPolicy, monotonic: Callable[[], float]) -> None:
+        self._name = name
+        self._policy = policy
+        self._monotonic = monotonic
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self._monotonic() - self._opened_at >= self._policy.reset_after:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    def try_acquire(self) -> bool:
+        """May an attempt go to this provider now? In half-open, one probe at a time."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        if self._opened_at is not None:
+            log.info("LLM provider %s recovered; circuit closed", self._name)
+        self._failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        was_probing, self._probing = self._probing, False
+        if was_probing or self._failures >= self._policy.failure_threshold:
+            if was_probing or self._opened_at is None:
+                log.warning(
+                    "LLM provider %s failed %d times in a row; circuit open for %.1f s",
+                    self._name,
+                    self._failures,
+                    self._policy.reset_after,
+                )
+            self._opened_at = self._monotonic()
+
+    def release(self) -> None:
+        """The attempt ended without a verdict (cancelled, or the request's own fault)."""
+        self._probing = False
+
+
+class FallbackProvider:
+    """An :class:`~cortex_core.ports.LlmProvider` over several, tried in order.
+
+    ``stream`` raises :class:`ProviderFailure` only (provider errors are absorbed
+    or wrapped); ``asyncio.CancelledError`` and closing the iterator pass through
+    and close the provider's stream at once.
+    """
+
+    def __init__(
+        self,
+        providers: Sequence[LlmProvider],
+        *,
+        retries: int = 2,
+        backoff: Backoff | None = None,
+        breaker: BreakerPolicy | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not providers:
+            raise ValueError("a fallback chain needs at least one provider")
+        names = [p.name for p in providers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"provider names must be unique, got {', '.join(names)}")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        self._providers = tuple(providers)
+        self._retries = retries
+        self._backoff = backoff or Backoff()
+        policy = breaker or BreakerPolicy()
+        self._breakers = {name: CircuitBreaker(name, policy, monotonic) for name in names}
+
+    @property
+    def providers(self) -> tuple[LlmProvider, ...]:
+        return self._providers
+
+    @property
+    def name(self) -> str:
+        return self._current().name
+
+    @property
+    def model(self) -> str:
+        return self._current().model
+
+    def states(self) -> dict[str, str]:
+        """Each provider's circuit state (``closed``, ``open``, ``half_open``), in order."""
+        return {name: breaker.state.value for name, breaker in self._breakers.items()}
+
+    async def aclose(self) -> None:
+        """Close every provider that holds connections (at shutdown)."""
+        for provider in self._providers:
+            if isinstance(provider, _Closeable):
+                await provider.aclose()
+
+    async def stream(
+        self, messages: Sequence[PromptMessage], *, max_tokens: int
+    ) -> AsyncGenerator[Chunk, None]:
+        failed: list[ProviderError] = []
+        skipped: list[str] = []
+        for provider in self._providers:
+            breaker = self._breakers[provider.name]
+            for attempt in range(self._retries + 1):
+                if not breaker.try_acquire():
+                    if attempt == 0:
+                        skipped.append(provider.name)
+                    break
+                error: ProviderError | None = None
+                started = False
+                settled = False
+                pending: list[Chunk] = []
+                inner = provider.stream(messages, max_tokens=max_tokens)
+                try:
+                    async for chunk in inner:
+                        if not started and not chunk.text:
+                            pending.append(chunk)  # usage/finish of an empty reply
+                            continue
+                        if not started:
+                            started = settled = True
+                            breaker.record_success()
+                            _served_by.set((self, provider))
+                        yield chunk
+                    if not started:
+                        settled = True
+                        breaker.record_success()
+                        _served_by.set((self, provider))
+                        for chunk in pending:
+                            yield chunk
+                    return
+                except ProviderError as exc:
+                    settled = True
+                    if exc.provider_fault:
+                        breaker.record_failure()
+                    else:
+                        breaker.release()
+                    if started:
+                        log.warning(
+                            "LLM provider %s failed mid-reply (%s)", provider.name, exc.reason
+                        )
+                        raise ProviderFailure(
+                            "LLM_REPLY_INTERRUPTED",
+                            f"The reply was interrupted: {exc.message}",
+                            provider=provider.name,
+                            before_first_token=False,
+                            errors=(*failed, exc),
+                        ) from None
+                    error = exc
+                finally:
+                    if not settled:
+                        breaker.release()
+                    await inner.aclose()
+                assert error is not None  # the only way here: the normal path returned
+                failed.append(error)
+                log.warning(
+                    "LLM provider %s failed before the first token (%s), attempt %d",
+                    provider.name,
+                    error.reason,
+                    attempt + 1,
+                )
+                delay = self._retry_delay(error, attempt)
+                if delay is None:
+                    break
+                await asyncio.sleep(delay)
+        raise ProviderFailure(
+            "LLM_UNAVAILABLE",
+            _unavailable_message(failed, skipped),
+            provider=failed[-1].provider if failed else "",
+            before_first_token=True,
+            errors=tuple(failed),
+        )
+
+    def _retry_delay(self, error: ProviderError, attempt: int) -> float | None:
+        """How long to wait before retrying the same provider; None to move on."""
+        if not error.retryable or attempt >= self._retries:
+            return None
+        delay = self._backoff.delay(attempt)
+        if error.retry_after is not None:
+            if error.retry_after > self._backoff.maximum:
+                return None  # another provider will answer sooner
+            delay = max(delay, error.retry_after)
+        return delay
+
+    def _current(self) -> LlmProvider:
+        served = _served_by.get()
+        if served is not None and served[0] is self:
+            return served[1]
+        return self._providers[0]
+
+
+@typing.runtime_checkable
+class _Closeable(typing.Protocol):
+    async def aclose(self) -> None: ...
+
+
+def _unavailable_message(failed: Sequence[ProviderError], skipped: Sequence[str]) -> str:
+    parts = []
+    tried = list(dict.fromkeys(e.provider for e in failed))
+    if tried:
+        parts.append(f"failed: {', '.join(tried)}")
+    if skipped:
+        parts.append(f"skipped while failing: {', '.join(skipped)}")
+    return f"No language-model provider could answer ({'; '.join(parts)})."
+
+
+__all__ = [
+    "Backoff",
+    "BreakerPolicy",
+    "BreakerState",
+    "CircuitBreaker",
+    "FallbackProvider",
+    "ProviderError",
+    "ProviderFailure",
+]
