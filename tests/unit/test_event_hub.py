@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cortex_core.adapters.events.memory import InMemoryEventLog
-from cortex_core.domain.events import EventRecord, Heartbeat, ReplayUnavailable, ResumeToken
+from cortex_core.domain.events import (
+    EventRecord,
+    Heartbeat,
+    ReplayUnavailable,
+    ResumeToken,
+    encode_positions,
+)
 from cortex_core.errors import InvalidArgument, Unauthenticated, Unavailable
 from cortex_core.services.event_hub import EventHub, Subscription
 
@@ -169,3 +177,63 @@ async def test_a_closed_log_makes_new_subscriptions_unavailable() -> None:
         async with EventHub(log).subscribe({WS: None}, queue_size=8, heartbeat=5):
             pass
     assert error.value.reason == "EVENT_LOG_UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    "positions", [{}, {"ws:w1": 12}, {"ws:b": 1, "user:a": 0, 'ws:"é/\\': 99, "ws:a": 10**12}]
+)
+def test_a_resume_token_is_sorted_compact_json_in_url_safe_base64(
+    positions: dict[str, int],
+) -> None:
+    raw = json.dumps(dict(sorted(positions.items())), separators=(",", ":")).encode()
+    expected = "v1." + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    assert ResumeToken(positions).encode() == expected
+    assert encode_positions(positions) == expected
+
+
+async def test_heartbeats_of_many_subscribers_come_after_their_own_quiet_time(
+    hub: EventHub,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def first_heartbeat(sub: Subscription) -> tuple[float, float]:
+        started = loop.time()
+        async with asyncio.timeout(5):
+            async for item in sub:
+                if isinstance(item, Heartbeat):
+                    return started, loop.time()
+        raise AssertionError("the subscription ended")
+
+    async with (
+        hub.subscribe({WS: None}, queue_size=8, heartbeat=0.3) as slow,
+        hub.subscribe({WS: None}, queue_size=8, heartbeat=0.1) as fast,
+    ):
+        beats = [asyncio.create_task(first_heartbeat(sub)) for sub in (slow, fast)]
+        await asyncio.sleep(0.05)
+        await hub.publish(WS, "a", b"", NOW)  # moves both subscribers' quiet time on
+        (slow_start, slow_beat), (fast_start, fast_beat) = await asyncio.gather(*beats)
+        assert fast_beat - fast_start >= 0.14
+        assert slow_beat - slow_start >= 0.34
+        assert fast_beat < slow_beat
+        assert ResumeToken.decode(slow.resume_token).positions == {WS: 1}
+
+
+async def test_a_busy_subscriber_gets_no_heartbeat(hub: EventHub) -> None:
+    async with hub.subscribe({WS: None}, queue_size=64, heartbeat=0.1) as sub:
+        for i in range(12):
+            await hub.publish(WS, f"e{i}", b"", NOW)
+            assert (await anext(sub)).event_id == f"e{i}"  # type: ignore[union-attr]
+            await asyncio.sleep(0.02)
+        assert isinstance(await anext(sub), Heartbeat)
+
+
+async def test_a_drained_subscription_holds_no_queue_and_tracks_its_token(hub: EventHub) -> None:
+    async with hub.subscribe({WS: None, "user:u1": 0}, queue_size=8, heartbeat=5) as sub:
+        await hub.publish(WS, "a", b"", NOW)
+        assert (await next_record(sub)).event_id == "a"
+        assert sub._queue is None
+        assert sub._pending is None
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 1, "user:u1": 0}
+        sub.remove_stream("user:u1")
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 1}
+    assert hub._beats == []

@@ -38,6 +38,9 @@ from cortex_core.services.event_hub import EventHub
 from cortex_core.services.workspaces import workspace_not_found
 
 _WS_PREFIX = "ws:"
+# Decoded records kept per process: subscribers of one stream share a record's decoded
+# event and, when their resume tokens agree, its frame. Older entries are decoded again.
+_DECODED_RECORDS = 1024
 
 
 def _workspace_name(stream: str) -> str:
@@ -62,6 +65,44 @@ def _conversation_of(event: event_pb2.Event) -> str:
     return ""
 
 
+class _Decoded:
+    """A record's payload decoded once for every subscriber in this process.
+
+    ``event`` carries the record's sequence and is never changed after that; ``frame``
+    is the last frame built from it, for subscribers whose token is ``token``. Frames
+    are only serialized by grpc, never changed, so subscribers may yield the same one.
+    """
+
+    __slots__ = ("_conversation", "event", "frame", "kind", "payload", "token")
+
+    def __init__(self, record: EventRecord) -> None:
+        self.payload = record.payload
+        self.event = event_pb2.Event.FromString(record.payload)
+        self.event.sequence = record.sequence
+        self.kind = self.event.WhichOneof("payload")
+        self._conversation: str | None = None
+        self.token = ""
+        self.frame: pb.SubscribeEventsResponse | None = None
+
+    @property
+    def conversation(self) -> str:
+        if self._conversation is None:
+            self._conversation = _conversation_of(self.event)
+        return self._conversation
+
+    def frame_for(self, token: str) -> pb.SubscribeEventsResponse:
+        frame = self.frame
+        if frame is None or token != self.token:
+            frame = pb.SubscribeEventsResponse(event=self.event)
+            frame.event.resume_token = token
+            self.frame, self.token = frame, token
+        return frame
+
+
+def _expire(subscription: Any) -> None:
+    subscription.close(unauthenticated("TOKEN_EXPIRED"))
+
+
 class EventService(pb_grpc.EventServiceServicer):
     def __init__(
         self,
@@ -79,6 +120,7 @@ class EventService(pb_grpc.EventServiceServicer):
         self._clock = clock
         self._heartbeat = heartbeat
         self._queue_size = queue_size
+        self._decoded: dict[tuple[str, int], _Decoded] = {}
 
     async def SubscribeEvents(
         self, request: pb.SubscribeEventsRequest, context: Any
@@ -116,7 +158,7 @@ class EventService(pb_grpc.EventServiceServicer):
         ) as subscription:
             remaining = (caller.token_expire_time - self._clock.now()).total_seconds()
             expiry = asyncio.get_running_loop().call_later(
-                max(remaining, 0.0), subscription.close, unauthenticated("TOKEN_EXPIRED")
+                max(remaining, 0.0), _expire, subscription
             )
             try:
                 async for item in subscription:
@@ -152,8 +194,9 @@ class EventService(pb_grpc.EventServiceServicer):
         conversation: str,
     ) -> pb.SubscribeEventsResponse | None:
         """The frame for a record (None when filtered out); applies access changes."""
-        event = event_pb2.Event.FromString(record.payload)
-        kind = event.WhichOneof("payload")
+        decoded = self._decode(record)
+        event = decoded.event  # shared: read only
+        kind = decoded.kind
         if kind == "session_revoked" and event.session_revoked.session.endswith(
             f"/sessions/{caller.session_id}"
         ):
@@ -170,11 +213,19 @@ class EventService(pb_grpc.EventServiceServicer):
                 )
         if types and event.type not in types:
             return None
-        if conversation and _conversation_of(event) != conversation:
+        if conversation and decoded.conversation != conversation:
             return None
-        event.sequence = record.sequence
-        event.resume_token = subscription.resume_token
-        return pb.SubscribeEventsResponse(event=event)
+        return decoded.frame_for(subscription.resume_token)
+
+    def _decode(self, record: EventRecord) -> _Decoded:
+        key = (record.stream, record.sequence)
+        cache = self._decoded
+        decoded = cache.get(key)
+        if decoded is None or decoded.payload != record.payload:  # a reset log reuses keys
+            decoded = cache[key] = _Decoded(record)
+            if len(cache) > _DECODED_RECORDS:
+                del cache[next(iter(cache))]
+        return decoded
 
     async def _workspaces(self, caller: Caller, requested: list[str]) -> list[str]:
         """The workspace ids to follow; NOT_FOUND for one the caller is not in."""

@@ -31,7 +31,10 @@ waits for the tasks it stopped. Log failures end the affected subscriptions with
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
@@ -42,8 +45,8 @@ from cortex_core.domain.events import (
     EventRecord,
     Heartbeat,
     ReplayUnavailable,
-    ResumeToken,
     SubscriptionItem,
+    encode_positions,
 )
 from cortex_core.errors import CortexError, ResourceExhausted, Unavailable
 from cortex_core.ports import EventLog
@@ -54,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 READER_TASK = "cortex-events-reader"
 WATCH_TASK = "cortex-events-watch"
+# The loop's clock ticks in milliseconds (uvloop): a timer may fire up to one early.
+_EARLY = 0.001
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -70,6 +75,8 @@ class SubscriberTooSlow(ResourceExhausted):
 
 class _Feed:
     """One stream's reader: everything up to ``cursor`` has been offered to subscribers."""
+
+    __slots__ = ("cursor", "ready", "stream", "subscribers", "task", "wake")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
@@ -103,6 +110,12 @@ class EventHub:
         self._stopping: set[asyncio.Future[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._feeds_changed = asyncio.Event()
+        # Heartbeats: one timer for the hub over a heap of [deadline, tiebreak, subscription]
+        # with at most one entry per subscription; see Subscription._beat_due.
+        self._beats: list[list[Any]] = []
+        self._beat_order = itertools.count()
+        self._beat_timer: asyncio.TimerHandle | None = None
+        self._beat_at = math.inf
 
     @property
     def log(self) -> EventLog:
@@ -142,6 +155,38 @@ class EventHub:
         for subscription in list(self._subscriptions):
             subscription.close()
         await self._settle()
+
+    def _expect_beat(self, subscription: Subscription, deadline: float) -> list[Any]:
+        """Call ``subscription._beat_due`` at ``deadline`` (or a little after)."""
+        entry = [deadline, next(self._beat_order), subscription]
+        heapq.heappush(self._beats, entry)
+        if deadline < self._beat_at:
+            if self._beat_timer is not None:
+                self._beat_timer.cancel()
+            self._beat_at = deadline
+            self._beat_timer = asyncio.get_running_loop().call_at(deadline, self._beat)
+        return entry
+
+    def _beat(self) -> None:
+        self._beat_timer = None
+        self._beat_at = math.inf
+        beats = self._beats
+        now = asyncio.get_running_loop().time() + _EARLY
+        while beats and beats[0][0] <= now:
+            subscription = heapq.heappop(beats)[2]
+            if subscription is not None:
+                subscription._beat_due(now)
+        if beats and self._beat_timer is None:
+            self._beat_at = beats[0][0]
+            self._beat_timer = asyncio.get_running_loop().call_at(self._beat_at, self._beat)
+
+    def _forget_beats(self) -> None:
+        """No subscription is left: drop the heartbeat timer and its entries."""
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
+        self._beat_at = math.inf
+        self._beats.clear()
 
     def _attach(self, stream: str, subscription: Subscription) -> _Feed:
         feed = self._feeds.get(stream)
@@ -250,6 +295,25 @@ class Subscription:
     error given to :meth:`close`; after :meth:`close` without an error it stops.
     """
 
+    __slots__ = (
+        "_beat_entry",
+        "_closed",
+        "_delivered",
+        "_error",
+        "_feeds",
+        "_heartbeat",
+        "_hub",
+        "_last_yield",
+        "_pending",
+        "_queue",
+        "_queue_size",
+        "_queued",
+        "_replaying",
+        "_requested",
+        "_token",
+        "_waiter",
+    )
+
     def __init__(
         self,
         hub: EventHub,
@@ -259,16 +323,19 @@ class Subscription:
         heartbeat: float,
     ) -> None:
         self._hub = hub
-        self._requested = dict(positions)
+        self._requested: dict[str, int | None] | None = dict(positions)  # until entered
         self._queue_size = queue_size
         self._heartbeat = heartbeat
         self._feeds: dict[str, _Feed] = {}
         self._delivered: dict[str, int] = {}  # what the resume token says
         self._replaying: dict[str, int] = {}  # stream -> last sequence read from the log
         self._queued: dict[str, int] = {}  # live stream -> last sequence queued or delivered
-        self._pending: deque[EventRecord | ReplayUnavailable] = deque()
-        self._queue: deque[EventRecord] = deque()
-        self._wake = asyncio.Event()
+        # Both queues exist only while they hold something.
+        self._pending: deque[EventRecord | ReplayUnavailable] | None = None
+        self._queue: deque[EventRecord] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # set while __anext__ waits
+        self._beat_entry: list[Any] | None = None  # this subscription's entry in hub._beats
+        self._token: str | None = None  # resume_token, until _delivered changes
         self._last_yield = 0.0
         self._closed = False
         self._error: CortexError | None = None
@@ -276,7 +343,10 @@ class Subscription:
     @property
     def resume_token(self) -> str:
         """The position after the last yielded item, for every stream in the subscription."""
-        return ResumeToken(self._delivered).encode()
+        token = self._token
+        if token is None:
+            token = self._token = encode_positions(self._delivered)
+        return token
 
     @property
     def streams(self) -> frozenset[str]:
@@ -285,8 +355,9 @@ class Subscription:
     async def __aenter__(self) -> Subscription:
         self._hub._subscriptions.add(self)
         self._last_yield = asyncio.get_running_loop().time()
+        requested, self._requested = self._requested or {}, None
         try:
-            for stream, after in self._requested.items():
+            for stream, after in requested.items():
                 await self.add_stream(stream, after)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -302,6 +373,8 @@ class Subscription:
         self._closed = True
         self._release()
         self._hub._subscriptions.discard(self)
+        if not self._hub._subscriptions:
+            self._hub._forget_beats()
         await self._hub._settle()
 
     async def add_stream(self, stream: str, after: int | None = None) -> None:
@@ -316,6 +389,7 @@ class Subscription:
         if stream in self._feeds or self._closed:
             return
         self._delivered[stream] = after
+        self._token = None
         self._replaying[stream] = after
         feed = self._feeds[stream] = self._hub._attach(stream, self)
         await feed.ready.wait()
@@ -336,8 +410,11 @@ class Subscription:
         self._hub._detach(feed, self)
         for positions in (self._delivered, self._replaying, self._queued):
             positions.pop(stream, None)
-        self._pending = deque(item for item in self._pending if item.stream != stream)
-        self._queue = deque(record for record in self._queue if record.stream != stream)
+        self._token = None
+        if self._pending:
+            self._pending = deque(item for item in self._pending if item.stream != stream) or None
+        if self._queue:
+            self._queue = deque(record for record in self._queue if record.stream != stream) or None
 
     def close(self, error: CortexError | None = None) -> None:
         """End the subscription: its iterator raises ``error``, or stops when None."""
@@ -345,7 +422,7 @@ class Subscription:
             self._closed = True
             self._error = error
         self._release()
-        self._wake.set()
+        self._wake()
 
     def __aiter__(self) -> Subscription:
         return self
@@ -358,10 +435,17 @@ class Subscription:
                 if error is not None:
                     raise error
                 raise StopAsyncIteration
-            if self._pending:
-                return self._deliver(self._pending.popleft(), loop)
-            if self._queue:
-                record = self._queue.popleft()
+            pending = self._pending
+            if pending:
+                item = pending.popleft()
+                if not pending:
+                    self._pending = None
+                return self._deliver(item, loop)
+            queue = self._queue
+            if queue:
+                record = queue.popleft()
+                if not queue:
+                    self._queue = None
                 last = self._delivered.get(record.stream)
                 if last is None or record.stream in self._replaying or record.sequence <= last:
                     continue  # removed, covered by the replay, or already delivered
@@ -372,21 +456,45 @@ class Subscription:
             if self._replaying:
                 await self._replay_step(next(iter(self._replaying)))
                 continue
-            remaining = self._last_yield + self._heartbeat - loop.time()
-            if remaining <= 0:
+            deadline = self._last_yield + self._heartbeat
+            if deadline <= loop.time() + _EARLY:
                 return self._deliver(Heartbeat(self.resume_token), loop)
-            self._wake.clear()
+            # One future per wait, resolved by _offer, close or the hub's heartbeat timer.
+            waiter = self._waiter = loop.create_future()
+            if self._beat_entry is None:
+                self._beat_entry = self._hub._expect_beat(self, deadline)
             try:
-                async with asyncio.timeout(remaining):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+                await waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _beat_due(self, now: float) -> None:
+        """The hub's timer reached this subscription's entry (now: the loop's time).
+
+        The entry's deadline is never later than the real one (``_last_yield`` only
+        grows): move the entry there, or wake the waiting iterator for its heartbeat.
+        """
+        self._beat_entry = None
+        if self._closed:
+            return
+        deadline = self._last_yield + self._heartbeat
+        if deadline > now:
+            self._beat_entry = self._hub._expect_beat(self, deadline)
+        else:
+            self._wake()  # if it is not waiting, it registers again when it does
 
     def _deliver(self, item: SubscriptionItem, loop: asyncio.AbstractEventLoop) -> SubscriptionItem:
         if isinstance(item, EventRecord):
             self._delivered[item.stream] = item.sequence
+            self._token = None
         elif isinstance(item, ReplayUnavailable):
             self._delivered[item.stream] = item.oldest_available - 1
+            self._token = None
         self._last_yield = loop.time()
         return item
 
@@ -402,12 +510,12 @@ class Subscription:
             return  # closed or removed while we read
         reset = after > page.last_sequence
         if reset or after + 1 < page.oldest_available:
-            self._pending.append(ReplayUnavailable(stream, after, page.oldest_available))
+            self._pending_queue().append(ReplayUnavailable(stream, after, page.oldest_available))
             after = self._replaying[stream] = page.oldest_available - 1
             if reset:
                 return
         if page.records:
-            self._pending.extend(page.records)
+            self._pending_queue().extend(page.records)
             self._replaying[stream] = page.records[-1].sequence
             return
         feed = self._feeds[stream]
@@ -420,20 +528,28 @@ class Subscription:
         del self._replaying[stream]
         self._queued[stream] = after
 
+    def _pending_queue(self) -> deque[EventRecord | ReplayUnavailable]:
+        if self._pending is None:
+            self._pending = deque()
+        return self._pending
+
     def _offer(self, stream: str, records: tuple[EventRecord, ...]) -> None:
         """Called by the stream's reader with records in sequence order."""
         last = self._queued.get(stream)
         if last is None or self._closed or stream in self._replaying:
             return
+        queue = self._queue
         for record in records:
             if record.sequence <= last:
                 continue
-            if len(self._queue) >= self._queue_size:
+            if queue is None:
+                queue = self._queue = deque()
+            elif len(queue) >= self._queue_size:
                 self.close(SubscriberTooSlow(self.resume_token))
                 return
-            self._queue.append(record)
+            queue.append(record)
             last = self._queued[stream] = record.sequence
-        self._wake.set()
+        self._wake()
 
     def _fail_unavailable(self, reason: str) -> None:
         metadata = {"resume_token": self.resume_token}
@@ -443,7 +559,10 @@ class Subscription:
         for feed in self._feeds.values():
             self._hub._detach(feed, self)
         self._feeds.clear()
-        self._queue.clear()
+        self._queue = None
+        entry, self._beat_entry = self._beat_entry, None
+        if entry is not None:
+            entry[2] = None  # the hub's heap lets go of this subscription
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
