@@ -39,7 +39,15 @@ from cortex_core.api.streams import StreamRegistry
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.changes import Change
 from cortex_core.domain.context_window import Candidate, ItemKind
-from cortex_core.ports import Cache, Clock, Database, EventLog, LoginThrottle, WorkingMemory
+from cortex_core.ports import (
+    Cache,
+    Clock,
+    Database,
+    EventLog,
+    LlmProvider,
+    LoginThrottle,
+    WorkingMemory,
+)
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
@@ -74,7 +82,11 @@ class App:
 
 
 def bootstrap(
-    settings: Settings, *, database: Database | None = None, clock: Clock | None = None
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    clock: Clock | None = None,
+    provider: LlmProvider | None = None,
 ) -> App:
     """Build the application for ``settings``; ports may be overridden by tests."""
     clock = clock or SystemClock()
@@ -124,7 +136,7 @@ def bootstrap(
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
     sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
     counter = EstimatedTokenCounter()
-    provider = LocalDevelopmentProvider(delay=settings.local_llm_delay)
+    provider = provider or LocalDevelopmentProvider(delay=settings.local_llm_delay)
 
     async def relevant_memories(workspace_id: str, query: str, limit: int) -> list[Candidate]:
         found = await memories.for_context(workspace_id, query, limit)

@@ -7,7 +7,7 @@ both the default of ``make run`` and the double used by tests.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -266,6 +266,18 @@ class ConversationRepository(Protocol):
         """Messages with ``after < position < before``, in the order asked."""
         ...
 
+    async def reply_to(self, conversation_id: str, user_message_id: str) -> Message | None:
+        """The stored assistant message answering ``user_message_id``, if any."""
+        ...
+
+    async def claim_reply(
+        self, conversation_id: str, reply_id: str, now: datetime, lease_until: datetime
+    ) -> str | None:
+        """Take the conversation's reply lease (None), or return the running reply's id."""
+        ...
+
+    async def release_reply(self, conversation_id: str, reply_id: str) -> None: ...
+
     async def latest_summary(self, conversation_id: str) -> Summary | None: ...
 
     async def add_summary(self, summary: Summary) -> None: ...
@@ -296,7 +308,9 @@ class LlmProvider(Protocol):
     @property
     def model(self) -> str: ...
 
-    def stream(self, messages: Sequence[PromptMessage], *, max_tokens: int) -> AsyncIterator[Chunk]:
+    def stream(
+        self, messages: Sequence[PromptMessage], *, max_tokens: int
+    ) -> AsyncGenerator[Chunk, None]:
         """Stream the reply: text chunks, then usage (when known) and a finish reason.
         Closing the iterator cancels the request."""
         ...

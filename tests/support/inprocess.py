@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cortex_core.bootstrap import App, bootstrap
-from cortex_core.ports import Clock
+from cortex_core.ports import Clock, LlmProvider
 from cortex_core.server import RunningServer, start
 from cortex_core.settings import Settings
 
@@ -20,6 +20,7 @@ async def running_app(
     servicers: dict[str, object] | None = None,
     *,
     clock: Clock | None = None,
+    provider: LlmProvider | None = None,
     **settings: object,
 ) -> AsyncIterator[RunningServer]:
     values: dict[str, object] = {
@@ -29,7 +30,7 @@ async def running_app(
         "access_log": False,
     }
     values.update(settings)
-    app: App = bootstrap(Settings(**values), clock=clock)  # type: ignore[arg-type]
+    app: App = bootstrap(Settings(**values), clock=clock, provider=provider)  # type: ignore[arg-type]
     app.servicers.update(servicers or {})
     running = await start(app)
     try:

@@ -9,11 +9,12 @@ from cortex.context.v1 import conversation_service_pb2 as pb
 from cortex.context.v1 import conversation_service_pb2_grpc as pb_grpc
 
 from cortex_core import errors
-from cortex_core.api import convert
+from cortex_core.api import convert, status
 from cortex_core.api import convert_conversations as cc
 from cortex_core.api.context import current_caller
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services import conversations as uc
+from cortex_core.services import replies
 
 
 def conversation_id(name: str, field: str) -> tuple[str, str]:
@@ -110,11 +111,11 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
             request.idempotency_key,
         )
         async for step in steps:
-            if isinstance(step, uc.ReplyText):
+            if isinstance(step, replies.ReplyText):
                 yield pb.SendMessageResponse(delta=pb.ReplyDelta(text=step.text))
-            elif isinstance(step, uc.UserMessageStored):
+            elif isinstance(step, replies.UserMessageStored):
                 yield pb.SendMessageResponse(user_message=cc.message(step.message))
-            elif isinstance(step, uc.ReplyUsage):
+            elif isinstance(step, replies.ReplyUsage):
                 yield pb.SendMessageResponse(
                     usage=pb.ReplyUsage(
                         prompt_tokens=step.usage.prompt_tokens,
@@ -128,5 +129,6 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
                         finish_reason=cc.FINISH_REASONS[step.finish_reason],
                         provider=step.provider,
                         model=step.model,
+                        error=status.to_status_proto(step.error) if step.error else None,
                     )
                 )

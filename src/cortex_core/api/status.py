@@ -90,6 +90,16 @@ def to_rpc_status(error: errors.CortexError) -> grpc.Status:
     return rpc
 
 
+def to_status_proto(error: errors.CortexError) -> status_pb2.Status:
+    """``error`` as a ``google.rpc.Status`` message (for errors reported inside a
+    response, such as a reply's completion frame)."""
+    rpc = to_rpc_status(error)
+    for key, value in rpc.trailing_metadata:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status(code=_CODE_NUMBERS[rpc.code], message=error.message)
+
+
 def internal_status(request_id: str) -> grpc.Status:
     """The status for an unexpected exception: generic text, no stack, no class name."""
     info = error_details_pb2.ErrorInfo(

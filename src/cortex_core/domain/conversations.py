@@ -61,6 +61,7 @@ class Message:
     model: str = ""
     metadata: Any = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     idempotency_key: str | None = None
+    reply_to: str | None = None  # an assistant message: the user message it answers
 
     @property
     def conversation_name(self) -> str:

@@ -15,51 +15,25 @@ from cortex_core import errors
 from cortex_core.domain import changes
 from cortex_core.domain.cache_keys import conversation_context_prefix, workspace_context_prefix
 from cortex_core.domain.conversations import (
-    MAX_CONTENT,
     MAX_SYSTEM_PROMPT,
     MAX_TITLE,
     Conversation,
-    FinishReason,
     Message,
-    MessageRole,
 )
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
-from cortex_core.domain.llm import Usage
 from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
 from cortex_core.ports import Cache, Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
-from cortex_core.services.context import ContextManager, load_conversation, prompt_of
+from cortex_core.services.context import ContextManager, load_conversation
 from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.replies import (
+    Replies,
+    ReplyStep,
+)
 from cortex_core.services.workspaces import require_role
 
 UPDATABLE_FIELDS = frozenset({"title", "system_prompt"})
 MAX_REPLY_TOKENS = 1024
 MAX_IDEMPOTENCY_KEY = 128
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UserMessageStored:
-    message: Message
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplyText:
-    text: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplyUsage:
-    usage: Usage
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplyFinished:
-    message: Message
-    finish_reason: FinishReason
-    provider: str
-    model: str
-
-
-ReplyStep = UserMessageStored | ReplyText | ReplyUsage | ReplyFinished
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +56,15 @@ class Conversations:
         cache: Cache,
     ) -> None:
         self._cache = cache
+        self._replies = Replies(
+            uow=uow,
+            clock=clock,
+            events=events,
+            counter=counter,
+            provider=provider,
+            context=context,
+            cache=cache,
+        )
         self._uow = uow
         self._clock = clock
         self._events = events
@@ -243,7 +226,7 @@ class Conversations:
             token("prev", rows[0]) if has_previous else "",
         )
 
-    async def send_message(
+    def send_message(
         self,
         caller: Caller,
         workspace_id: str,
@@ -251,94 +234,8 @@ class Conversations:
         content: str,
         idempotency_key: str,
     ) -> AsyncIterator[ReplyStep]:
-        """Store the user's message, stream the reply, store it (SendMessage)."""
-        reject(
-            [
-                text_violation(content, "content", required=True, limit=MAX_CONTENT),
-                text_violation(
-                    idempotency_key, "idempotency_key", required=False, limit=MAX_IDEMPOTENCY_KEY
-                ),
-            ]
-        )
-        now = self._clock.now()
-        async with self._uow() as uow:
-            conversation = await load_conversation(
-                uow, caller, workspace_id, conversation_id, write=True
-            )
-            user_message = await uow.conversations.append_message(
-                Message(
-                    id=new_id(),
-                    conversation_id=conversation.id,
-                    workspace_id=workspace_id,
-                    position=0,
-                    role=MessageRole.USER,
-                    content=content,
-                    token_count=self._counter.count(content),
-                    create_time=now,
-                    author_id=caller.user_id,
-                    idempotency_key=idempotency_key or None,
-                )
-            )
-            await uow.commit()
-            await self._cache.delete_prefix(
-                conversation_context_prefix(workspace_id, conversation_id)
-            )
-            window = await self._context.build(
-                uow, conversation, caller.user, self._context.default_budget
-            )
-        reply_id = new_id()
-        await self._events.publish(
-            [
-                changes.MessageCreated(actor_id=caller.user_id, time=now, message=user_message),
-                changes.ReplyStarted(
-                    actor_id=caller.user_id,
-                    time=now,
-                    conversation=conversation,
-                    reply_id=reply_id,
-                    user_message=user_message,
-                ),
-            ]
-        )
-        yield UserMessageStored(user_message)
-
-        parts: list[str] = []
-        usage: Usage | None = None
-        finish = FinishReason.STOP
-        async for chunk in self._provider.stream(prompt_of(window), max_tokens=MAX_REPLY_TOKENS):
-            if chunk.text:
-                parts.append(chunk.text)
-                yield ReplyText(chunk.text)
-            if chunk.usage is not None:
-                usage = chunk.usage
-            if chunk.finish is not None:
-                finish = chunk.finish
-        text = "".join(parts)
-        if usage is None:
-            usage = Usage(window.total_token_count, self._counter.count(text))
-        yield ReplyUsage(usage)
-        reply = Message(
-            id=reply_id,
-            conversation_id=conversation.id,
-            workspace_id=workspace_id,
-            position=0,
-            role=MessageRole.ASSISTANT,
-            content=text,
-            token_count=usage.completion_tokens,  # the provider's count wins
-            create_time=self._clock.now(),
-            finish_reason=finish,
-            model=self._provider.model,
-        )
-        async with self._uow() as uow:
-            reply = await uow.conversations.append_message(reply)
-            await uow.commit()
-        await self._cache.delete_prefix(conversation_context_prefix(workspace_id, conversation_id))
-        await self._events.publish(
-            [
-                changes.MessageCreated(actor_id="", time=reply.create_time, message=reply),
-                changes.ReplyCompleted(actor_id="", time=reply.create_time, message=reply),
-            ]
-        )
-        yield ReplyFinished(reply, finish, self._provider.name, self._provider.model)
+        """SendMessage: see :mod:`cortex_core.services.replies`."""
+        return self._replies.send(caller, workspace_id, conversation_id, content, idempotency_key)
 
 
 def _validate(title: str, system_prompt: str, fields: Collection[str]) -> None:

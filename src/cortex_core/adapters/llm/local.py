@@ -10,7 +10,7 @@ message starts with :data:`SUMMARY_INSTRUCTION`) it writes an extractive one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from cortex_core.adapters.tokens import EstimatedTokenCounter
 from cortex_core.domain.conversations import FinishReason
@@ -38,7 +38,7 @@ class LocalDevelopmentProvider:
 
     async def stream(
         self, messages: Sequence[PromptMessage], *, max_tokens: int
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         words = self._reply(messages).split(" ")
         prompt_tokens = sum(self._counter.count(m.content) for m in messages)
         sent = 0

@@ -110,6 +110,7 @@ class SqlConversationRepository:
                         model=stored.model,
                         idempotency_key=stored.idempotency_key,
                         create_time=stored.create_time,
+                        reply_to=stored.reply_to,
                     )
                 )
         except exc.IntegrityError:
@@ -149,6 +150,39 @@ class SqlConversationRepository:
         query = query.order_by(m.c.position.desc() if newest_first else m.c.position)
         rows = (await self._conn.execute(query.limit(limit))).all()
         return [_message(row) for row in rows]
+
+    async def reply_to(self, conversation_id: str, user_message_id: str) -> Message | None:
+        query = (
+            sa.select(m, c.c.workspace_id)
+            .join(c, c.c.id == m.c.conversation_id)
+            .where(m.c.conversation_id == conversation_id, m.c.reply_to == user_message_id)
+        )
+        row = (await self._conn.execute(query)).first()
+        return _message(row) if row else None
+
+    async def claim_reply(
+        self, conversation_id: str, reply_id: str, now: datetime, lease_until: datetime
+    ) -> str | None:
+        # One conditional UPDATE: of two replicas racing, exactly one sees a row.
+        claimed = await self._conn.execute(
+            c.update()
+            .where(
+                c.c.id == conversation_id,
+                sa.or_(c.c.reply_id.is_(None), c.c.reply_lease_until < now),
+            )
+            .values(reply_id=reply_id, reply_lease_until=lease_until)
+        )
+        if claimed.rowcount:
+            return None
+        running = await self._conn.execute(sa.select(c.c.reply_id).where(c.c.id == conversation_id))
+        return str(running.scalar_one_or_none() or "")
+
+    async def release_reply(self, conversation_id: str, reply_id: str) -> None:
+        await self._conn.execute(
+            c.update()
+            .where(c.c.id == conversation_id, c.c.reply_id == reply_id)
+            .values(reply_id=None, reply_lease_until=None)
+        )
 
     async def latest_summary(self, conversation_id: str) -> Summary | None:
         query = (
@@ -235,6 +269,7 @@ def _message(row: Any) -> Message:
         model=row.model,
         metadata=json.loads(row.metadata or "{}"),
         idempotency_key=row.idempotency_key,
+        reply_to=row.reply_to,
     )
 
 

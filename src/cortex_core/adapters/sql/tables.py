@@ -144,6 +144,8 @@ conversations = sa.Table(
     sa.Column("create_time", UtcDateTime, nullable=False),
     sa.Column("update_time", UtcDateTime, nullable=False),
     sa.Column("last_message_time", UtcDateTime, nullable=True),
+    sa.Column("reply_id", sa.String(64), nullable=True),
+    sa.Column("reply_lease_until", UtcDateTime, nullable=True),
     sa.Index(None, "workspace_id", "update_time"),
 )
 
@@ -167,6 +169,7 @@ messages = sa.Table(
     sa.Column("model", sa.String(200), nullable=False, server_default=""),
     sa.Column("idempotency_key", sa.String(128), nullable=True),
     sa.Column("create_time", UtcDateTime, nullable=False),
+    sa.Column("reply_to", sa.String(64), nullable=True),
     sa.UniqueConstraint("conversation_id", "position"),
     sa.UniqueConstraint("conversation_id", "idempotency_key"),
 )
