@@ -285,7 +285,14 @@ class FakeAnthropicServer(_FakeServer):
         return f"event: {name}\ndata: {json.dumps(body)}\n\n"
 
     def error_body(self, status: int) -> dict[str, Any]:
-        kind = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error"}
+        kind = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+            529: "overloaded_error",
+        }
         return {
             "type": "error",
             "error": {"type": kind.get(status, "api_error"), "message": f"fake {status}"},

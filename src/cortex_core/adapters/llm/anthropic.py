@@ -119,13 +119,14 @@ class AnthropicProvider:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             error_type = str(body["error"].get("type") or "")
         if isinstance(exc, anthropic.APIStatusError):
-            # An ``event: error`` inside a 200 stream arrives with status 200.
+            # An ``event: error`` inside a 200 stream arrives with status 200 and
+            # is told apart by its error type.
             return errors.from_status(
                 exc.status_code,
                 provider=self._name,
                 before_first_token=before_first_token,
                 headers=exc.response.headers,
-                error_type=error_type or ("api_error" if exc.status_code < 300 else ""),
+                error_type=error_type,
             )
         return errors.from_status(
             200,

@@ -106,7 +106,12 @@ def load_llm_config(environ: Mapping[str, str]) -> LlmConfig:
     providers = []
     for name in order:
         if name in named:
-            providers.append(named[name])
+            config, unset = named[name]
+            if unset:
+                raise LlmConfigError(
+                    f"{unset} (named by providers.{name}.api_key_env in {where}) is not set"
+                )
+            providers.append(config)
         elif name == "openai":
             providers.append(_from_env("openai", env))
         elif name == "anthropic":
@@ -215,58 +220,51 @@ def _from_env(kind: Literal["openai", "anthropic"], env: _Env) -> ProviderConfig
 
 def _toml_providers(
     file: _Toml, environ: Mapping[str, str], where: str
-) -> dict[str, ProviderConfig]:
+) -> dict[str, tuple[ProviderConfig, str]]:
+    """Every provider of the file, with the unset key variable it names (if any): a
+    missing key only stops the start when the chain uses that provider."""
     tables: dict[str, Any] = file.get("providers", {}, _table)
-    named: dict[str, ProviderConfig] = {}
-    for name, raw in tables.items():
-        if not isinstance(raw, dict):
-            raise LlmConfigError(f"{where}: providers.{name} must be a table")
-        entry = _Toml(raw, f"{where}: providers.{name}")
-        unknown = set(raw) - {
-            "kind",
-            "model",
-            "base_url",
-            "api_key_env",
-            "timeout",
-            "max_tokens_param",
-        }
-        if "api_key" in unknown:
-            raise LlmConfigError(
-                f"{where}: providers.{name}.api_key is not read; keep the key in an "
-                "environment variable and name it with api_key_env"
-            )
-        if unknown:
-            raise LlmConfigError(f"{where}: providers.{name} has unknown keys {sorted(unknown)}")
-        if "kind" not in raw:
-            raise LlmConfigError(f"{where}: providers.{name}.kind is required")
-        kind: Kind = entry.get("kind", "local", _kind)
-        if kind == "local":
-            named[name] = ProviderConfig("local", "local")
-            continue
-        model = entry.get("model", "", _text)
-        base_url = entry.get("base_url", "", _url)
-        key_env = entry.get("api_key_env", "", _text)
-        api_key = environ.get(key_env, "") if key_env else ""
-        if not model:
-            raise LlmConfigError(f"{where}: providers.{name}.model is required")
-        if key_env and not api_key:
-            raise LlmConfigError(
-                f"{key_env} (named by providers.{name}.api_key_env in {where}) is not set"
-            )
-        if not api_key and not base_url:
-            raise LlmConfigError(
-                f"{where}: providers.{name} needs api_key_env unless base_url is set"
-            )
-        named[name] = ProviderConfig(
-            name=name,
-            kind=kind,
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            timeout=entry.get("timeout", 60.0, _seconds),
-            token_limit_field=entry.get("max_tokens_param", "max_tokens", _token_limit_field),
+    return {name: _toml_provider(name, raw, environ, where) for name, raw in tables.items()}
+
+
+def _toml_provider(
+    name: str, raw: object, environ: Mapping[str, str], where: str
+) -> tuple[ProviderConfig, str]:
+    here = f"{where}: providers.{name}"
+    if not isinstance(raw, dict):
+        raise LlmConfigError(f"{here} must be a table")
+    entry = _Toml(raw, here)
+    if "api_key" in raw:
+        raise LlmConfigError(
+            f"{here}.api_key is not read; keep the key in an environment variable "
+            "and name it with api_key_env"
         )
-    return named
+    unknown = set(raw) - {"kind", "model", "base_url", "api_key_env", "timeout", "max_tokens_param"}
+    if unknown:
+        raise LlmConfigError(f"{here} has unknown keys {sorted(unknown)}")
+    if "kind" not in raw:
+        raise LlmConfigError(f"{here}.kind is required")
+    kind: Kind = entry.get("kind", "local", _kind)
+    if kind == "local":
+        return ProviderConfig("local", "local"), ""
+    model = entry.get("model", "", _text)
+    base_url = entry.get("base_url", "", _url)
+    key_env = entry.get("api_key_env", "", _text)
+    api_key = environ.get(key_env, "") if key_env else ""
+    if not model:
+        raise LlmConfigError(f"{here}.model is required")
+    if not key_env and not base_url:
+        raise LlmConfigError(f"{here} needs api_key_env unless base_url is set")
+    config = ProviderConfig(
+        name=name,
+        kind=kind,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=entry.get("timeout", 60.0, _seconds),
+        token_limit_field=entry.get("max_tokens_param", "max_tokens", _token_limit_field),
+    )
+    return config, key_env if key_env and not api_key else ""
 
 
 def _read_toml(path: str) -> dict[str, Any]:

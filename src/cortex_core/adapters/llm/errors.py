@@ -16,7 +16,7 @@ reason                          retryable  cause
 PROVIDER_UNREACHABLE            yes        connection refused, reset or cut mid-stream
 PROVIDER_TIMEOUT                yes        connect or read timeout
 PROVIDER_RATE_LIMITED           yes        HTTP 429
-PROVIDER_UNAVAILABLE            yes        HTTP 5xx, 408, 409, Anthropic ``overloaded_error``
+PROVIDER_UNAVAILABLE            yes        HTTP 5xx (529: overloaded), 408, 409
 PROVIDER_STREAM_TRUNCATED       yes        the stream ended without a finish reason
 PROVIDER_AUTH_FAILED            no         HTTP 401 or 403: a bad or missing key
 PROVIDER_MODEL_NOT_FOUND        no         HTTP 404: a wrong model name or base URL
@@ -47,6 +47,16 @@ _RETRYABLE = frozenset(
         "PROVIDER_STREAM_TRUNCATED",
     }
 )
+# Error types of in-stream error events (Anthropic's names; OpenAI's map to 500).
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "overloaded_error": 529,
+}
 # A bad request says nothing about the provider's health: it does not trip the breaker.
 _NOT_THE_PROVIDERS_FAULT = frozenset({"PROVIDER_BAD_REQUEST"})
 
@@ -115,9 +125,12 @@ def from_status(
     error_type: str = "",
 ) -> ProviderError:
     """The error for an HTTP error status (``error_type``: the body's error type, if any)."""
-    if status == 429 or error_type == "rate_limit_error":
+    in_stream = status < 300
+    if in_stream:  # an error event inside a streamed reply: only its type tells
+        status = _STATUS_OF_ERROR_TYPE.get(error_type, 500)
+    if status == 429:
         reason, what = "PROVIDER_RATE_LIMITED", "rate limited the request"
-    elif status >= 500 or status in (408, 409) or error_type in ("overloaded_error", "api_error"):
+    elif status >= 500 or status in (408, 409):
         reason, what = "PROVIDER_UNAVAILABLE", "is unavailable"
     elif status in (401, 403):
         reason, what = "PROVIDER_AUTH_FAILED", "refused the credentials"
@@ -127,7 +140,7 @@ def from_status(
         reason, what = "PROVIDER_BAD_REQUEST", "rejected the request"
     else:
         reason, what = "PROVIDER_ERROR", "reported an error"
-    detail = f"HTTP {status}" if status >= 300 else (error_type or "stream error")
+    detail = f"{error_type or 'error'} event in the stream" if in_stream else f"HTTP {status}"
     return ProviderError(
         reason,
         f"The language-model provider {provider!r} {what} ({detail}).",
