@@ -333,7 +333,7 @@ async def test_when_every_provider_fails_nothing_is_streamed_and_the_chain_is_un
             seen.append(chunk)
 
     assert seen == []
-    assert caught.value.reason == "LLM_UNAVAILABLE"
+    assert caught.value.reason == "NO_PROVIDER_AVAILABLE"
     assert caught.value.before_first_token
     assert [e.reason for e in caught.value.errors] == ["PROVIDER_UNAVAILABLE"] * 4
     assert "openai" in caught.value.message
@@ -360,7 +360,7 @@ async def test_a_connection_cut_mid_reply_ends_the_reply_with_an_explicit_failur
             seen.append(chunk)
 
     assert [c.text for c in seen] == ["Hello", ","]
-    assert caught.value.reason == "LLM_REPLY_INTERRUPTED"
+    assert caught.value.reason == "PROVIDER_FAILED"
     assert not caught.value.before_first_token
     assert caught.value.provider == kind
     assert caught.value.errors[-1].reason == "PROVIDER_UNREACHABLE"
@@ -385,7 +385,7 @@ async def test_an_error_event_mid_reply_ends_the_reply_with_an_explicit_failure(
             seen.append(chunk)
 
     assert [c.text for c in seen] == ["Hello"]
-    assert caught.value.reason == "LLM_REPLY_INTERRUPTED"
+    assert caught.value.reason == "PROVIDER_FAILED"
     assert caught.value.errors[-1].reason == "PROVIDER_UNAVAILABLE"
 
 
@@ -404,7 +404,7 @@ async def test_a_stream_that_ends_without_a_finish_reason_is_not_a_silent_cut(
     with pytest.raises(ProviderFailure) as caught:
         await collect(chain(provider))
 
-    assert caught.value.reason == "LLM_REPLY_INTERRUPTED"
+    assert caught.value.reason == "PROVIDER_FAILED"
     assert caught.value.errors[-1].reason == "PROVIDER_STREAM_TRUNCATED"
 
 

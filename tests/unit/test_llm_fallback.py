@@ -179,19 +179,25 @@ async def test_a_bad_request_does_not_count_against_the_providers_circuit() -> N
     assert len(a.calls) == 5
 
 
-async def test_every_provider_skipped_by_its_circuit_is_an_unavailable_chain() -> None:
+async def test_every_provider_skipped_by_its_circuit_is_unavailable_until_a_probe() -> None:
+    now = [0.0]
     chain = FallbackProvider(
-        [Scripted("a", fails())], retries=0, breaker=BreakerPolicy(failure_threshold=1)
+        [Scripted("a", fails())],
+        retries=0,
+        breaker=BreakerPolicy(failure_threshold=1, reset_after=30),
+        monotonic=lambda: now[0],
     )
     with pytest.raises(ProviderFailure):
         await collect(chain)
+    now[0] = 12.0
 
     with pytest.raises(ProviderFailure) as caught:
         await collect(chain)
 
-    assert caught.value.reason == "LLM_UNAVAILABLE"
+    assert caught.value.reason == "NO_PROVIDER_AVAILABLE"
     assert caught.value.errors == ()
     assert "skipped while failing: a" in caught.value.message
+    assert caught.value.retry_after == 18.0
 
 
 async def test_a_failure_after_text_is_raised_after_that_text() -> None:
@@ -204,7 +210,7 @@ async def test_a_failure_after_text_is_raised_after_that_text() -> None:
             seen.append(chunk.text)
 
     assert seen == ["Par", "tial"]
-    assert caught.value.reason == "LLM_REPLY_INTERRUPTED"
+    assert caught.value.reason == "PROVIDER_FAILED"
     assert caught.value.metadata == {"provider": "a"}
 
 

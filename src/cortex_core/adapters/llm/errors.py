@@ -24,9 +24,9 @@ PROVIDER_BAD_REQUEST            no         HTTP 400, 413, 422: the request itsel
 PROVIDER_ERROR                  no         anything else the provider reported
 ==============================  =========  ==================================================
 
-Reasons of :class:`ProviderFailure`: ``LLM_UNAVAILABLE`` (every provider failed, or
+Reasons of :class:`ProviderFailure`: ``NO_PROVIDER_AVAILABLE`` (every provider failed, or
 was skipped by its circuit breaker, before the first token: nothing was streamed)
-and ``LLM_REPLY_INTERRUPTED`` (a provider failed after tokens were streamed; the
+and ``PROVIDER_FAILED`` (a provider failed after tokens were streamed; the
 reply is partial).
 """
 
@@ -100,7 +100,9 @@ class ProviderFailure(ProviderError):
     every provider was skipped by its open circuit breaker). When
     ``before_first_token`` is False, text was already streamed: the caller should
     keep it as a partial reply with finish reason ERROR and tell the client
-    ``reason`` (``LLM_REPLY_INTERRUPTED``).
+    ``reason`` (``PROVIDER_FAILED``). For ``NO_PROVIDER_AVAILABLE``,
+    ``retry_after`` is when a provider may be tried again (the soonest circuit to
+    half-open, or a provider's own ``Retry-After``), or None when unknown.
     """
 
     def __init__(
@@ -111,8 +113,15 @@ class ProviderFailure(ProviderError):
         provider: str,
         before_first_token: bool,
         errors: tuple[ProviderError, ...] = (),
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(reason, message, provider=provider, before_first_token=before_first_token)
+        super().__init__(
+            reason,
+            message,
+            provider=provider,
+            before_first_token=before_first_token,
+            retry_after=retry_after,
+        )
         self.errors = errors
 
 

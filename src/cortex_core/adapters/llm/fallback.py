@@ -9,10 +9,10 @@ Rules, for one reply:
   error (bad key, unknown model, bad request) moves on at once.
 * Then the next provider takes over. Nothing of a failed attempt reaches the caller.
 * A failure after text has been streamed cannot be hidden: ``stream`` raises
-  :class:`ProviderFailure` (``LLM_REPLY_INTERRUPTED``, ``before_first_token`` False)
+  :class:`ProviderFailure` (``PROVIDER_FAILED``, ``before_first_token`` False)
   after the text it already yielded. It never ends the stream silently.
 * When no provider produced a first token, ``stream`` raises :class:`ProviderFailure`
-  (``LLM_UNAVAILABLE``) before yielding anything.
+  (``NO_PROVIDER_AVAILABLE``) before yielding anything.
 * Each provider has a :class:`CircuitBreaker`: ``failure_threshold`` failed attempts
   in a row open it and the chain skips that provider; after ``reset_after`` seconds
   it is half-open and one request probes it (success closes it, failure re-opens).
@@ -94,6 +94,12 @@ class CircuitBreaker:
         if self._monotonic() - self._opened_at >= self._policy.reset_after:
             return BreakerState.HALF_OPEN
         return BreakerState.OPEN
+
+    def time_to_probe(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 when it would now)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._opened_at + self._policy.reset_after - self._monotonic())
 
     def try_acquire(self) -> bool:
         """May an attempt go to this provider now? In half-open, one probe at a time."""
@@ -227,7 +233,7 @@ class FallbackProvider:
                             "LLM provider %s failed mid-reply (%s)", provider.name, exc.reason
                         )
                         raise ProviderFailure(
-                            "LLM_REPLY_INTERRUPTED",
+                            "PROVIDER_FAILED",
                             f"The reply was interrupted: {exc.message}",
                             provider=provider.name,
                             before_first_token=False,
@@ -250,12 +256,15 @@ class FallbackProvider:
                 if delay is None:
                     break
                 await asyncio.sleep(delay)
+        hints = [self._breakers[name].time_to_probe() for name in skipped]
+        hints += [e.retry_after for e in failed if e.retry_after is not None]
         raise ProviderFailure(
-            "LLM_UNAVAILABLE",
+            "NO_PROVIDER_AVAILABLE",
             _unavailable_message(failed, skipped),
             provider=failed[-1].provider if failed else "",
             before_first_token=True,
             errors=tuple(failed),
+            retry_after=min(hints) if hints else None,
         )
 
     def _retry_delay(self, error: ProviderError, attempt: int) -> float | None:
