@@ -17,6 +17,7 @@ from typing import Any
 from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.adapters.llm.config import chain_from_config
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
@@ -60,6 +61,8 @@ from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
+
+PROVIDER_HEALTH_INTERVAL = 2.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -136,7 +139,11 @@ def bootstrap(
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
     sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
     counter = EstimatedTokenCounter()
-    provider = provider or LocalDevelopmentProvider(delay=settings.local_llm_delay)
+    chain = chain_from_config(
+        settings.llm, local=LocalDevelopmentProvider(delay=settings.local_llm_delay)
+    )
+    provider = provider or chain
+    health = HealthReporter(service_names())
 
     async def relevant_memories(workspace_id: str, query: str, limit: int) -> list[Candidate]:
         found = await memories.for_context(workspace_id, query, limit)
@@ -176,7 +183,7 @@ def bootstrap(
         settings=settings,
         clock=clock,
         database=database,
-        health=HealthReporter(service_names()),
+        health=health,
         streams=StreamRegistry(),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         authenticator=authenticator,
@@ -189,9 +196,21 @@ def bootstrap(
             "cortex.context.v1.ContextService": ContextService(context),
             "cortex.context.v1.MemoryService": MemoryService(memories),
         },
-        background=[relay.run, context.run_summary_jobs, sweeper.run],
+        background=[
+            relay.run,
+            context.run_summary_jobs,
+            sweeper.run,
+            lambda: health.watch_providers(chain.states, PROVIDER_HEALTH_INTERVAL),
+        ],
         starters=[hasher.warm_up],
-        closers=[close_hasher, hub.aclose, event_log.close, cache.close, working_memory.close],
+        closers=[
+            close_hasher,
+            chain.aclose,
+            hub.aclose,
+            event_log.close,
+            cache.close,
+            working_memory.close,
+        ],
     )
 
 

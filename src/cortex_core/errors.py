@@ -103,4 +103,7 @@ class Aborted(CortexError):
 
 
 class Unavailable(CortexError):
+    """A dependency is down; ``retry_after`` (seconds), when known, says when to retry."""
+
     default_reason = "UNAVAILABLE"
+    retry_after: float | None = None

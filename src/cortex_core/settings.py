@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
+
 T = TypeVar("T")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -52,6 +54,7 @@ class Settings:
     events_queue_size: int = 256
     context_budget: int = 8192
     local_llm_delay: float = 0.0
+    llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
     memory_sweep_interval: float = 60.0
 
     @property
@@ -120,6 +123,7 @@ class Settings:
             local_llm_delay=reader.get(
                 "CORTEX_LOCAL_LLM_DELAY", d.local_llm_delay, _non_negative_float
             ),
+            llm=_llm(environ),
             memory_sweep_interval=reader.get(
                 "CORTEX_MEMORY_SWEEP_INTERVAL", d.memory_sweep_interval, _positive_float
             ),
@@ -142,6 +146,13 @@ class _Reader:
             return parse(raw.strip())
         except ValueError as exc:
             raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _llm(environ: Mapping[str, str]) -> LlmConfig:
+    try:
+        return load_llm_config(environ)
+    except LlmConfigError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _address(raw: str) -> str:

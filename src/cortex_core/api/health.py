@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from grpc_health.v1 import health, health_pb2
 
@@ -38,6 +38,18 @@ class HealthReporter:
     async def drain(self) -> None:
         """NOT_SERVING for every service, and ignore any later change."""
         await self.servicer.enter_graceful_shutdown()
+
+    async def watch_providers(
+        self, states: Callable[[], Mapping[str, str]], interval: float
+    ) -> None:
+        """Publish each LLM provider's circuit as service ``cortex.llm.<name>``:
+        SERVING while closed or half-open, NOT_SERVING while open. Until cancelled."""
+        while True:
+            for name, state in states().items():
+                await self.servicer.set(
+                    f"cortex.llm.{name}", NOT_SERVING if state == "open" else SERVING
+                )
+            await asyncio.sleep(interval)
 
     async def watch_database(self, database: Database, interval: float) -> None:
         """Follow the database's liveness until cancelled."""

@@ -76,7 +76,10 @@ def to_rpc_status(error: errors.CortexError) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, errors.ResourceExhausted) and error.retry_after is not None:
+    if (
+        isinstance(error, errors.ResourceExhausted | errors.Unavailable)
+        and error.retry_after is not None
+    ):
         seconds = max(error.retry_after, 0.0)
         whole = math.floor(seconds)
         delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))

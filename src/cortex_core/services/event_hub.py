@@ -59,6 +59,7 @@ READER_TASK = "cortex-events-reader"
 WATCH_TASK = "cortex-events-watch"
 # The loop's clock ticks in milliseconds (uvloop): a timer may fire up to one early.
 _EARLY = 0.001
+_TOKENS = 4096  # resume tokens remembered per hub (subscribers at one position share one)
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -116,6 +117,8 @@ class EventHub:
         self._beat_order = itertools.count()
         self._beat_timer: asyncio.TimerHandle | None = None
         self._beat_at = math.inf
+        # Encoded resume tokens by positions (in a subscription's insertion order).
+        self._tokens: dict[tuple[tuple[str, int], ...], str] = {}
 
     @property
     def log(self) -> EventLog:
@@ -304,6 +307,7 @@ class Subscription:
         "_heartbeat",
         "_hub",
         "_last_yield",
+        "_next",
         "_pending",
         "_queue",
         "_queue_size",
@@ -332,6 +336,8 @@ class Subscription:
         self._queued: dict[str, int] = {}  # live stream -> last sequence queued or delivered
         # Both queues exist only while they hold something.
         self._pending: deque[EventRecord | ReplayUnavailable] | None = None
+        # Live records: the oldest in _next, the rest (if any) in _queue.
+        self._next: EventRecord | None = None
         self._queue: deque[EventRecord] | None = None
         self._waiter: asyncio.Future[None] | None = None  # set while __anext__ waits
         self._beat_entry: list[Any] | None = None  # this subscription's entry in hub._beats
@@ -345,7 +351,14 @@ class Subscription:
         """The position after the last yielded item, for every stream in the subscription."""
         token = self._token
         if token is None:
-            token = self._token = encode_positions(self._delivered)
+            key = tuple(self._delivered.items())
+            tokens = self._hub._tokens
+            token = tokens.get(key)
+            if token is None:
+                if len(tokens) >= _TOKENS:
+                    tokens.clear()
+                token = tokens[key] = encode_positions(self._delivered)
+            self._token = token
         return token
 
     @property
@@ -413,6 +426,8 @@ class Subscription:
         self._token = None
         if self._pending:
             self._pending = deque(item for item in self._pending if item.stream != stream) or None
+        if self._next is not None and self._next.stream == stream:
+            self._next = None
         if self._queue:
             self._queue = deque(record for record in self._queue if record.stream != stream) or None
 
@@ -441,11 +456,14 @@ class Subscription:
                 if not pending:
                     self._pending = None
                 return self._deliver(item, loop)
-            queue = self._queue
-            if queue:
-                record = queue.popleft()
-                if not queue:
+            record = self._next
+            if record is not None:
+                self._next = None
+            elif self._queue:
+                record = self._queue.popleft()
+                if not self._queue:
                     self._queue = None
+            if record is not None:
                 last = self._delivered.get(record.stream)
                 if last is None or record.stream in self._replaying or record.sequence <= last:
                     continue  # removed, covered by the replay, or already delivered
@@ -538,16 +556,20 @@ class Subscription:
         last = self._queued.get(stream)
         if last is None or self._closed or stream in self._replaying:
             return
-        queue = self._queue
         for record in records:
             if record.sequence <= last:
                 continue
-            if queue is None:
-                queue = self._queue = deque()
-            elif len(queue) >= self._queue_size:
+            queue = self._queue
+            queued = (self._next is not None) + (len(queue) if queue is not None else 0)
+            if queued >= self._queue_size:
                 self.close(SubscriberTooSlow(self.resume_token))
                 return
-            queue.append(record)
+            if not queued:
+                self._next = record  # the common case: no deque for a single record
+            elif queue is None:
+                self._queue = deque((record,))
+            else:
+                queue.append(record)
             last = self._queued[stream] = record.sequence
         self._wake()
 
@@ -559,7 +581,7 @@ class Subscription:
         for feed in self._feeds.values():
             self._hub._detach(feed, self)
         self._feeds.clear()
-        self._queue = None
+        self._next = self._queue = None
         entry, self._beat_entry = self._beat_entry, None
         if entry is not None:
             entry[2] = None  # the hub's heap lets go of this subscription
