@@ -18,7 +18,7 @@ from cortex_core.domain.events import (
     encode_positions,
 )
 from cortex_core.errors import InvalidArgument, Unauthenticated, Unavailable
-from cortex_core.services.event_hub import EventHub, Subscription
+from cortex_core.services.event_hub import EventHub, SubscriberTooSlow, Subscription
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 WS = "ws:w1"
@@ -237,3 +237,29 @@ async def test_a_drained_subscription_holds_no_queue_and_tracks_its_token(hub: E
         sub.remove_stream("user:u1")
         assert ResumeToken.decode(sub.resume_token).positions == {WS: 1}
     assert hub._beats == []
+
+
+async def test_a_full_queue_counts_every_undelivered_record(hub: EventHub) -> None:
+    async with hub.subscribe({WS: None}, queue_size=3, heartbeat=5) as sub:
+        for i in range(3):
+            await hub.publish(WS, f"e{i}", b"", NOW)
+        await asyncio.sleep(0.05)  # three queued: full, not over
+        assert [(await next_record(sub)).event_id for _ in range(2)] == ["e0", "e1"]
+        for i in range(3, 6):
+            await hub.publish(WS, f"e{i}", b"", NOW)
+        await asyncio.sleep(0.05)  # e2 … e5: one too many
+        with pytest.raises(SubscriberTooSlow) as error:
+            await next_record(sub)
+        assert ResumeToken.decode(error.value.resume_token).positions == {WS: 2}
+
+
+async def test_subscribers_at_the_same_position_share_one_encoded_token(hub: EventHub) -> None:
+    async with (
+        hub.subscribe({WS: None, "user:u1": None}, queue_size=8, heartbeat=5) as first,
+        hub.subscribe({"user:u1": None, WS: None}, queue_size=8, heartbeat=5) as second,
+    ):
+        await hub.publish(WS, "a", b"", NOW)
+        await next_record(first)
+        await next_record(second)
+        assert first.resume_token == second.resume_token
+        assert ResumeToken.decode(first.resume_token).positions == {WS: 1, "user:u1": 0}
