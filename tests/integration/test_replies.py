@@ -58,6 +58,7 @@ async def _setup(address: str) -> tuple[Client, grpc.aio.Channel, Any, str]:
     workspace = (await client.first_workspace(account)).name
     channel = authenticated_channel(address, account.access_token)
     stub = cgrpc.ConversationServiceStub(channel)
+    stub.channel = channel  # type: ignore[attr-defined]  # for tests that open more stubs
     conversation = (
         await stub.CreateConversation(
             cpb.CreateConversationRequest(
@@ -177,3 +178,29 @@ async def test_a_provider_failure_mid_reply_ends_with_an_explicit_error_frame(
     assert completion.message.content == "Hello there"
     assert completion.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert "PROVIDER_FAILED" in str(completion.error.details)
+
+
+async def test_a_second_client_watching_the_conversation_sees_the_reply_arrive(
+    slow: tuple[Any, str, Watched],
+) -> None:
+    from cortex.events.v1 import event_service_pb2, event_service_pb2_grpc
+
+    stub, conversation, _ = slow
+    events = event_service_pb2_grpc.EventServiceStub(stub.channel)
+    watch = events.SubscribeEvents(
+        event_service_pb2.SubscribeEventsRequest(conversation=conversation)
+    )
+    frames = [f async for f in _send(stub, conversation, "watch me reply")]
+    seen: list[Any] = []
+    async with asyncio.timeout(10):
+        while not seen or seen[-1].WhichOneof("payload") != "reply_completed":
+            frame = await watch.read()
+            if frame.WhichOneof("frame") == "event":
+                seen.append(frame.event)
+    watch.cancel()
+    kinds = [e.WhichOneof("payload") for e in seen]
+    assert kinds[0] == "message_created"
+    assert kinds[1] == "reply_started"
+    text = "".join(e.reply_delta.text for e in seen if e.WhichOneof("payload") == "reply_delta")
+    assert text == frames[-1].completion.message.content
+    assert seen[-1].reply_completed.message.name == frames[-1].completion.message.name

@@ -82,6 +82,14 @@ def _payload(change: c.Change) -> tuple[str, Any, Any]:
                 user_message=change.user_message.name,
             ),
         )
+    if isinstance(change, c.ReplyDelta):
+        return (
+            "reply_delta",
+            pb.EVENT_TYPE_REPLY_DELTA,
+            pb.ReplyDelta(
+                message=f"{change.conversation.name}/messages/{change.reply_id}", text=change.text
+            ),
+        )
     if isinstance(change, c.ReplyCompleted):
         return (
             "reply_completed",

@@ -117,6 +117,19 @@ class ReplyStarted(Change):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyDelta(Change):
+    """More text of a reply in progress (pieces coalesced)."""
+
+    conversation: Conversation
+    reply_id: str
+    text: str
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyCompleted(Change):
     message: Message
 

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_REPLY_TOKENS = 1024
 MAX_IDEMPOTENCY_KEY = 128
 DEFAULT_LEASE = timedelta(minutes=10)
+DELTA_EVENT_INTERVAL = 0.1  # seconds: reply text reaches subscribers coalesced this often
 WAIT_POLL = 0.2
 
 
@@ -262,15 +263,22 @@ class Replies:
             step: ReplyStep = UserMessageStored(user_message)
             await broadcast.add(step)
             yield step
+            unpublished: list[str] = []
+            last_publish = asyncio.get_running_loop().time()
             try:
                 stream = self._provider.stream(prompt_of(window), max_tokens=MAX_REPLY_TOKENS)
                 async with contextlib.aclosing(stream) as chunks:
                     async for chunk in chunks:
                         if chunk.text:
                             parts.append(chunk.text)
+                            unpublished.append(chunk.text)
                             step = ReplyText(chunk.text)
                             await broadcast.add(step)
                             yield step
+                            now = asyncio.get_running_loop().time()
+                            if now - last_publish >= DELTA_EVENT_INTERVAL:
+                                await self._publish_delta(conversation, reply_id, unpublished)
+                                last_publish = now
                         if chunk.usage is not None:
                             usage = chunk.usage
                         if chunk.finish is not None:
@@ -288,6 +296,7 @@ class Replies:
                     error = errors.Unavailable(
                         "no model provider is available", reason="NO_PROVIDER_AVAILABLE"
                     )
+            await self._publish_delta(conversation, reply_id, unpublished)
             usage = usage or Usage(window.total_token_count, self._counter.count("".join(parts)))
             step = ReplyUsage(usage)
             await broadcast.add(step)
@@ -313,6 +322,26 @@ class Replies:
                 async with self._uow() as uow:
                     await uow.conversations.release_reply(conversation.id, reply_id)
                     await uow.commit()
+
+    async def _publish_delta(
+        self, conversation: Conversation, reply_id: str, pieces: list[str]
+    ) -> None:
+        """Announce the text not announced yet as one ``reply_delta`` event."""
+        if not pieces:
+            return
+        text = "".join(pieces)
+        pieces.clear()
+        await self._events.publish(
+            [
+                changes.ReplyDelta(
+                    actor_id="",
+                    time=self._clock.now(),
+                    conversation=conversation,
+                    reply_id=reply_id,
+                    text=text,
+                )
+            ]
+        )
 
     async def _store(
         self,
