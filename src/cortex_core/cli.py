@@ -3,6 +3,7 @@
 Commands:
   serve     run the gRPC server until SIGTERM/SIGINT (migrations are applied first)
   migrate   apply pending database migrations and exit
+  chat      talk to a running server from the terminal (see cortex_core.chat)
 """
 
 from __future__ import annotations
@@ -78,11 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from cortex_core import chat
+
+    chat.add_arguments(
+        commands.add_parser(
+            "chat",
+            help="talk to a running server: log in, then send lines and stream the replies",
+            description=chat.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "chat":  # a client: the server's configuration does not apply
+        from cortex_core.chat import run as run_chat
+
+        return run_chat(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

@@ -1,0 +1,293 @@
+"""``cortex-core chat``: a small terminal client for people.
+
+It logs in (``AuthService/Login``, after ``Register`` with ``--register``), opens a
+conversation (``--conversation NAME`` or a new one in the user's first workspace),
+then sends each line typed to ``ConversationService/SendMessage`` and prints the
+reply as it streams, followed by a dim line with the finish reason, provider/model
+and usage. ``/quit`` or end of input exits 0; Ctrl-C during a reply cancels the
+call (the server stores the partial reply) and returns to the prompt; Ctrl-C at the
+prompt exits 130. Errors print the gRPC status and the ``ErrorInfo`` reason.
+
+The password is asked with ``getpass``; for scripted use it is read from
+``CORTEX_CHAT_PASSWORD`` instead. The server address is ``--address``, else
+``CORTEX_GRPC_ADDRESS``, else ``127.0.0.1:50051``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+import time
+import uuid
+from typing import Any, TextIO
+
+import grpc
+import grpc.aio
+from cortex.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from cortex.context.v1 import (
+    conversation_pb2,
+    conversation_service_pb2,
+    conversation_service_pb2_grpc,
+    message_pb2,
+)
+from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+ADDRESS_ENV = "CORTEX_GRPC_ADDRESS"
+PASSWORD_ENV = "CORTEX_CHAT_PASSWORD"
+CALL_TIMEOUT = 30.0
+REPLY_TIMEOUT = 600.0
+REFRESH_MARGIN = 60.0  # seconds before the access token expires
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+class ChatError(Exception):
+    """A failure already worded for the user."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--address",
+        default=None,
+        help=f"server HOST:PORT (default ${ADDRESS_ENV}, else {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument("--email", default=None, help="account email (asked when omitted)")
+    parser.add_argument(
+        "--register", action="store_true", help="create the account first (asks a display name)"
+    )
+    parser.add_argument("--display-name", default=None, help="display name for --register")
+    parser.add_argument(
+        "--conversation",
+        metavar="NAME",
+        default=None,
+        help="workspaces/W/conversations/C to continue (default: a new one in the first workspace)",
+    )
+
+
+def status_reason(status: Any) -> str:
+    """The ``ErrorInfo`` reason in a ``google.rpc.Status``, or ``""``."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def describe(error: grpc.RpcError) -> str:
+    """``CODE (REASON): details`` for a failed call."""
+    if not isinstance(error, grpc.aio.AioRpcError):
+        return str(error)
+    reason = ""
+    trailers: Any = error.trailing_metadata() or ()  # aio.Metadata: (key, value) pairs
+    for key, value in trailers:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            reason = status_reason(status_pb2.Status.FromString(value))
+    name, details = error.code().name, error.details()
+    return f"{name} ({reason}): {details}" if reason else f"{name}: {details}"
+
+
+class Chat:
+    """One signed-in user talking to one conversation."""
+
+    def __init__(self, address: str, out: TextIO) -> None:
+        self._address = address
+        self._out = out
+        self._dim = out.isatty() and not os.environ.get("NO_COLOR")
+        self._channel: grpc.aio.Channel | None = None
+        self._access = ""
+        self._refresh = ""
+        self._expires = 0.0
+        self.conversation = ""
+
+    @property
+    def _chan(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._address)
+        return self._channel
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._access}"),)
+
+    def _keep(self, response: Any) -> None:
+        self._access = response.access_token
+        self._refresh = response.refresh_token
+        self._expires = float(response.access_token_expire_time.seconds)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    async def sign_in(self, email: str, password: str, display_name: str | None) -> None:
+        auth = auth_service_pb2_grpc.AuthServiceStub(self._chan)
+        if display_name is not None:
+            await auth.Register(
+                auth_service_pb2.RegisterRequest(
+                    email=email, password=password, display_name=display_name
+                ),
+                timeout=CALL_TIMEOUT,
+            )
+        self._keep(
+            await auth.Login(
+                auth_service_pb2.LoginRequest(email=email, password=password),
+                timeout=CALL_TIMEOUT,
+            )
+        )
+
+    async def _fresh(self) -> None:
+        if time.time() < self._expires - REFRESH_MARGIN:
+            return
+        auth = auth_service_pb2_grpc.AuthServiceStub(self._chan)
+        self._keep(
+            await auth.RefreshToken(
+                auth_service_pb2.RefreshTokenRequest(refresh_token=self._refresh),
+                timeout=CALL_TIMEOUT,
+            )
+        )
+
+    async def open(self, name: str | None) -> str:
+        stub = conversation_service_pb2_grpc.ConversationServiceStub(self._chan)
+        if name:
+            found = await stub.GetConversation(
+                conversation_service_pb2.GetConversationRequest(name=name),
+                metadata=self._metadata(),
+                timeout=CALL_TIMEOUT,
+            )
+            self.conversation = str(found.name)
+            return self.conversation
+        workspaces = workspace_service_pb2_grpc.WorkspaceServiceStub(self._chan)
+        listed = await workspaces.ListWorkspaces(
+            workspace_service_pb2.ListWorkspacesRequest(page_size=1),
+            metadata=self._metadata(),
+            timeout=CALL_TIMEOUT,
+        )
+        if not listed.workspaces:
+            raise ChatError("this account has no workspace")
+        created = await stub.CreateConversation(
+            conversation_service_pb2.CreateConversationRequest(
+                parent=listed.workspaces[0].name,
+                conversation=conversation_pb2.Conversation(title="cortex-core chat"),
+            ),
+            metadata=self._metadata(),
+            timeout=CALL_TIMEOUT,
+        )
+        self.conversation = str(created.conversation.name)
+        return self.conversation
+
+    def _print(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+    def _note(self, text: str) -> None:
+        self._print(f"\x1b[2m{text}\x1b[0m\n" if self._dim else f"{text}\n")
+
+    async def send(self, content: str) -> None:
+        """Stream one reply; cancelling this coroutine cancels the call."""
+        await self._fresh()
+        stub = conversation_service_pb2_grpc.ConversationServiceStub(self._chan)
+        call = stub.SendMessage(
+            conversation_service_pb2.SendMessageRequest(
+                conversation=self.conversation,
+                content=content,
+                idempotency_key=uuid.uuid4().hex,
+            ),
+            metadata=self._metadata(),
+            timeout=REPLY_TIMEOUT,
+        )
+        usage = "usage not reported"
+        at_line_start = True
+        try:
+            async for frame in call:
+                kind = frame.WhichOneof("frame")
+                if kind == "delta" and frame.delta.text:
+                    self._print(frame.delta.text)
+                    at_line_start = frame.delta.text.endswith("\n")
+                elif kind == "usage":
+                    usage = (
+                        f"{frame.usage.prompt_tokens} prompt + "
+                        f"{frame.usage.completion_tokens} completion tokens"
+                    )
+                elif kind == "completion":
+                    if not at_line_start:
+                        self._print("\n")
+                        at_line_start = True
+                    done = frame.completion
+                    finish = message_pb2.FinishReason.Name(done.finish_reason)
+                    parts = [
+                        finish.removeprefix("FINISH_REASON_").lower(),
+                        f"{done.provider}/{done.model}",
+                        usage,
+                    ]
+                    if done.HasField("error"):
+                        code = _CODE_NAMES.get(done.error.code, str(done.error.code))
+                        reason = status_reason(done.error)
+                        parts.append(f"{code} ({reason}): {done.error.message}")
+                    self._note("[" + " · ".join(parts) + "]")
+        except asyncio.CancelledError:
+            call.cancel()
+            if not at_line_start:
+                self._print("\n")
+            self._note("[cancelled · the partial reply is stored]")
+            raise
+
+
+def _ask(prompt: str) -> str:
+    try:
+        if sys.stdin.isatty():
+            return input(prompt).strip()
+        print(prompt, end="", file=sys.stderr, flush=True)  # keep stdout for the replies
+        return input().strip()
+    except EOFError:
+        raise ChatError(f"no input for {prompt.strip(': ')}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``chat`` command; returns the exit code."""
+    out, err = sys.stdout, sys.stderr
+    address = args.address or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+    chat = Chat(address, out)
+    with asyncio.Runner() as runner:
+        try:
+            email = args.email or _ask("email: ")
+            password = os.environ.get(PASSWORD_ENV) or getpass.getpass("password: ")
+            display_name = None
+            if args.register:
+                display_name = args.display_name or _ask("display name: ")
+            runner.run(chat.sign_in(email, password, display_name))
+            name = runner.run(chat.open(args.conversation))
+            print(f"conversation {name} (/quit or end of input to leave)", file=err)
+            while True:
+                try:
+                    line = input("you> " if interactive else "")
+                except EOFError:
+                    return 0
+                content = line.strip()
+                if content == "/quit":
+                    return 0
+                if not content:
+                    continue
+                try:
+                    runner.run(chat.send(content))
+                except KeyboardInterrupt:
+                    continue
+                except grpc.RpcError as error:
+                    print(f"error: {describe(error)}", file=err)
+        except KeyboardInterrupt:
+            print(file=err)
+            return 130
+        except grpc.RpcError as error:
+            print(f"error: {describe(error)}", file=err)
+            return 1
+        except ChatError as error:
+            print(f"error: {error}", file=err)
+            return 1
+        finally:
+            runner.run(chat.close())
