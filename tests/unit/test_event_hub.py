@@ -8,8 +8,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cortex.events.v1 import event_pb2
 
 from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.api.event_service import _Decoded
 from cortex_core.domain.events import (
     EventRecord,
     Heartbeat,
@@ -263,3 +265,19 @@ async def test_subscribers_at_the_same_position_share_one_encoded_token(hub: Eve
         await next_record(second)
         assert first.resume_token == second.resume_token
         assert ResumeToken.decode(first.resume_token).positions == {WS: 1, "user:u1": 0}
+
+
+def test_subscribers_share_a_decoded_record_and_a_frame_per_token() -> None:
+    event = event_pb2.Event(
+        id="e1", workspace="workspaces/w1", type=event_pb2.EVENT_TYPE_WORKSPACE_UPDATED
+    )
+    event.workspace_updated.workspace.display_name = "renamed"
+    record = EventRecord(WS, 7, "e1", NOW, event.SerializeToString())
+    decoded = _Decoded(record)
+    first = decoded.frame_for("v1.a")
+    assert decoded.frame_for("v1.a") is first
+    other = decoded.frame_for("v1.b")
+    assert (first.event.sequence, first.event.resume_token) == (7, "v1.a")
+    assert (other.event.sequence, other.event.resume_token) == (7, "v1.b")
+    assert other.event.workspace_updated.workspace.display_name == "renamed"
+    assert decoded.event.resume_token == ""  # the shared event is never changed
