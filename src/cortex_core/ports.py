@@ -270,6 +270,12 @@ class ConversationRepository(Protocol):
         """The stored assistant message answering ``user_message_id``, if any."""
         ...
 
+    async def record_usage(
+        self, workspace_id: str, conversation_id: str, prompt: int, completion: int
+    ) -> None:
+        """Add a reply's tokens to the conversation's and the workspace's totals."""
+        ...
+
     async def claim_reply(
         self, conversation_id: str, reply_id: str, now: datetime, lease_until: datetime
     ) -> str | None:

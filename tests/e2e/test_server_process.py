@@ -89,7 +89,10 @@ def test_cortex_rpcs_need_a_token_and_unbuilt_ones_say_unimplemented(server_addr
             for method in pool.FindServiceByName(name).methods:
                 path = f"/{name}/{method.name}"
                 public = path in PUBLIC_METHODS
-                for metadata in ([], [("authorization", f"Bearer {token}")]):
+                with_token = [("authorization", f"Bearer {token}")]
+                # Logout would end the session the rest of this walk relies on.
+                runs = [[]] if method.name == "Logout" else [[], with_token]
+                for metadata in runs:
                     call = (
                         channel.unary_stream(path)
                         if method.server_streaming

@@ -204,3 +204,55 @@ async def test_a_second_client_watching_the_conversation_sees_the_reply_arrive(
     text = "".join(e.reply_delta.text for e in seen if e.WhichOneof("payload") == "reply_delta")
     assert text == frames[-1].completion.message.content
     assert seen[-1].reply_completed.message.name == frames[-1].completion.message.name
+
+
+async def _workspace_of(stub: Any, conversation: str) -> Any:
+    from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
+
+    workspaces = workspace_service_pb2_grpc.WorkspaceServiceStub(stub.channel)
+    name = conversation.split("/conversations/")[0]
+    return (
+        await workspaces.GetWorkspace(workspace_service_pb2.GetWorkspaceRequest(name=name))
+    ).workspace, workspaces
+
+
+async def test_usage_is_added_up_per_conversation_and_workspace(
+    slow: tuple[Any, str, Watched],
+) -> None:
+    stub, conversation, _ = slow
+    usages = []
+    for text in ("first question", "second question"):
+        frames = [f async for f in _send(stub, conversation, text)]
+        usages.append(frames[-2].usage)
+    fetched = (
+        await stub.GetConversation(cpb.GetConversationRequest(name=conversation))
+    ).conversation
+    assert fetched.prompt_token_count == sum(u.prompt_tokens for u in usages) > 0
+    assert fetched.completion_token_count == sum(u.completion_tokens for u in usages) > 0
+    workspace, _ = await _workspace_of(stub, conversation)
+    assert workspace.prompt_token_count == fetched.prompt_token_count
+    assert workspace.completion_token_count == fetched.completion_token_count
+
+
+async def test_a_workspace_token_budget_stops_a_reply_and_then_refuses_new_ones(
+    slow: tuple[Any, str, Watched],
+) -> None:
+    from cortex.sessions.v1 import workspace_pb2, workspace_service_pb2
+    from google.protobuf import field_mask_pb2
+
+    stub, conversation, _ = slow
+    workspace, workspaces = await _workspace_of(stub, conversation)
+    await workspaces.UpdateWorkspace(
+        workspace_service_pb2.UpdateWorkspaceRequest(
+            workspace=workspace_pb2.Workspace(name=workspace.name, token_budget=40),
+            update_mask=field_mask_pb2.FieldMask(paths=["token_budget"]),
+        )
+    )
+    frames = [f async for f in _send(stub, conversation, "please answer at length")]
+    completion = frames[-1].completion
+    assert completion.finish_reason == message_pb2.FINISH_REASON_BUDGET
+    assert completion.message.finish_reason == message_pb2.FINISH_REASON_BUDGET
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _send(stub, conversation, "more").read()
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details(caught.value)["ErrorInfo"].reason == "TOKEN_BUDGET_EXHAUSTED"

@@ -84,6 +84,9 @@ def workspace(value: Workspace, role: Role | None = None) -> workspace_pb2.Works
         create_time=timestamp(value.create_time),
         update_time=timestamp(value.update_time),
         caller_role=_ROLE_TO_PROTO[role] if role else workspace_pb2.WORKSPACE_ROLE_UNSPECIFIED,
+        token_budget=value.token_budget,
+        prompt_token_count=value.prompt_tokens,
+        completion_token_count=value.completion_tokens,
     )
 
 

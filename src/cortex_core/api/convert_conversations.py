@@ -52,6 +52,8 @@ def conversation(value: Conversation) -> conversation_pb2.Conversation:
         create_time=timestamp(value.create_time),
         update_time=timestamp(value.update_time),
         last_message_time=timestamp(value.last_message_time),
+        prompt_token_count=value.prompt_tokens,
+        completion_token_count=value.completion_tokens,
     )
 
 

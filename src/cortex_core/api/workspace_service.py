@@ -67,6 +67,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
                 display_name=request.workspace.display_name,
                 description=request.workspace.description,
                 fields=paths,
+                token_budget=request.workspace.token_budget,
             )
         except errors.InvalidArgument as exc:
             if any(v.field == "update_mask" for v in exc.violations):

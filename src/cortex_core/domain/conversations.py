@@ -40,6 +40,8 @@ class Conversation:
     create_time: datetime
     update_time: datetime
     last_message_time: datetime | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     @property
     def name(self) -> str:

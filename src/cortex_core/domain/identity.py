@@ -85,10 +85,20 @@ class Workspace:
     create_time: datetime
     update_time: datetime
     description: str = ""
+    token_budget: int = 0  # prompt + completion tokens its replies may use; 0: no limit
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     @property
     def name(self) -> str:
         return f"workspaces/{self.id}"
+
+    @property
+    def tokens_left(self) -> int | None:
+        """Tokens the budget still allows (None: no budget)."""
+        if not self.token_budget:
+            return None
+        return max(self.token_budget - self.prompt_tokens - self.completion_tokens, 0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -169,6 +169,11 @@ class Replies:
                 else None
             )
             if earlier is None:
+                workspace = await uow.workspaces.get(workspace_id)
+                if workspace is not None and workspace.tokens_left == 0:
+                    raise errors.ResourceExhausted(
+                        "the workspace's token budget is spent", reason="TOKEN_BUDGET_EXHAUSTED"
+                    )
                 running = await uow.conversations.claim_reply(
                     conversation_id, reply_id, now, now + self._lease
                 )
@@ -198,7 +203,8 @@ class Replies:
             async for step in self._replay(earlier, content):
                 yield step
             return
-        async for step in self._generate(caller, conversation, user_message, reply_id):
+        budget = workspace.tokens_left if workspace is not None else None
+        async for step in self._generate(caller, conversation, user_message, reply_id, budget):
             yield step
 
     async def _replay(self, earlier: Message, content: str) -> AsyncIterator[ReplyStep]:
@@ -231,8 +237,16 @@ class Replies:
             await asyncio.sleep(WAIT_POLL)
 
     async def _generate(
-        self, caller: Caller, conversation: Conversation, user_message: Message, reply_id: str
+        self,
+        caller: Caller,
+        conversation: Conversation,
+        user_message: Message,
+        reply_id: str,
+        budget: int | None,
     ) -> AsyncIterator[ReplyStep]:
+        """Stream and store one reply. ``budget``: tokens the workspace has left
+        (None: no limit); the reply stops with BUDGET when prompt plus streamed
+        pieces reach it (a streamed piece counts as one token)."""
         broadcast = self._live[reply_id] = _Broadcast()
         parts: list[str] = []
         usage: Usage | None = None
@@ -275,6 +289,11 @@ class Replies:
                             step = ReplyText(chunk.text)
                             await broadcast.add(step)
                             yield step
+                            if budget is not None and (
+                                window.total_token_count + len(parts) >= budget
+                            ):
+                                finish = FinishReason.BUDGET
+                                break
                             now = asyncio.get_running_loop().time()
                             if now - last_publish >= DELTA_EVENT_INTERVAL:
                                 await self._publish_delta(conversation, reply_id, unpublished)
@@ -367,6 +386,12 @@ class Replies:
         )
         async with self._uow() as uow:
             reply = await uow.conversations.append_message(reply)
+            await uow.conversations.record_usage(
+                conversation.workspace_id,
+                conversation.id,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            )
             await uow.commit()
         await self._cache.delete_prefix(
             conversation_context_prefix(conversation.workspace_id, conversation.id)

@@ -37,7 +37,7 @@ from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.ports import Clock, UnitOfWork, UnitOfWorkFactory
 from cortex_core.services.dispatcher import EventBus
 
-UPDATABLE_FIELDS = frozenset({"display_name", "description"})
+UPDATABLE_FIELDS = frozenset({"display_name", "description", "token_budget"})
 
 
 def workspace_not_found() -> errors.NotFound:
@@ -124,6 +124,7 @@ class Workspaces:
         display_name: str,
         description: str,
         fields: Collection[str],
+        token_budget: int = 0,
     ) -> WorkspaceView:
         unknown = sorted(set(fields) - UPDATABLE_FIELDS)
         if unknown:
@@ -136,6 +137,11 @@ class Workspaces:
             )
         fields = set(fields) or set(UPDATABLE_FIELDS)
         _validate(display_name, description, fields=fields)
+        if "token_budget" in fields and token_budget < 0:
+            raise errors.InvalidArgument(
+                "token_budget must not be negative",
+                [errors.FieldViolation("token_budget", "must be 0 (no limit) or more")],
+            )
         async with self._uow() as uow:
             workspace, membership = await require_role(uow, caller, workspace_id, owner=True)
             changes: dict[str, object] = {"update_time": self._clock.now()}
@@ -143,6 +149,8 @@ class Workspaces:
                 changes["display_name"] = display_name.strip()
             if "description" in fields:
                 changes["description"] = description
+            if "token_budget" in fields:
+                changes["token_budget"] = token_budget
             workspace = dataclasses.replace(workspace, **changes)  # type: ignore[arg-type]
             await uow.workspaces.update(workspace)
             await uow.commit()

@@ -151,6 +151,28 @@ class SqlConversationRepository:
         rows = (await self._conn.execute(query.limit(limit))).all()
         return [_message(row) for row in rows]
 
+    async def record_usage(
+        self, workspace_id: str, conversation_id: str, prompt: int, completion: int
+    ) -> None:
+        # Increments in the database, so concurrent replies never lose counts.
+        await self._conn.execute(
+            c.update()
+            .where(c.c.id == conversation_id)
+            .values(
+                prompt_tokens=c.c.prompt_tokens + prompt,
+                completion_tokens=c.c.completion_tokens + completion,
+            )
+        )
+        w = tables.workspaces
+        await self._conn.execute(
+            w.update()
+            .where(w.c.id == workspace_id)
+            .values(
+                prompt_tokens=w.c.prompt_tokens + prompt,
+                completion_tokens=w.c.completion_tokens + completion,
+            )
+        )
+
     async def reply_to(self, conversation_id: str, user_message_id: str) -> Message | None:
         query = (
             sa.select(m, c.c.workspace_id)
@@ -251,6 +273,8 @@ def _conversation(row: Any) -> Conversation:
         create_time=row.create_time,
         update_time=row.update_time,
         last_message_time=row.last_message_time,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
     )
 
 

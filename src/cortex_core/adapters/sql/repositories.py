@@ -109,6 +109,7 @@ class SqlWorkspaceRepository:
                 id=workspace.id,
                 display_name=workspace.display_name,
                 description=workspace.description,
+                token_budget=workspace.token_budget,
                 create_time=workspace.create_time,
                 update_time=workspace.update_time,
             )
@@ -126,6 +127,7 @@ class SqlWorkspaceRepository:
             .values(
                 display_name=workspace.display_name,
                 description=workspace.description,
+                token_budget=workspace.token_budget,
                 update_time=workspace.update_time,
             )
         )
@@ -339,6 +341,9 @@ def _workspace(row: Any) -> Workspace:
         description=row.description,
         create_time=row.create_time,
         update_time=row.update_time,
+        token_budget=row.token_budget,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
     )
 
 

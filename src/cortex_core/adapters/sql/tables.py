@@ -72,6 +72,9 @@ workspaces = sa.Table(
     sa.Column("create_time", UtcDateTime, nullable=False),
     sa.Column("update_time", UtcDateTime, nullable=False),
     sa.Column("description", sa.String(2000), nullable=False, server_default=""),
+    sa.Column("token_budget", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 workspace_members = sa.Table(
@@ -146,6 +149,8 @@ conversations = sa.Table(
     sa.Column("last_message_time", UtcDateTime, nullable=True),
     sa.Column("reply_id", sa.String(64), nullable=True),
     sa.Column("reply_lease_until", UtcDateTime, nullable=True),
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Index(None, "workspace_id", "update_time"),
 )
 

@@ -363,8 +363,8 @@ type UpdateWorkspaceRequest struct {
 
 	// The workspace with new values. `workspace.name` selects the workspace.
 	Workspace *Workspace `protobuf:"bytes,1,opt,name=workspace,proto3" json:"workspace,omitempty"`
-	// Fields to change: `display_name` and/or `description`. Empty or `*`
-	// means every updatable field.
+	// Fields to change: `display_name`, `description` and/or `token_budget`. Empty
+	// or `*` means every updatable field.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 }
 

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Conversation(_message.Message):
-    __slots__ = ("name", "title", "system_prompt", "creator", "message_count", "create_time", "update_time", "last_message_time")
+    __slots__ = ("name", "title", "system_prompt", "creator", "message_count", "create_time", "update_time", "last_message_time", "prompt_token_count", "completion_token_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,8 @@ class Conversation(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_MESSAGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     title: str
     system_prompt: str
@@ -28,4 +30,6 @@ class Conversation(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     last_message_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., system_prompt: _Optional[str] = ..., creator: _Optional[str] = ..., message_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    prompt_token_count: int
+    completion_token_count: int
+    def __init__(self, name: _Optional[str] = ..., title: _Optional[str] = ..., system_prompt: _Optional[str] = ..., creator: _Optional[str] = ..., message_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prompt_token_count: _Optional[int] = ..., completion_token_count: _Optional[int] = ...) -> None: ...

@@ -27,7 +27,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cortex/sessions/v1/workspace.proto\x12\x12\x63ortex.sessions.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x02\n\tWorkspace\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12<\n\x0b\x63\x61ller_role\x18\x06 \x01(\x0e\x32!.cortex.sessions.v1.WorkspaceRoleB\x04\xe2\x41\x01\x03:H\xea\x41\x45\n\x14\x63ortex.dev/Workspace\x12\x16workspaces/{workspace}*\nworkspaces2\tworkspace\"\xd9\x02\n\x0fWorkspaceMember\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12&\n\x04user\x18\x02 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12\x13\n\x05\x65mail\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x04role\x18\x05 \x01(\x0e\x32!.cortex.sessions.v1.WorkspaceRoleB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:k\xea\x41h\n\x1a\x63ortex.dev/WorkspaceMember\x12\'workspaces/{workspace}/members/{member}*\x10workspaceMembers2\x0fworkspaceMember*\x7f\n\rWorkspaceRole\x12\x1e\n\x1aWORKSPACE_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14WORKSPACE_ROLE_OWNER\x10\x01\x12\x19\n\x15WORKSPACE_ROLE_EDITOR\x10\x02\x12\x19\n\x15WORKSPACE_ROLE_VIEWER\x10\x03\x42NZLgithub.com/cortexcore/cortex-core/generated/go/cortex/sessions/v1;sessionsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cortex/sessions/v1/workspace.proto\x12\x12\x63ortex.sessions.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x03\n\tWorkspace\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12<\n\x0b\x63\x61ller_role\x18\x06 \x01(\x0e\x32!.cortex.sessions.v1.WorkspaceRoleB\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctoken_budget\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12 \n\x12prompt_token_count\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16\x63ompletion_token_count\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03:H\xea\x41\x45\n\x14\x63ortex.dev/Workspace\x12\x16workspaces/{workspace}*\nworkspaces2\tworkspace\"\xd9\x02\n\x0fWorkspaceMember\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12&\n\x04user\x18\x02 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12\x13\n\x05\x65mail\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x04role\x18\x05 \x01(\x0e\x32!.cortex.sessions.v1.WorkspaceRoleB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:k\xea\x41h\n\x1a\x63ortex.dev/WorkspaceMember\x12\'workspaces/{workspace}/members/{member}*\x10workspaceMembers2\x0fworkspaceMember*\x7f\n\rWorkspaceRole\x12\x1e\n\x1aWORKSPACE_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14WORKSPACE_ROLE_OWNER\x10\x01\x12\x19\n\x15WORKSPACE_ROLE_EDITOR\x10\x02\x12\x19\n\x15WORKSPACE_ROLE_VIEWER\x10\x03\x42NZLgithub.com/cortexcore/cortex-core/generated/go/cortex/sessions/v1;sessionsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKSPACE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_WORKSPACE'].fields_by_name['caller_role']._loaded_options = None
   _globals['_WORKSPACE'].fields_by_name['caller_role']._serialized_options = b'\342A\001\003'
+  _globals['_WORKSPACE'].fields_by_name['token_budget']._loaded_options = None
+  _globals['_WORKSPACE'].fields_by_name['token_budget']._serialized_options = b'\342A\001\001'
+  _globals['_WORKSPACE'].fields_by_name['prompt_token_count']._loaded_options = None
+  _globals['_WORKSPACE'].fields_by_name['prompt_token_count']._serialized_options = b'\342A\001\003'
+  _globals['_WORKSPACE'].fields_by_name['completion_token_count']._loaded_options = None
+  _globals['_WORKSPACE'].fields_by_name['completion_token_count']._serialized_options = b'\342A\001\003'
   _globals['_WORKSPACE']._loaded_options = None
   _globals['_WORKSPACE']._serialized_options = b'\352AE\n\024cortex.dev/Workspace\022\026workspaces/{workspace}*\nworkspaces2\tworkspace'
   _globals['_WORKSPACEMEMBER'].fields_by_name['name']._loaded_options = None
@@ -63,10 +69,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKSPACEMEMBER'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_WORKSPACEMEMBER']._loaded_options = None
   _globals['_WORKSPACEMEMBER']._serialized_options = b'\352Ah\n\032cortex.dev/WorkspaceMember\022\'workspaces/{workspace}/members/{member}*\020workspaceMembers2\017workspaceMember'
-  _globals['_WORKSPACEROLE']._serialized_start=834
-  _globals['_WORKSPACEROLE']._serialized_end=961
+  _globals['_WORKSPACEROLE']._serialized_start=934
+  _globals['_WORKSPACEROLE']._serialized_end=1061
   _globals['_WORKSPACE']._serialized_start=152
-  _globals['_WORKSPACE']._serialized_end=484
-  _globals['_WORKSPACEMEMBER']._serialized_start=487
-  _globals['_WORKSPACEMEMBER']._serialized_end=832
+  _globals['_WORKSPACE']._serialized_end=584
+  _globals['_WORKSPACEMEMBER']._serialized_start=587
+  _globals['_WORKSPACEMEMBER']._serialized_end=932
 # @@protoc_insertion_point(module_scope)

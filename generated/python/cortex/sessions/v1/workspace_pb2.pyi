@@ -23,20 +23,26 @@ WORKSPACE_ROLE_EDITOR: WorkspaceRole
 WORKSPACE_ROLE_VIEWER: WorkspaceRole
 
 class Workspace(_message.Message):
-    __slots__ = ("name", "display_name", "description", "create_time", "update_time", "caller_role")
+    __slots__ = ("name", "display_name", "description", "create_time", "update_time", "caller_role", "token_budget", "prompt_token_count", "completion_token_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CALLER_ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     description: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     caller_role: WorkspaceRole
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caller_role: _Optional[_Union[WorkspaceRole, str]] = ...) -> None: ...
+    token_budget: int
+    prompt_token_count: int
+    completion_token_count: int
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caller_role: _Optional[_Union[WorkspaceRole, str]] = ..., token_budget: _Optional[int] = ..., prompt_token_count: _Optional[int] = ..., completion_token_count: _Optional[int] = ...) -> None: ...
 
 class WorkspaceMember(_message.Message):
     __slots__ = ("name", "user", "email", "display_name", "role", "create_time")

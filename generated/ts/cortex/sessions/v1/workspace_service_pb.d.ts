@@ -181,8 +181,8 @@ export declare type UpdateWorkspaceRequest = Message<"cortex.sessions.v1.UpdateW
   workspace?: Workspace | undefined;
 
   /**
-   * Fields to change: `display_name` and/or `description`. Empty or `*`
-   * means every updatable field.
+   * Fields to change: `display_name`, `description` and/or `token_budget`. Empty
+   * or `*` means every updatable field.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
