@@ -89,3 +89,52 @@ async def test_replies_come_from_the_first_provider_and_fall_back_when_it_fails(
                 health_pb2.HealthCheckRequest(service="cortex.llm.anthropic")
             )
             assert anthropic_status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_cancelling_a_reply_closes_the_upstream_request_at_once(
+    tmp_path: Path, upstreams: tuple[FakeOpenAIServer, FakeAnthropicServer]
+) -> None:
+    openai, _ = upstreams
+    openai.default = Script(tokens=["word "] * 200, interval=0.05)
+    llm = load_llm_config(
+        {
+            "CORTEX_LLM_PROVIDERS": "openai",
+            "CORTEX_OPENAI_BASE_URL": openai.base_url,
+            "CORTEX_OPENAI_MODEL": "gpt-fake",
+        }
+    )
+    async with running_app(tmp_path, llm=llm) as running:
+        client = Client(running.address)
+        account = await client.register()
+        workspace = (await client.first_workspace(account)).name
+        async with authenticated_channel(running.address, account.access_token) as channel:
+            stub = cgrpc.ConversationServiceStub(channel)
+            conversation = (
+                await stub.CreateConversation(
+                    cpb.CreateConversationRequest(
+                        parent=workspace, conversation=conversation_pb2.Conversation(title="t")
+                    )
+                )
+            ).conversation.name
+            call = stub.SendMessage(
+                cpb.SendMessageRequest(conversation=conversation, content="go on"), timeout=30
+            )
+            assert (await call.read()).WhichOneof("frame") == "user_message"
+            assert (await call.read()).WhichOneof("frame") == "delta"
+            cancelled_at = asyncio.get_running_loop().time()
+            call.cancel()
+            upstream = openai.requests[-1]
+            await asyncio.wait_for(upstream.disconnected.wait(), 2)
+            assert not upstream.completed
+            closed_after = asyncio.get_running_loop().time() - cancelled_at
+            assert closed_after < 2
+            async with asyncio.timeout(5):
+                while True:
+                    stored = (
+                        await stub.ListMessages(cpb.ListMessagesRequest(parent=conversation))
+                    ).messages
+                    if len(stored) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+            assert stored[1].finish_reason == 3  # FINISH_REASON_CANCELLED
+        await client.close()
