@@ -68,6 +68,7 @@ bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out
 	$(PY) -m bench.auth
 	$(PY) -m bench.events
 	$(PY) -m bench.context
+	$(PY) -m bench.replies
 
 # The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.
 ENVOY_CONFIG ?= envoy/envoy.yaml
