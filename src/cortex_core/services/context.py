@@ -102,16 +102,18 @@ class ContextManager:
             )
         async with self._uow() as uow:
             conversation = await load_conversation(uow, caller, workspace_id, conversation_id)
-            return await self.build(uow, conversation, caller.user, budget or self.default_budget)
+        return await self.build(conversation, caller.user, budget or self.default_budget)
 
-    async def build(
-        self, uow: UnitOfWork, conversation: Conversation, user: User, budget: int
-    ) -> ContextWindow:
-        recent = await uow.conversations.list_messages(
-            conversation.id, limit=HISTORY_LIMIT, newest_first=True
-        )
+    async def build(self, conversation: Conversation, user: User, budget: int) -> ContextWindow:
+        """Assemble the window. Each read uses its own short transaction, so a
+        build never holds one connection while waiting for another (memories are
+        read through their own service)."""
+        async with self._uow() as uow:
+            recent = await uow.conversations.list_messages(
+                conversation.id, limit=HISTORY_LIMIT, newest_first=True
+            )
+            summary = await uow.conversations.latest_summary(conversation.id)
         messages = list(reversed(recent))
-        summary = await uow.conversations.latest_summary(conversation.id)
         query = next((m.content for m in reversed(messages) if m.role is MessageRole.USER), "")
         memories = await self.memories(conversation.workspace_id, query, 10) if query else ()
         profile_text = f"The user is {user.display_name} <{user.email}>."
@@ -134,7 +136,8 @@ class ContextManager:
         behind = len(messages) > 1 and last_summarized < messages[-2].position
         if window.overflowed and behind:
             # History is cut and messages older than the newest are not summarized yet.
-            await self.request_summary(uow, conversation, budget)
+            async with self._uow() as uow:
+                await self.request_summary(uow, conversation, budget)
         return window
 
     def _candidate(self, kind: ItemKind, source: str, text: str) -> Candidate:

@@ -256,10 +256,9 @@ class Replies:
             await self._cache.delete_prefix(
                 conversation_context_prefix(conversation.workspace_id, conversation.id)
             )
-            async with self._uow() as uow:
-                window = await self._context.build(
-                    uow, conversation, caller.user, self._context.default_budget
-                )
+            window = await self._context.build(
+                conversation, caller.user, self._context.default_budget
+            )
             await self._events.publish(
                 [
                     changes.MessageCreated(
