@@ -52,11 +52,12 @@ from cortex_core.ports import (
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
-from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.dispatcher import CommandBus, EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories, MemorySweeper
+from cortex_core.services.replies import Replies, SendMessage
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
@@ -136,6 +137,7 @@ def bootstrap(
     )
 
     cache, working_memory = _cache(settings), _working_memory(settings)
+    commands = CommandBus()
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
     sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
     counter = EstimatedTokenCounter()
@@ -166,7 +168,8 @@ def bootstrap(
         cache=cache,
         memories=relevant_memories,
     )
-    conversations = Conversations(
+    conversations = Conversations(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
+    replies = Replies(
         uow=database.unit_of_work,
         clock=clock,
         events=bus,
@@ -175,6 +178,7 @@ def bootstrap(
         context=context,
         cache=cache,
     )
+    commands.register(SendMessage, replies.handle)
 
     async def close_hasher() -> None:
         hasher.close()
@@ -192,7 +196,7 @@ def bootstrap(
             "cortex.sessions.v1.SessionService": SessionService(identity),
             "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
             "cortex.events.v1.EventService": events,
-            "cortex.context.v1.ConversationService": ConversationService(conversations),
+            "cortex.context.v1.ConversationService": ConversationService(conversations, commands),
             "cortex.context.v1.ContextService": ContextService(context),
             "cortex.context.v1.MemoryService": MemoryService(memories),
         },

@@ -15,6 +15,7 @@ from cortex_core.api.context import current_caller
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services import conversations as uc
 from cortex_core.services import replies
+from cortex_core.services.dispatcher import CommandBus
 
 
 def conversation_id(name: str, field: str) -> tuple[str, str]:
@@ -23,8 +24,9 @@ def conversation_id(name: str, field: str) -> tuple[str, str]:
 
 
 class ConversationService(pb_grpc.ConversationServiceServicer):
-    def __init__(self, conversations: uc.Conversations) -> None:
+    def __init__(self, conversations: uc.Conversations, commands: CommandBus) -> None:
         self._conversations = conversations
+        self._commands = commands
 
     async def CreateConversation(
         self, request: pb.CreateConversationRequest, context: Any
@@ -104,12 +106,11 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: Any
     ) -> AsyncIterator[pb.SendMessageResponse]:
-        steps = self._conversations.send_message(
-            current_caller(),
-            *conversation_id(request.conversation, "conversation"),
-            request.content,
-            request.idempotency_key,
+        workspace_id, conv_id = conversation_id(request.conversation, "conversation")
+        command = replies.SendMessage(
+            current_caller(), workspace_id, conv_id, request.content, request.idempotency_key
         )
+        steps: AsyncIterator[replies.ReplyStep] = self._commands.handle(command)
         async for step in steps:
             if isinstance(step, replies.ReplyText):
                 yield pb.SendMessageResponse(delta=pb.ReplyDelta(text=step.text))

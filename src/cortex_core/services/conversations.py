@@ -1,7 +1,6 @@
-"""Conversations, their messages, and the streamed reply (ConversationService).
+"""Conversations and their messages (ConversationService; the streamed reply is
+the SendMessage command, handled by :mod:`cortex_core.services.replies`).
 
-``send_message`` stores the user's message, builds the context window, streams
-the provider's reply and stores it; it yields what the API turns into frames.
 Viewers read; editors and owners write. Every change is published as an event
 after its commit.
 """
@@ -9,7 +8,7 @@ after its commit.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 
 from cortex_core import errors
 from cortex_core.domain import changes
@@ -22,13 +21,9 @@ from cortex_core.domain.conversations import (
 )
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
 from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
-from cortex_core.ports import Cache, Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
-from cortex_core.services.context import ContextManager, load_conversation
+from cortex_core.ports import Cache, Clock, UnitOfWorkFactory
+from cortex_core.services.context import load_conversation
 from cortex_core.services.dispatcher import EventBus
-from cortex_core.services.replies import (
-    Replies,
-    ReplyStep,
-)
 from cortex_core.services.workspaces import require_role
 
 UPDATABLE_FIELDS = frozenset({"title", "system_prompt"})
@@ -50,27 +45,12 @@ class Conversations:
         uow: UnitOfWorkFactory,
         clock: Clock,
         events: EventBus,
-        counter: TokenCounter,
-        provider: LlmProvider,
-        context: ContextManager,
         cache: Cache,
     ) -> None:
         self._cache = cache
-        self._replies = Replies(
-            uow=uow,
-            clock=clock,
-            events=events,
-            counter=counter,
-            provider=provider,
-            context=context,
-            cache=cache,
-        )
         self._uow = uow
         self._clock = clock
         self._events = events
-        self._counter = counter
-        self._provider = provider
-        self._context = context
 
     async def create(
         self, caller: Caller, workspace_id: str, title: str, system_prompt: str
@@ -225,17 +205,6 @@ class Conversations:
             token("next", rows[-1]) if has_next else "",
             token("prev", rows[0]) if has_previous else "",
         )
-
-    def send_message(
-        self,
-        caller: Caller,
-        workspace_id: str,
-        conversation_id: str,
-        content: str,
-        idempotency_key: str,
-    ) -> AsyncIterator[ReplyStep]:
-        """SendMessage: see :mod:`cortex_core.services.replies`."""
-        return self._replies.send(caller, workspace_id, conversation_id, content, idempotency_key)
 
 
 def _validate(title: str, system_prompt: str, fields: Collection[str]) -> None:

@@ -84,6 +84,17 @@ class ReplyFinished:
 ReplyStep = UserMessageStored | ReplyText | ReplyUsage | ReplyFinished
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SendMessage:
+    """The command behind ``ConversationService.SendMessage``."""
+
+    caller: Caller
+    workspace_id: str
+    conversation_id: str
+    content: str
+    idempotency_key: str = ""
+
+
 class _Broadcast:
     """Every step of one live reply, for retries that join it."""
 
@@ -140,6 +151,16 @@ class Replies:
         self._cache = cache
         self._lease = lease
         self._live: dict[str, _Broadcast] = {}
+
+    def handle(self, command: SendMessage) -> AsyncIterator[ReplyStep]:
+        """The :class:`SendMessage` command's handler."""
+        return self.send(
+            command.caller,
+            command.workspace_id,
+            command.conversation_id,
+            command.content,
+            command.idempotency_key,
+        )
 
     async def send(
         self,
