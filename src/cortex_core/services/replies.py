@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -96,37 +95,42 @@ class SendMessage:
 
 
 class _Broadcast:
-    """Every step of one live reply, for retries that join it."""
+    """Every step of one live reply, for retries that join it.
+
+    Adding a step is a list append plus waking whoever follows (usually nobody),
+    so the streaming path pays next to nothing for it.
+    """
 
     def __init__(self) -> None:
         self.steps: list[ReplyStep] = []
         self.done = False
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
 
-    async def add(self, step: ReplyStep) -> None:
-        async with self._changed:
-            self.steps.append(step)
-            self._changed.notify_all()
+    def add(self, step: ReplyStep) -> None:
+        self.steps.append(step)
+        self._wake()
 
-    async def finish(self) -> None:
-        async with self._changed:
-            self.done = True
-            self._changed.notify_all()
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
 
-    def _ready(self, sent: int) -> bool:
-        return self.done or len(self.steps) > sent
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def follow(self) -> AsyncIterator[ReplyStep]:
         sent = 0
         while True:
-            async with self._changed:
-                await self._changed.wait_for(functools.partial(self._ready, sent))
-                pending, done = self.steps[sent:], self.done
-            for step in pending:
-                yield step
-            sent += len(pending)
-            if done and sent == len(self.steps):
+            while sent < len(self.steps):
+                yield self.steps[sent]
+                sent += 1
+            if self.done:
                 return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
 
 class Replies:
@@ -295,7 +299,7 @@ class Replies:
                 ]
             )
             step: ReplyStep = UserMessageStored(user_message)
-            await broadcast.add(step)
+            broadcast.add(step)
             yield step
             unpublished: list[str] = []
             last_publish = asyncio.get_running_loop().time()
@@ -307,7 +311,7 @@ class Replies:
                             parts.append(chunk.text)
                             unpublished.append(chunk.text)
                             step = ReplyText(chunk.text)
-                            await broadcast.add(step)
+                            broadcast.add(step)
                             yield step
                             if budget is not None and (
                                 window.total_token_count + len(parts) >= budget
@@ -338,11 +342,11 @@ class Replies:
             await self._publish_delta(conversation, reply_id, unpublished)
             usage = usage or Usage(window.total_token_count, self._counter.count("".join(parts)))
             step = ReplyUsage(usage)
-            await broadcast.add(step)
+            broadcast.add(step)
             yield step
             reply = await self._store(conversation, user_message, reply_id, parts, finish, usage)
             step = ReplyFinished(reply, finish, self._provider.name, self._provider.model, error)
-            await broadcast.add(step)
+            broadcast.add(step)
             yield step
         except (asyncio.CancelledError, GeneratorExit):
             # The caller went away: the provider stream is already closed (aclosing);
@@ -355,7 +359,7 @@ class Replies:
             )
             raise
         finally:
-            await broadcast.finish()
+            broadcast.finish()
             self._live.pop(reply_id, None)
             with contextlib.suppress(errors.CortexError):
                 async with self._uow() as uow:
