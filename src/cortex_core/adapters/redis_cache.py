@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
@@ -32,6 +32,7 @@ from cortex_core.adapters.cache import InMemoryCache, Monotonic
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
+T = TypeVar("T")
 _GLOB_SPECIALS = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -44,6 +45,43 @@ def fail_fast_client(url: str) -> redis.Redis:
 
 def glob_escape(text: str) -> str:
     return text.translate(_GLOB_SPECIALS)
+
+
+async def unlink_matching(client: redis.Redis, prefix: str) -> int:
+    """Delete every key starting with ``prefix``, in batches; return how many."""
+    removed = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=glob_escape(prefix) + "*", count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        removed += await client.unlink(*batch)
+    return removed
+
+
+class MissedWrites(Generic[T]):
+    """Invalidations made while Redis was down, to replay when it is back.
+
+    Bounded: past ``MAX_PENDING`` only the fact that some were missed is kept
+    (``overflowed``), and the owner drops its whole namespace instead.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self.overflowed = False
+
+    def add(self, item: T) -> None:
+        if len(self.items) >= MAX_PENDING:
+            self.overflowed = True
+            self.items.clear()
+        if not self.overflowed:
+            self.items.append(item)
+
+    def reset(self) -> None:
+        self.items.clear()
+        self.overflowed = False
 
 
 class Circuit:
@@ -92,6 +130,31 @@ class Circuit:
         log.warning("redis is reachable again for the %s; using it again", self._what)
         return True
 
+    async def attempt(
+        self,
+        operation: Callable[[], Awaitable[Any]],
+        *,
+        replay: Callable[[], Awaitable[None]],
+        on_loss: Callable[[], object],
+    ) -> tuple[bool, Any]:
+        """(True, result) from Redis, or (False, None) when the fallback must answer.
+
+        After an outage, ``replay`` runs (on Redis) before the first operation;
+        ``on_loss`` runs once when Redis is lost (to empty a stale fallback).
+        """
+        if not self.should_try():
+            return False, None
+        try:
+            if self.down:
+                await replay()
+            result = await operation()
+        except (RedisError, OSError) as error:
+            if self.failed(error):
+                on_loss()
+            return False, None
+        self.succeeded()
+        return True, result
+
 
 class RedisCache:
     """See the module docstring. ``fallback`` is the in-process cache used while down."""
@@ -108,8 +171,7 @@ class RedisCache:
         self._ns = namespace
         self._local = fallback or InMemoryCache()
         self._circuit = circuit or Circuit("cache")
-        self._pending: list[tuple[bool, str]] = []  # (is_prefix, key or prefix)
-        self._overflowed = False
+        self._missed: MissedWrites[tuple[bool, str]] = MissedWrites()  # (is_prefix, key)
 
     @classmethod
     def from_url(cls, url: str) -> RedisCache:
@@ -138,60 +200,30 @@ class RedisCache:
         await self._local.delete(key)
         ok, _ = await self._try(lambda: self._client.unlink(self._ns + key))
         if not ok:
-            self._remember(False, key)
+            self._missed.add((False, key))
 
     async def delete_prefix(self, prefix: str) -> None:
         await self._local.delete_prefix(prefix)
-        ok, _ = await self._try(lambda: self._unlink_matching(self._ns + prefix))
+        ok, _ = await self._try(lambda: unlink_matching(self._client, self._ns + prefix))
         if not ok:
-            self._remember(True, prefix)
+            self._missed.add((True, prefix))
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def _try(self, operation: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
-        """(True, result) from Redis, or (False, None) when the fallback must answer."""
-        if not self._circuit.should_try():
-            return False, None
-        try:
-            if self._circuit.down:
-                await self._replay()
-            result = await operation()
-        except (RedisError, OSError) as error:
-            if self._circuit.failed(error):
-                self._local.clear()
-            return False, None
-        self._circuit.succeeded()
-        return True, result
-
-    def _remember(self, is_prefix: bool, key: str) -> None:
-        if len(self._pending) >= MAX_PENDING:
-            self._overflowed = True
-            self._pending.clear()
-        if not self._overflowed:
-            self._pending.append((is_prefix, key))
+        return await self._circuit.attempt(
+            operation, replay=self._replay, on_loss=self._local.clear
+        )
 
     async def _replay(self) -> None:
         """Apply the invalidations missed while Redis was down (it raises if still down)."""
-        if self._overflowed:
-            await self._unlink_matching(self._ns)
+        if self._missed.overflowed:
+            await unlink_matching(self._client, self._ns)
         else:
-            for is_prefix, key in self._pending:
+            for is_prefix, key in self._missed.items:
                 if is_prefix:
-                    await self._unlink_matching(self._ns + key)
+                    await unlink_matching(self._client, self._ns + key)
                 else:
                     await self._client.unlink(self._ns + key)
-        self._pending.clear()
-        self._overflowed = False
-
-    async def _unlink_matching(self, prefix: str) -> int:
-        removed = 0
-        batch: list[bytes] = []
-        async for key in self._client.scan_iter(match=glob_escape(prefix) + "*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                removed += await self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            removed += await self._client.unlink(*batch)
-        return removed
+        self._missed.reset()

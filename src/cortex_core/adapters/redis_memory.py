@@ -16,10 +16,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from cortex_core.adapters.cache import InMemoryWorkingMemory
-from cortex_core.adapters.redis_cache import MAX_PENDING, Circuit, fail_fast_client
+from cortex_core.adapters.redis_cache import (
+    Circuit,
+    MissedWrites,
+    fail_fast_client,
+    unlink_matching,
+)
 
 _NAMESPACE = "cortex:wm:"
 
@@ -35,8 +39,7 @@ class RedisWorkingMemory:
         self._client = client
         self._local = fallback or InMemoryWorkingMemory()
         self._circuit = circuit or Circuit("working memory")
-        self._pending: list[str] = []
-        self._overflowed = False
+        self._missed: MissedWrites[str] = MissedWrites()  # conversations cleared while down
 
     @classmethod
     def from_url(cls, url: str) -> RedisWorkingMemory:
@@ -75,36 +78,20 @@ class RedisWorkingMemory:
         await self._local.clear(conversation_id)
         ok, _ = await self._try(lambda: self._client.unlink(_NAMESPACE + conversation_id))
         if not ok:
-            if len(self._pending) >= MAX_PENDING:
-                self._overflowed = True
-                self._pending.clear()
-            if not self._overflowed:
-                self._pending.append(conversation_id)
+            self._missed.add(conversation_id)
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def _try(self, operation: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
-        if not self._circuit.should_try():
-            return False, None
-        try:
-            if self._circuit.down:
-                await self._replay()
-            result = await operation()
-        except (RedisError, OSError) as error:
-            if self._circuit.failed(error):
-                self._local.clear_all()
-            return False, None
-        self._circuit.succeeded()
-        return True, result
+        return await self._circuit.attempt(
+            operation, replay=self._replay, on_loss=self._local.clear_all
+        )
 
     async def _replay(self) -> None:
-        if self._overflowed:
-            batch = [key async for key in self._client.scan_iter(match=_NAMESPACE + "*")]
-            for start in range(0, len(batch), 500):
-                await self._client.unlink(*batch[start : start + 500])
+        if self._missed.overflowed:
+            await unlink_matching(self._client, _NAMESPACE)
         else:
-            for conversation_id in self._pending:
+            for conversation_id in self._missed.items:
                 await self._client.unlink(_NAMESPACE + conversation_id)
-        self._pending.clear()
-        self._overflowed = False
+        self._missed.reset()
