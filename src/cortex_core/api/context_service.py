@@ -32,11 +32,11 @@ class ContextService(pb_grpc.ContextServiceServicer):
         budget = request.token_budget or self._manager.default_budget
         key = context_window_key(workspace_id, conv_id, f"{budget}:{caller.user_id}")
         # Authorization on every call: a cached window is only served to a member.
-        await self._manager.check_access(caller, workspace_id, conv_id)
+        conversation = await self._manager.readable(caller, workspace_id, conv_id)
         cached = await self._manager.cache.get(key)
         if cached is not None:
             return pb.GetContextWindowResponse.FromString(cached)
-        window = await self._manager.window(caller, workspace_id, conv_id, request.token_budget)
+        window = await self._manager.window(conversation, caller.user, request.token_budget)
         response = pb.GetContextWindowResponse(
             items=cc.context_items(window),
             total_token_count=window.total_token_count,

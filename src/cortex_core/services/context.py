@@ -23,7 +23,7 @@ from cortex_core.domain.context_window import (
     ItemKind,
     assemble,
 )
-from cortex_core.domain.conversations import Conversation, Message, MessageRole, Summary
+from cortex_core.domain.conversations import Conversation, MessageRole, Summary
 from cortex_core.domain.identity import Caller, User, new_id
 from cortex_core.domain.llm import PromptMessage
 from cortex_core.ports import (
@@ -86,23 +86,22 @@ class ContextManager:
         self.memories = memories
         self._wake = asyncio.Event()
 
-    async def check_access(self, caller: Caller, workspace_id: str, conversation_id: str) -> None:
-        """Raise NotFound unless the caller may read the conversation."""
+    async def readable(
+        self, caller: Caller, workspace_id: str, conversation_id: str
+    ) -> Conversation:
+        """The conversation, if the caller may read it (NotFound otherwise)."""
         async with self._uow() as uow:
-            await load_conversation(uow, caller, workspace_id, conversation_id)
+            return await load_conversation(uow, caller, workspace_id, conversation_id)
 
-    async def window(
-        self, caller: Caller, workspace_id: str, conversation_id: str, budget: int
-    ) -> ContextWindow:
-        """The window the next reply would get (GetContextWindow)."""
+    async def window(self, conversation: Conversation, user: User, budget: int) -> ContextWindow:
+        """The window the next reply would get (GetContextWindow); 0 means the default
+        budget."""
         if budget < 0:
             raise errors.InvalidArgument(
                 "token_budget must not be negative",
                 [errors.FieldViolation("token_budget", "must be 0 (default) or more")],
             )
-        async with self._uow() as uow:
-            conversation = await load_conversation(uow, caller, workspace_id, conversation_id)
-        return await self.build(conversation, caller.user, budget or self.default_budget)
+        return await self.build(conversation, user, budget or self.default_budget)
 
     async def build(self, conversation: Conversation, user: User, budget: int) -> ContextWindow:
         """Assemble the window. Each read uses its own short transaction, so a
@@ -256,6 +255,3 @@ def prompt_of(window: ContextWindow) -> list[PromptMessage]:
         else:
             prompt.append(PromptMessage("system", candidate.text))
     return prompt
-
-
-__all__ = ["ContextManager", "Message", "conversation_not_found", "load_conversation", "prompt_of"]
