@@ -23,18 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql.repositories import paginate
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
-from cortex_core.domain.paging import Page, PageRequest, encode_token
-from cortex_core.errors import InvalidArgument
+from cortex_core.domain.paging import Page, PageRequest
 
 _m = tables.memories
 _s = tables.memory_sources
 _messages = tables.messages
 _conversations = tables.conversations
-
-
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
 
 
 def _live(workspace_id: str, now: datetime) -> sa.ColumnElement[bool]:
@@ -85,27 +81,22 @@ class SqlMemoryRepository:
     async def list(
         self, workspace_id: str, kind: MemoryKind | None, page: PageRequest, now: datetime
     ) -> Page[Memory]:
-        kind_value = kind.value if kind else ""
         query = sa.select(_m).where(_live(workspace_id, now))
         if kind is not None:
-            query = query.where(_m.c.kind == kind_value)
-        if page.after is not None:
-            if len(page.after) != 3 or page.after[2] != kind_value:
-                raise _bad_token()
-            try:
-                after_time = datetime.fromisoformat(page.after[0])
-            except ValueError:
-                raise _bad_token() from None
-            bound = sa.tuple_(sa.literal(after_time, tables.UtcDateTime), sa.literal(page.after[1]))
-            query = query.where(sa.tuple_(_m.c.create_time, _m.c.id) < bound)
-        query = query.order_by(_m.c.create_time.desc(), _m.c.id.desc()).limit(page.size + 1)
-        rows = (await self._conn.execute(query)).all()
-        items = await self._with_sources(rows[: page.size])
-        token = ""
-        if len(rows) > page.size:
-            last = items[-1]
-            token = encode_token((last.create_time.isoformat(), last.id, kind_value))
-        return Page(items=items, next_page_token=token)
+            query = query.where(_m.c.kind == kind.value)
+        rows = await paginate(
+            self._conn,
+            query,
+            _m.c.create_time,
+            _m.c.id,
+            page,
+            lambda row: row,
+            lambda row: (row.create_time, row.id),
+            newest_first=True,
+            scope=(kind.value if kind else "",),
+        )
+        items = await self._with_sources(rows.items)
+        return Page(items=items, next_page_token=rows.next_page_token)
 
     async def search(
         self,

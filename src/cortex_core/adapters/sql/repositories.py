@@ -39,14 +39,19 @@ async def paginate(
     key: Callable[[T], tuple[datetime, str]],
     *,
     newest_first: bool = False,
+    scope: Sequence[str] = (),
 ) -> Page[T]:
-    """Keyset pagination on (time, id): stable while rows are added."""
+    """Keyset pagination on (time, id): stable while rows are added.
+
+    ``scope`` (e.g. a filter value) is written into the page token and must come
+    back unchanged, so a token cannot be replayed against a different listing.
+    """
     if newest_first:
         query = query.order_by(time_column.desc(), id_column.desc())
     else:
         query = query.order_by(time_column, id_column)
     if page.after is not None:
-        if len(page.after) != 2:
+        if len(page.after) != 2 + len(scope) or page.after[2:] != tuple(scope):
             raise _bad_token()
         try:
             after_time = datetime.fromisoformat(page.after[0])
@@ -60,7 +65,7 @@ async def paginate(
     token = ""
     if len(rows) > page.size:
         last_time, last_id = key(items[-1])
-        token = encode_token((last_time.isoformat(), last_id))
+        token = encode_token((last_time.isoformat(), last_id, *scope))
     return Page(items=items, next_page_token=token)
 
 
