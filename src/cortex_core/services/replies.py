@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_REPLY_TOKENS = 1024
 MAX_IDEMPOTENCY_KEY = 128
 DEFAULT_LEASE = timedelta(minutes=10)
+CANCEL_SETTLE_SECONDS = 5.0
 DELTA_EVENT_INTERVAL = 0.1  # seconds: reply text reaches subscribers coalesced this often
 WAIT_POLL = 0.2
 
@@ -104,7 +105,15 @@ class _Broadcast:
     def __init__(self) -> None:
         self.steps: list[ReplyStep] = []
         self.done = False
+        self.cancelled = False  # its caller went away; it is only storing the partial reply
         self._waiters: list[asyncio.Future[None]] = []
+
+    async def finished(self) -> None:
+        """Wait until the reply is stored and its lease released."""
+        while not self.done:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     def add(self, step: ReplyStep) -> None:
         self.steps.append(step)
@@ -182,48 +191,61 @@ class Replies:
                 ),
             ]
         )
-        now = self._clock.now()
-        reply_id = new_id()
-        async with self._uow() as uow:
-            conversation = await load_conversation(
-                uow, caller, workspace_id, conversation_id, write=True
-            )
-            earlier = (
-                await uow.conversations.get_message_by_key(conversation_id, idempotency_key)
-                if idempotency_key
-                else None
-            )
-            if earlier is None:
-                workspace = await uow.workspaces.get(workspace_id)
-                if workspace is not None and workspace.tokens_left == 0:
-                    raise errors.ResourceExhausted(
-                        "the workspace's token budget is spent", reason="TOKEN_BUDGET_EXHAUSTED"
-                    )
-                running = await uow.conversations.claim_reply(
-                    conversation_id, reply_id, now, now + self._lease
+        for attempt in range(2):
+            now = self._clock.now()
+            reply_id = new_id()
+            running = None
+            async with self._uow() as uow:
+                conversation = await load_conversation(
+                    uow, caller, workspace_id, conversation_id, write=True
                 )
-                if running is not None:
-                    raise errors.FailedPrecondition(
-                        "another reply in this conversation has not finished",
-                        reason="REPLY_IN_PROGRESS",
-                        metadata={"reply": f"{conversation.name}/messages/{running}"},
-                    )
-                user_message = await uow.conversations.append_message(
-                    Message(
-                        id=new_id(),
-                        conversation_id=conversation.id,
-                        workspace_id=workspace_id,
-                        position=0,
-                        role=MessageRole.USER,
-                        content=content,
-                        token_count=self._counter.count(content),
-                        create_time=now,
-                        author_id=caller.user_id,
-                        idempotency_key=idempotency_key or None,
-                        metadata={"reply": reply_id},
-                    )
+                earlier = (
+                    await uow.conversations.get_message_by_key(conversation_id, idempotency_key)
+                    if idempotency_key
+                    else None
                 )
-                await uow.commit()
+                if earlier is None:
+                    workspace = await uow.workspaces.get(workspace_id)
+                    if workspace is not None and workspace.tokens_left == 0:
+                        raise errors.ResourceExhausted(
+                            "the workspace's token budget is spent",
+                            reason="TOKEN_BUDGET_EXHAUSTED",
+                        )
+                    running = await uow.conversations.claim_reply(
+                        conversation_id, reply_id, now, now + self._lease
+                    )
+                    if running is None:
+                        user_message = await uow.conversations.append_message(
+                            Message(
+                                id=new_id(),
+                                conversation_id=conversation.id,
+                                workspace_id=workspace_id,
+                                position=0,
+                                role=MessageRole.USER,
+                                content=content,
+                                token_count=self._counter.count(content),
+                                create_time=now,
+                                author_id=caller.user_id,
+                                idempotency_key=idempotency_key or None,
+                                metadata={"reply": reply_id},
+                            )
+                        )
+                        await uow.commit()
+            if running is None:
+                break
+            # A reply whose caller just cancelled it (here) is only storing what it
+            # said: wait for it rather than refuse the caller's next message.
+            live = self._live.get(running)
+            if attempt == 0 and live is not None and live.cancelled:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CANCEL_SETTLE_SECONDS):
+                        await live.finished()
+                continue
+            raise errors.FailedPrecondition(
+                "another reply in this conversation has not finished",
+                reason="REPLY_IN_PROGRESS",
+                metadata={"reply": f"{conversation.name}/messages/{running}"},
+            )
         if earlier is not None:
             async for step in self._replay(earlier, content):
                 yield step
@@ -351,6 +373,7 @@ class Replies:
         except (asyncio.CancelledError, GeneratorExit):
             # The caller went away: the provider stream is already closed (aclosing);
             # keep what was said, with the usage so far.
+            broadcast.cancelled = True
             partial = Usage(0, self._counter.count("".join(parts)))
             await asyncio.shield(
                 self._store(
@@ -359,12 +382,18 @@ class Replies:
             )
             raise
         finally:
-            broadcast.finish()
-            self._live.pop(reply_id, None)
-            with contextlib.suppress(errors.CortexError):
-                async with self._uow() as uow:
-                    await uow.conversations.release_reply(conversation.id, reply_id)
-                    await uow.commit()
+            try:
+                with contextlib.suppress(errors.CortexError):
+                    await asyncio.shield(self._release(conversation.id, reply_id))
+            finally:
+                # Only now: a follower or a waiting next send must find the lease free.
+                broadcast.finish()
+                self._live.pop(reply_id, None)
+
+    async def _release(self, conversation_id: str, reply_id: str) -> None:
+        async with self._uow() as uow:
+            await uow.conversations.release_reply(conversation_id, reply_id)
+            await uow.commit()
 
     async def _publish_delta(
         self, conversation: Conversation, reply_id: str, pieces: list[str]
