@@ -94,7 +94,9 @@ def bootstrap(
 ) -> App:
     """Build the application for ``settings``; ports may be overridden by tests."""
     clock = clock or SystemClock()
-    database = database or SqlDatabase.from_url(settings.effective_database_url)
+    database = database or SqlDatabase.from_url(
+        settings.effective_database_url, wait=settings.database_wait
+    )
     try:
         key_ring, warning = load_key_ring(
             settings.jwt_secret, settings.jwt_previous_secrets, settings.data_dir

@@ -53,6 +53,8 @@ configuration (environment variables, read once at start):
   CORTEX_LLM_PROVIDERS         provider fallback chain, e.g. openai,anthropic,local (default local)
   CORTEX_OPENAI_*, CORTEX_ANTHROPIC_*, CORTEX_LLM_CONFIG  providers: see docs/llm.md
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
+  CORTEX_DATABASE_WAIT         seconds a call waits for a database connection or the SQLite write
+                               lock before UNAVAILABLE/DATABASE_BUSY (default 30)
 """
 
 

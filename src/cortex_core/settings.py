@@ -56,6 +56,7 @@ class Settings:
     local_llm_delay: float = 0.0
     llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
     memory_sweep_interval: float = 60.0
+    database_wait: float = 30.0
 
     @property
     def effective_database_url(self) -> str:
@@ -127,6 +128,7 @@ class Settings:
             memory_sweep_interval=reader.get(
                 "CORTEX_MEMORY_SWEEP_INTERVAL", d.memory_sweep_interval, _positive_float
             ),
+            database_wait=reader.get("CORTEX_DATABASE_WAIT", d.database_wait, _positive_float),
         )
 
     @property

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql.connection import Connection
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -30,7 +30,7 @@ def _bad_token() -> InvalidArgument:
 
 
 async def paginate(
-    conn: AsyncConnection,
+    conn: Connection,
     query: sa.Select[Any],
     time_column: sa.ColumnElement[Any],
     id_column: sa.ColumnElement[Any],
@@ -70,7 +70,7 @@ async def paginate(
 
 
 class SqlUserRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, user: User) -> None:
@@ -105,7 +105,7 @@ class SqlUserRepository:
 
 
 class SqlWorkspaceRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, workspace: Workspace) -> None:
@@ -229,7 +229,7 @@ class SqlWorkspaceRepository:
 
 
 class SqlSessionRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, session: Session) -> None:
