@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
 from cortex_core.adapters.clock import SystemClock
@@ -56,14 +55,16 @@ from cortex_core.services.dispatcher import CommandBus, EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
-from cortex_core.services.memories import Memories, MemorySweeper
+from cortex_core.services.memories import Memories
 from cortex_core.services.replies import Replies, SendMessage
+from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 PROVIDER_HEALTH_INTERVAL = 2.0
+DATABASE_WATCH_INTERVAL = 5.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -79,10 +80,9 @@ class App:
     authenticator: Authenticator | None
     servicers: dict[str, object]
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = dataclasses.field(
-        default_factory=list
-    )
+    background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    supervisor: Supervisor = dataclasses.field(default_factory=Supervisor)
 
 
 def bootstrap(
@@ -141,13 +141,11 @@ def bootstrap(
     cache, working_memory = _cache(settings), _working_memory(settings)
     commands = CommandBus()
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
-    sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
     counter = EstimatedTokenCounter()
     chain = chain_from_config(
         settings.llm, local=LocalDevelopmentProvider(delay=settings.local_llm_delay)
     )
     provider = provider or chain
-    health = HealthReporter(service_names())
 
     async def relevant_memories(workspace_id: str, query: str, limit: int) -> list[Candidate]:
         found = await memories.for_context(workspace_id, query, limit)
@@ -185,29 +183,46 @@ def bootstrap(
     async def close_hasher() -> None:
         hasher.close()
 
+    servicers: dict[str, object] = {
+        "cortex.auth.v1.AuthService": AuthService(identity),
+        "cortex.sessions.v1.SessionService": SessionService(identity),
+        "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
+        "cortex.events.v1.EventService": events,
+        "cortex.context.v1.ConversationService": ConversationService(conversations, commands),
+        "cortex.context.v1.ContextService": ContextService(context),
+        "cortex.context.v1.MemoryService": MemoryService(memories),
+    }
+    health = HealthReporter(
+        list(servicers), [name for name in service_names() if name not in servicers]
+    )
+    access_log = AccessLog(settings.log_format) if settings.access_log else None
+    background = [
+        Loop(
+            "database-watch",
+            every(DATABASE_WATCH_INTERVAL, lambda: health.check_database(database)),
+        ),
+        Loop("event-relay", relay.run),
+        Loop("summaries", context.run_summary_jobs_once),
+        Loop("memory-sweeper", every(settings.memory_sweep_interval, memories.sweep)),
+        Loop(
+            "provider-health",
+            every(PROVIDER_HEALTH_INTERVAL, lambda: health.publish_providers(chain.states)),
+        ),
+    ]
+    if access_log is not None:
+        background.append(Loop("access-log", access_log.run))
+
     return App(
         settings=settings,
         clock=clock,
         database=database,
         health=health,
         streams=StreamRegistry(),
-        access_log=AccessLog(settings.log_format) if settings.access_log else None,
+        access_log=access_log,
         authenticator=authenticator,
-        servicers={
-            "cortex.auth.v1.AuthService": AuthService(identity),
-            "cortex.sessions.v1.SessionService": SessionService(identity),
-            "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
-            "cortex.events.v1.EventService": events,
-            "cortex.context.v1.ConversationService": ConversationService(conversations, commands),
-            "cortex.context.v1.ContextService": ContextService(context),
-            "cortex.context.v1.MemoryService": MemoryService(memories),
-        },
-        background=[
-            relay.run,
-            context.run_summary_jobs,
-            sweeper.run,
-            lambda: health.watch_providers(chain.states, PROVIDER_HEALTH_INTERVAL),
-        ],
+        servicers=servicers,
+        background=background,
+        supervisor=Supervisor(on_change=health.background_changed),
         starters=[hasher.warm_up],
         closers=[
             close_hasher,

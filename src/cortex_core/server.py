@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
-DATABASE_WATCH_INTERVAL = 5.0
 HEALTH_FLUSH_SECONDS = 0.05
 
 
@@ -124,15 +123,7 @@ async def start(app: App) -> RunningServer:
     bound = f"{host}:{port}"
     await server.start()
     await app.health.set_all(True)
-    tasks = [
-        asyncio.create_task(
-            app.health.watch_database(app.database, DATABASE_WATCH_INTERVAL), name="health-watch"
-        )
-    ]
-    if app.access_log is not None:
-        tasks.append(asyncio.create_task(app.access_log.run(), name="access-log"))
-    for job in app.background:
-        tasks.append(asyncio.create_task(job(), name=f"background:{job.__qualname__}"))
+    tasks = app.supervisor.start(app.background)
     log.info("serving", extra={"address": bound})
     return RunningServer(app, server, bound, tasks)
 
