@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from cortex_core import errors
 from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.events.memory import InMemoryEventLog
@@ -59,12 +63,13 @@ from cortex_core.services.memories import Memories
 from cortex_core.services.replies import Replies, SendMessage
 from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.workspaces import Workspaces
-from cortex_core.settings import Settings, SettingsError
+from cortex_core.settings import Settings, SettingsError, StartupError
 
 log = logging.getLogger(__name__)
 
 PROVIDER_HEALTH_INTERVAL = 2.0
 DATABASE_WATCH_INTERVAL = 5.0
+REDIS_CHECK_SECONDS = 5.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -94,6 +99,8 @@ def bootstrap(
 ) -> App:
     """Build the application for ``settings``; ports may be overridden by tests."""
     clock = clock or SystemClock()
+    if not settings.database_url or not settings.jwt_secret:
+        prepare_data_dir(settings.data_dir)
     database = database or SqlDatabase.from_url(
         settings.effective_database_url, wait=settings.database_wait
     )
@@ -223,7 +230,7 @@ def bootstrap(
         servicers=servicers,
         background=background,
         supervisor=Supervisor(on_change=health.background_changed),
-        starters=[hasher.warm_up],
+        starters=[lambda: check_redis(settings.redis_url), hasher.warm_up],
         closers=[
             close_hasher,
             chain.aclose,
@@ -280,3 +287,70 @@ def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
         )
         return RedisLoginThrottle(client, clock=clock)
     return InMemoryLoginThrottle(clock=clock)
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir for its owner only (0700); raise :class:`StartupError`
+    naming ``CORTEX_DATA_DIR`` unless it is a directory this process can write."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(20, "it exists and is not a directory")
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "this process may not write to it")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(
+            f"CORTEX_DATA_DIR={str(path)!r} is not a usable directory: {reason}"
+        ) from None
+
+
+def database_unreachable(settings: Settings, error: errors.Unavailable) -> StartupError:
+    """One line for a database that does not answer at start: the variable that
+    names it and its address, never its password."""
+    if not settings.database_url:
+        return StartupError(
+            f"CORTEX_DATA_DIR={str(settings.data_dir)!r}: the embedded database cannot be"
+            f" opened there ({_root_cause(error)})"
+        )
+    return StartupError(
+        f"CORTEX_DATABASE_URL: the database at {_address(settings.database_url)} does not"
+        f" answer ({_root_cause(error)})"
+    )
+
+
+async def check_redis(url: str) -> None:
+    """Raise :class:`StartupError` naming ``CORTEX_REDIS_URL`` unless Redis answers a
+    PING (an outage after start is survived; a wrong address at start is not)."""
+    if not url:
+        return
+    import redis.asyncio as redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=REDIS_CHECK_SECONDS, socket_timeout=REDIS_CHECK_SECONDS
+    )
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise StartupError(
+            f"CORTEX_REDIS_URL: Redis at {_address(url)} does not answer ({exc})"
+        ) from None
+    finally:
+        await client.aclose()
+
+
+def _address(url: str) -> str:
+    """``host:port/path`` of a URL, without user or password."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.hostname or 'localhost'}{port}{parts.path}"
+
+
+def _root_cause(error: BaseException) -> str:
+    cause: BaseException = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    orig = getattr(cause, "orig", None)  # a SQLAlchemy wrapper: the driver's own error
+    text = str(orig if orig is not None else cause) or type(cause).__name__
+    return text.splitlines()[0]

@@ -31,9 +31,10 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cortex_core import errors
 from cortex_core.api.interceptors import CortexInterceptor
 from cortex_core.api.registry import register_services
-from cortex_core.bootstrap import App
+from cortex_core.bootstrap import App, database_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,12 @@ class RunningServer:
 
 
 async def start(app: App) -> RunningServer:
-    """Migrate, bind, start and report SERVING; raise if the address is taken."""
-    await app.database.migrate()
+    """Migrate, bind, start and report SERVING; raise if the address is taken, or
+    :class:`~cortex_core.settings.StartupError` if the database does not answer."""
+    try:
+        await app.database.migrate()
+    except errors.Unavailable as error:
+        raise database_unreachable(app.settings, error) from None
     for starter in app.starters:
         await starter()
     server, _ = build_server(app)

@@ -25,6 +25,11 @@ class SettingsError(ValueError):
     """A ``CORTEX_*`` variable has a value the server cannot use."""
 
 
+class StartupError(SettingsError):
+    """What a ``CORTEX_*`` variable names cannot be used at start (a database or
+    Redis that does not answer, a data dir that is not a writable directory)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Every tunable of the server. Field ``x`` is read from ``CORTEX_X``."""

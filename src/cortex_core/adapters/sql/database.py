@@ -8,7 +8,9 @@ are serialized is explained in :mod:`~cortex_core.adapters.sql.connection`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -103,13 +105,15 @@ class SqlDatabase:
         )
 
     async def migrate(self) -> None:
-        """Apply pending migrations; for SQLite, create the file's directory first."""
+        """Apply pending migrations; for SQLite, first create the file (0600) and
+        its directory (0700) if missing: messages and password hashes are not for
+        other local users (SQLite gives its -wal and -shm files the same mode)."""
         from cortex_core.adapters.sql.migrate import upgrade_to_head
 
         with translate_errors():
             url = self.engine.url
             if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(_create_owner_only, Path(url.database))
             await upgrade_to_head(self.engine)
 
     async def ping(self) -> None:
@@ -130,6 +134,12 @@ class SqlDatabase:
         if self._writer is None:
             return SqlUnitOfWork(PooledConnection(self.engine))
         return SqlUnitOfWork(SerializedSqliteConnection(self.engine, self._writer, self._wait))
+
+
+def _create_owner_only(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class SqlUnitOfWork:
