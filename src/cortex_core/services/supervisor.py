@@ -6,8 +6,9 @@ a wake-up or an interval); a step that never returns (a forever loop) is fine
 too. When a step raises, the supervisor logs the failure, marks the loop
 ``BACKING_OFF`` with the error, waits (doubling from ``initial_backoff`` up to
 ``max_backoff``, with jitter so replicas do not retry in step) and calls it
-again; the first step that returns marks the loop ``RUNNING`` again. Only
-cancellation ends a loop. Every state change is reported to ``on_change``
+again; once a retried step returns, or runs ``healthy_after`` seconds without
+failing (a forever loop), the loop is ``RUNNING`` again. Only cancellation ends
+a loop. Every state change is reported to ``on_change``
 (health publishes it).
 
 It lives beside the use cases, not among them: it decides nothing a user asks
@@ -76,8 +77,10 @@ class Supervisor:
         on_change: Observer = _ignore,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        healthy_after: float = 5.0,
     ) -> None:
         self._on_change = on_change
+        self._healthy_after = healthy_after
         self._initial = initial_backoff
         self._max = max_backoff
         self._states: dict[str, LoopState] = {}
@@ -98,8 +101,18 @@ class Supervisor:
         await self._report(LoopState(loop.name, LoopStatus.RUNNING))
         failures = 0
         while True:
+            retry = asyncio.ensure_future(loop.step()) if failures else None
             try:
-                await loop.step()
+                if retry is None:
+                    await loop.step()
+                else:
+                    if await self._survives(retry):
+                        log.info(
+                            "background loop %s recovered after %d failures", loop.name, failures
+                        )
+                        failures = 0
+                        await self._report(LoopState(loop.name, LoopStatus.RUNNING))
+                    await retry
             except Exception as error:  # noqa: BLE001 - every failure is logged and retried
                 failures += 1
                 delay = self._delay(failures)
@@ -108,11 +121,16 @@ class Supervisor:
                     LoopState(loop.name, LoopStatus.BACKING_OFF, failures, _describe(error))
                 )
                 await asyncio.sleep(delay)
-                continue
-            if failures:
-                log.info("background loop %s recovered after %d failures", loop.name, failures)
-                failures = 0
-                await self._report(LoopState(loop.name, LoopStatus.RUNNING))
+            finally:
+                if retry is not None and not retry.done():  # we were cancelled
+                    retry.cancel()
+                    await asyncio.gather(retry, return_exceptions=True)
+
+    async def _survives(self, retry: asyncio.Future[object]) -> bool:
+        """Whether a retried step returned, or is still running after
+        ``healthy_after`` seconds (a forever loop that started again)."""
+        done, _ = await asyncio.wait({retry}, timeout=self._healthy_after)
+        return not done or retry.exception() is None
 
     def _delay(self, failures: int) -> float:
         ceiling = min(self._max, self._initial * 2 ** min(failures - 1, 30))
