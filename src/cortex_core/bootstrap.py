@@ -206,11 +206,18 @@ def bootstrap(
     background = [
         Loop(
             "database-watch",
-            every(DATABASE_WATCH_INTERVAL, lambda: health.check_database(database)),
+            every(
+                DATABASE_WATCH_INTERVAL,
+                lambda: health.check_database(database),
+                wait_first=True,  # the migrations have just reached it
+            ),
         ),
         Loop("event-relay", relay.run),
         Loop("summaries", context.run_summary_jobs_once),
-        Loop("memory-sweeper", every(settings.memory_sweep_interval, memories.sweep)),
+        Loop(
+            "memory-sweeper",
+            every(settings.memory_sweep_interval, memories.sweep, wait_first=True),
+        ),
         Loop(
             "provider-health",
             every(PROVIDER_HEALTH_INTERVAL, lambda: health.publish_providers(chain.states)),

@@ -60,12 +60,16 @@ async def _ignore(state: LoopState) -> None:
     return None
 
 
-def every(interval: float, action: Step) -> Step:
-    """A step that runs ``action`` and then waits ``interval`` seconds."""
+def every(interval: float, action: Step, *, wait_first: bool = False) -> Step:
+    """A step that runs ``action`` and then waits ``interval`` seconds (or waits
+    first, for an action that has just been done at start)."""
 
     async def step() -> None:
+        if wait_first:
+            await asyncio.sleep(interval)
         await action()
-        await asyncio.sleep(interval)
+        if not wait_first:
+            await asyncio.sleep(interval)
 
     return step
 
