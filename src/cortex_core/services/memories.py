@@ -13,7 +13,6 @@ a later context window.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import logging
@@ -234,41 +233,3 @@ def _search_page(
     ):
         raise errors.InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
     return size, int(key[1])
-
-
-class MemorySweeper:
-    """Runs :meth:`Memories.sweep` every ``interval`` seconds until stopped.
-
-    A failed sweep (e.g. the database is down) is logged and retried at the next
-    tick; it never stops the loop.
-    """
-
-    def __init__(self, memories: Memories, interval: float) -> None:
-        self._memories = memories
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Run :meth:`run` in a task of its own (for callers without a task group)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="memory-sweeper")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def run(self) -> None:
-        """Sweep every ``interval`` seconds, forever; cancel the task to stop it."""
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                deleted = await self._memories.sweep()
-            except errors.CortexError as error:
-                log.warning("memory sweep failed: %s", error.message)
-            except Exception:
-                log.exception("memory sweep failed")
-            else:
-                if deleted:
-                    log.info("memory sweep deleted %d expired memories", deleted)
