@@ -2,7 +2,8 @@
 
 The database is a private server, stopped and started again while Cortex runs:
 each supervised loop shows in health that it is backing off, comes back by
-itself, and summary jobs queued after the outage are written.
+itself, and summary jobs queued after the outage are written. Meanwhile health
+reports the outage and calls get a retryable UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pytest
 from cortex.context.v1 import context_service_pb2 as xpb
 from cortex.context.v1 import context_service_pb2_grpc as xgrpc
 from cortex.context.v1 import context_window_pb2 as wpb
@@ -23,6 +25,7 @@ from cortex.context.v1 import conversation_service_pb2_grpc as cgrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.clients import Client, authenticated_channel
 from support.postgres import private_postgres
+from support.rpc import details
 from support.servers import cortex_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -80,10 +83,23 @@ async def test_summaries_resume_after_postgresql_is_stopped_and_started(tmp_path
                 await _until(backing_off)
                 assert await _status(channel, "cortex.background") == NOT_SERVING
 
+                async def reported_down() -> bool:  # a real outage does turn health off
+                    return await _status(channel, "") == NOT_SERVING
+
+                await _until(reported_down)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await context.GetContextWindow(
+                        xpb.GetContextWindowRequest(conversation=conversation)
+                    )
+                assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+                assert details(refused.value)["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
+                assert details(refused.value)["RetryInfo"].retry_delay.seconds > 0
+
                 postgres.start()
 
                 async def recovered() -> bool:
-                    return await _status(channel, "cortex.background") == SERVING
+                    statuses = [await _status(channel, s) for s in ("cortex.background", "")]
+                    return statuses == [SERVING, SERVING]
 
                 await _until(recovered)
                 for loop in LOOPS:
