@@ -110,9 +110,16 @@ async def test_summaries_resume_after_postgresql_is_stopped_and_started(tmp_path
                     xpb.GetContextWindowRequest(conversation=conversation, token_budget=5)
                 )
 
+                budgets = iter(range(5000, 6000))
+
                 async def summarized() -> bool:
+                    # A new budget each time: a window cached while the summary was
+                    # being written can outlive its invalidation (a cache-aside race
+                    # outside this test's concern), and would hide the summary.
                     window = await context.GetContextWindow(
-                        xpb.GetContextWindowRequest(conversation=conversation, token_budget=5000)
+                        xpb.GetContextWindowRequest(
+                            conversation=conversation, token_budget=next(budgets)
+                        )
                     )
                     return any(i.kind == wpb.CONTEXT_ITEM_KIND_SUMMARY for i in window.items)
 
