@@ -17,7 +17,8 @@ Giving the read connection back loses nothing: the pysqlite driver runs the
 reads before a transaction's first write outside any transaction (it only
 sends ``BEGIN`` before the first INSERT/UPDATE/DELETE), so they never formed a
 snapshot to keep. PostgreSQL needs none of this (row locks, MVCC); its units of
-work use a plain :class:`~sqlalchemy.ext.asyncio.AsyncConnection`.
+work use :class:`PooledConnection` alone: a connection taken at the first
+statement and given back at commit or rollback, on both backends.
 """
 
 from __future__ import annotations
