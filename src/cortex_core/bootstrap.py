@@ -321,7 +321,7 @@ def database_unreachable(settings: Settings, error: errors.Unavailable) -> Start
             f" opened there ({_root_cause(error)})"
         )
     return StartupError(
-        f"CORTEX_DATABASE_URL: the database at {_address(settings.database_url)} does not"
+        f"CORTEX_DATABASE_URL: the database at {public_address(settings.database_url)} does not"
         f" answer ({_root_cause(error)})"
     )
 
@@ -341,15 +341,17 @@ async def check_redis(url: str) -> None:
         await client.ping()
     except (RedisError, OSError) as exc:
         raise StartupError(
-            f"CORTEX_REDIS_URL: Redis at {_address(url)} does not answer ({exc})"
+            f"CORTEX_REDIS_URL: Redis at {public_address(url)} does not answer ({exc})"
         ) from None
     finally:
         await client.aclose()
 
 
-def _address(url: str) -> str:
-    """``host:port/path`` of a URL, without user or password."""
+def public_address(url: str) -> str:
+    """``host:port/path`` of a URL, without user or password (safe to print)."""
     parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return parts.path.removeprefix("/")  # sqlite:///relative, sqlite:////absolute
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.hostname or 'localhost'}{port}{parts.path}"
 

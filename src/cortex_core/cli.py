@@ -146,7 +146,7 @@ async def _serve(settings: Settings) -> None:
 async def _migrate(settings: Settings) -> None:
     from cortex_core import errors
     from cortex_core.adapters.sql.database import SqlDatabase
-    from cortex_core.bootstrap import database_unreachable
+    from cortex_core.bootstrap import database_unreachable, public_address
 
     database = SqlDatabase.from_url(settings.effective_database_url)
     try:
@@ -155,4 +155,4 @@ async def _migrate(settings: Settings) -> None:
         raise database_unreachable(settings, error) from None
     finally:
         await database.dispose()
-    print(f"migrations applied to {settings.effective_database_url}")
+    print(f"migrations applied to {public_address(settings.effective_database_url)}")
