@@ -44,7 +44,7 @@ def create_engine(
     url: str, *, pooled: bool = True, wait: float = DEFAULT_WAIT_SECONDS
 ) -> AsyncEngine:
     """An async engine tuned per backend: WAL and foreign keys on SQLite, short
-    connect timeouts and pre-ping on PostgreSQL; ``wait`` seconds for a pooled
+    connect and statement timeouts on PostgreSQL; ``wait`` seconds for a pooled
     connection. ``pooled=False`` gives one fresh connection per use (the health
     probe's, which must not queue behind the requests' pool)."""
     pool: dict[str, Any] = {"pool_timeout": wait} if pooled else {"poolclass": NullPool}
@@ -56,7 +56,11 @@ def create_engine(
         )
         return engine
     if pooled:
-        pool.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pre-ping: it costs a round trip on every checkout, and units of work
+        # check out once per transaction. After a restart of PostgreSQL the first
+        # statement on a dead connection fails (UNAVAILABLE, with RetryInfo) and
+        # SQLAlchemy then discards every connection older than that failure.
+        pool.update(pool_size=10, max_overflow=20)
     return create_async_engine(
         url,
         connect_args={
