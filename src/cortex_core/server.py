@@ -128,7 +128,7 @@ async def start(app: App) -> RunningServer:
     bound = f"{host}:{port}"
     await server.start()
     await app.health.set_all(True)
-    tasks = app.supervisor.start(app.background)
+    tasks = await app.supervisor.start(app.background)
     log.info("serving", extra={"address": bound})
     return RunningServer(app, server, bound, tasks)
 

@@ -41,7 +41,7 @@ async def test_health_follows_the_database() -> None:
     reporter = HealthReporter(["cortex.auth.v1.AuthService"])
     await reporter.set_all(True)
     database = FlakyDatabase()
-    (watcher,) = Supervisor().start(
+    (watcher,) = await Supervisor().start(
         [Loop("database-watch", every(0.01, lambda: reporter.check_database(database)))]  # type: ignore[arg-type]
     )
     try:

@@ -36,7 +36,7 @@ async def test_a_failing_step_is_retried_after_a_backoff_and_reported_until_it_r
     supervisor = Supervisor(
         on_change=observe, initial_backoff=0.01, max_backoff=0.02, healthy_after=0.05
     )
-    (task,) = supervisor.start([Loop("jobs", step)])
+    (task,) = await supervisor.start([Loop("jobs", step)])
     try:
         async with asyncio.timeout(5):
             await recovered.wait()

@@ -94,15 +94,17 @@ class Supervisor:
         """The current state of every loop, by name."""
         return dict(self._states)
 
-    def start(self, loops: Sequence[Loop]) -> list[asyncio.Task[None]]:
-        """Start one task per loop; cancel the tasks to stop them."""
+    async def start(self, loops: Sequence[Loop]) -> list[asyncio.Task[None]]:
+        """Report every loop running, then start one task per loop; cancel the
+        tasks to stop them."""
+        for loop in loops:
+            await self._report(LoopState(loop.name, LoopStatus.RUNNING))
         return [
             asyncio.create_task(self._supervise(loop), name=f"background:{loop.name}")
             for loop in loops
         ]
 
     async def _supervise(self, loop: Loop) -> None:
-        await self._report(LoopState(loop.name, LoopStatus.RUNNING))
         failures = 0
         while True:
             retry = asyncio.ensure_future(loop.step()) if failures else None
