@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 from support.databases import require_env
+from support.events import append
 
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.events.redis_streams import RedisEventLog
@@ -85,13 +86,13 @@ async def take(sub: Subscription, count: int, within: float = 10.0) -> list[Even
 
 async def publish_many(hub: EventHub, count: int, stream: str = STREAM) -> None:
     for i in range(count):
-        await hub.publish(stream, f"e{i}", b"%d" % i, NOW)
+        await append(hub.log, stream, f"e{i}", b"%d" % i, NOW)
 
 
 async def test_sequences_are_one_to_n_per_stream(make_log: LogFactory) -> None:
     log = make_log()
-    first = [await log.append(STREAM, f"a{i}", b"x", NOW) for i in range(5)]
-    other = await log.append("ws:w2", "b", b"y", NOW)
+    first = [await append(log, STREAM, f"a{i}", b"x", NOW) for i in range(5)]
+    other = await append(log, "ws:w2", "b", b"y", NOW)
 
     assert [r.sequence for r in first] == [1, 2, 3, 4, 5]
     assert other.sequence == 1
@@ -105,7 +106,7 @@ async def test_concurrent_appends_from_two_replicas_never_collide(make_log: LogF
     replica_a, replica_b = make_log(), make_log()
 
     async def append_many(log: EventLog, name: str) -> list[int]:
-        return [(await log.append(STREAM, f"{name}{i}", b"", NOW)).sequence for i in range(50)]
+        return [(await append(log, STREAM, f"{name}{i}", b"", NOW)).sequence for i in range(50)]
 
     got_a, got_b = await asyncio.gather(append_many(replica_a, "a"), append_many(replica_b, "b"))
 
@@ -116,10 +117,10 @@ async def test_concurrent_appends_from_two_replicas_never_collide(make_log: LogF
 
 async def test_wait_wakes_up_on_an_append_to_a_watched_stream(make_log: LogFactory) -> None:
     log = make_log()
-    await log.append(STREAM, "a", b"", NOW)
+    await append(log, STREAM, "a", b"", NOW)
     waiter = asyncio.create_task(log.wait({STREAM: 1, "ws:other": 0}, 1.5))
     await asyncio.sleep(0.05)
-    await make_log().append(STREAM, "b", b"", NOW)
+    await append(make_log(), STREAM, "b", b"", NOW)
 
     assert await asyncio.wait_for(waiter, 2) == {STREAM}
     assert await log.wait({STREAM: 2}, 0.05) == set()
@@ -143,7 +144,7 @@ async def test_resuming_after_each_disconnect_loses_and_repeats_nothing(
 
     async def publisher() -> None:
         for i in range(total):
-            await hub.publish(STREAM, f"e{i}", b"", NOW)
+            await append(hub.log, STREAM, f"e{i}", b"", NOW)
             await asyncio.sleep(0.002)
 
     task = asyncio.create_task(publisher())
@@ -192,7 +193,7 @@ async def test_a_position_older_than_retention_is_reported_first_then_replayed_f
         assert first.oldest_available > 3
         retained = await take(sub, 20 - first.oldest_available + 1)
         assert [r.sequence for r in retained] == list(range(first.oldest_available, 21))
-        await hub.publish(STREAM, "live", b"", NOW)
+        await append(hub.log, STREAM, "live", b"", NOW)
         assert [r.sequence for r in await take(sub, 1)] == [21]
         assert ResumeToken.decode(sub.resume_token).positions == {STREAM: 21}
     await hub.aclose()
@@ -304,7 +305,7 @@ async def test_after_redis_restarts_resuming_with_the_token_loses_and_repeats_no
             assert down.value.reason == "EVENT_LOG_UNAVAILABLE"
             assert down.value.metadata["resume_token"] == token
         with pytest.raises(Unavailable):
-            await hub.publish(STREAM, "lost", b"", NOW)
+            await append(hub.log, STREAM, "lost", b"", NOW)
 
         await server.start()
         await eventually(lambda: publish_many(hub, 10))

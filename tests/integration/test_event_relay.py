@@ -13,7 +13,6 @@ from cortex_core import errors
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.domain.changes import WorkspaceDeleted
-from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -48,14 +47,12 @@ async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
     database: SqlDatabase,
 ) -> None:
     log = FlakyLog()
-    hub = EventHub(log)
     counter = iter(range(1000))
 
-    def encode(change: Any) -> tuple[str, str, bytes]:
-        n = next(counter)
-        return "ws:w", f"e{n}", str(n).encode()
+    def encode(change: Any, event_id: str) -> bytes:
+        return str(next(counter)).encode()
 
-    relay = EventRelay(hub=hub, uow=database.unit_of_work, encode=encode, retry_interval=0.05)
+    relay = EventRelay(log=log, uow=database.unit_of_work, encode=encode, retry_interval=0.05)
     task = asyncio.create_task(relay.run())
     try:
         await relay.publish(_change(0))
@@ -79,6 +76,7 @@ async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
             assert await uow.outbox.head(10) == []
         read = await log.read("ws:w", 0, 100)
         assert [r.payload for r in read.records] == [str(n).encode() for n in range(6)]
+        assert {r.envelope for r in read.records} == {_change(0).envelope}  # kept in the outbox
     finally:
         task.cancel()
-        await hub.aclose()
+        await asyncio.wait((task,))

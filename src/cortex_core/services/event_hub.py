@@ -22,6 +22,13 @@ at or below the last delivered sequence is dropped (dedupe); a record beyond the
 next one (a gap) sends the stream back to replay. A live queue that would exceed
 ``queue_size`` ends the subscription with :class:`SubscriberTooSlow`.
 
+Filters: a subscription may carry ``accept``, a predicate over each record's
+:class:`EventEnvelope`. It is applied before the queue (live) and before the replay
+buffer, so a subscriber only ever holds, and is only woken for, what it accepts:
+a burst in other conversations can never make it too slow. A record it does not
+accept still advances its position: at once when nothing of that stream is queued,
+otherwise when the record queued before it is yielded; heartbeats carry it.
+
 Tasks: one reader per stream with at least one subscriber (reference counted), one
 watcher while any reader exists. Exiting ``async with`` frees its registrations and
 waits for the tasks it stopped. Log failures end the affected subscriptions with
@@ -31,17 +38,18 @@ waits for the tasks it stopped. Log failures end the affected subscriptions with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from cortex_core.domain.events import (
+    EventEnvelope,
     EventRecord,
     Heartbeat,
     ReplayUnavailable,
@@ -51,7 +59,14 @@ from cortex_core.domain.events import (
 from cortex_core.errors import CortexError, ResourceExhausted, Unavailable
 from cortex_core.ports import EventLog
 
-__all__ = ["EventHub", "Heartbeat", "ReplayUnavailable", "SubscriberTooSlow", "Subscription"]
+__all__ = [
+    "Accept",
+    "EventHub",
+    "Heartbeat",
+    "ReplayUnavailable",
+    "SubscriberTooSlow",
+    "Subscription",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +75,17 @@ WATCH_TASK = "cortex-events-watch"
 # The loop's clock ticks in milliseconds (uvloop): a timer may fire up to one early.
 _EARLY = 0.001
 _TOKENS = 4096  # resume tokens remembered per hub (subscribers at one position share one)
+
+Accept = Callable[[EventEnvelope], bool]
+"""A subscription's filter: True for the records it wants (see the module docstring)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Skipped:
+    """In the replay buffer: records of ``stream`` up to ``sequence`` were filtered out."""
+
+    stream: str
+    sequence: int
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -135,23 +161,25 @@ class EventHub:
         return len(self._feeds)
 
     def subscribe(
-        self, positions: Mapping[str, int | None], *, queue_size: int, heartbeat: float
+        self,
+        positions: Mapping[str, int | None],
+        *,
+        queue_size: int,
+        heartbeat: float,
+        accept: Accept | None = None,
     ) -> Subscription:
         """A subscription to ``positions``' streams, to be entered with ``async with``.
 
         A position is the last sequence the caller has (replay everything after it,
         then live) or None (live only: everything after the current last sequence).
+        ``accept`` (None: everything) filters records before they are queued.
         Entering raises Unavailable when the log cannot be reached.
         """
         if queue_size < 1 or heartbeat <= 0:
             raise ValueError("queue_size must be at least 1 and heartbeat positive")
-        return Subscription(self, positions, queue_size=queue_size, heartbeat=heartbeat)
-
-    async def publish(
-        self, stream: str, event_id: str, payload: bytes, now: datetime
-    ) -> EventRecord:
-        """Append to the log. Subscribers in every process see it through the log's wake-up."""
-        return await self._log.append(stream, event_id, payload, now)
+        return Subscription(
+            self, positions, queue_size=queue_size, heartbeat=heartbeat, accept=accept
+        )
 
     async def aclose(self) -> None:
         """End every subscription (their iterators stop) and wait for the hub's tasks."""
@@ -299,6 +327,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "_accept",
         "_beat_entry",
         "_closed",
         "_delivered",
@@ -314,6 +343,7 @@ class Subscription:
         "_queued",
         "_replaying",
         "_requested",
+        "_tail",
         "_token",
         "_waiter",
     )
@@ -325,17 +355,23 @@ class Subscription:
         *,
         queue_size: int,
         heartbeat: float,
+        accept: Accept | None = None,
     ) -> None:
         self._hub = hub
+        self._accept = accept
         self._requested: dict[str, int | None] | None = dict(positions)  # until entered
         self._queue_size = queue_size
         self._heartbeat = heartbeat
         self._feeds: dict[str, _Feed] = {}
         self._delivered: dict[str, int] = {}  # what the resume token says
         self._replaying: dict[str, int] = {}  # stream -> last sequence read from the log
-        self._queued: dict[str, int] = {}  # live stream -> last sequence queued or delivered
+        # Live stream -> last sequence queued, filtered out or delivered.
+        self._queued: dict[str, int] = {}
+        # Live stream -> its last record put in the queue: once it is yielded, the
+        # stream's position moves to _queued (past what was filtered out after it).
+        self._tail: dict[str, int] = {}
         # Both queues exist only while they hold something.
-        self._pending: deque[EventRecord | ReplayUnavailable] | None = None
+        self._pending: deque[EventRecord | ReplayUnavailable | _Skipped] | None = None
         # Live records: the oldest in _next, the rest (if any) in _queue.
         self._next: EventRecord | None = None
         self._queue: deque[EventRecord] | None = None
@@ -413,6 +449,7 @@ class Subscription:
         if ours and caught_up and feed.cursor is not None and feed.cursor <= after:
             del self._replaying[stream]
             self._queued[stream] = after
+            self._tail.pop(stream, None)
 
     def remove_stream(self, stream: str) -> None:
         """Stop delivering ``stream`` at once (nothing more of it is yielded) and drop it
@@ -421,7 +458,7 @@ class Subscription:
         if feed is None:
             return
         self._hub._detach(feed, self)
-        for positions in (self._delivered, self._replaying, self._queued):
+        for positions in (self._delivered, self._replaying, self._queued, self._tail):
             positions.pop(stream, None)
         self._token = None
         if self._pending:
@@ -455,6 +492,9 @@ class Subscription:
                 item = pending.popleft()
                 if not pending:
                     self._pending = None
+                if isinstance(item, _Skipped):
+                    self._skip(item.stream, item.sequence)
+                    continue
                 return self._deliver(item, loop)
             record = self._next
             if record is not None:
@@ -467,9 +507,7 @@ class Subscription:
                 last = self._delivered.get(record.stream)
                 if last is None or record.stream in self._replaying or record.sequence <= last:
                     continue  # removed, covered by the replay, or already delivered
-                if record.sequence > last + 1:
-                    self._replaying[record.stream] = last  # a gap: fill it from the log
-                    continue
+                # _offer checked the sequence follows what was queued or filtered out.
                 return self._deliver(record, loop)
             if self._replaying:
                 await self._replay_step(next(iter(self._replaying)))
@@ -508,7 +546,11 @@ class Subscription:
 
     def _deliver(self, item: SubscriptionItem, loop: asyncio.AbstractEventLoop) -> SubscriptionItem:
         if isinstance(item, EventRecord):
-            self._delivered[item.stream] = item.sequence
+            stream = item.stream
+            sequence = item.sequence
+            if self._tail.get(stream) == sequence:  # the last queued: skip what followed
+                sequence = self._queued.get(stream, sequence)
+            self._delivered[stream] = sequence
             self._token = None
         elif isinstance(item, ReplayUnavailable):
             self._delivered[item.stream] = item.oldest_available - 1
@@ -533,7 +575,15 @@ class Subscription:
             if reset:
                 return
         if page.records:
-            self._pending_queue().extend(page.records)
+            accept = self._accept
+            if accept is None:
+                self._pending_queue().extend(page.records)
+            else:
+                pending = self._pending_queue()
+                pending.extend(r for r in page.records if accept(r.envelope))
+                last = page.records[-1]
+                if not pending or pending[-1] is not last:
+                    pending.append(_Skipped(stream, last.sequence))
             self._replaying[stream] = page.records[-1].sequence
             return
         feed = self._feeds[stream]
@@ -545,8 +595,16 @@ class Subscription:
         # Caught up with the reader, and no await since the check: go live.
         del self._replaying[stream]
         self._queued[stream] = after
+        self._tail.pop(stream, None)
 
-    def _pending_queue(self) -> deque[EventRecord | ReplayUnavailable]:
+    def _skip(self, stream: str, sequence: int) -> None:
+        """Records of ``stream`` up to ``sequence`` were filtered out: move past them."""
+        last = self._delivered.get(stream)
+        if last is not None and sequence > last:
+            self._delivered[stream] = sequence
+            self._token = None
+
+    def _pending_queue(self) -> deque[EventRecord | ReplayUnavailable | _Skipped]:
         if self._pending is None:
             self._pending = deque()
         return self._pending
@@ -556,8 +614,23 @@ class Subscription:
         last = self._queued.get(stream)
         if last is None or self._closed or stream in self._replaying:
             return
+        accept = self._accept
+        queued_any = False
         for record in records:
-            if record.sequence <= last:
+            sequence = record.sequence
+            if sequence <= last:
+                continue
+            if sequence != last + 1:  # a gap: fill it from the log
+                self._replaying[stream] = self._delivered[stream]
+                del self._queued[stream]
+                self._tail.pop(stream, None)
+                queued_any = True
+                break
+            if accept is not None and not accept(record.envelope):
+                last = self._queued[stream] = sequence
+                if self._tail.get(stream, 0) <= self._delivered[stream]:
+                    self._delivered[stream] = sequence  # nothing of it queued: move now
+                    self._token = None
                 continue
             queue = self._queue
             queued = (self._next is not None) + (len(queue) if queue is not None else 0)
@@ -570,8 +643,10 @@ class Subscription:
                 self._queue = deque((record,))
             else:
                 queue.append(record)
-            last = self._queued[stream] = record.sequence
-        self._wake()
+            last = self._queued[stream] = self._tail[stream] = sequence
+            queued_any = True
+        if queued_any:
+            self._wake()
 
     def _fail_unavailable(self, reason: str) -> None:
         metadata = {"resume_token": self.resume_token}
@@ -582,6 +657,7 @@ class Subscription:
             self._hub._detach(feed, self)
         self._feeds.clear()
         self._next = self._queue = None
+        self._tail.clear()
         entry, self._beat_entry = self._beat_entry, None
         if entry is not None:
             entry[2] = None  # the hub's heap lets go of this subscription
