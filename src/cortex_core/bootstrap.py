@@ -84,6 +84,8 @@ class App:
         default_factory=list
     )
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
+    session_guard: SessionGuard | None = None
 
 
 def bootstrap(
@@ -195,6 +197,7 @@ def bootstrap(
         streams=StreamRegistry(),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         authenticator=authenticator,
+        session_guard=session_guard,
         servicers={
             "cortex.auth.v1.AuthService": AuthService(identity),
             "cortex.sessions.v1.SessionService": SessionService(identity),

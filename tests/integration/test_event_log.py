@@ -321,3 +321,27 @@ async def test_after_redis_restarts_resuming_with_the_token_loses_and_repeats_no
         await hub.aclose()
         await log.close()
         await server.kill()
+
+
+async def test_a_position_out_of_range_is_refused_before_it_reaches_the_log(
+    make_log: LogFactory,
+) -> None:
+    log = make_log()
+    await append(log, STREAM, "a", b"", NOW)
+    for after in (-1, 2**63, 2**64 + 5):
+        with pytest.raises(ValueError, match="out of range"):
+            await log.read(STREAM, after, 10)
+    assert [r.event_id for r in (await log.read(STREAM, 0, 10)).records] == ["a"]
+
+
+async def test_a_command_redis_refuses_is_not_taken_for_an_outage() -> None:
+    async with redis_prefix() as (url, prefix):
+        log = RedisEventLog.from_url(url, prefix=prefix)
+        try:
+            await append(log, STREAM, "a", b"", NOW)
+            with pytest.raises(Unavailable):
+                await log.wait({STREAM: -5}, 0.1)  # "-5-0" is no stream id: an error reply
+            # No fail-fast backoff: Redis itself is fine, so the next call goes through.
+            assert [r.event_id for r in (await log.read(STREAM, 0, 10)).records] == ["a"]
+        finally:
+            await log.close()

@@ -14,6 +14,8 @@ from support.events import UPDATED, append
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.api.event_service import _Decoded
 from cortex_core.domain.events import (
+    EventEnvelope,
+    EventKind,
     EventRecord,
     Heartbeat,
     ReplayUnavailable,
@@ -282,3 +284,40 @@ def test_subscribers_share_a_decoded_record_and_a_frame_per_token() -> None:
     assert (other.event.sequence, other.event.resume_token) == (7, "v1.b")
     assert other.event.workspace_updated.workspace.display_name == "renamed"
     assert decoded.event.resume_token == ""  # the shared event is never changed
+
+
+def _about(conversation_id: str) -> EventEnvelope:
+    return EventEnvelope(EventKind.MESSAGE_CREATED, "w1", conversation_id)
+
+
+def _in_c1(envelope: EventEnvelope) -> bool:
+    return envelope.conversation_id == "c1"
+
+
+async def test_a_filtered_subscriber_is_woken_only_for_what_it_accepts_and_still_advances(
+    hub: EventHub,
+) -> None:
+    async with hub.subscribe({WS: None}, queue_size=1, heartbeat=0.2, accept=_in_c1) as sub:
+        for n, conversation in enumerate(["c2", "c2", "c1", "c2", "c2"]):
+            await append(hub.log, WS, f"e{n}", b"", NOW, _about(conversation))
+        await asyncio.sleep(0.05)  # all offered; a queue of 1 holds only the c1 record
+        record = await next_record(sub)
+        assert (record.event_id, record.sequence) == ("e2", 3)
+        # Past what was filtered out after it, with nothing more to yield:
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 5}
+        await append(hub.log, WS, "e5", b"", NOW, _about("c2"))
+        item = await anext(sub)
+        assert isinstance(item, Heartbeat)
+        assert ResumeToken.decode(item.resume_token).positions == {WS: 6}
+
+
+async def test_a_filtered_replay_yields_only_what_it_accepts_and_resumes_past_the_rest(
+    hub: EventHub,
+) -> None:
+    for n, conversation in enumerate(["c1", "c2", "c1", "c2", "c2"]):
+        await append(hub.log, WS, f"e{n}", b"", NOW, _about(conversation))
+    async with hub.subscribe({WS: 0}, queue_size=1, heartbeat=0.2, accept=_in_c1) as sub:
+        assert [(await next_record(sub)).event_id for _ in range(2)] == ["e0", "e2"]
+        item = await anext(sub)
+        assert isinstance(item, Heartbeat)
+        assert ResumeToken.decode(item.resume_token).positions == {WS: 5}

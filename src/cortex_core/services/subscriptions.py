@@ -28,7 +28,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cortex_core import errors
 from cortex_core.domain.changes import user_stream, workspace_stream
@@ -123,13 +123,14 @@ class SessionGuard:
 
     async def guard(self, caller: Caller, source: AsyncIterator[T]) -> AsyncIterator[T]:
         """``source``'s items until it ends, or until the session ends (see the class)."""
-        watch = _Watch(asyncio.current_task())
+        watch = _Watch()
         expiry = self.expire_at(caller, watch.trip)
         watcher = asyncio.create_task(self._watch(caller, watch), name="cortex-session-guard")
         try:
             while True:
                 if watch.error is not None:
                     raise watch.error
+                watch.task = asyncio.current_task()  # whichever task iterates us now
                 watch.waiting = True
                 try:
                     item = await anext(source)
@@ -190,8 +191,8 @@ class _Watch:
 
     __slots__ = ("cancelled", "error", "task", "waiting")
 
-    def __init__(self, task: asyncio.Task[object] | None) -> None:
-        self.task = task
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
         self.error: errors.Unauthenticated | None = None
         self.waiting = False  # the stream is inside ``await anext(source)``
         self.cancelled = False
