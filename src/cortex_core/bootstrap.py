@@ -116,7 +116,7 @@ def bootstrap(
     event_log = _event_log(settings)
     hub = EventHub(event_log)
     bus = EventBus()
-    relay = EventRelay(log=event_log, uow=database.unit_of_work, encode=encode)
+    relay = EventRelay(log=event_log, hub=hub, uow=database.unit_of_work, encode=encode)
     bus.subscribe(Change, relay.publish)
     identity = Identity(
         uow=database.unit_of_work,

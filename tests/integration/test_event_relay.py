@@ -13,6 +13,7 @@ from cortex_core import errors
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.domain.changes import WorkspaceDeleted
+from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,7 +53,9 @@ async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
     def encode(change: Any, event_id: str) -> bytes:
         return str(next(counter)).encode()
 
-    relay = EventRelay(log=log, uow=database.unit_of_work, encode=encode, retry_interval=0.05)
+    relay = EventRelay(
+        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=encode, retry_interval=0.05
+    )
     task = asyncio.create_task(relay.run())
     try:
         await relay.publish(_change(0))

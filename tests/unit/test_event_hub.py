@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -321,3 +322,22 @@ async def test_a_filtered_replay_yields_only_what_it_accepts_and_resumes_past_th
         item = await anext(sub)
         assert isinstance(item, Heartbeat)
         assert ResumeToken.decode(item.resume_token).positions == {WS: 5}
+
+
+class _DeafLog(InMemoryEventLog):
+    """An in-process log whose wake-ups never come (as if another replica's were lost)."""
+
+    async def wait(self, cursors: Mapping[str, int], max_wait: float) -> set[str]:
+        await asyncio.sleep(max_wait)
+        return set()
+
+
+async def test_an_append_handed_to_the_hub_reaches_local_subscribers_without_a_wake_up() -> None:
+    log = _DeafLog()
+    hub = EventHub(log, poll_interval=60)
+    async with hub.subscribe({WS: None}, queue_size=8, heartbeat=60) as sub:
+        records = [await append(log, WS, f"e{n}", b"", NOW) for n in range(3)]
+        hub.published(records[0])
+        hub.published(records[2])  # out of order: the reader reads the log for it
+        hub.published(records[1])
+        assert [(await next_record(sub)).event_id for _ in range(3)] == ["e0", "e1", "e2"]

@@ -4,10 +4,16 @@ The log is the source of truth; the hub only decides who sees what, when::
 
     EventLog ──wait()──▶ watcher task ──wake──▶ one reader task per stream
                                                    │ offers new records to
-                                                   ▼
+    EventHub.published(record) ───────────────────▶│ (appends made here: no
+                                                   ▼  wake-up, no read)
                               Subscription (bounded queue, per-stream cursors)
                                    ▲ replays from the log itself until it has
                                    │ caught up with its stream's reader
+
+Appends made by this process (the relay) are handed to :meth:`EventHub.published`,
+which offers the record to local subscribers at once when it is the next one of
+its stream; the log's wake-up only brings what other processes appended (or a
+record that arrived out of order, which the reader then reads).
 
 Guarantees, per stream of a subscription: records arrive in sequence order, with
 no gap and no duplicate, from the requested position on; when the position is
@@ -44,7 +50,7 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -181,6 +187,24 @@ class EventHub:
             self, positions, queue_size=queue_size, heartbeat=heartbeat, accept=accept
         )
 
+    def published(self, record: EventRecord) -> None:
+        """An append this process made (the relay calls this right after it).
+
+        When ``record`` is the next of its stream, this process's subscribers are
+        offered it now, without waiting for the log's wake-up and a read; when an
+        earlier append is still in flight, the stream's reader reads the log instead.
+        """
+        feed = self._feeds.get(record.stream)
+        if feed is None or feed.cursor is None or record.sequence <= feed.cursor:
+            return
+        if record.sequence != feed.cursor + 1:
+            feed.wake.set()
+            return
+        feed.cursor = record.sequence
+        records = (record,)
+        for subscription in list(feed.subscribers):
+            subscription._offer(record.stream, records)
+
     async def aclose(self) -> None:
         """End every subscription (their iterators stop) and wait for the hub's tasks."""
         for subscription in list(self._subscriptions):
@@ -261,15 +285,19 @@ class EventHub:
             self._feeds_changed.set()
             while True:
                 feed.wake.clear()
-                page = await self._log.read(feed.stream, feed.cursor, self._batch)
-                if page.last_sequence < feed.cursor:
+                after = feed.cursor
+                page = await self._log.read(feed.stream, after, self._batch)
+                if page.last_sequence < after:
                     raise Unavailable("the event log was reset", reason="EVENT_LOG_UNAVAILABLE")
-                if not page.records:
-                    await feed.wake.wait()
+                # published() may have offered some of them while we read.
+                records = tuple(r for r in page.records if r.sequence > feed.cursor)
+                if not records:
+                    if not page.records:
+                        await feed.wake.wait()
                     continue
-                feed.cursor = page.records[-1].sequence
+                feed.cursor = records[-1].sequence
                 for subscription in list(feed.subscribers):
-                    subscription._offer(feed.stream, page.records)
+                    subscription._offer(feed.stream, records)
         except CortexError as exc:
             self._fail(feed, exc.reason)
         except Exception:
@@ -289,7 +317,7 @@ class EventHub:
         backoff = 0.0
         while True:
             self._feeds_changed.clear()
-            cursors = {s: f.cursor for s, f in self._feeds.items() if f.cursor is not None}
+            cursors = _Cursors(self._feeds)
             if not cursors:
                 await self._feeds_changed.wait()
                 continue
@@ -317,6 +345,28 @@ class EventHub:
                 await asyncio.sleep(backoff)
 
 
+class _Cursors(Mapping[str, int]):
+    """The readers' cursors, read live: the in-process log looks at them whenever it
+    wakes up, so an append already handed to ``published`` does not wake the reader."""
+
+    __slots__ = ("_feeds",)
+
+    def __init__(self, feeds: dict[str, _Feed]) -> None:
+        self._feeds = feeds
+
+    def __getitem__(self, stream: str) -> int:
+        cursor = self._feeds[stream].cursor
+        if cursor is None:
+            raise KeyError(stream)
+        return cursor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([s for s, feed in self._feeds.items() if feed.cursor is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for feed in self._feeds.values() if feed.cursor is not None)
+
+
 class Subscription:
     """One subscriber's view: an async context manager and an async iterator of items.
 
@@ -336,6 +386,7 @@ class Subscription:
         "_heartbeat",
         "_hub",
         "_last_yield",
+        "_loop",
         "_next",
         "_pending",
         "_queue",
@@ -403,7 +454,9 @@ class Subscription:
 
     async def __aenter__(self) -> Subscription:
         self._hub._subscriptions.add(self)
-        self._last_yield = asyncio.get_running_loop().time()
+        # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
+        self._last_yield = self._loop.time()
         requested, self._requested = self._requested or {}, None
         try:
             for stream, after in requested.items():
@@ -480,7 +533,7 @@ class Subscription:
         return self
 
     async def __anext__(self) -> SubscriptionItem:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while True:
             if self._closed:
                 error, self._error = self._error, None

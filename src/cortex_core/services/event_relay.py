@@ -2,7 +2,9 @@
 
 Changes are published after their commit. The relay turns each one into a
 record (the change's :class:`EventEnvelope`, a new event id and the payload from
-``encode``) and appends it to the event log port straight away; when the log is
+``encode``) and appends it to the event log port straight away, then hands the
+stored record to the hub (:meth:`EventHub.published`: local subscribers get it
+without a wake-up round trip through the log); when the log is
 unavailable it keeps the record in the database outbox instead, and from then on
 every later event of this process goes through the outbox too, so the order of
 events is kept. :meth:`EventRelay.drain_once` moves outbox rows to the log,
@@ -29,6 +31,7 @@ from cortex_core.domain.changes import Change
 from cortex_core.domain.events import EventEnvelope, PendingEvent
 from cortex_core.domain.identity import new_id
 from cortex_core.ports import EventLog, UnitOfWorkFactory
+from cortex_core.services.event_hub import EventHub
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +46,13 @@ class EventRelay:
         self,
         *,
         log: EventLog,
+        hub: EventHub,
         uow: UnitOfWorkFactory,
         encode: Encode,
         retry_interval: float = 1.0,
     ) -> None:
         self._log = log
+        self._hub = hub
         self._uow = uow
         self._encode = encode
         self._retry_interval = retry_interval
@@ -70,7 +75,10 @@ class EventRelay:
         payload = self._encode(change, event_id)
         if not self._backlog:
             try:
-                await self._log.append(change.stream, event_id, envelope, payload, change.time)
+                record = await self._log.append(
+                    change.stream, event_id, envelope, payload, change.time
+                )
+                self._hub.published(record)
                 return
             except errors.Unavailable:
                 log.warning("event log unavailable; keeping events in the outbox")
@@ -136,4 +144,5 @@ class EventRelay:
         except (ValueError, UnicodeDecodeError):
             log.error("dropping outbox event %s: its envelope is unreadable", event.event_id)
             return
-        await self._log.append(event.stream, event.event_id, envelope, payload, event.time)
+        record = await self._log.append(event.stream, event.event_id, envelope, payload, event.time)
+        self._hub.published(record)
