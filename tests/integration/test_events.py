@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -316,8 +317,13 @@ async def _long_reply(stopped: asyncio.Event) -> AsyncIterator[str]:
         stopped.set()
 
 
-async def test_the_session_guard_ends_any_stream_on_logout(tmp_path: Path) -> None:
-    async with running_app(tmp_path, events_heartbeat=5) as running:
+@contextlib.asynccontextmanager
+async def _guarded_reply(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[Client, Account, AsyncIterator[str], asyncio.Event]]:
+    """A running server, an account, and a long reply stream wrapped in its SessionGuard
+    (its first item already taken), with the event its cleanup sets."""
+    async with running_app(tmp_path, events_heartbeat=5, **settings) as running:
         client = Client(running.address)
         try:
             alice = await client.register()
@@ -327,32 +333,26 @@ async def test_the_session_guard_ends_any_stream_on_logout(tmp_path: Path) -> No
             stopped = asyncio.Event()
             guarded = running.app.session_guard.guard(caller, _long_reply(stopped))
             assert await anext(guarded) == "first"
-            waiting = asyncio.create_task(anext(guarded))
-            await client.auth.Logout(auth_pb.LogoutRequest(), metadata=alice.metadata())
-            with pytest.raises(Unauthenticated) as ended:
-                async with asyncio.timeout(10):
-                    await waiting
-            assert ended.value.reason == "SESSION_REVOKED"
-            assert stopped.is_set()  # the guarded stream's own cleanup ran
+            yield client, alice, guarded, stopped
         finally:
             await client.close()
+
+
+async def test_the_session_guard_ends_any_stream_on_logout(tmp_path: Path) -> None:
+    async with _guarded_reply(tmp_path) as (client, alice, guarded, stopped):
+        waiting = asyncio.create_task(anext(guarded))
+        await client.auth.Logout(auth_pb.LogoutRequest(), metadata=alice.metadata())
+        with pytest.raises(Unauthenticated) as ended:
+            async with asyncio.timeout(10):
+                await waiting
+        assert ended.value.reason == "SESSION_REVOKED"
+        assert stopped.is_set()  # the guarded stream's own cleanup ran
 
 
 async def test_the_session_guard_ends_any_stream_when_its_token_expires(tmp_path: Path) -> None:
-    async with running_app(tmp_path, events_heartbeat=5, access_token_ttl=1.5) as running:
-        client = Client(running.address)
-        try:
-            alice = await client.register()
-            assert running.app.authenticator is not None
-            assert running.app.session_guard is not None
-            caller = await running.app.authenticator.authenticate(alice.access_token)
-            stopped = asyncio.Event()
-            guarded = running.app.session_guard.guard(caller, _long_reply(stopped))
-            assert await anext(guarded) == "first"
-            with pytest.raises(Unauthenticated) as ended:
-                async with asyncio.timeout(10):
-                    await anext(guarded)
-            assert ended.value.reason == "TOKEN_EXPIRED"
-            assert stopped.is_set()
-        finally:
-            await client.close()
+    async with _guarded_reply(tmp_path, access_token_ttl=1.5) as (_, _, guarded, stopped):
+        with pytest.raises(Unauthenticated) as ended:
+            async with asyncio.timeout(10):
+                await anext(guarded)
+        assert ended.value.reason == "TOKEN_EXPIRED"
+        assert stopped.is_set()
