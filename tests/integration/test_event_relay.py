@@ -83,3 +83,24 @@ async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
     finally:
         task.cancel()
         await asyncio.wait((task,))
+
+
+async def test_one_drain_pass_moves_the_kept_events_and_says_how_many(
+    database: SqlDatabase,
+) -> None:
+    log = FlakyLog()
+    relay = EventRelay(
+        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=lambda c, i: i.encode()
+    )
+    log.down = True
+    for n in range(3):
+        await relay.publish(_change(n))
+    with pytest.raises(errors.Unavailable):
+        await relay.drain_once()  # a supervisor backs off and calls again
+    assert relay.backlog
+    log.down = False
+    assert await relay.drain_once() == 3
+    assert not relay.backlog
+    assert len((await log.read("ws:w", 0, 10)).records) == 3
+    async with database.unit_of_work() as uow:
+        assert await uow.outbox.head(10) == []
