@@ -22,7 +22,13 @@ from support.events import append
 
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.events.redis_streams import RedisEventLog
-from cortex_core.domain.events import EventRecord, ReplayUnavailable, ResumeToken
+from cortex_core.domain.events import (
+    EventEnvelope,
+    EventKind,
+    EventRecord,
+    ReplayUnavailable,
+    ResumeToken,
+)
 from cortex_core.errors import Unavailable
 from cortex_core.ports import EventLog
 from cortex_core.services.event_hub import EventHub, SubscriberTooSlow, Subscription
@@ -345,3 +351,16 @@ async def test_a_command_redis_refuses_is_not_taken_for_an_outage() -> None:
             assert [r.event_id for r in (await log.read(STREAM, 0, 10)).records] == ["a"]
         finally:
             await log.close()
+
+
+async def test_a_record_keeps_its_envelope(make_log: LogFactory) -> None:
+    log = make_log()
+    envelope = EventEnvelope(EventKind.SESSION_REVOKED, "", "", "u1", "s1")
+    other = EventEnvelope(EventKind.MESSAGE_CREATED, "w1", "c1")
+    await append(log, STREAM, "a", b"\x00payload", NOW, envelope)
+    await append(log, STREAM, "b", b"", NOW, other)
+    read = await log.read(STREAM, 0, 10)
+    assert [(r.envelope, r.payload) for r in read.records] == [
+        (envelope, b"\x00payload"),
+        (other, b""),
+    ]
