@@ -33,7 +33,7 @@ from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
 from cortex_core.api.context_service import ContextService
 from cortex_core.api.conversation_service import ConversationService
-from cortex_core.api.event_encoding import encode_change
+from cortex_core.api.event_encoding import encode
 from cortex_core.api.event_service import EventService
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.memory_service import MemoryService
@@ -61,6 +61,7 @@ from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories
 from cortex_core.services.replies import Replies, SendMessage
+from cortex_core.services.subscriptions import SessionGuard, Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
@@ -88,6 +89,8 @@ class App:
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     supervisor: Supervisor = dataclasses.field(default_factory=Supervisor)
+    # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
+    session_guard: SessionGuard | None = None
 
 
 def bootstrap(
@@ -122,7 +125,7 @@ def bootstrap(
     event_log = _event_log(settings)
     hub = EventHub(event_log)
     bus = EventBus()
-    relay = EventRelay(hub=hub, uow=database.unit_of_work, encode=encode_change)
+    relay = EventRelay(log=event_log, hub=hub, uow=database.unit_of_work, encode=encode)
     bus.subscribe(Change, relay.publish)
     identity = Identity(
         uow=database.unit_of_work,
@@ -136,14 +139,17 @@ def bootstrap(
         session_lifetime=timedelta(seconds=settings.session_lifetime),
     )
     workspaces = Workspaces(uow=database.unit_of_work, clock=clock, events=bus)
-    events = EventService(
+    session_guard = SessionGuard(
+        hub=hub, authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
+    )
+    subscriptions = Subscriptions(
         hub=hub,
         uow=database.unit_of_work,
-        authenticator=authenticator,
-        clock=clock,
+        guard=session_guard,
         heartbeat=settings.events_heartbeat,
         queue_size=settings.events_queue_size,
     )
+    events = EventService(subscriptions=subscriptions, clock=clock)
 
     cache, working_memory = _cache(settings), _working_memory(settings)
     commands = CommandBus()
@@ -212,7 +218,7 @@ def bootstrap(
                 wait_first=True,  # the migrations have just reached it
             ),
         ),
-        Loop("event-relay", relay.run),
+        Loop("event-relay", relay.drain_and_wait),
         Loop("summaries", context.run_summary_jobs_once),
         Loop(
             "memory-sweeper",
@@ -234,6 +240,7 @@ def bootstrap(
         streams=StreamRegistry(),
         access_log=access_log,
         authenticator=authenticator,
+        session_guard=session_guard,
         servicers=servicers,
         background=background,
         supervisor=Supervisor(on_change=health.background_changed),
