@@ -22,6 +22,7 @@ from cortex.context.v1 import context_window_pb2 as wpb
 from cortex.context.v1 import conversation_pb2
 from cortex.context.v1 import conversation_service_pb2 as cpb
 from cortex.context.v1 import conversation_service_pb2_grpc as cgrpc
+from cortex.events.v1 import event_service_pb2, event_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.clients import Client, authenticated_channel
 from support.postgres import private_postgres
@@ -124,6 +125,23 @@ async def test_summaries_resume_after_postgresql_is_stopped_and_started(tmp_path
                     return any(i.kind == wpb.CONTEXT_ITEM_KIND_SUMMARY for i in window.items)
 
                 await _until(summarized)
+
+                # Events still flow from a commit to a subscriber.
+                events = event_service_pb2_grpc.EventServiceStub(channel)
+                stream = events.SubscribeEvents(event_service_pb2.SubscribeEventsRequest())
+                await stream.read()  # opened
+                await conversations.CreateConversation(
+                    cpb.CreateConversationRequest(
+                        parent=workspace, conversation=conversation_pb2.Conversation(title="after")
+                    )
+                )
+                async with asyncio.timeout(30):
+                    while True:
+                        frame = await stream.read()
+                        kind = frame.event.WhichOneof("payload") if frame.HasField("event") else ""
+                        if kind == "conversation_created":
+                            break
+                stream.cancel()
             finally:
                 await channel.close()
                 await client.close()
