@@ -75,21 +75,10 @@ class PooledConnection:
     def dialect(self) -> Dialect:
         return self._engine.dialect
 
-    @overload
-    async def execute(
-        self,
-        statement: TypedReturnsRows[Unpack[_Ts]],
-        parameters: Any = None,
-    ) -> CursorResult[Unpack[_Ts]]: ...
-
-    @overload
-    async def execute(
-        self, statement: Executable, parameters: Any = None
-    ) -> CursorResult[Unpack[TupleAny]]: ...
-
     async def execute(
         self, statement: Executable, parameters: Any = None
     ) -> CursorResult[Unpack[TupleAny]]:
+        """Typed through :class:`Connection`, which repositories see."""
         with translate_errors():
             await self._before(statement)
             conn = await self._connection()
