@@ -80,7 +80,7 @@ class Supervisor:
         *,
         on_change: Observer = _ignore,
         initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 10.0,
         healthy_after: float = 5.0,
     ) -> None:
         self._on_change = on_change
