@@ -8,6 +8,7 @@ dir once, at start (see ``load_key_ring``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -110,6 +111,7 @@ def bootstrap(
         max_workers=settings.password_workers or None,
     )
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
+    password_policy = PasswordPolicy()
     event_log = _event_log(settings)
     hub = EventHub(event_log)
     bus = EventBus()
@@ -119,7 +121,7 @@ def bootstrap(
         uow=database.unit_of_work,
         clock=clock,
         hasher=hasher,
-        policy=PasswordPolicy(),
+        policy=password_policy,
         tokens=tokens,
         throttle=_throttle(settings, clock),
         revocations=authenticator,
@@ -183,6 +185,9 @@ def bootstrap(
     async def close_hasher() -> None:
         hasher.close()
 
+    async def load_password_list() -> None:
+        await asyncio.to_thread(password_policy.load)
+
     return App(
         settings=settings,
         clock=clock,
@@ -206,7 +211,7 @@ def bootstrap(
             sweeper.run,
             lambda: health.watch_providers(chain.states, PROVIDER_HEALTH_INTERVAL),
         ],
-        starters=[hasher.warm_up],
+        starters=[hasher.warm_up, load_password_list],
         closers=[
             close_hasher,
             chain.aclose,
