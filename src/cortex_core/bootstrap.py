@@ -24,6 +24,7 @@ from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
 from cortex_core.adapters.security.passwords import Argon2PasswordHasher
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
+from cortex_core.adapters.security.throttle_policy import ThrottlePolicies
 from cortex_core.adapters.security.tokens import JwtAccessTokenCodec
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.adapters.tokens import EstimatedTokenCounter
@@ -266,5 +267,20 @@ def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
             socket_timeout=1,
             retry=Retry(NoBackoff(), 1),
         )
-        return RedisLoginThrottle(client, clock=clock)
-    return InMemoryLoginThrottle(clock=clock)
+        return RedisLoginThrottle(client, clock=clock, policies=_throttle_policies(settings))
+    return InMemoryLoginThrottle(clock=clock, policies=_throttle_policies(settings))
+
+
+def _throttle_policies(settings: Settings) -> ThrottlePolicies:
+    defaults = ThrottlePolicies()
+    return ThrottlePolicies(
+        account=dataclasses.replace(
+            defaults.account, free_failures=settings.login_account_attempts
+        ),
+        address=dataclasses.replace(
+            defaults.address, free_failures=settings.login_address_attempts
+        ),
+        register=dataclasses.replace(
+            defaults.register, free_failures=settings.register_address_attempts
+        ),
+    )

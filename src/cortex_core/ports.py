@@ -213,15 +213,26 @@ class AccessTokenCodec(Protocol):
 
 
 class LoginThrottle(Protocol):
-    """Growing delays after failed logins, per account and per client address."""
+    """Growing delays per account, per client address and per sign-up address.
+
+    Keys are built by ``adapters.security.throttle_policy`` (``account:``,
+    ``address:``, ``register:``); each kind has its own policy.
+    """
 
     async def check(self, keys: Sequence[str]) -> None:
-        """Raise ResourceExhausted(reason LOGIN_THROTTLED, retry_after) while any key waits."""
+        """Raise ResourceExhausted(reason LOGIN_THROTTLED or REGISTER_THROTTLED,
+        retry_after) while any key waits; count nothing."""
         ...
 
-    async def record_failure(self, keys: Sequence[str]) -> None: ...
+    async def attempt(self, keys: Sequence[str]) -> None:
+        """Like ``check``; when no key waits, count one attempt on every key, atomically
+        per key, so parallel attempts cannot get past a lock one of them sets. Call it
+        before the expensive work (hashing), not after a failure."""
+        ...
 
-    async def record_success(self, keys: Sequence[str]) -> None: ...
+    async def record_success(self, keys: Sequence[str]) -> None:
+        """Forget the account keys and give the attempt back to the address keys."""
+        ...
 
 
 # --- conversations, context and models -------------------------------------------

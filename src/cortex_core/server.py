@@ -61,7 +61,14 @@ def server_options(app: App) -> list[tuple[str, Any]]:
 
 def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
     """Create the server with interceptors, every service, health and reflection."""
-    interceptors: list[Any] = [CortexInterceptor(app.streams, app.access_log, app.authenticator)]
+    interceptors: list[Any] = [
+        CortexInterceptor(
+            app.streams,
+            app.access_log,
+            app.authenticator,
+            trusted_proxies=app.settings.trusted_proxies,
+        )
+    ]
     if app.settings.tracing:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 

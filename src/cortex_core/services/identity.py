@@ -4,7 +4,9 @@ Security properties (see docs/security.md):
 
 * an unknown email and a wrong password fail with the same error after the same
   work (a dummy argon2 verification for unknown accounts);
-* failed sign-ins are throttled per account and per client address;
+* sign-in attempts are counted per account and per client address *before* the
+  password is checked (so parallel guesses cannot outrun the throttle), and
+  sign-ups per client address; each kind of key has its own limits;
 * refresh tokens are opaque, stored only as SHA-256, single-use, and bounded by
   the session's absolute lifetime; presenting a used one revokes the session.
   Of two concurrent refreshes with one token exactly one wins; the other is a
@@ -129,6 +131,8 @@ class Identity:
             ]
         )
         self._policy.check(password, field="password", email=email)
+        if client.address:
+            await self._throttle.attempt([f"register:{client.address}"])
         password_hash = await self._hasher.hash(password)
         now = self._clock.now()
         user = User(
@@ -173,7 +177,8 @@ class Identity:
         return sign_in
 
     async def login(self, email: str, password: str, client: ClientInfo) -> SignIn:
-        """Verify the credentials and open a session; throttled on failures."""
+        """Verify the credentials and open a session. The attempt is counted before
+        the password is checked; a success forgets it (see ``LoginThrottle``)."""
         reject(
             [
                 email_violation(email) if not email.strip() else None,
@@ -181,15 +186,13 @@ class Identity:
             ]
         )
         keys = self._throttle_keys(email, client)
-        await self._throttle.check(keys)
+        await self._throttle.attempt(keys)
         async with self._uow() as uow:
             user = await uow.users.get_by_email(normalize_email(email))
         if user is None:
             await self._hasher.verify_dummy(password)
-            await self._throttle.record_failure(keys)
             raise _invalid_credentials()
         if not await self._hasher.verify(user.password_hash, password):
-            await self._throttle.record_failure(keys)
             raise _invalid_credentials()
         await self._throttle.record_success(keys)
         rehash = None
@@ -255,12 +258,12 @@ class Identity:
                 reason="PASSWORD_UNCHANGED",
             )
         keys = [f"account:{normalize_email(caller.user.email)}"]
-        await self._throttle.check(keys)
+        await self._throttle.attempt(keys)
         async with self._uow() as uow:
             user = await uow.users.get(caller.user_id)
         if user is None or not await self._hasher.verify(user.password_hash, current):
-            await self._throttle.record_failure(keys)
             raise _invalid_credentials()
+        await self._throttle.record_success(keys)
         new_hash = await self._hasher.hash(new)
         now = self._clock.now()
         async with self._uow() as uow:
