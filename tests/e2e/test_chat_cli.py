@@ -6,6 +6,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -161,3 +162,46 @@ def test_ctrl_c_during_a_reply_cancels_it_and_returns_to_the_prompt(tmp_path: Pa
             m.finish_reason for m in messages if m.role == message_pb2.MESSAGE_ROLE_ASSISTANT
         ]
         assert finishes == [message_pb2.FINISH_REASON_CANCELLED, message_pb2.FINISH_REASON_STOP]
+
+
+def test_a_refused_registration_shows_each_field_violation(server_address: str) -> None:
+    done = subprocess.run(
+        _chat(server_address, _email(), "--register", "--display-name", "Di"),
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        env=_env("password123"),
+        cwd=REPO,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert "INVALID_ARGUMENT" in done.stderr
+    assert "  password: is too common" in done.stderr
+    assert "(PASSWORD_TOO_COMMON)" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_server_is_reported_before_any_password_is_asked() -> None:
+    address = f"127.0.0.1:{_closed_port()}"
+    done = subprocess.run(
+        _chat(address, _email()),
+        input="typed-password\nhello\n",
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")},
+        cwd=REPO,
+        timeout=60,
+        start_new_session=True,  # no controlling terminal: getpass would read stdin
+    )
+
+    assert done.returncode == 1
+    assert f"cannot reach a Cortex server at {address}" in done.stderr
+    assert "password" not in done.stderr.lower()
+    assert "Traceback" not in done.stdout + done.stderr
