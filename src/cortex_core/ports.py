@@ -220,7 +220,7 @@ class LoginThrottle(Protocol):
     """
 
     async def check(self, keys: Sequence[str]) -> None:
-        """Raise ResourceExhausted(reason LOGIN_THROTTLED or REGISTER_THROTTLED,
+        """Raise ResourceExhausted(reason LOGIN_THROTTLED or RATE_LIMITED,
         retry_after) while any key waits; count nothing."""
         ...
 

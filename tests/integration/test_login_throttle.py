@@ -372,5 +372,5 @@ async def test_sign_ups_from_one_address_are_throttled_and_never_given_back(
     with pytest.raises(errors.ResourceExhausted) as refused:
         await defaults.attempt(key)
 
-    assert refused.value.reason == "REGISTER_THROTTLED"
+    assert refused.value.reason == "RATE_LIMITED"
     assert refused.value.retry_after == pytest.approx(1, abs=0.01)

@@ -85,7 +85,7 @@ async def test_sign_ups_are_throttled_per_address_with_retry_info(tmp_path: Path
 
     assert outcomes == [(grpc.StatusCode.OK, "")] * 3
     assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert details(refused.value)["ErrorInfo"].reason == "REGISTER_THROTTLED"
+    assert details(refused.value)["ErrorInfo"].reason == "RATE_LIMITED"
     assert details(refused.value)["RetryInfo"].retry_delay.seconds >= 1
 
 

@@ -92,7 +92,7 @@ class RedisLoginThrottle:
     ``redis`` is a ``redis.asyncio.Redis`` client built by bootstrap (with socket
     timeouts, so an unreachable server fails fast); this class never closes it.
     Raises ``ResourceExhausted`` (reason ``LOGIN_THROTTLED`` or
-    ``REGISTER_THROTTLED``) from ``check`` and ``attempt``, and ``Unavailable``
+    ``RATE_LIMITED``) from ``check`` and ``attempt``, and ``Unavailable``
     (reason ``SERVICE_UNAVAILABLE``) when Redis fails.
     """
 

@@ -39,7 +39,7 @@ class InMemoryLoginThrottle:
     """The ``LoginThrottle`` port in process memory (see :mod:`.throttle_policy`).
 
     ``check`` raises ``ResourceExhausted`` (reason ``LOGIN_THROTTLED`` or
-    ``REGISTER_THROTTLED``) with the longest remaining wait among ``keys``;
+    ``RATE_LIMITED``) with the longest remaining wait among ``keys``;
     ``attempt`` does the same or, when no key waits, counts one attempt on every
     key; ``record_success`` forgets the ``account:`` keys and gives the attempt
     back to the ``address:`` keys. ``policy`` (one policy for every kind of key)

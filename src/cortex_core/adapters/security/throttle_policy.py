@@ -154,11 +154,11 @@ def is_address_key(key: str) -> bool:
 
 def throttled(wait: float, keys: Sequence[str] = ()) -> errors.ResourceExhausted:
     """The error for ``keys`` that must wait ``wait`` seconds (rounded up to the ms):
-    ``REGISTER_THROTTLED`` for sign-up keys, else ``LOGIN_THROTTLED``."""
+    ``RATE_LIMITED`` for sign-up keys, else ``LOGIN_THROTTLED``."""
     retry_after = max(1, math.ceil(wait * 1000)) / 1000
     if any(key.startswith(REGISTER_PREFIX) for key in keys):
         return errors.ResourceExhausted(
-            REGISTER_THROTTLED_MESSAGE, retry_after=retry_after, reason="REGISTER_THROTTLED"
+            REGISTER_THROTTLED_MESSAGE, retry_after=retry_after, reason="RATE_LIMITED"
         )
     return errors.ResourceExhausted(
         THROTTLED_MESSAGE, retry_after=retry_after, reason="LOGIN_THROTTLED"
