@@ -120,10 +120,14 @@ async def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trust
         garbled = await _session_address(behind_proxy.address, "not-an-ip")
     async with running_app(tmp_path / "b") as direct:
         forged = await _session_address(direct.address, chain)
+    other = Settings.from_env({"CORTEX_TRUSTED_PROXIES": "10.0.0.0/8"}).trusted_proxies
+    async with running_app(tmp_path / "c", trusted_proxies=other) as elsewhere:
+        untrusted_peer = await _session_address(elsewhere.address, chain)
 
     assert via_proxy == "203.0.113.9"
     assert garbled == "127.0.0.1"
     assert forged == "127.0.0.1"
+    assert untrusted_peer == "127.0.0.1"
 
 
 def test_trusted_proxies_are_read_as_cidrs_and_a_bad_one_names_the_variable() -> None:
