@@ -31,9 +31,9 @@ from bench.load import HEADER, Result, percentile, run_load
 from bench.unary import bare_server, cortex_server, print_ratios
 
 PASSWORD = "correct horse battery staple 42"
-#: Sign-in attempts are counted before hashing, so more parallel logins to one account
-#: than the free attempts (5) would be throttled until the first one succeeds. These
-#: benchmarks measure hashing, not the throttle: they raise the account's allowance.
+#: Sign-in attempts are reserved before hashing, so more parallel logins to one account
+#: than its free attempts (5) wait for the first to succeed. These benchmarks measure
+#: hashing, not the throttle: they raise the account's allowance.
 BENCH_ACCOUNT_ATTEMPTS = 1000
 
 

@@ -47,7 +47,7 @@ configuration (environment variables, read once at start):
                                (default none: the peer address is the client's)
   CORTEX_LOGIN_ACCOUNT_ATTEMPTS  failed sign-ins per account before delays (default 5)
   CORTEX_LOGIN_ADDRESS_ATTEMPTS  failed sign-ins per client address before delays (default 50)
-  CORTEX_REGISTER_ADDRESS_ATTEMPTS  sign-ups per client address before delays (default 20)
+  CORTEX_REGISTER_ADDRESS_ATTEMPTS  sign-ups per client address before delays (default 100)
   CORTEX_EVENTS_HEARTBEAT      seconds between heartbeat frames on quiet event streams (default 15)
   CORTEX_EVENTS_RETENTION      seconds events stay replayable (default 86400)
   CORTEX_EVENTS_MAX_LENGTH     events kept per workspace log (default 10000)

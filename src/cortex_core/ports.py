@@ -7,6 +7,7 @@ both the default of ``make run`` and the double used by tests.
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -212,6 +213,14 @@ class AccessTokenCodec(Protocol):
         ...
 
 
+class AttemptOutcome(enum.Enum):
+    """How a throttled attempt ended (see ``LoginThrottle.settle``)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # an outage or a cancelled call: counts nothing
+
+
 class LoginThrottle(Protocol):
     """Growing delays per account, per client address and per sign-up address.
 
@@ -224,14 +233,18 @@ class LoginThrottle(Protocol):
         retry_after) while any key waits; count nothing."""
         ...
 
-    async def attempt(self, keys: Sequence[str]) -> None:
-        """Like ``check``; when no key waits, count one attempt on every key, atomically
-        per key, so parallel attempts cannot get past a lock one of them sets. Call it
-        before the expensive work (hashing), not after a failure."""
+    async def reserve(self, keys: Sequence[str]) -> str:
+        """Take a reservation on every key *before* the expensive work (hashing) and
+        return its token. Raises like ``check`` while a key is locked; waits while
+        failures plus reservations in flight already reach a key's free attempts
+        (so parallel guesses cannot outrun the lock). ``register:`` keys are
+        counted here."""
         ...
 
-    async def record_success(self, keys: Sequence[str]) -> None:
-        """Forget the account keys and give the attempt back to the address keys."""
+    async def settle(self, keys: Sequence[str], token: str, outcome: AttemptOutcome) -> None:
+        """End the reservation: FAILED counts a failure; SUCCEEDED forgets the
+        account keys and gives the attempt back to the address keys; ABANDONED
+        counts nothing. Never raises."""
         ...
 
 

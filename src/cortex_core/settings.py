@@ -61,7 +61,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     login_account_attempts: int = 5
     login_address_attempts: int = 50
-    register_address_attempts: int = 20
+    register_address_attempts: int = 100
 
     @property
     def effective_database_url(self) -> str:

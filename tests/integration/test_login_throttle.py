@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from redis.asyncio import Redis
@@ -28,7 +28,7 @@ from cortex_core.adapters.security.throttle_policy import (
     address_key,
     register_key,
 )
-from cortex_core.ports import LoginThrottle
+from cortex_core.ports import AttemptOutcome, LoginThrottle
 
 ACCOUNT = account_key("Ada@Example.com")
 ADDRESS = address_key("203.0.113.7")
@@ -88,10 +88,28 @@ async def fail(
     for _ in range(times):
         while True:
             try:
-                await throttle.attempt(keys)
+                await fail_once(throttle, keys)
                 break
             except errors.ResourceExhausted as refused:
                 clock.advance(refused.retry_after or 0.0)
+
+
+async def fail_once(throttle: LoginThrottle, keys: Sequence[str] = KEYS) -> None:
+    """One attempt that is reserved, then fails."""
+    token = await throttle.reserve(keys)
+    await throttle.settle(keys, token, AttemptOutcome.FAILED)
+
+
+async def succeed_once(throttle: LoginThrottle, keys: Sequence[str] = KEYS) -> None:
+    token = await throttle.reserve(keys)
+    await throttle.settle(keys, token, AttemptOutcome.SUCCEEDED)
+
+
+async def guess_in_parallel(throttle: LoginThrottle, keys: Sequence[str]) -> None:
+    """Reserve, yield to the others (as hashing would), then fail."""
+    token = await throttle.reserve(keys)
+    await asyncio.sleep(0.01)
+    await throttle.settle(keys, token, AttemptOutcome.FAILED)
 
 
 async def retry_after(throttle: LoginThrottle, keys: list[str] = KEYS) -> float | None:
@@ -180,13 +198,15 @@ async def test_success_clears_the_account_but_not_the_address(
     throttle: LoginThrottle, clock: ManualClock
 ) -> None:
     await fail(throttle, clock, 7)
+    clock.advance(2)  # the lock of the seventh failure ends
 
-    await throttle.record_success(KEYS)
+    await succeed_once(throttle)
 
     assert await retry_after(throttle, [ACCOUNT]) is None
-    assert await retry_after(throttle, [ADDRESS]) == pytest.approx(2, abs=0.01)
     await fail(throttle, clock, 5, [ACCOUNT])
     assert await retry_after(throttle, [ACCOUNT]) is None
+    await fail(throttle, clock, 1, [ADDRESS])  # its eighth failure
+    assert await retry_after(throttle, [ADDRESS]) == pytest.approx(4, abs=0.01)
 
 
 async def test_failures_are_forgotten_after_a_quiet_window(
@@ -229,7 +249,7 @@ async def test_the_in_memory_throttle_keeps_a_bounded_number_of_keys(
     throttle = InMemoryLoginThrottle(clock, max_keys=100)
 
     for i in range(1000):
-        await throttle.attempt([address_key(f"198.51.100.{i}")])
+        await fail_once(throttle, [address_key(f"198.51.100.{i}")])
 
     assert len(throttle) == 100
 
@@ -237,10 +257,10 @@ async def test_the_in_memory_throttle_keeps_a_bounded_number_of_keys(
 async def test_the_in_memory_throttle_prunes_forgotten_keys(clock: ManualClock) -> None:
     throttle = InMemoryLoginThrottle(clock)
     for i in range(3):
-        await throttle.attempt([address_key(f"198.51.100.{i}")])
+        await fail_once(throttle, [address_key(f"198.51.100.{i}")])
 
     clock.advance(WINDOW)
-    await throttle.attempt([ACCOUNT])
+    await fail_once(throttle, [ACCOUNT])
 
     assert len(throttle) == 1
 
@@ -259,7 +279,7 @@ async def test_two_redis_replicas_share_failures(
 
     assert await retry_after(first) == pytest.approx(1, abs=0.01)
     assert await retry_after(second) == pytest.approx(1, abs=0.01)
-    await second.record_success(KEYS)
+    await second.settle(KEYS, "no-reservation", AttemptOutcome.SUCCEEDED)
     assert await retry_after(first, [ACCOUNT]) is None
 
 
@@ -273,7 +293,8 @@ async def test_parallel_attempts_on_replicas_never_get_past_the_lock(
             RedisLoginThrottle(other_client, clock, prefix=redis_prefix, policies=SAME),
         ]
         outcomes = await asyncio.gather(
-            *(replicas[i % 2].attempt(KEYS) for i in range(32)), return_exceptions=True
+            *(guess_in_parallel(replicas[i % 2], KEYS) for i in range(32)),
+            return_exceptions=True,
         )
     finally:
         await other_client.aclose()
@@ -302,8 +323,8 @@ async def test_an_unreachable_redis_fails_closed(clock: ManualClock) -> None:
         with pytest.raises(errors.Unavailable) as on_check:
             await throttle.check(KEYS)
         with pytest.raises(errors.Unavailable) as on_failure:
-            await throttle.attempt(KEYS)
-        await throttle.record_success(KEYS)
+            await throttle.reserve(KEYS)
+        await throttle.settle(KEYS, "token", AttemptOutcome.SUCCEEDED)
     finally:
         await client.aclose()
 
@@ -315,7 +336,7 @@ async def test_a_burst_of_parallel_attempts_admits_only_the_free_ones_and_one_mo
     throttle: LoginThrottle,
 ) -> None:
     outcomes = await asyncio.gather(
-        *(throttle.attempt(KEYS) for _ in range(32)), return_exceptions=True
+        *(guess_in_parallel(throttle, KEYS) for _ in range(32)), return_exceptions=True
     )
 
     refused = [o for o in outcomes if isinstance(o, errors.ResourceExhausted)]
@@ -345,7 +366,7 @@ async def test_an_address_is_locked_after_many_failures_across_accounts(
     defaults: LoginThrottle, clock: ManualClock
 ) -> None:
     for i in range(51):
-        await defaults.attempt([account_key(f"user{i}@example.com"), ADDRESS])
+        await fail_once(defaults, [account_key(f"user{i}@example.com"), ADDRESS])
 
     assert await retry_after(defaults, [ADDRESS]) == pytest.approx(1, abs=0.01)
 
@@ -355,8 +376,7 @@ async def test_a_success_gives_the_attempt_back_to_the_address(
 ) -> None:
     for i in range(200):  # many people behind one NAT, each signing in once
         keys = [account_key(f"user{i}@example.com"), ADDRESS]
-        await defaults.attempt(keys)
-        await defaults.record_success(keys)
+        await succeed_once(defaults, keys)
 
     assert await retry_after(defaults, [ADDRESS]) is None
 
@@ -365,12 +385,44 @@ async def test_sign_ups_from_one_address_are_throttled_and_never_given_back(
     defaults: LoginThrottle, clock: ManualClock
 ) -> None:
     key = [register_key("203.0.113.7")]
-    for _ in range(21):
-        await defaults.attempt(key)
-        await defaults.record_success(key)
+    for _ in range(ThrottlePolicies().register.free_failures + 1):
+        await succeed_once(defaults, key)
 
     with pytest.raises(errors.ResourceExhausted) as refused:
-        await defaults.attempt(key)
+        await defaults.reserve(key)
 
     assert refused.value.reason == "RATE_LIMITED"
     assert refused.value.retry_after == pytest.approx(1, abs=0.01)
+
+
+async def test_parallel_correct_sign_ins_wait_for_each_other_instead_of_being_refused(
+    throttle: LoginThrottle,
+) -> None:
+    async def sign_in() -> None:
+        token = await throttle.reserve(KEYS)
+        await asyncio.sleep(0.01)  # the password check
+        await throttle.settle(KEYS, token, AttemptOutcome.SUCCEEDED)
+
+    outcomes = await asyncio.gather(*(sign_in() for _ in range(20)), return_exceptions=True)
+
+    assert outcomes == [None] * 20
+
+
+async def test_a_reservation_never_settled_lapses(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    for _ in range(6):
+        await throttle.reserve(KEYS)  # their replica died before settling
+    clock.advance(31)
+
+    token = await throttle.reserve(KEYS)
+
+    assert token
+
+
+async def test_an_abandoned_attempt_counts_nothing(throttle: LoginThrottle) -> None:
+    for _ in range(20):
+        token = await throttle.reserve(KEYS)
+        await throttle.settle(KEYS, token, AttemptOutcome.ABANDONED)
+
+    assert await retry_after(throttle) is None

@@ -54,6 +54,20 @@ async def test_parallel_guesses_are_counted_before_any_password_is_checked(
     assert outcomes.count((grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_THROTTLED")) >= 26
 
 
+async def test_parallel_correct_sign_ins_to_one_account_all_succeed(address: str) -> None:
+    client = Client(address)
+    try:
+        account = await client.register()
+        right = auth_pb.LoginRequest(email=account.email, password=PASSWORD)
+        outcomes = await asyncio.gather(
+            *(_code(client.auth.Login(right, timeout=60)) for _ in range(12))
+        )
+    finally:
+        await client.close()
+
+    assert outcomes == [(grpc.StatusCode.OK, "")] * 12
+
+
 async def test_one_accounts_failures_do_not_lock_out_others_behind_the_same_address(
     address: str,
 ) -> None:

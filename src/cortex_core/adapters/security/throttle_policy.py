@@ -8,28 +8,37 @@ one account's failures) and ``register:<ip>`` (sign-ups from one address).
 
 Per key:
 
-- an attempt is counted *before* the password is checked (``attempt``), and
-  refused, without being counted, while the key is locked; so a burst of
-  parallel guesses gets at most ``free_failures + 1`` of them checked;
-- the first ``free_failures`` counted attempts cost nothing;
-- attempt number ``free_failures + n`` locks the key for
-  ``min(base_delay * 2**(n - 1), max_delay)`` seconds (1 s, 2 s, 4 s, … 15 min);
-- a key is forgotten once ``window`` seconds pass with no attempt and no lock,
-  i.e. ``window`` after the later of its last attempt and the end of its lock;
-- a successful sign-in forgets its *account* key and gives the attempt back to
-  its *address* key (a client address that guessed at many accounts stays
-  slowed down even if one guess was right); sign-ups are never given back.
+- an attempt takes a *reservation* before the password is checked
+  (``reserve``): refused while the key is locked, and made to wait while
+  reservations are in flight and, with the failures so far, already exceed
+  ``free_failures`` (past the free attempts, one attempt at a time); so a burst
+  of parallel guesses gets at most ``free_failures + 1`` of them checked, while
+  parallel *correct* sign-ins just wait for the first one to succeed (which
+  forgets the account's count);
+- ``settle`` ends the reservation: a failure is counted, a success forgets the
+  *account* key and gives the attempt back to the *address* key (a client
+  address that guessed at many accounts stays slowed down even if one guess was
+  right), and an abandoned attempt (an outage, a cancelled call) counts nothing;
+- sign-ups (``register:`` keys) are counted when reserved and never given back;
+- the first ``free_failures`` failures cost nothing; failure number
+  ``free_failures + n`` locks the key for ``min(base_delay * 2**(n - 1),
+  max_delay)`` seconds (1 s, 2 s, 4 s, … 15 min);
+- a key is forgotten once ``window`` seconds pass with no failure and no lock,
+  i.e. ``window`` after the later of its last failure and the end of its lock;
+- a reservation that is never settled (its replica died) lapses after
+  :data:`RESERVATION_LEASE` seconds.
 
-The state of a key is three numbers (attempts, last attempt, locked until), so
-the Redis adapter can apply the same rule in a Lua script.
+The state of a key is three numbers (failures, last failure, locked until) plus
+its reservations, so the Redis adapter can apply the same rule in Lua scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from cortex_core import errors
 
@@ -38,6 +47,12 @@ ADDRESS_PREFIX = "address:"
 REGISTER_PREFIX = "register:"
 THROTTLED_MESSAGE = "too many failed sign-in attempts; retry later"
 REGISTER_THROTTLED_MESSAGE = "too many sign-ups from this address; retry later"
+#: Seconds after which a reservation that was never settled stops counting.
+RESERVATION_LEASE = 30.0
+#: How long ``reserve`` waits for reservations in flight before refusing, and how
+#: often it looks again.
+MAX_RESERVE_WAIT = 10.0
+RESERVE_POLL = 0.02
 #: Keys longer than this are replaced by a digest so state stays small per key.
 MAX_KEY_CHARS = 200
 
@@ -92,9 +107,9 @@ class KeyState:
         locked_until = max(self.locked_until if alive else now, now + policy.delay_after(failures))
         return KeyState(failures, now, locked_until)
 
-    def after_refund(self) -> KeyState:
-        """The state once one counted attempt is given back (a lock in force stays)."""
-        return KeyState(max(self.failures - 1, 0), self.last_failure, self.locked_until)
+    def live_failures(self, now: float, policy: ThrottlePolicy) -> int:
+        """Failures that still count at ``now`` (none once forgotten)."""
+        return 0 if self.forgotten(now, policy) else self.failures
 
 
 NO_FAILURES = KeyState(0, float("-inf"), float("-inf"))
@@ -106,7 +121,7 @@ class ThrottlePolicies:
 
     account: ThrottlePolicy = ThrottlePolicy()
     address: ThrottlePolicy = ThrottlePolicy(free_failures=50, max_delay=5 * 60.0)
-    register: ThrottlePolicy = ThrottlePolicy(free_failures=20, window=60 * 60.0)
+    register: ThrottlePolicy = ThrottlePolicy(free_failures=100, window=60 * 60.0)
 
     @classmethod
     def same(cls, policy: ThrottlePolicy) -> ThrottlePolicies:
@@ -148,8 +163,20 @@ def is_account_key(key: str) -> bool:
     return key.startswith(ACCOUNT_PREFIX)
 
 
-def is_address_key(key: str) -> bool:
-    return key.startswith(ADDRESS_PREFIX)
+def is_register_key(key: str) -> bool:
+    return key.startswith(REGISTER_PREFIX)
+
+
+async def wait_for_turn(try_reserve: Callable[[], Awaitable[bool]], keys: Sequence[str]) -> None:
+    """Call ``try_reserve`` (which raises while a key is locked, and returns False
+    while reservations in flight fill the key) until it reserves; after
+    :data:`MAX_RESERVE_WAIT` seconds of waiting, refuse with a short retry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAX_RESERVE_WAIT
+    while not await try_reserve():
+        if loop.time() >= deadline:
+            raise throttled(1.0, keys)
+        await asyncio.sleep(RESERVE_POLL)
 
 
 def throttled(wait: float, keys: Sequence[str] = ()) -> errors.ResourceExhausted:
