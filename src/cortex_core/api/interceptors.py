@@ -67,7 +67,7 @@ def needs_auth(method: str) -> bool:
 
 
 MALFORMED_MESSAGE = "request message could not be parsed"
-INVALID_TEXT_MESSAGE = "request has invalid field values"
+INVALID_FIELDS_MESSAGE = "request has invalid field values"
 
 
 class _Malformed:
@@ -92,7 +92,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return _Malformed(errors.InvalidArgument(MALFORMED_MESSAGE, reason="MALFORMED_REQUEST"))
         violations = request_violations(message)
         if violations:
-            return _Malformed(errors.InvalidArgument(INVALID_TEXT_MESSAGE, violations))
+            return _Malformed(errors.InvalidArgument(INVALID_FIELDS_MESSAGE, violations))
         return message
 
     return parse
