@@ -262,8 +262,6 @@ def _check_answer(method: str, error: grpc.RpcError | None) -> None:
         code,
         error.details(),
     )
-    if code is grpc.StatusCode.UNIMPLEMENTED:
-        return  # services of the contract not built yet; health says so too
     info = details(error).get("ErrorInfo")
     assert info is not None, (method, code, error.details())
     assert info.domain == "cortex"

@@ -208,7 +208,8 @@ class RedisLoginThrottle:
                 if outcome is AttemptOutcome.FAILED:
                     await self._fail(keys=[redis_key], args=self._args(key, now_ms, token))
                 elif outcome is AttemptOutcome.SUCCEEDED and is_account_key(key):
-                    await self._redis.delete(redis_key)
+                    # Forget the failures; other attempts in flight keep their reservations.
+                    await self._redis.hdel(redis_key, "failures", "last", "until", f"p:{token}")
                 else:
                     await self._redis.hdel(redis_key, f"p:{token}")
         except (RedisError, OSError) as exc:
