@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
+from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
 
 T = TypeVar("T")
 
@@ -249,9 +250,13 @@ class Settings:
         0, _non_negative_int, "threads hashing passwords, 0 for min(4, CPUs)"
     )
     argon2_memory_kib: int = _setting(
-        19 * 1024, _at_least(19 * 1024), "argon2id memory per hash in KiB (OWASP minimum)"
+        OWASP_MIN_MEMORY_COST_KIB,
+        _at_least(OWASP_MIN_MEMORY_COST_KIB),
+        "argon2id memory per hash in KiB (OWASP minimum)",
     )
-    argon2_time_cost: int = _setting(2, _at_least(2), "argon2id passes (OWASP minimum)")
+    argon2_time_cost: int = _setting(
+        OWASP_MIN_TIME_COST, _at_least(OWASP_MIN_TIME_COST), "argon2id passes (OWASP minimum)"
+    )
     events_heartbeat: float = _setting(
         15.0, _positive_float, "seconds between heartbeat frames on quiet event streams"
     )

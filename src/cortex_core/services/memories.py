@@ -239,7 +239,8 @@ def _search_page(
 
 
 class MemorySweeper:
-    """Runs :meth:`Memories.sweep` every ``interval`` seconds until stopped.
+    """Runs :meth:`Memories.sweep` every ``interval`` seconds until its task is cancelled
+    (the server runs :meth:`run` as a background task).
 
     A failed sweep (e.g. the database is down) is logged and retried at the next
     tick; it never stops the loop.
@@ -248,18 +249,6 @@ class MemorySweeper:
     def __init__(self, memories: Memories, interval: float) -> None:
         self._memories = memories
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Run :meth:`run` in a task of its own (for callers without a task group)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="memory-sweeper")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def run(self) -> None:
         """Sweep every ``interval`` seconds, forever; cancel the task to stop it."""
