@@ -125,42 +125,33 @@ def _secrets(raw: str) -> tuple[str, ...]:
     return tuple(_secret(part.strip()) for part in raw.split(",") if part.strip())
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum} (the OWASP minimum)")
+N = TypeVar("N", int, float)
+
+
+def _bounded(
+    convert: Callable[[str], N], minimum: N, *, strict: bool, message: str
+) -> Callable[[str], N]:
+    """A parser of ``convert(raw)`` that is above (``strict``) or at least ``minimum``."""
+
+    def parse(raw: str) -> N:
+        value = convert(raw)
+        if value < minimum or (strict and value == minimum):
+            raise ValueError(message)
         return value
 
     return parse
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("expected a number greater than 0")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    return _bounded(
+        int, minimum, strict=False, message=f"must be at least {minimum} (the OWASP minimum)"
+    )
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("expected a number of 0 or more")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("expected a whole number greater than 0")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected a whole number of 0 or more")
-    return value
+_positive_float = _bounded(float, 0.0, strict=True, message="expected a number greater than 0")
+_non_negative_float = _bounded(float, 0.0, strict=False, message="expected a number of 0 or more")
+_positive_int = _bounded(int, 0, strict=True, message="expected a whole number greater than 0")
+_non_negative_int = _bounded(int, 0, strict=False, message="expected a whole number of 0 or more")
 
 
 def _boolean(raw: str) -> bool:
