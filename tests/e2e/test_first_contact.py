@@ -4,9 +4,11 @@ the generated TypeScript package's dependency."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,26 @@ def test_the_readme_installs_buf_before_using_it() -> None:
     block = readme.split("BUF=tools/node_modules/.bin/buf", 1)[0].rsplit("```sh", 1)[1]
 
     assert "make tools" in block
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("CORTEX_JWT_SECRET", "hunter2-too-short", "hunter2-too-short"),
+        ("CORTEX_DATABASE_URL", "postgres://cortex:hunter2@db.invalid/cortex", "hunter2"),
+    ],
+)
+def test_a_rejected_secret_stops_the_start_without_being_echoed(
+    tmp_path: Path, name: str, value: str, secret: str
+) -> None:
+    cortex = Path(sys.executable).with_name("cortex-core")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
+    env.update({"CORTEX_DATA_DIR": str(tmp_path), name: value})
+
+    result = subprocess.run(
+        [str(cortex), "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert secret not in result.stderr + result.stdout
