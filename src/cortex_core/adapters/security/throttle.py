@@ -1,8 +1,8 @@
 """The in-process ``LoginThrottle``: the embedded default and the reference semantics.
 
-State lives in an ``OrderedDict`` used as an LRU: each failure moves its key to
-the end; forgotten keys are pruned from the front as new failures arrive, and
-when ``max_keys`` is reached the least recently failed key is evicted. Memory is
+State lives in a ``cachetools.TLRUCache`` (the project's one LRU/TTL helper): a key
+is forgotten once a whole window has passed since its last failure or lock-out,
+and when ``max_keys`` is reached the least recently used key is evicted. Memory is
 therefore bounded (about 250 bytes per key, 100k keys by default) even under a
 flood of failures from many addresses. The cost of the bound: an attacker who can
 produce ``max_keys`` distinct failing keys between two of a victim key's
@@ -14,8 +14,9 @@ is per process: with several replicas use :class:`RedisLoginThrottle`.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
+
+from cachetools import TLRUCache
 
 from cortex_core.adapters.security.throttle_policy import (
     NO_FAILURES,
@@ -28,8 +29,6 @@ from cortex_core.adapters.security.throttle_policy import (
 from cortex_core.ports import Clock
 
 DEFAULT_MAX_KEYS = 100_000
-#: How many of the oldest entries one failure may inspect for pruning.
-_PRUNE_BATCH = 4
 
 
 class InMemoryLoginThrottle:
@@ -51,8 +50,12 @@ class InMemoryLoginThrottle:
             raise ValueError("max_keys must be at least 1")
         self._clock = clock
         self._policy = policy or ThrottlePolicy()
-        self._max_keys = max_keys
-        self._states: OrderedDict[str, KeyState] = OrderedDict()
+        window = self._policy.window
+        self._states: TLRUCache[str, KeyState] = TLRUCache(
+            maxsize=max_keys,
+            ttu=lambda _key, state, _now: max(state.last_failure, state.locked_until) + window,
+            timer=self._now,
+        )
 
     def __len__(self) -> int:
         """How many keys are remembered (forgotten ones may linger until pruned)."""
@@ -72,7 +75,6 @@ class InMemoryLoginThrottle:
         for key in map(bounded_key, keys):
             state = self._states.pop(key, NO_FAILURES)
             self._states[key] = state.after_failure(now, self._policy)
-        self._prune(now)
 
     async def record_success(self, keys: Sequence[str]) -> None:
         for key in keys:
@@ -81,12 +83,3 @@ class InMemoryLoginThrottle:
 
     def _now(self) -> float:
         return self._clock.now().timestamp()
-
-    def _prune(self, now: float) -> None:
-        for _ in range(_PRUNE_BATCH):
-            oldest = next(iter(self._states.items()), None)
-            if oldest is None or not oldest[1].forgotten(now, self._policy):
-                break
-            del self._states[oldest[0]]
-        while len(self._states) > self._max_keys:
-            self._states.popitem(last=False)
