@@ -1,8 +1,9 @@
 """One bounded Redis connection pool per process, shared by cache, events and limits.
 
 A burst of calls that all touch Redis (context windows through the cache, logins
-through the throttle) on a server given ``redis_max_connections=N`` never opens
-more than N connections to Redis, and every call still succeeds.
+through the throttle, new conversations through the event log to a subscriber) on
+a server given ``redis_max_connections=N`` never opens more than N connections to
+Redis, and every call still succeeds.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from cortex.context.v1 import context_service_pb2_grpc as xgrpc
 from cortex.context.v1 import conversation_pb2
 from cortex.context.v1 import conversation_service_pb2 as cpb
 from cortex.context.v1 import conversation_service_pb2_grpc as cgrpc
+from cortex.events.v1 import event_service_pb2, event_service_pb2_grpc
 from support.clients import Client, authenticated_channel
 from support.events import OwnRedis, own_redis
 from support.inprocess import running_app
 
 MAX_CONNECTIONS = 4
 BURST = 120
+CREATED = 10
 
 
 @pytest.fixture
@@ -63,6 +66,10 @@ async def test_a_burst_of_calls_uses_at_most_the_configured_redis_connections(
                     )
                 )
             ).conversation.name
+            stream = event_service_pb2_grpc.EventServiceStub(channel).SubscribeEvents(
+                event_service_pb2.SubscribeEventsRequest()
+            )
+            await stream.read()  # subscribed
             context = xgrpc.ContextServiceStub(channel)
             windows = [
                 context.GetContextWindow(
@@ -78,10 +85,26 @@ async def test_a_burst_of_calls_uses_at_most_the_configured_redis_connections(
                 )
                 for _ in range(8)
             ]
-            results = await asyncio.gather(*windows, *logins)
+            created = [
+                cgrpc.ConversationServiceStub(channel).CreateConversation(
+                    cpb.CreateConversationRequest(
+                        parent=workspace, conversation=conversation_pb2.Conversation(title=f"b{i}")
+                    ),
+                    timeout=60,
+                )
+                for i in range(CREATED)
+            ]
+            results = await asyncio.gather(*windows, *logins, *created)
 
-            assert len(results) == BURST + 8
-            assert all(r.access_token for r in results[BURST:])
+            assert len(results) == BURST + 8 + CREATED
+            assert all(r.access_token for r in results[BURST : BURST + 8])
+            names = {r.conversation.name for r in results[BURST + 8 :]}
+            async with asyncio.timeout(30):
+                while names:
+                    frame = await stream.read()
+                    if frame.WhichOneof("frame") == "event":
+                        names.discard(frame.event.conversation_created.conversation.name)
+            stream.cancel()
             opened = await _connections(redis_server.url)
             assert 0 < opened <= MAX_CONNECTIONS
         finally:
