@@ -25,7 +25,12 @@ log = logging.getLogger("cortex_core")
 def _environment_help() -> str:
     """The configuration table of ``--help``, from :data:`cortex_core.settings.VARIABLES`."""
     width = max(len(v.name) for v in VARIABLES) + 2
-    wrap = textwrap.TextWrapper(width=100, initial_indent="  ", subsequent_indent=" " * (width + 2))
+    wrap = textwrap.TextWrapper(
+        width=100,
+        initial_indent="  ",
+        subsequent_indent=" " * (width + 2),
+        break_on_hyphens=False,  # keep x-forwarded-for and the like whole
+    )
     lines = ["configuration (environment variables, read once at start; see docs/llm.md for LLMs):"]
     for variable in VARIABLES:
         lines.append(

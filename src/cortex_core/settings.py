@@ -16,6 +16,7 @@ README's configuration table to.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_
 from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
 
 T = TypeVar("T")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("json", "console")
@@ -154,6 +156,18 @@ _positive_int = _bounded(int, 0, strict=True, message="expected a whole number g
 _non_negative_int = _bounded(int, 0, strict=False, message="expected a whole number of 0 or more")
 
 
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or single addresses (``10.0.0.0/8,::1``)."""
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError:
+        raise ValueError("expected comma-separated IP addresses or CIDRs") from None
+
+
 def _boolean(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -264,6 +278,22 @@ class Settings:
     )
     memory_sweep_interval: float = _setting(
         60.0, _positive_float, "seconds between deletions of expired memories"
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = _setting(
+        (),
+        _networks,
+        "comma-separated CIDRs of proxies (e.g. Envoy) whose x-forwarded-for names the client; "
+        "from any other peer it is ignored",
+        shown="none",
+    )
+    login_account_attempts: int = _setting(
+        5, _positive_int, "failed sign-ins per account before growing delays (docs/security.md)"
+    )
+    login_address_attempts: int = _setting(
+        50, _positive_int, "failed sign-ins per client address before growing delays"
+    )
+    register_address_attempts: int = _setting(
+        100, _positive_int, "sign-ups per client address before growing delays"
     )
     llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
 
