@@ -15,10 +15,11 @@ import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cortex_core import errors
-from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
+from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.llm.config import chain_from_config
@@ -52,7 +53,6 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
-    WorkingMemory,
 )
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.context import ContextManager
@@ -68,11 +68,13 @@ from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
 log = logging.getLogger(__name__)
 
 PROVIDER_HEALTH_INTERVAL = 2.0
 DATABASE_WATCH_INTERVAL = 5.0
-REDIS_CHECK_SECONDS = 5.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,7 +127,8 @@ def bootstrap(
     )
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
     password_policy = PasswordPolicy()
-    event_log = _event_log(settings)
+    redis = _redis(settings)
+    event_log = _event_log(settings, redis)
     hub = EventHub(event_log)
     bus = EventBus()
     relay = EventRelay(log=event_log, hub=hub, uow=database.unit_of_work, encode=encode)
@@ -136,7 +139,7 @@ def bootstrap(
         hasher=hasher,
         policy=password_policy,
         tokens=tokens,
-        throttle=_throttle(settings, clock),
+        throttle=_throttle(settings, redis, clock),
         revocations=authenticator,
         events=bus,
         session_lifetime=timedelta(seconds=settings.session_lifetime),
@@ -154,7 +157,7 @@ def bootstrap(
     )
     events = EventService(subscriptions=subscriptions, clock=clock)
 
-    cache, working_memory = _cache(settings), _working_memory(settings)
+    cache = _cache(redis)
     commands = CommandBus()
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
     counter = EstimatedTokenCounter()
@@ -250,62 +253,64 @@ def bootstrap(
         servicers=servicers,
         background=background,
         supervisor=Supervisor(on_change=health.background_changed),
-        starters=[lambda: check_redis(settings.redis_url), hasher.warm_up, load_password_list],
+        starters=[
+            lambda: check_redis(redis, settings.redis_url),
+            hasher.warm_up,
+            load_password_list,
+        ],
         closers=[
             close_hasher,
             chain.aclose,
             hub.aclose,
             event_log.close,
             cache.close,
-            working_memory.close,
+            *([redis.aclose] if redis is not None else []),
         ],
     )
 
 
-def _event_log(settings: Settings) -> EventLog:
+def _redis(settings: Settings) -> Redis | None:
+    """The process's one Redis client (a bounded pool), shared by every Redis adapter."""
+    if not settings.redis_url:
+        return None
+    from cortex_core.adapters.redis_client import redis_client
+
+    return redis_client(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+    )
+
+
+def _event_log(settings: Settings, redis: Redis | None) -> EventLog:
     retention = timedelta(seconds=settings.events_retention)
-    if settings.redis_url:
+    if redis is not None:
         from cortex_core.adapters.events.redis_streams import RedisEventLog
 
-        return RedisEventLog.from_url(
-            settings.redis_url, max_length=settings.events_max_length, max_age=retention
+        # A blocking read holds a pooled connection: keep it well under the timeout.
+        return RedisEventLog(
+            redis,
+            max_length=settings.events_max_length,
+            max_age=retention,
+            max_block=settings.redis_timeout / 2,
         )
     return InMemoryEventLog(max_length=settings.events_max_length, max_age=retention)
 
 
-def _cache(settings: Settings) -> Cache:
-    if settings.redis_url:
+def _cache(redis: Redis | None) -> Cache:
+    if redis is not None:
         from cortex_core.adapters.redis_cache import RedisCache
 
-        return RedisCache.from_url(settings.redis_url)
+        return RedisCache(redis)
     return InMemoryCache()
 
 
-def _working_memory(settings: Settings) -> WorkingMemory:
-    if settings.redis_url:
-        from cortex_core.adapters.redis_memory import RedisWorkingMemory
-
-        return RedisWorkingMemory.from_url(settings.redis_url)
-    return InMemoryWorkingMemory()
-
-
-def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
-    if settings.redis_url:
-        import redis.asyncio as redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
+def _throttle(settings: Settings, redis: Redis | None, clock: Clock) -> LoginThrottle:
+    if redis is not None:
         from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
 
-        # Fail fast: a login must not hang for redis-py's default retries when
-        # Redis is down (the throttle then fails closed with UNAVAILABLE).
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=1,
-            socket_timeout=1,
-            retry=Retry(NoBackoff(), 1),
-        )
-        return RedisLoginThrottle(client, clock=clock, policies=_throttle_policies(settings))
+        # Fails closed with UNAVAILABLE when Redis is down (the client's timeouts bound it).
+        return RedisLoginThrottle(redis, clock=clock, policies=_throttle_policies(settings))
     return InMemoryLoginThrottle(clock=clock, policies=_throttle_policies(settings))
 
 
@@ -354,25 +359,20 @@ def database_unreachable(settings: Settings, error: errors.Unavailable) -> Start
     )
 
 
-async def check_redis(url: str) -> None:
-    """Raise :class:`StartupError` naming ``CORTEX_REDIS_URL`` unless Redis answers a
-    PING (an outage after start is survived; a wrong address at start is not)."""
-    if not url:
+async def check_redis(client: Redis | None, url: str) -> None:
+    """Raise :class:`StartupError` naming ``CORTEX_REDIS_URL`` unless the shared
+    client gets an answer to a PING (an outage after start is survived; a wrong
+    address at start is not)."""
+    if client is None:
         return
-    import redis.asyncio as redis
     from redis.exceptions import RedisError
 
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=REDIS_CHECK_SECONDS, socket_timeout=REDIS_CHECK_SECONDS
-    )
     try:
         await client.ping()
     except (RedisError, OSError) as exc:
         raise StartupError(
             f"CORTEX_REDIS_URL: Redis at {public_address(url)} does not answer ({exc})"
         ) from None
-    finally:
-        await client.aclose()
 
 
 def public_address(url: str) -> str:

@@ -1,86 +1,95 @@
-"""``cortex-core serve`` as a new user first meets it: what it needs is missing or wrong.
-
-A start that cannot work stops at once with exit code 2 and one line naming the
-variable and the address (never a password, never a traceback); what it creates
-on disk is for its owner only.
-"""
+"""What a new user meets first: what `make run` installs, the README's promises, and
+the generated TypeScript package's dependency."""
 
 from __future__ import annotations
 
+import json
 import os
-import stat
+import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-from support.events import free_port
-from support.servers import CORTEX, cortex_server
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
-def _serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
-    return subprocess.run(
-        [str(CORTEX), "serve"],
+def _make_dry_run(target: str, tmp_path: Path) -> list[str]:
+    """The commands ``make <target>`` would run from a fresh clone (no venv yet)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.fail("make is not installed")
+    result = subprocess.run(
+        [make, "--dry-run", "--always-make", target, f"VENV={tmp_path / 'venv'}"],
+        cwd=REPO,
         capture_output=True,
         text=True,
-        env={**base, "CORTEX_GRPC_ADDRESS": "127.0.0.1:0", **env},
-        timeout=60,
+        check=True,
     )
+    return result.stdout.splitlines()
 
 
-def _the_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("cortex-core: ")]
-    return line
+def test_make_run_installs_only_the_runtime_dependencies(tmp_path: Path) -> None:
+    installs = [line for line in _make_dry_run("run", tmp_path) if "pip install" in line]
+
+    assert installs, "make run installs nothing"
+    assert all("[dev]" not in line for line in installs), installs
+    assert any(line.rstrip().endswith("-e .") for line in installs), installs
 
 
-def test_an_unreachable_redis_stops_the_start_naming_the_variable_and_address(
-    tmp_path: Path,
+def test_make_test_still_installs_the_dev_tools(tmp_path: Path) -> None:
+    installs = [line for line in _make_dry_run("test", tmp_path) if "pip install" in line]
+
+    assert any("'.[dev]'" in line for line in installs), installs
+
+
+def test_the_typescript_package_asks_for_the_protobuf_runtime_that_generated_it() -> None:
+    lock = json.loads((REPO / "tools/package-lock.json").read_text())
+    locked = lock["packages"]["node_modules/@bufbuild/protobuf"]["version"]
+    package = json.loads((REPO / "generated/ts/package.json").read_text())
+
+    assert package["peerDependencies"]["@bufbuild/protobuf"] == f"^{locked}"
+
+
+def test_the_readme_lists_exactly_the_origins_envoy_allows() -> None:
+    envoy = (REPO / "envoy/envoy.yaml").read_text()
+    block = envoy.split("allow_origin_string_match:", 1)[1]
+    allowed = re.findall(r"^\s+- exact: (\S+)", block.split("allow_methods", 1)[0], re.M)
+    readme = (REPO / "README.md").read_text()
+    listed = re.findall(r"^- `(https?://[^`]+)`$", readme, re.M)
+
+    assert allowed
+    assert sorted(listed) == sorted(allowed)
+    assert "envoy/envoy.yaml" in readme
+
+
+def test_the_readme_installs_buf_before_using_it() -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("BUF=tools/node_modules/.bin/buf", 1)[0].rsplit("```sh", 1)[1]
+
+    assert "make tools" in block
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "secret"),
+    [
+        ("CORTEX_JWT_SECRET", "hunter2-too-short", "hunter2-too-short"),
+        ("CORTEX_DATABASE_URL", "postgres://cortex:hunter2@db.invalid/cortex", "hunter2"),
+    ],
+)
+def test_a_rejected_secret_stops_the_start_without_being_echoed(
+    tmp_path: Path, name: str, value: str, secret: str
 ) -> None:
-    port = free_port()
-    result = _serve(
-        {
-            "CORTEX_DATA_DIR": str(tmp_path),
-            "CORTEX_REDIS_URL": f"redis://:sesame-pw@127.0.0.1:{port}/0",
-        }
+    cortex = Path(sys.executable).with_name("cortex-core")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")}
+    env.update({"CORTEX_DATA_DIR": str(tmp_path), name: value})
+
+    result = subprocess.run(
+        [str(cortex), "serve"], env=env, capture_output=True, text=True, timeout=60
     )
-    line = _the_line(result)
-    assert "CORTEX_REDIS_URL" in line
-    assert f"127.0.0.1:{port}" in line
-    assert "sesame-pw" not in result.stderr
-    assert "serving" not in result.stdout
 
-
-def test_an_unreachable_database_is_one_line_naming_the_variable_and_address(
-    tmp_path: Path,
-) -> None:
-    port = free_port()
-    result = _serve(
-        {
-            "CORTEX_DATA_DIR": str(tmp_path),
-            "CORTEX_DATABASE_URL": f"postgresql+asyncpg://cortex:sesame-pw@127.0.0.1:{port}/cortex",
-        }
-    )
-    line = _the_line(result)
-    assert "CORTEX_DATABASE_URL" in line
-    assert f"127.0.0.1:{port}" in line
-    assert "sesame-pw" not in result.stderr
-
-
-def test_a_data_dir_that_is_not_a_directory_is_named(tmp_path: Path) -> None:
-    not_a_directory = tmp_path / "cortex-data"
-    not_a_directory.write_text("a file")
-    line = _the_line(_serve({"CORTEX_DATA_DIR": str(not_a_directory)}))
-    assert "CORTEX_DATA_DIR" in line
-    assert str(not_a_directory) in line
-
-
-def test_the_data_dir_and_database_file_are_for_their_owner_only(tmp_path: Path) -> None:
-    data_dir = tmp_path / "fresh" / "cortex"
-    with cortex_server(tmp_path / "logs", {"CORTEX_DATA_DIR": str(data_dir)}) as server:
-        assert server.terminate() == 0
-    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
-    assert stat.S_IMODE((data_dir / "cortex.db").stat().st_mode) == 0o600
-    for extra in ("cortex.db-wal", "cortex.db-shm"):
-        if (data_dir / extra).exists():
-            assert stat.S_IMODE((data_dir / extra).stat().st_mode) & 0o077 == 0
+    assert result.returncode == 2
+    assert name in result.stderr
+    assert secret not in result.stderr + result.stdout

@@ -32,7 +32,14 @@ from cortex_core.domain.memories import (
     SearchQuery,
     validate_new_memory,
 )
-from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
+from cortex_core.domain.paging import (
+    Page,
+    PageRequest,
+    decode_token,
+    encode_token,
+    invalid_page_token,
+    token_number,
+)
 from cortex_core.ports import Cache, Clock, UnitOfWork, UnitOfWorkFactory
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.workspaces import require_role
@@ -225,11 +232,6 @@ def _search_page(
     if not page_token:
         return size, 0
     key = decode_token(page_token)
-    if (
-        len(key) != 3
-        or key[0] != "s"
-        or not key[1].isdigit()
-        or key[2] != _fingerprint(workspace_id, query, kind)
-    ):
-        raise errors.InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
-    return size, int(key[1])
+    if len(key) != 3 or key[0] != "s" or key[2] != _fingerprint(workspace_id, query, kind):
+        raise invalid_page_token("use a token from the same search")
+    return size, token_number(key[1])
