@@ -56,6 +56,7 @@ class Settings:
     local_llm_delay: float = 0.0
     llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
     memory_sweep_interval: float = 60.0
+    max_active_replies: int = 256
 
     @property
     def effective_database_url(self) -> str:
@@ -126,6 +127,9 @@ class Settings:
             llm=_llm(environ),
             memory_sweep_interval=reader.get(
                 "CORTEX_MEMORY_SWEEP_INTERVAL", d.memory_sweep_interval, _positive_float
+            ),
+            max_active_replies=reader.get(
+                "CORTEX_MAX_ACTIVE_REPLIES", d.max_active_replies, _positive_int
             ),
         )
 

@@ -56,7 +56,6 @@ from cortex_core.ports import (
     LoginThrottle,
     PasswordHasher,
     PasswordPolicy,
-    RevocationListener,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -102,7 +101,6 @@ class Identity:
         policy: PasswordPolicy,
         tokens: AccessTokenCodec,
         throttle: LoginThrottle,
-        revocations: RevocationListener,
         events: EventBus,
         session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME,
     ) -> None:
@@ -113,7 +111,6 @@ class Identity:
         self._policy = policy
         self._tokens = tokens
         self._throttle = throttle
-        self._revocations = revocations
         self._session_lifetime = session_lifetime
 
     # --- AuthService -----------------------------------------------------------
@@ -306,8 +303,6 @@ class Identity:
             await uow.commit()
         if newly:
             await self._revoked(caller.user_id, [session.id], reason)
-        else:
-            self._revocations.sessions_revoked([session.id])
         return session
 
     # --- helpers ---------------------------------------------------------------------
@@ -315,8 +310,8 @@ class Identity:
     async def _revoked(
         self, user_id: str, session_ids: Sequence[str], reason: RevokeReason
     ) -> None:
-        """Drop the sessions from this replica's caches and announce each revocation."""
-        self._revocations.sessions_revoked(session_ids)
+        """Announce each revocation; its reaction (services/reactions.py) drops the
+        sessions from this replica's caches before the announcement goes out."""
         now = self._clock.now()
         changes: list[Change] = [
             SessionRevoked(

@@ -18,15 +18,14 @@ Rules, for one reply:
   it is half-open and one request probes it (success closes it, failure re-opens).
   :meth:`FallbackProvider.states` reports every breaker, for health.
 
-``name`` and ``model`` name the provider that served the current reply in the
-calling task (a context variable set on the first token), and the first provider
-before any reply.
+Every chunk names the provider and model that produced it (``Chunk.provider``,
+``Chunk.model``), so a reply knows who served it whatever task reads it;
+``name`` and ``model`` name the first provider of the chain.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import enum
 import logging
@@ -40,10 +39,6 @@ from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.ports import LlmProvider
 
 log = logging.getLogger("cortex_core.llm")
-
-_served_by: contextvars.ContextVar[tuple[FallbackProvider, LlmProvider] | None] = (
-    contextvars.ContextVar("cortex_llm_served_by", default=None)
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,11 +167,11 @@ class FallbackProvider:
 
     @property
     def name(self) -> str:
-        return self._current().name
+        return self._providers[0].name
 
     @property
     def model(self) -> str:
-        return self._current().model
+        return self._providers[0].model
 
     def states(self) -> dict[str, str]:
         """Each provider's circuit state (``closed``, ``open``, ``half_open``), in order."""
@@ -205,6 +200,7 @@ class FallbackProvider:
                 settled = False
                 pending: list[Chunk] = []
                 inner = provider.stream(messages, max_tokens=max_tokens)
+                name, model = provider.name, provider.model
                 try:
                     async for chunk in inner:
                         if not started and not chunk.text:
@@ -213,14 +209,12 @@ class FallbackProvider:
                         if not started:
                             started = settled = True
                             breaker.record_success()
-                            _served_by.set((self, provider))
-                        yield chunk
+                        yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
                     if not started:
                         settled = True
                         breaker.record_success()
-                        _served_by.set((self, provider))
                         for chunk in pending:
-                            yield chunk
+                            yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
                     return
                 except ProviderError as exc:
                     settled = True
@@ -277,12 +271,6 @@ class FallbackProvider:
                 return None  # another provider will answer sooner
             delay = max(delay, error.retry_after)
         return delay
-
-    def _current(self) -> LlmProvider:
-        served = _served_by.get()
-        if served is not None and served[0] is self:
-            return served[1]
-        return self._providers[0]
 
 
 @typing.runtime_checkable
