@@ -50,6 +50,8 @@ configuration (environment variables, read once at start):
   CORTEX_CONTEXT_BUDGET        tokens of context sent with each reply (default 8192)
   CORTEX_LOCAL_LLM_DELAY       seconds between words of the local development provider (default 0)
   CORTEX_MEMORY_SWEEP_INTERVAL seconds between deletions of expired memories (default 60)
+  CORTEX_MAX_ACTIVE_REPLIES    replies streamed at once per process; more are refused with
+                               RESOURCE_EXHAUSTED and RetryInfo (default 256)
   CORTEX_LLM_PROVIDERS         provider fallback chain, e.g. openai,anthropic,local (default local)
   CORTEX_OPENAI_*, CORTEX_ANTHROPIC_*, CORTEX_LLM_CONFIG  providers: see docs/llm.md
   CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)

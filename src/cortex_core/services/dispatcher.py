@@ -8,7 +8,7 @@ isolated from each other and from the caller: one handler's failure is logged
 and the others still run; the use case has already succeeded.
 
 There is no command bus: each servicer calls its use case directly (see
-docs/architecture.md, "Why no command bus").
+docs/context.md, "Why SendMessage has no command bus").
 """
 
 from __future__ import annotations
