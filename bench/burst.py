@@ -21,7 +21,7 @@ Target (issue 10): the burst done in ≤ 10 s with 0 errors on SQLite and on
 PostgreSQL.
 
     python -m bench.burst [--sends 1000] [--database-url URL] [--channels 10]
-                          [--word-delay 0.01] [--timeout 120]
+                          [--word-delay 0.01] [--timeout 120] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -30,10 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +49,9 @@ from cortex.events.v1 import event_service_pb2, event_service_pb2_grpc
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
-_READY = re.compile(r"serving on (\S+:\d+)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.servers import cortex_server
+
 # One connection per channel (grpc shares subchannels between equal channels otherwise).
 _CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 HEARTBEAT = 1.0  # CORTEX_EVENTS_HEARTBEAT: a listener counts as open at its first one
@@ -72,42 +70,14 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def cortex_server(database_url: str, word_delay: float) -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")},
-            "CORTEX_GRPC_ADDRESS": "127.0.0.1:0",
-            "CORTEX_DATA_DIR": tmp,
-            "CORTEX_EVENTS_HEARTBEAT": str(HEARTBEAT),
-            "CORTEX_LOCAL_LLM_DELAY": str(word_delay),
-            "CORTEX_ACCESS_LOG": "false",
-        }
-        if database_url:
-            env["CORTEX_DATABASE_URL"] = database_url
-        with (Path(tmp) / "server.log").open("w") as log:
-            proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("cortex-core")), "serve"],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=env,
-            )
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    match = _READY.search(line)
-                    if match:
-                        break
-                else:
-                    raise RuntimeError("the server exited before it was ready")
-                yield match.group(1)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+def cortex(database_url: str, word_delay: float, data_dir: str) -> Iterator[str]:
+    """``cortex-core serve`` in its own process; its log is ``<data dir>/server.log``."""
+    env = {"CORTEX_EVENTS_HEARTBEAT": str(HEARTBEAT), "CORTEX_LOCAL_LLM_DELAY": str(word_delay)}
+    if database_url:
+        env["CORTEX_DATABASE_URL"] = database_url
+    with contextlib.ExitStack() as stack:
+        directory = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        yield stack.enter_context(cortex_server(Path(directory), env)).address
 
 
 def _reason_and_delay(error: grpc.aio.AioRpcError) -> tuple[str, float | None]:
@@ -144,7 +114,7 @@ async def _send(stub: Any, metadata: Any, conversation: str, outcome: Outcome) -
                     outcome.sends_ok += 1
             return
         except grpc.aio.AioRpcError as error:
-            reason, delay = _reason_and_delay(error)
+            _, delay = _reason_and_delay(error)
             if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None:
                 outcome.refused += 1
                 await asyncio.sleep(delay)
@@ -170,7 +140,7 @@ async def _listen(call: Any, opened: asyncio.Event, outcome: Outcome) -> None:
         opened.set()
 
 
-async def burst(address: str, sends: int, channel_count: int, timeout: float) -> Outcome:
+async def burst(address: str, sends: int, channel_count: int, limit: float) -> Outcome:
     outcome = Outcome()
     channels = [
         grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) for _ in range(channel_count)
@@ -228,7 +198,7 @@ async def burst(address: str, sends: int, channel_count: int, timeout: float) ->
 
         begin = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(limit):
                 await asyncio.gather(
                     *(
                         _send(stubs[n % channel_count], metadata, conversation, outcome)
@@ -278,6 +248,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=10)
     parser.add_argument("--word-delay", type=float, default=0.01)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--data-dir", default="", help="keep the server's data and log here")
     args = parser.parse_args()
 
     backend = "PostgreSQL" if args.database_url else "SQLite"
@@ -286,7 +257,7 @@ def main() -> None:
         f" conversation-filtered SubscribeEvents ({backend}, local provider,"
         f" {args.word_delay * 1000:.0f} ms/word)"
     )
-    with cortex_server(args.database_url, args.word_delay) as address:
+    with cortex(args.database_url, args.word_delay, args.data_dir) as address:
         outcome = uvloop.run(burst(address, args.sends, args.channels, args.timeout))
     report(backend, args.sends, outcome)
 

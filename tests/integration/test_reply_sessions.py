@@ -6,6 +6,7 @@ front with RESOURCE_EXHAUSTED and a RetryInfo."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,24 +48,15 @@ class SaysOneWordThenThinks:
 
 
 class Talker:
-    """A signed-in user with a conversation, on its own channel."""
+    """A signed-in user with a conversation of their own."""
 
-    def __init__(self, client: Client, account: Account, channel: grpc.aio.Channel) -> None:
+    def __init__(self, address: str, client: Client, account: Account) -> None:
+        self.address = address
         self.client = client
         self.account = account
-        self.channel = channel
-        self.stub = cgrpc.ConversationServiceStub(channel)
+        self.channel = authenticated_channel(address, account.access_token)
+        self.stub = cgrpc.ConversationServiceStub(self.channel)
         self.conversation = ""
-
-    async def open(self) -> Talker:
-        workspace = (await self.client.first_workspace(self.account)).name
-        created = await self.stub.CreateConversation(
-            cpb.CreateConversationRequest(
-                parent=workspace, conversation=conversation_pb2.Conversation(title="t")
-            )
-        )
-        self.conversation = created.conversation.name
-        return self
 
     def send(self, content: str) -> Any:
         return self.stub.SendMessage(
@@ -79,13 +71,29 @@ class Talker:
         return call
 
     async def stored_messages(self, account: Account) -> list[Any]:
-        async with authenticated_channel(self.client_address, account.access_token) as channel:
+        async with authenticated_channel(self.address, account.access_token) as channel:
             listed = await cgrpc.ConversationServiceStub(channel).ListMessages(
                 cpb.ListMessagesRequest(parent=self.conversation)
             )
         return list(listed.messages)
 
-    client_address = ""
+
+@contextlib.asynccontextmanager
+async def talking(address: str) -> AsyncIterator[Talker]:
+    client = Client(address)
+    talker = Talker(address, client, await client.register())
+    try:
+        workspace = (await client.first_workspace(talker.account)).name
+        created = await talker.stub.CreateConversation(
+            cpb.CreateConversationRequest(
+                parent=workspace, conversation=conversation_pb2.Conversation(title="t")
+            )
+        )
+        talker.conversation = created.conversation.name
+        yield talker
+    finally:
+        await talker.channel.close()
+        await client.close()
 
 
 @pytest.fixture
@@ -93,25 +101,15 @@ def provider() -> SaysOneWordThenThinks:
     return SaysOneWordThenThinks()
 
 
-async def _talker(address: str) -> Talker:
-    client = Client(address)
-    account = await client.register()
-    talker = Talker(client, account, authenticated_channel(address, account.access_token))
-    talker.client_address = address
-    return await talker.open()
-
-
 @pytest.fixture
 async def talker(
     db_url: str, tmp_path: Path, provider: SaysOneWordThenThinks
 ) -> AsyncIterator[Talker]:
-    async with running_app(tmp_path, database_url=db_url, provider=provider) as running:
-        talker = await _talker(running.address)
-        try:
-            yield talker
-        finally:
-            await talker.channel.close()
-            await talker.client.close()
+    async with (
+        running_app(tmp_path, database_url=db_url, provider=provider) as running,
+        talking(running.address) as talker,
+    ):
+        yield talker
 
 
 async def _ends_unauthenticated(call: Any) -> str:
@@ -165,38 +163,55 @@ async def test_revoking_the_session_from_another_device_ends_the_streaming_reply
     assert (reply.content, reply.finish_reason) == ("Well", message_pb2.FINISH_REASON_CANCELLED)
 
 
+async def test_a_revocation_made_on_another_replica_ends_the_reply_at_the_next_recheck(
+    tmp_path: Path, provider: SaysOneWordThenThinks
+) -> None:
+    # Two servers over one database; the reply streams from the first, the
+    # session is revoked through the second.
+    async with (
+        running_app(tmp_path, provider=provider, events_heartbeat=0.5) as streaming,
+        running_app(tmp_path) as other,
+        talking(streaming.address) as talker,
+    ):
+        call = await talker.started("tell me everything")
+        elsewhere = Client(other.address)
+        await elsewhere.auth.Logout(
+            auth_pb.LogoutRequest(), metadata=talker.account.metadata(), timeout=10
+        )
+        await elsewhere.close()
+        assert await _ends_unauthenticated(call) == "SESSION_REVOKED"
+        reply = await _partial_reply(talker)
+    assert (reply.content, reply.finish_reason) == ("Well", message_pb2.FINISH_REASON_CANCELLED)
+
+
 async def test_a_streaming_reply_ends_when_the_access_token_expires(
     tmp_path: Path, provider: SaysOneWordThenThinks
 ) -> None:
-    async with running_app(tmp_path, provider=provider, access_token_ttl=2.0) as running:
-        talker = await _talker(running.address)
-        try:
-            call = await talker.started("tell me everything")
-            assert await _ends_unauthenticated(call) == "TOKEN_EXPIRED"
-            reply = await _partial_reply(talker)
-        finally:
-            await talker.channel.close()
-            await talker.client.close()
+    async with (
+        running_app(tmp_path, provider=provider, access_token_ttl=2.0) as running,
+        talking(running.address) as talker,
+    ):
+        call = await talker.started("tell me everything")
+        assert await _ends_unauthenticated(call) == "TOKEN_EXPIRED"
+        reply = await _partial_reply(talker)
     assert (reply.content, reply.finish_reason) == ("Well", message_pb2.FINISH_REASON_CANCELLED)
 
 
 async def test_a_send_beyond_the_active_reply_limit_is_refused_up_front_with_retry_info(
     tmp_path: Path, provider: SaysOneWordThenThinks
 ) -> None:
-    async with running_app(tmp_path, provider=provider, max_active_replies=1) as running:
-        first, second = await _talker(running.address), await _talker(running.address)
-        try:
-            streaming = await first.started("take your time")
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await second.send("me too").read()
-            streaming.cancel()
-            refused = details(caught.value)
-            assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert refused["ErrorInfo"].reason == "TOO_MANY_ACTIVE_REPLIES"
-            assert refused["RetryInfo"].retry_delay.ToTimedelta().total_seconds() > 0
-            # Nothing of the refused send was stored.
-            assert await second.stored_messages(second.account) == []
-        finally:
-            for talker in (first, second):
-                await talker.channel.close()
-                await talker.client.close()
+    async with (
+        running_app(tmp_path, provider=provider, max_active_replies=1) as running,
+        talking(running.address) as first,
+        talking(running.address) as second,
+    ):
+        streaming = await first.started("take your time")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await second.send("me too").read()
+        streaming.cancel()
+        refused = details(caught.value)
+        assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused["ErrorInfo"].reason == "TOO_MANY_ACTIVE_REPLIES"
+        assert refused["RetryInfo"].retry_delay.ToTimedelta().total_seconds() > 0
+        # Nothing of the refused send was stored.
+        assert await second.stored_messages(second.account) == []

@@ -238,7 +238,7 @@ class Identity:
         return sign_in
 
     async def logout(self, caller: Caller) -> None:
-        await self.revoke_session(caller, caller.session_id, reason=RevokeReason.LOGOUT)
+        await self.revoke_session(caller, "-", caller.session_id, reason=RevokeReason.LOGOUT)
 
     async def change_password(self, caller: Caller, current: str, new: str) -> tuple[User, int]:
         """Check ``current``, store ``new``, and revoke the user's other sessions."""
@@ -289,14 +289,24 @@ class Identity:
             return await uow.sessions.list_for_user(caller.user_id, page)
 
     async def revoke_session(
-        self, caller: Caller, session_id: str, *, reason: RevokeReason = RevokeReason.REVOKED
+        self,
+        caller: Caller,
+        user_id: str,
+        session_id: str,
+        *,
+        reason: RevokeReason = RevokeReason.REVOKED,
     ) -> Session:
-        """Revoke one of the caller's sessions (idempotent)."""
+        """Revoke one of the caller's sessions (idempotent); ``user_id`` is the
+        caller's id or ``-``. Another user's session is SESSION_NOT_FOUND, exactly
+        like a missing one."""
+        not_found = errors.NotFound("session not found", reason="SESSION_NOT_FOUND")
+        if user_id not in ("-", caller.user_id):
+            raise not_found
         now = self._clock.now()
         async with self._uow() as uow:
             session = await uow.sessions.get(session_id)
             if session is None or session.user_id != caller.user_id:
-                raise errors.NotFound("session not found", reason="SESSION_NOT_FOUND")
+                raise not_found
             newly = await uow.sessions.revoke(session.id, now)
             if newly:
                 session = dataclasses.replace(session, revoke_time=now)

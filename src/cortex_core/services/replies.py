@@ -221,12 +221,13 @@ class Replies:
             started = await self._begin(
                 caller, workspace_id, conversation_id, content, idempotency_key
             )
-            if isinstance(started, Message):
-                async for step in self._replay(started, content):
-                    yield step
-                return
             with self._sessions.watch(caller) as watch:
-                async for step in self._generate(caller, started, watch):
+                steps = (
+                    self._replay(started, content, watch)
+                    if isinstance(started, Message)
+                    else self._generate(caller, started, watch)
+                )
+                async for step in steps:
                     yield step
         finally:
             self._active -= 1
@@ -299,7 +300,9 @@ class Replies:
             )
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    async def _replay(self, earlier: Message, content: str) -> AsyncIterator[ReplyStep]:
+    async def _replay(
+        self, earlier: Message, content: str, watch: Watch
+    ) -> AsyncIterator[ReplyStep]:
         """The retry of a send: the stored or live outcome of the first attempt."""
         if earlier.content != content:
             raise errors.Aborted(
@@ -309,6 +312,7 @@ class Replies:
         live = self._live.get(str(dict(earlier.metadata).get("reply", "")))
         if live is not None:
             async for step in live.follow():
+                watch.check()
                 yield step
             return
         yield UserMessageStored(earlier)
@@ -325,6 +329,7 @@ class Replies:
                 return
             if self._clock.now() >= deadline:
                 raise errors.Unavailable("the original reply never finished", reason="REPLY_LOST")
+            watch.check()
             await asyncio.sleep(WAIT_POLL)
 
     async def _generate(
@@ -378,8 +383,7 @@ class Replies:
                             chunk = await watch.interruptible(anext(chunks))
                         except StopAsyncIteration:
                             break
-                        if watch.attention:
-                            await watch.check()
+                        watch.check()
                         if chunk.provider:
                             provider, model = chunk.provider, chunk.model
                         if chunk.text:

@@ -8,13 +8,14 @@ watching the caller for as long as the work runs and ends it with
   refresh token, a password change): at once, through :meth:`sessions_revoked`
   (a revocation reaction on the event bus);
 * the access token expires (TOKEN_EXPIRED): at once, by a timer;
-* the session was revoked on another replica: seen at the next re-check, every
-  ``recheck`` seconds of streaming (``Authenticator.ensure_active``).
+* the session was revoked on another replica: at the next re-check, every
+  ``recheck`` seconds (``Authenticator.ensure_active``, run beside the work; a
+  re-check that cannot reach the database is logged and the work goes on).
 
 The work learns it in two ways, both cheap enough for every streamed piece:
-:attr:`Watch.attention` is a plain attribute to test before :meth:`Watch.check`,
-and :meth:`Watch.interruptible` wraps the one await that can last (the model's
-next piece), so a stalled provider is interrupted too.
+:attr:`Watch.ended` is a plain attribute to test (:meth:`Watch.check` raises
+it), and :meth:`Watch.interruptible` wraps the one await that can last (e.g. the
+model's next piece), so work parked there is interrupted at once.
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ log = logging.getLogger(__name__)
 
 
 class Watch:
-    """One call's view of its caller's session."""
+    """One call's view of its caller's session; built by :meth:`SessionGuard.watch`."""
 
     __slots__ = (
         "_caller",
+        "_closed",
         "_expiry",
         "_guard",
         "_interrupted",
         "_parked",
+        "_probe",
         "_recheck",
-        "attention",
         "ended",
     )
 
@@ -52,31 +54,21 @@ class Watch:
         self._guard = guard
         self._caller = caller
         self.ended: errors.Unauthenticated | None = None
-        self.attention = False  # ended, or a re-check is due: call check()
         self._parked: asyncio.Task[object] | None = None
         self._interrupted = False
+        self._closed = False
+        self._probe: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
         remaining = (caller.token_expire_time - guard.clock.now()).total_seconds()
         self._expiry = loop.call_later(
             max(remaining, 0.0), self.end, unauthenticated("TOKEN_EXPIRED")
         )
-        self._recheck = loop.call_later(guard.recheck, self._due)
+        self._recheck: asyncio.TimerHandle | None = loop.call_later(guard.recheck, self._due)
 
-    async def check(self) -> None:
-        """Raise Unauthenticated if the session ended; re-read it when a re-check is
-        due. A re-check that cannot reach the database is logged and skipped: an
-        outage does not end work that was authorized."""
+    def check(self) -> None:
+        """Raise Unauthenticated (SESSION_REVOKED, TOKEN_EXPIRED) if the session ended."""
         if self.ended is not None:
             raise self.ended
-        self.attention = False
-        self._recheck = asyncio.get_running_loop().call_later(self._guard.recheck, self._due)
-        try:
-            await self._guard.authenticator.ensure_active(self._caller)
-        except errors.Unauthenticated as exc:
-            self.end(exc)
-            raise exc from None
-        except errors.CortexError as exc:
-            log.warning("session re-check failed (%s); continuing", exc.reason)
 
     async def interruptible(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable``; when the session ends meanwhile, stop waiting (the
@@ -90,7 +82,7 @@ class Watch:
         except asyncio.CancelledError:
             if self._interrupted and task is not None and self.ended is not None:
                 self._interrupted = False
-                if task.uncancel() == 0:  # ours, and no one else's: it is the session
+                if task.uncancel() == 0:  # ours alone: the session ended
                     raise self.ended from None
             raise
         finally:
@@ -98,20 +90,38 @@ class Watch:
 
     def end(self, error: errors.Unauthenticated) -> None:
         """The session is over: remember why and interrupt a parked await."""
-        if self.ended is not None:
+        if self.ended is not None or self._closed:
             return
         self.ended = error
-        self.attention = True
         if self._parked is not None and not self._interrupted:
             self._interrupted = True
             self._parked.cancel()
 
-    def _due(self) -> None:
-        self.attention = True
-
     def close(self) -> None:
+        self._closed = True
         self._expiry.cancel()
-        self._recheck.cancel()
+        if self._recheck is not None:
+            self._recheck.cancel()
+        if self._probe is not None:
+            self._probe.cancel()
+
+    def _due(self) -> None:
+        self._recheck = None
+        probe = asyncio.ensure_future(self._guard.authenticator.ensure_active(self._caller))
+        probe.add_done_callback(self._probed)
+        self._probe = probe
+
+    def _probed(self, probe: asyncio.Future[None]) -> None:
+        self._probe = None
+        if probe.cancelled() or self._closed:
+            return
+        error = probe.exception()
+        if isinstance(error, errors.Unauthenticated):
+            self.end(error)
+            return
+        if error is not None:
+            log.warning("session re-check failed (%r); the call goes on", error)
+        self._recheck = asyncio.get_running_loop().call_later(self._guard.recheck, self._due)
 
 
 class SessionGuard:
