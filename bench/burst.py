@@ -22,6 +22,7 @@ PostgreSQL.
 
     python -m bench.burst [--sends 1000] [--database-url URL] [--channels 10]
                           [--word-delay 0.01] [--timeout 120] [--data-dir DIR]
+                          [--max-active-replies N]
 """
 
 from __future__ import annotations
@@ -70,13 +71,18 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def cortex(database_url: str, word_delay: float, data_dir: str) -> Iterator[str]:
+def cortex(args: argparse.Namespace) -> Iterator[str]:
     """``cortex-core serve`` in its own process; its log is ``<data dir>/server.log``."""
-    env = {"CORTEX_EVENTS_HEARTBEAT": str(HEARTBEAT), "CORTEX_LOCAL_LLM_DELAY": str(word_delay)}
-    if database_url:
-        env["CORTEX_DATABASE_URL"] = database_url
+    env = {
+        "CORTEX_EVENTS_HEARTBEAT": str(HEARTBEAT),
+        "CORTEX_LOCAL_LLM_DELAY": str(args.word_delay),
+    }
+    if args.database_url:
+        env["CORTEX_DATABASE_URL"] = args.database_url
+    if args.max_active_replies:
+        env["CORTEX_MAX_ACTIVE_REPLIES"] = str(args.max_active_replies)
     with contextlib.ExitStack() as stack:
-        directory = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        directory = args.data_dir or stack.enter_context(tempfile.TemporaryDirectory())
         yield stack.enter_context(cortex_server(Path(directory), env)).address
 
 
@@ -249,6 +255,12 @@ def main() -> None:
     parser.add_argument("--word-delay", type=float, default=0.01)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--data-dir", default="", help="keep the server's data and log here")
+    parser.add_argument(
+        "--max-active-replies",
+        type=int,
+        default=0,
+        help="CORTEX_MAX_ACTIVE_REPLIES (default: unset)",
+    )
     args = parser.parse_args()
 
     backend = "PostgreSQL" if args.database_url else "SQLite"
@@ -257,7 +269,7 @@ def main() -> None:
         f" conversation-filtered SubscribeEvents ({backend}, local provider,"
         f" {args.word_delay * 1000:.0f} ms/word)"
     )
-    with cortex(args.database_url, args.word_delay, args.data_dir) as address:
+    with cortex(args) as address:
         outcome = uvloop.run(burst(address, args.sends, args.channels, args.timeout))
     report(backend, args.sends, outcome)
 
