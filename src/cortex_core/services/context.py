@@ -127,16 +127,26 @@ class ContextManager:
         return await self.assemble(conversation, user, budget, sources)
 
     async def read(
-        self, uow: UnitOfWork, conversation: Conversation, *, query: str | None = None
+        self,
+        uow: UnitOfWork,
+        conversation: Conversation,
+        *,
+        query: str | None = None,
+        empty: bool = False,
     ) -> Sources:
         """What a window is built from, read in the caller's unit of work: recent
         messages, the newest summary and the memories relevant to ``query`` (by
         default the newest user message). A send reads before storing its message
-        (so one transaction does both) and passes that message's text as ``query``."""
-        recent = await uow.conversations.list_messages(
-            conversation.id, limit=HISTORY_LIMIT, newest_first=True
-        )
-        summary = await uow.conversations.latest_summary(conversation.id)
+        (so one transaction does both) and passes that message's text as ``query``;
+        ``empty`` says the caller saw, in this unit of work, that the conversation
+        has no messages yet (so there is no history or summary to read)."""
+        recent: list[Message] = []
+        summary = None
+        if not empty:
+            recent = await uow.conversations.list_messages(
+                conversation.id, limit=HISTORY_LIMIT, newest_first=True
+            )
+            summary = await uow.conversations.latest_summary(conversation.id)
         messages = list(reversed(recent))
         if query is None:
             query = next((m.content for m in recent if m.role is MessageRole.USER), "")

@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import timedelta
 
 from cortex_core import errors
@@ -227,8 +227,9 @@ class Replies:
                     if isinstance(started, Message)
                     else self._generate(caller, started, watch)
                 )
-                async for step in steps:
-                    yield step
+                async with contextlib.aclosing(steps) as closing:  # store a partial at once
+                    async for step in closing:
+                        yield step
         finally:
             self._active -= 1
 
@@ -261,7 +262,9 @@ class Replies:
                         "the workspace's token budget is spent", reason="TOKEN_BUDGET_EXHAUSTED"
                     )
                 # Reads first: the write lock is then held only for the two writes.
-                sources = await self._context.read(uow, conversation, query=content)
+                sources = await self._context.read(
+                    uow, conversation, query=content, empty=conversation.message_count == 0
+                )
                 running = await uow.conversations.claim_reply(
                     conversation_id, reply_id, now, now + self._lease
                 )
@@ -302,7 +305,7 @@ class Replies:
 
     async def _replay(
         self, earlier: Message, content: str, watch: Watch
-    ) -> AsyncIterator[ReplyStep]:
+    ) -> AsyncGenerator[ReplyStep, None]:
         """The retry of a send: the stored or live outcome of the first attempt."""
         if earlier.content != content:
             raise errors.Aborted(
@@ -334,7 +337,7 @@ class Replies:
 
     async def _generate(
         self, caller: Caller, started: _Started, watch: Watch
-    ) -> AsyncIterator[ReplyStep]:
+    ) -> AsyncGenerator[ReplyStep, None]:
         """Stream and store one reply. The reply stops with BUDGET when prompt plus
         streamed pieces reach the workspace's budget (a streamed piece counts as
         one token)."""
