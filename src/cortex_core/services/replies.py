@@ -62,7 +62,7 @@ from cortex_core.ports import Clock, LlmProvider, TokenCounter, UnitOfWorkFactor
 from cortex_core.services.access import conversation_access
 from cortex_core.services.context import HISTORY_LIMIT, ContextManager, Sources, prompt_of
 from cortex_core.services.dispatcher import EventBus
-from cortex_core.services.session_guard import SessionGuard, Watch
+from cortex_core.services.session_guard import SessionWatcher, Watch
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Replies:
         counter: TokenCounter,
         provider: LlmProvider,
         context: ContextManager,
-        sessions: SessionGuard,
+        sessions: SessionWatcher,
         max_active: int,
         lease: timedelta = DEFAULT_LEASE,
     ) -> None:

@@ -1,6 +1,6 @@
 """Ending a long-running call when its caller's session ends.
 
-A stream authenticates once, when it opens. :meth:`SessionGuard.watch` keeps
+A stream authenticates once, when it opens. :meth:`SessionWatcher.watch` keeps
 watching the caller for as long as the work runs and ends it with
 ``Unauthenticated`` when
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class Watch:
-    """One call's view of its caller's session; built by :meth:`SessionGuard.watch`."""
+    """One call's view of its caller's session; built by :meth:`SessionWatcher.watch`."""
 
     __slots__ = (
         "_caller",
@@ -50,7 +50,7 @@ class Watch:
         "ended",
     )
 
-    def __init__(self, guard: SessionGuard, caller: Caller) -> None:
+    def __init__(self, guard: SessionWatcher, caller: Caller) -> None:
         self._guard = guard
         self._caller = caller
         self.ended: errors.Unauthenticated | None = None
@@ -124,7 +124,7 @@ class Watch:
         self._recheck = asyncio.get_running_loop().call_later(self._guard.recheck, self._due)
 
 
-class SessionGuard:
+class SessionWatcher:
     """Every watch on this replica, by session id (a RevocationListener)."""
 
     def __init__(self, *, authenticator: Authenticator, clock: Clock, recheck: float) -> None:

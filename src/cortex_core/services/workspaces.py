@@ -36,9 +36,6 @@ from cortex_core.domain.identity import (
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.ports import Clock, UnitOfWorkFactory
 from cortex_core.services.access import require_role
-
-# Re-exported for api/event_service.py (the event wing moves it to services.access).
-from cortex_core.services.access import workspace_not_found as workspace_not_found
 from cortex_core.services.dispatcher import EventBus
 
 UPDATABLE_FIELDS = frozenset({"display_name", "description", "token_budget"})
