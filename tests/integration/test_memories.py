@@ -346,16 +346,6 @@ async def test_outsiders_get_not_found_for_every_memory_rpc(tenant: Tenant) -> N
 # --- provenance and cache invalidation, through the service and repository ---------
 
 
-@pytest.fixture
-async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase.from_url(db_url)
-    await db.migrate()
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
 async def _seed(database: SqlDatabase) -> Caller:
     user = User("u1", "ada@example.com", "Ada", "$argon2id$x", T0, T0)
     async with database.unit_of_work() as uow:

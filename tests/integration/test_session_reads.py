@@ -4,11 +4,8 @@ same moment; one of those calls going away must not take the others with it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-
-import pytest
 
 from cortex_core.adapters.clock import ManualClock
 from cortex_core.adapters.sql.database import SqlDatabase, SqlUnitOfWork
@@ -38,16 +35,6 @@ class GatedUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         await self._inner.__aexit__(exc_type, exc, tb)
-
-
-@pytest.fixture
-async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase.from_url(db_url)
-    await db.migrate()
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 async def test_a_cancelled_call_does_not_fail_the_others_sharing_its_session_read(

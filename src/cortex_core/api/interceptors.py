@@ -4,13 +4,18 @@ One interceptor wraps each method's handler once (wrapped handlers are cached
 per method), so a call pays for a single extra frame. For each call it:
 
 * assigns a request id (the caller's ``x-request-id`` when it is sane);
-* turns request bytes that do not parse into ``INVALID_ARGUMENT``;
+* turns request bytes that do not parse, and requests that fail the edge checks
+  of :mod:`cortex_core.api.input_checks` (NUL characters, out-of-range
+  durations and times), into ``INVALID_ARGUMENT`` before auth or any handler;
 * maps :class:`~cortex_core.errors.CortexError` raised by a handler, unary or
   mid-stream, through :mod:`cortex_core.api.status`;
 * turns ``NotImplementedError`` (generated base servicers) into
   ``UNIMPLEMENTED`` and any other exception into ``INTERNAL`` with a generic
   message, logging the traceback with the request id;
 * ends open streams with ``UNAVAILABLE`` when the server drains;
+* for the public sign-in methods, resolves the client's address (the peer, or
+  ``x-forwarded-for`` when the peer is a trusted proxy; see
+  :func:`~cortex_core.api.context.resolve_client`);
 * records the call in the access log: method, code, duration, peer, request id.
 """
 
@@ -22,7 +27,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -31,7 +36,8 @@ import grpc.aio
 from cortex_core import errors
 from cortex_core.api import status
 from cortex_core.api.access_log import AccessLog
-from cortex_core.api.context import caller_var
+from cortex_core.api.context import IPNetwork, caller_var, client_var, resolve_client
+from cortex_core.api.input_checks import request_violations
 from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry
 from cortex_core.services.authentication import Authenticator
 
@@ -60,12 +66,17 @@ def needs_auth(method: str) -> bool:
     return method.startswith("/cortex.") and method not in PUBLIC_METHODS
 
 
+MALFORMED_MESSAGE = "request message could not be parsed"
+INVALID_FIELDS_MESSAGE = "request has invalid field values"
+
+
 class _Malformed:
-    """Stands in for a request whose bytes did not parse."""
+    """Stands in for a request refused at the edge: bytes that did not parse, or a
+    message that failed :func:`request_violations`."""
 
     __slots__ = ("error",)
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: errors.InvalidArgument) -> None:
         self.error = error
 
 
@@ -75,9 +86,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
     def parse(data: bytes) -> Any:
         try:
-            return deserializer(data)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bad input
-            return _Malformed(type(exc).__name__)
+            message = deserializer(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's bad input
+            # No exception text: it would name protobuf's internal classes.
+            return _Malformed(errors.InvalidArgument(MALFORMED_MESSAGE, reason="MALFORMED_REQUEST"))
+        violations = request_violations(message)
+        if violations:
+            return _Malformed(errors.InvalidArgument(INVALID_FIELDS_MESSAGE, violations))
+        return message
 
     return parse
 
@@ -124,10 +140,12 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         streams: StreamRegistry,
         access_log: AccessLog | None,
         authenticator: Authenticator | None = None,
+        trusted_proxies: Sequence[IPNetwork] = (),
     ) -> None:
         self.streams = streams
         self._access_log = access_log
         self.authenticator = authenticator
+        self._trusted_proxies = tuple(trusted_proxies)
         # The registered handlers never change while serving, so each method's
         # handler is wrapped once instead of on every call.
         self._wrapped: dict[str, Any] = {}
@@ -173,6 +191,7 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         authenticator = self.authenticator if needs_auth(method) else None
+        resolves_client = method in PUBLIC_METHODS
 
         async def handle(request: Any, context: Any) -> Any:
             start = time.perf_counter()
@@ -182,6 +201,8 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 if isinstance(request, _Malformed):
                     await self.abort_malformed(context, request)
+                if resolves_client:
+                    client_var.set(resolve_client(context, self._trusted_proxies))
                 if authenticator is not None:
                     caller_var.set(await authenticator.authenticate(bearer))
                 return await behavior(request, context)
@@ -223,9 +244,7 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             self._access_log.record(method, code.name, duration_ms, context.peer(), request_id)
 
     async def abort_malformed(self, context: Any, request: _Malformed) -> None:
-        await context.abort_with_status(
-            status.invalid_request_status(f"request message could not be parsed ({request.error})")
-        )
+        await context.abort_with_status(status.to_rpc_status(request.error))
 
     def outcome(
         self, method: str, request_id: str, context: Any, exc: BaseException
