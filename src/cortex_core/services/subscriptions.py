@@ -43,9 +43,9 @@ from cortex_core.domain.events import (
 from cortex_core.domain.identity import Caller
 from cortex_core.domain.paging import PageRequest
 from cortex_core.ports import Clock, UnitOfWorkFactory
+from cortex_core.services.access import workspace_not_found
 from cortex_core.services.authentication import Authenticator, unauthenticated
 from cortex_core.services.event_hub import EventHub, Subscription
-from cortex_core.services.workspaces import workspace_not_found
 
 logger = logging.getLogger(__name__)
 
