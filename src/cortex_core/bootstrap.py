@@ -62,7 +62,7 @@ from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories, MemorySweeper
 from cortex_core.services.replies import Replies
 from cortex_core.services.session_guard import SessionWatcher
-from cortex_core.services.subscriptions import SessionGuard, Subscriptions
+from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
@@ -92,7 +92,6 @@ class App:
     )
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
-    session_guard: SessionGuard | None = None
 
 
 def bootstrap(
@@ -138,22 +137,19 @@ def bootstrap(
         session_lifetime=timedelta(seconds=settings.session_lifetime),
     )
     workspaces = Workspaces(uow=database.unit_of_work, clock=clock, events=bus)
-    session_guard = SessionGuard(
-        hub=hub, authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
+    sessions = SessionWatcher(
+        authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
     )
     subscriptions = Subscriptions(
         hub=hub,
         uow=database.unit_of_work,
-        guard=session_guard,
+        sessions=sessions,
         heartbeat=settings.events_heartbeat,
         queue_size=settings.events_queue_size,
     )
     events = EventService(subscriptions=subscriptions, clock=clock)
 
     cache = _cache(redis)
-    sessions = SessionWatcher(
-        authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
-    )
     reactions.register(bus, cache=cache, revocations=[authenticator, sessions])
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus)
     sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
@@ -214,7 +210,6 @@ def bootstrap(
         streams=StreamRegistry(),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         authenticator=authenticator,
-        session_guard=session_guard,
         servicers={
             "cortex.auth.v1.AuthService": AuthService(identity),
             "cortex.sessions.v1.SessionService": SessionService(identity),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 from cortex_core import errors
@@ -58,12 +58,10 @@ class Watch:
         self._interrupted = False
         self._closed = False
         self._probe: asyncio.Future[None] | None = None
-        loop = asyncio.get_running_loop()
-        remaining = (caller.token_expire_time - guard.clock.now()).total_seconds()
-        self._expiry = loop.call_later(
-            max(remaining, 0.0), self.end, unauthenticated("TOKEN_EXPIRED")
+        self._expiry = guard.expire_at(caller, self.end)
+        self._recheck: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            guard.recheck_interval, self._due
         )
-        self._recheck: asyncio.TimerHandle | None = loop.call_later(guard.recheck, self._due)
 
     def check(self) -> None:
         """Raise Unauthenticated (SESSION_REVOKED, TOKEN_EXPIRED) if the session ended."""
@@ -107,7 +105,7 @@ class Watch:
 
     def _due(self) -> None:
         self._recheck = None
-        probe = asyncio.ensure_future(self._guard.authenticator.ensure_active(self._caller))
+        probe = asyncio.ensure_future(self._guard.recheck(self._caller))
         probe.add_done_callback(self._probed)
         self._probe = probe
 
@@ -121,17 +119,34 @@ class Watch:
             return
         if error is not None:
             log.warning("session re-check failed (%r); the call goes on", error)
-        self._recheck = asyncio.get_running_loop().call_later(self._guard.recheck, self._due)
+        self._recheck = asyncio.get_running_loop().call_later(
+            self._guard.recheck_interval, self._due
+        )
 
 
 class SessionWatcher:
     """Every watch on this replica, by session id (a RevocationListener)."""
 
     def __init__(self, *, authenticator: Authenticator, clock: Clock, recheck: float) -> None:
-        self.authenticator = authenticator
-        self.recheck = recheck
-        self.clock = clock
+        self._authenticator = authenticator
+        self.recheck_interval = recheck
+        self._clock = clock
         self._watches: dict[str, set[Watch]] = {}
+
+    def expire_at(
+        self, caller: Caller, end: Callable[[errors.Unauthenticated], None]
+    ) -> asyncio.TimerHandle:
+        """Call ``end(TOKEN_EXPIRED)`` when the caller's access token expires; cancel the
+        handle when the work ends first."""
+        remaining = (caller.token_expire_time - self._clock.now()).total_seconds()
+        return asyncio.get_running_loop().call_later(
+            max(remaining, 0.0), end, unauthenticated("TOKEN_EXPIRED")
+        )
+
+    async def recheck(self, caller: Caller) -> None:
+        """Raise Unauthenticated if the caller's token expired or its session ended
+        (on any replica: read from the database at most once a second)."""
+        await self._authenticator.ensure_active(caller)
 
     @contextlib.contextmanager
     def watch(self, caller: Caller) -> Iterator[Watch]:
