@@ -48,7 +48,6 @@ from cortex_core.services.authentication import unauthenticated
 from cortex_core.services.event_hub import EventHub, Subscription
 from cortex_core.services.session_guard import SessionWatcher
 
-
 _WS_PREFIX = workspace_stream("")
 
 
