@@ -53,17 +53,20 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
+    UnitOfWork,
 )
+from cortex_core.services import reactions
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
-from cortex_core.services.dispatcher import CommandBus, EventBus
+from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories
-from cortex_core.services.replies import Replies, SendMessage
-from cortex_core.services.subscriptions import SessionGuard, Subscriptions
+from cortex_core.services.replies import Replies
+from cortex_core.services.session_guard import SessionWatcher
+from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
@@ -93,8 +96,6 @@ class App:
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     supervisor: Supervisor = dataclasses.field(default_factory=Supervisor)
-    # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
-    session_guard: SessionGuard | None = None
 
 
 def bootstrap(
@@ -140,34 +141,35 @@ def bootstrap(
         policy=password_policy,
         tokens=tokens,
         throttle=_throttle(settings, redis, clock),
-        revocations=authenticator,
         events=bus,
         session_lifetime=timedelta(seconds=settings.session_lifetime),
     )
     workspaces = Workspaces(uow=database.unit_of_work, clock=clock, events=bus)
-    session_guard = SessionGuard(
-        hub=hub, authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
+    sessions = SessionWatcher(
+        authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
     )
     subscriptions = Subscriptions(
         hub=hub,
         uow=database.unit_of_work,
-        guard=session_guard,
+        sessions=sessions,
         heartbeat=settings.events_heartbeat,
         queue_size=settings.events_queue_size,
     )
     events = EventService(subscriptions=subscriptions, clock=clock)
 
     cache = _cache(redis)
-    commands = CommandBus()
-    memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
+    reactions.register(bus, cache=cache, revocations=[authenticator, sessions])
+    memories = Memories(uow=database.unit_of_work, clock=clock, events=bus)
     counter = EstimatedTokenCounter()
     chain = chain_from_config(
         settings.llm, local=LocalDevelopmentProvider(delay=settings.local_llm_delay)
     )
     provider = provider or chain
 
-    async def relevant_memories(workspace_id: str, query: str, limit: int) -> list[Candidate]:
-        found = await memories.for_context(workspace_id, query, limit)
+    async def relevant_memories(
+        uow: UnitOfWork, workspace_id: str, query: str, limit: int
+    ) -> list[Candidate]:
+        found = await memories.for_context(uow, workspace_id, query, limit)
         return [
             Candidate(
                 ItemKind.MEMORY,
@@ -185,9 +187,10 @@ def bootstrap(
         provider=provider,
         default_budget=settings.context_budget,
         cache=cache,
+        events=bus,
         memories=relevant_memories,
     )
-    conversations = Conversations(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
+    conversations = Conversations(uow=database.unit_of_work, clock=clock, events=bus)
     replies = Replies(
         uow=database.unit_of_work,
         clock=clock,
@@ -195,9 +198,9 @@ def bootstrap(
         counter=counter,
         provider=provider,
         context=context,
-        cache=cache,
+        sessions=sessions,
+        max_active=settings.max_active_replies,
     )
-    commands.register(SendMessage, replies.handle)
 
     async def close_hasher() -> None:
         hasher.close()
@@ -210,7 +213,7 @@ def bootstrap(
         "cortex.sessions.v1.SessionService": SessionService(identity),
         "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
         "cortex.events.v1.EventService": events,
-        "cortex.context.v1.ConversationService": ConversationService(conversations, commands),
+        "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
         "cortex.context.v1.ContextService": ContextService(context),
         "cortex.context.v1.MemoryService": MemoryService(memories),
     }
@@ -249,7 +252,6 @@ def bootstrap(
         streams=StreamRegistry(),
         access_log=access_log,
         authenticator=authenticator,
-        session_guard=session_guard,
         servicers=servicers,
         background=background,
         supervisor=Supervisor(on_change=health.background_changed),
