@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import os
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+from cortex_core import errors
 from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.events.memory import InMemoryEventLog
@@ -59,12 +63,13 @@ from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
-from cortex_core.services.memories import Memories, MemorySweeper
+from cortex_core.services.memories import Memories
 from cortex_core.services.replies import Replies
 from cortex_core.services.session_guard import SessionWatcher
 from cortex_core.services.subscriptions import Subscriptions
+from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.workspaces import Workspaces
-from cortex_core.settings import Settings, SettingsError
+from cortex_core.settings import Settings, SettingsError, StartupError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -72,6 +77,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROVIDER_HEALTH_INTERVAL = 2.0
+DATABASE_WATCH_INTERVAL = 5.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -87,11 +93,9 @@ class App:
     authenticator: Authenticator | None
     servicers: dict[str, object]
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = dataclasses.field(
-        default_factory=list
-    )
+    background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
-    # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
+    supervisor: Supervisor = dataclasses.field(default_factory=Supervisor)
 
 
 def bootstrap(
@@ -103,7 +107,11 @@ def bootstrap(
 ) -> App:
     """Build the application for ``settings``; ports may be overridden by tests."""
     clock = clock or SystemClock()
-    database = database or SqlDatabase.from_url(settings.effective_database_url)
+    if not settings.database_url or not settings.jwt_secret:
+        prepare_data_dir(settings.data_dir)
+    database = database or SqlDatabase.from_url(
+        settings.effective_database_url, wait=settings.database_wait
+    )
     try:
         key_ring, warning = load_key_ring(
             settings.jwt_secret, settings.jwt_previous_secrets, settings.data_dir
@@ -152,13 +160,11 @@ def bootstrap(
     cache = _cache(redis)
     reactions.register(bus, cache=cache, revocations=[authenticator, sessions])
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus)
-    sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
     counter = EstimatedTokenCounter()
     chain = chain_from_config(
         settings.llm, local=LocalDevelopmentProvider(delay=settings.local_llm_delay)
     )
     provider = provider or chain
-    health = HealthReporter(service_names())
 
     async def relevant_memories(
         uow: UnitOfWork, workspace_id: str, query: str, limit: int
@@ -202,30 +208,58 @@ def bootstrap(
     async def load_password_list() -> None:
         await asyncio.to_thread(password_policy.load)
 
+    servicers: dict[str, object] = {
+        "cortex.auth.v1.AuthService": AuthService(identity),
+        "cortex.sessions.v1.SessionService": SessionService(identity),
+        "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
+        "cortex.events.v1.EventService": events,
+        "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
+        "cortex.context.v1.ContextService": ContextService(context),
+        "cortex.context.v1.MemoryService": MemoryService(memories),
+    }
+    health = HealthReporter(
+        list(servicers), [name for name in service_names() if name not in servicers]
+    )
+    access_log = AccessLog(settings.log_format) if settings.access_log else None
+    background = [
+        Loop(
+            "database-watch",
+            every(
+                DATABASE_WATCH_INTERVAL,
+                lambda: health.check_database(database),
+                wait_first=True,  # the migrations have just reached it
+            ),
+        ),
+        Loop("event-relay", relay.drain_and_wait),
+        Loop("summaries", context.run_summary_jobs_once),
+        Loop(
+            "memory-sweeper",
+            every(settings.memory_sweep_interval, memories.sweep, wait_first=True),
+        ),
+        Loop(
+            "provider-health",
+            every(PROVIDER_HEALTH_INTERVAL, lambda: health.publish_providers(chain.states)),
+        ),
+    ]
+    if access_log is not None:
+        background.append(Loop("access-log", access_log.run))
+
     return App(
         settings=settings,
         clock=clock,
         database=database,
         health=health,
         streams=StreamRegistry(),
-        access_log=AccessLog(settings.log_format) if settings.access_log else None,
+        access_log=access_log,
         authenticator=authenticator,
-        servicers={
-            "cortex.auth.v1.AuthService": AuthService(identity),
-            "cortex.sessions.v1.SessionService": SessionService(identity),
-            "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
-            "cortex.events.v1.EventService": events,
-            "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
-            "cortex.context.v1.ContextService": ContextService(context),
-            "cortex.context.v1.MemoryService": MemoryService(memories),
-        },
-        background=[
-            relay.run,
-            context.run_summary_jobs,
-            sweeper.run,
-            lambda: health.watch_providers(chain.states, PROVIDER_HEALTH_INTERVAL),
+        servicers=servicers,
+        background=background,
+        supervisor=Supervisor(on_change=health.background_changed),
+        starters=[
+            lambda: check_redis(redis, settings.redis_url),
+            hasher.warm_up,
+            load_password_list,
         ],
-        starters=[hasher.warm_up, load_password_list],
         closers=[
             close_hasher,
             chain.aclose,
@@ -295,3 +329,67 @@ def _throttle_policies(settings: Settings) -> ThrottlePolicies:
             defaults.register, free_failures=settings.register_address_attempts
         ),
     )
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data dir for its owner only (0700); raise :class:`StartupError`
+    naming ``CORTEX_DATA_DIR`` unless it is a directory this process can write."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(20, "it exists and is not a directory")
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "this process may not write to it")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(
+            f"CORTEX_DATA_DIR={str(path)!r} is not a usable directory: {reason}"
+        ) from None
+
+
+def database_unreachable(settings: Settings, error: errors.Unavailable) -> StartupError:
+    """One line for a database that does not answer at start: the variable that
+    names it and its address, never its password."""
+    if not settings.database_url:
+        return StartupError(
+            f"CORTEX_DATA_DIR={str(settings.data_dir)!r}: the embedded database cannot be"
+            f" opened there ({_root_cause(error)})"
+        )
+    return StartupError(
+        f"CORTEX_DATABASE_URL: the database at {public_address(settings.database_url)} does not"
+        f" answer ({_root_cause(error)})"
+    )
+
+
+async def check_redis(client: Redis | None, url: str) -> None:
+    """Raise :class:`StartupError` naming ``CORTEX_REDIS_URL`` unless the shared
+    client gets an answer to a PING (an outage after start is survived; a wrong
+    address at start is not)."""
+    if client is None:
+        return
+    from redis.exceptions import RedisError
+
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise StartupError(
+            f"CORTEX_REDIS_URL: Redis at {public_address(url)} does not answer ({exc})"
+        ) from None
+
+
+def public_address(url: str) -> str:
+    """``host:port/path`` of a URL, without user or password (safe to print)."""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return parts.path.removeprefix("/")  # sqlite:///relative, sqlite:////absolute
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.hostname or 'localhost'}{port}{parts.path}"
+
+
+def _root_cause(error: BaseException) -> str:
+    cause: BaseException = error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    orig = getattr(cause, "orig", None)  # a SQLAlchemy wrapper: the driver's own error
+    text = str(orig if orig is not None else cause) or type(cause).__name__
+    return text.splitlines()[0]

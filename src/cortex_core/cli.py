@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Sequence
 
 from cortex_core import __version__
-from cortex_core.settings import VARIABLES, Settings, SettingsError
+from cortex_core.settings import VARIABLES, Settings, SettingsError, StartupError
 
 log = logging.getLogger("cortex_core")
 
@@ -105,6 +105,9 @@ def _run(coro: asyncio.Future[None] | object) -> int:
         uvloop.run(coro)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         return 130
+    except StartupError as exc:
+        print(f"cortex-core: cannot start: {exc}", file=sys.stderr)
+        return 2
     except SettingsError as exc:
         print(f"cortex-core: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -125,11 +128,15 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
+    from cortex_core import errors
     from cortex_core.adapters.sql.database import SqlDatabase
+    from cortex_core.bootstrap import database_unreachable, public_address
 
     database = SqlDatabase.from_url(settings.effective_database_url)
     try:
         await database.migrate()
+    except errors.Unavailable as error:
+        raise database_unreachable(settings, error) from None
     finally:
         await database.dispose()
-    print(f"migrations applied to {settings.effective_database_url}")
+    print(f"migrations applied to {public_address(settings.effective_database_url)}")

@@ -31,16 +31,16 @@ import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from cortex_core import errors
 from cortex_core.api.interceptors import CortexInterceptor
 from cortex_core.api.registry import register_services
-from cortex_core.bootstrap import App
+from cortex_core.bootstrap import App, database_unreachable
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
-DATABASE_WATCH_INTERVAL = 5.0
 HEALTH_FLUSH_SECONDS = 0.05
 
 
@@ -118,8 +118,12 @@ class RunningServer:
 
 
 async def start(app: App) -> RunningServer:
-    """Migrate, bind, start and report SERVING; raise if the address is taken."""
-    await app.database.migrate()
+    """Migrate, bind, start and report SERVING; raise if the address is taken, or
+    :class:`~cortex_core.settings.StartupError` if the database does not answer."""
+    try:
+        await app.database.migrate()
+    except errors.Unavailable as error:
+        raise database_unreachable(app.settings, error) from None
     for starter in app.starters:
         await starter()
     server, _ = build_server(app)
@@ -134,15 +138,7 @@ async def start(app: App) -> RunningServer:
     bound = f"{host}:{port}"
     await server.start()
     await app.health.set_all(True)
-    tasks = [
-        asyncio.create_task(
-            app.health.watch_database(app.database, DATABASE_WATCH_INTERVAL), name="health-watch"
-        )
-    ]
-    if app.access_log is not None:
-        tasks.append(asyncio.create_task(app.access_log.run(), name="access-log"))
-    for job in app.background:
-        tasks.append(asyncio.create_task(job(), name=f"background:{job.__qualname__}"))
+    tasks = await app.supervisor.start(app.background)
     log.info("serving", extra={"address": bound})
     return RunningServer(app, server, bound, tasks)
 

@@ -38,6 +38,11 @@ class SettingsError(ValueError):
     """A ``CORTEX_*`` variable has a value the server cannot use."""
 
 
+class StartupError(SettingsError):
+    """What a ``CORTEX_*`` variable names cannot be used at start (a database or
+    Redis that does not answer, a data dir that is not a writable directory)."""
+
+
 class EnvReader:
     """Reads variables from one environment mapping; the only code that does.
 
@@ -300,6 +305,12 @@ class Settings:
     )
     register_address_attempts: int = _setting(
         100, _positive_int, "sign-ups per client address before growing delays"
+    )
+    database_wait: float = _setting(
+        30.0,
+        _positive_float,
+        "seconds a call waits for a database connection or the SQLite write lock before "
+        "UNAVAILABLE/DATABASE_BUSY (with RetryInfo)",
     )
     llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
 

@@ -8,6 +8,7 @@ from grpc_health.v1 import health_pb2
 
 from cortex_core import errors
 from cortex_core.api.health import HealthReporter
+from cortex_core.services.supervisor import Loop, Supervisor, every
 
 
 class FlakyDatabase:
@@ -40,7 +41,9 @@ async def test_health_follows_the_database() -> None:
     reporter = HealthReporter(["cortex.auth.v1.AuthService"])
     await reporter.set_all(True)
     database = FlakyDatabase()
-    watcher = asyncio.create_task(reporter.watch_database(database, 0.01))  # type: ignore[arg-type]
+    (watcher,) = await Supervisor().start(
+        [Loop("database-watch", every(0.01, lambda: reporter.check_database(database)))]  # type: ignore[arg-type]
+    )
     try:
         database.up = False
         await _eventually(reporter, health_pb2.HealthCheckResponse.NOT_SERVING)

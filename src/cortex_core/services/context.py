@@ -270,26 +270,28 @@ class ContextManager:
                 served_by = f"{chunk.provider}/{chunk.model}"
         return "".join(parts).strip(), served_by
 
-    async def run_summary_jobs(self, poll_interval: float = 5.0) -> None:
-        """Work through queued summary jobs until cancelled (jobs survive restarts)."""
-        while True:
-            async with self._uow() as uow:
-                jobs = await uow.conversations.pending_summaries(10)
-            for workspace_id, conversation_id, _budget in jobs:
-                try:
-                    async with self._uow() as uow:
-                        conversation = await uow.conversations.get(workspace_id, conversation_id)
-                    if conversation is not None:
-                        await self.checkpoint(conversation)
-                    async with self._uow() as uow:
-                        await uow.conversations.finish_summary(conversation_id)
-                        await uow.commit()
-                except errors.CortexError:
-                    log.warning("summary job failed; will retry", exc_info=True)
-            if not jobs:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), poll_interval)
+    async def run_summary_jobs_once(self, poll_interval: float = 5.0) -> None:
+        """One round of queued summary jobs (they survive restarts); with none
+        queued, wait for a wake-up or ``poll_interval`` seconds. A failure of one
+        job is logged and the job stays queued; a database outage propagates, so
+        the supervisor that calls this backs off and calls it again."""
+        async with self._uow() as uow:
+            jobs = await uow.conversations.pending_summaries(10)
+        for workspace_id, conversation_id, _budget in jobs:
+            try:
+                async with self._uow() as uow:
+                    conversation = await uow.conversations.get(workspace_id, conversation_id)
+                if conversation is not None:
+                    await self.checkpoint(conversation)
+                async with self._uow() as uow:
+                    await uow.conversations.finish_summary(conversation_id)
+                    await uow.commit()
+            except errors.CortexError:
+                log.warning("summary job failed; will retry", exc_info=True)
+        if not jobs:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll_interval)
 
 
 def prompt_of(window: ContextWindow) -> list[PromptMessage]:

@@ -94,16 +94,11 @@ class EventRelay:
         """Relay outbox rows to the log until cancelled; failures are logged and retried."""
         while True:
             try:
-                moved = await self.drain_once()
+                await self.drain_and_wait()
             except errors.Unavailable:
-                moved = 0
+                await asyncio.sleep(self._retry_interval)
             except Exception:
                 log.exception("relaying the event outbox failed; retrying")
-                moved = 0
-            if not self._backlog:
-                self._wake.clear()
-                await self._wake.wait()
-            elif moved == 0:
                 await asyncio.sleep(self._retry_interval)
 
     async def drain_once(self) -> int:
@@ -132,6 +127,18 @@ class EventRelay:
                     await uow.outbox.remove(event.outbox_id)
                     await uow.commit()
                 moved += 1
+
+    async def drain_and_wait(self) -> None:
+        """The supervised step: :meth:`drain_once`, then wait until there may be
+        more (a wake-up from :meth:`publish` once events go to the outbox, or
+        ``retry_interval`` while a backlog remains). Raises what ``drain_once``
+        raises; the supervisor backs off and calls again."""
+        moved = await self.drain_once()
+        if not self._backlog:
+            self._wake.clear()
+            await self._wake.wait()
+        elif moved == 0:
+            await asyncio.sleep(self._retry_interval)
 
     async def _relay(self, event: PendingEvent) -> None:
         kept = event.payload

@@ -13,7 +13,6 @@ context windows, so a deleted memory is never offered to a later context window.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import hashlib
 import logging
@@ -217,30 +216,3 @@ def _search_page(
     if len(key) != 3 or key[0] != "s" or key[2] != _fingerprint(workspace_id, query, kind):
         raise invalid_page_token("use a token from the same search")
     return size, token_number(key[1])
-
-
-class MemorySweeper:
-    """Runs :meth:`Memories.sweep` every ``interval`` seconds until its task is cancelled
-    (the server runs :meth:`run` as a background task).
-
-    A failed sweep (e.g. the database is down) is logged and retried at the next
-    tick; it never stops the loop.
-    """
-
-    def __init__(self, memories: Memories, interval: float) -> None:
-        self._memories = memories
-        self._interval = interval
-
-    async def run(self) -> None:
-        """Sweep every ``interval`` seconds, forever; cancel the task to stop it."""
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                deleted = await self._memories.sweep()
-            except errors.CortexError as error:
-                log.warning("memory sweep failed: %s", error.message)
-            except Exception:
-                log.exception("memory sweep failed")
-            else:
-                if deleted:
-                    log.info("memory sweep deleted %d expired memories", deleted)

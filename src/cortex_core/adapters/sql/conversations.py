@@ -9,10 +9,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core import errors
 from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql.connection import Connection
 from cortex_core.adapters.sql.repositories import paginate
 from cortex_core.domain.conversations import (
     Conversation,
@@ -27,7 +27,7 @@ c, m, s, j = tables.conversations, tables.messages, tables.summaries, tables.sum
 
 
 class SqlConversationRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, conversation: Conversation) -> None:

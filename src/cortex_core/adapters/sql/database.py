@@ -1,27 +1,28 @@
-"""The SQL :class:`~cortex_core.ports.Database`: engine, pragmas, migrations, errors.
+"""The SQL :class:`~cortex_core.ports.Database`: engine, pragmas, migrations.
 
-Foreign driver exceptions are translated here, in one table, so callers only
-ever see :mod:`cortex_core.errors`: a database that cannot be reached (refused,
-timed out, dropped connection) becomes ``Unavailable``; a unique-constraint
-violation becomes ``AlreadyExists``.
+Driver exceptions reach callers only as :mod:`cortex_core.errors`, through the
+one table in :mod:`~cortex_core.adapters.sql.driver_errors`. How SQLite writes
+are serialized is explained in :mod:`~cortex_core.adapters.sql.connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from cortex_core import errors
+from cortex_core.adapters.sql.connection import PooledConnection, SerializedSqliteConnection
 from cortex_core.adapters.sql.conversations import SqlConversationRepository
+from cortex_core.adapters.sql.driver_errors import translate_errors
 from cortex_core.adapters.sql.memories import SqlMemoryRepository
 from cortex_core.adapters.sql.outbox import SqlOutboxRepository
 from cortex_core.adapters.sql.repositories import (
@@ -34,106 +35,124 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 STATEMENT_TIMEOUT_SECONDS = 30.0
+# How long a unit of work waits for a pooled connection (and, on SQLite, for the
+# writer lock, or another process's write) before it fails with DATABASE_BUSY.
+DEFAULT_WAIT_SECONDS = 30.0
 
 
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Re-raise driver exceptions as domain errors (most specific first)."""
-    try:
-        yield
-    except exc.IntegrityError as error:
-        if _is_unique_violation(error):
-            raise errors.AlreadyExists("the resource already exists") from error
-        raise errors.FailedPrecondition(
-            "the change refers to a resource that does not exist", reason="REFERENCE_MISSING"
-        ) from error
-    except exc.DBAPIError as error:
-        if error.connection_invalidated or isinstance(
-            error, exc.OperationalError | exc.InterfaceError
-        ):
-            raise _unavailable() from error
-        raise
-    except (OSError, TimeoutError) as error:
-        raise _unavailable() from error
-
-
-def _is_unique_violation(error: exc.IntegrityError) -> bool:
-    sqlstate = getattr(error.orig, "sqlstate", None)  # asyncpg
-    if sqlstate is not None:
-        return bool(sqlstate == "23505")
-    return "UNIQUE constraint failed" in str(error.orig)  # sqlite
-
-
-def _unavailable() -> errors.Unavailable:
-    return errors.Unavailable(
-        "the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE"
-    )
-
-
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(
+    url: str, *, pooled: bool = True, wait: float = DEFAULT_WAIT_SECONDS
+) -> AsyncEngine:
     """An async engine tuned per backend: WAL and foreign keys on SQLite, short
-    connect timeouts and pre-ping on PostgreSQL."""
+    connect and statement timeouts on PostgreSQL; ``wait`` seconds for a pooled
+    connection. ``pooled=False`` gives one fresh connection per use (the health
+    probe's, which must not queue behind the requests' pool)."""
+    pool: dict[str, Any] = {"pool_timeout": wait} if pooled else {"poolclass": NullPool}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 15})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        engine = create_async_engine(url, connect_args={"timeout": wait}, **pool)
+        busy_ms = round(wait * 1000)
+        event.listen(
+            engine.sync_engine, "connect", lambda dbapi, _: _sqlite_pragmas(dbapi, busy_ms)
+        )
         return engine
+    if pooled:
+        # No pre-ping: it costs a round trip on every checkout, and units of work
+        # check out once per transaction. After a restart of PostgreSQL the first
+        # statement on a dead connection fails (UNAVAILABLE, with RetryInfo) and
+        # SQLAlchemy then discards every connection older than that failure.
+        pool.update(pool_size=10, max_overflow=20)
     return create_async_engine(
         url,
-        pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
-        pool_timeout=CONNECT_TIMEOUT_SECONDS,
         connect_args={
             "timeout": CONNECT_TIMEOUT_SECONDS,
             "command_timeout": STATEMENT_TIMEOUT_SECONDS,
         },
+        **pool,
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
 class SqlDatabase:
-    """Owns the engine; hands out units of work over one transaction each."""
+    """Owns the engines; hands out units of work over one transaction each.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    On SQLite it also owns the writer lock every writing unit of work takes
+    (see :mod:`~cortex_core.adapters.sql.connection`).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        probe: AsyncEngine | None = None,
+        *,
+        wait: float = DEFAULT_WAIT_SECONDS,
+    ) -> None:
         self.engine = engine
+        self._probe = probe or engine
+        self._wait = wait
+        sqlite = engine.url.get_backend_name() == "sqlite"
+        self._writer = asyncio.Lock() if sqlite else None
 
     @classmethod
-    def from_url(cls, url: str) -> SqlDatabase:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, *, wait: float = DEFAULT_WAIT_SECONDS) -> SqlDatabase:
+        """Engines for ``url``; ``wait``: seconds a unit of work may wait for a
+        connection or the write lock before ``Unavailable(DATABASE_BUSY)``."""
+        return cls(
+            create_engine(url, wait=wait), create_engine(url, pooled=False, wait=wait), wait=wait
+        )
 
     async def migrate(self) -> None:
-        """Apply pending migrations; for SQLite, create the file's directory first."""
+        """Apply pending migrations; for SQLite, first create the file (0600) and
+        its directory (0700) if missing: messages and password hashes are not for
+        other local users (SQLite gives its -wal and -shm files the same mode)."""
         from cortex_core.adapters.sql.migrate import upgrade_to_head
 
         with translate_errors():
             url = self.engine.url
             if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(_create_owner_only, Path(url.database))
             await upgrade_to_head(self.engine)
 
     async def ping(self) -> None:
+        """Raise ``Unavailable`` unless the database answers within the connect
+        timeout, on a connection of its own: a pool drained by a burst is
+        pressure, not an outage, and must not fail the probe."""
         with translate_errors():
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                async with self.engine.connect() as conn:
+                async with self._probe.connect() as conn:
                     await conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._probe is not self.engine:
+            await self._probe.dispose()
 
     def unit_of_work(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        if self._writer is None:
+            return SqlUnitOfWork(PooledConnection(self.engine))
+        return SqlUnitOfWork(SerializedSqliteConnection(self.engine, self._writer, self._wait))
+
+
+def _create_owner_only(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class SqlUnitOfWork:
-    """One database transaction; rolled back unless :meth:`commit` is called."""
+    """One database transaction; rolled back unless :meth:`commit` is called.
+
+    The connection is taken at the first statement and given back at
+    :meth:`commit` or :meth:`rollback` (the next statement starts a new
+    transaction), so a unit of work holds none while it waits on anything else.
+    """
 
     users: SqlUserRepository
     workspaces: SqlWorkspaceRepository
@@ -142,20 +161,16 @@ class SqlUnitOfWork:
     memories: SqlMemoryRepository
     outbox: SqlOutboxRepository
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._conn: AsyncConnection | None = None
+    def __init__(self, connection: PooledConnection) -> None:
+        self._conn = connection
+        self.users = SqlUserRepository(connection)
+        self.workspaces = SqlWorkspaceRepository(connection)
+        self.sessions = SqlSessionRepository(connection)
+        self.conversations = SqlConversationRepository(connection)
+        self.outbox = SqlOutboxRepository(connection)
+        self.memories = SqlMemoryRepository(connection)
 
     async def __aenter__(self) -> Self:
-        with translate_errors():
-            self._conn = await self._engine.connect()
-            await self._conn.begin()
-        self.users = SqlUserRepository(self._conn)
-        self.workspaces = SqlWorkspaceRepository(self._conn)
-        self.sessions = SqlSessionRepository(self._conn)
-        self.conversations = SqlConversationRepository(self._conn)
-        self.outbox = SqlOutboxRepository(self._conn)
-        self.memories = SqlMemoryRepository(self._conn)
         return self
 
     async def __aexit__(
@@ -164,25 +179,13 @@ class SqlUnitOfWork:
         exc_value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            if conn.in_transaction():
-                await conn.rollback()
-        finally:
-            await conn.close()
+        await self._conn.close()
         if isinstance(exc_value, exc.SQLAlchemyError | OSError):
             with translate_errors():
                 raise exc_value
 
     async def commit(self) -> None:
-        assert self._conn is not None, "commit outside of 'async with'"
-        with translate_errors():
-            await self._conn.commit()
-            await self._conn.begin()
+        await self._conn.commit()
 
     async def rollback(self) -> None:
-        assert self._conn is not None, "rollback outside of 'async with'"
         await self._conn.rollback()
-        await self._conn.begin()

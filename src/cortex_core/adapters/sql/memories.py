@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql.connection import Connection
 from cortex_core.adapters.sql.repositories import paginate
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
@@ -41,7 +41,7 @@ def _live(workspace_id: str, now: datetime) -> sa.ColumnElement[bool]:
 
 
 class SqlMemoryRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
         self._dialect = connection.dialect.name
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql.connection import Connection
 from cortex_core.domain.events import PendingEvent
 
 o = tables.outbox
 
 
 class SqlOutboxRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, stream: str, event_id: str, payload: bytes, time: datetime) -> None:

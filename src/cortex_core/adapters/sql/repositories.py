@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql.connection import Connection
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 
 async def paginate(
-    conn: AsyncConnection,
+    conn: Connection,
     query: sa.Select[Any],
     time_column: sa.ColumnElement[Any],
     id_column: sa.ColumnElement[Any],
@@ -68,7 +68,7 @@ async def paginate(
 
 
 class SqlUserRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, user: User) -> None:
@@ -103,7 +103,7 @@ class SqlUserRepository:
 
 
 class SqlWorkspaceRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, workspace: Workspace) -> None:
@@ -227,7 +227,7 @@ class SqlWorkspaceRepository:
 
 
 class SqlSessionRepository:
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._conn = connection
 
     async def add(self, session: Session) -> None:
