@@ -188,7 +188,11 @@ def bootstrap(
         clock=clock,
         database=database,
         health=health,
-        streams=StreamRegistry(),
+        streams=StreamRegistry(
+            hub,
+            max_calls=settings.max_concurrent_rpcs,
+            max_waiting=settings.max_pending_requests,
+        ),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         authenticator=authenticator,
         servicers={
