@@ -352,3 +352,60 @@ async def test_a_burst_past_the_admission_limit_is_refused_with_retryable_detail
         for stream in streams:
             stream.cancel()
         await client.close()
+
+
+async def test_a_reply_longer_than_the_grace_is_stored_and_its_retry_gets_the_completion(
+    tmp_path: Path,
+) -> None:
+    """The grace runs out mid-reply: the client gets UNAVAILABLE with RetryInfo, the
+    partial reply is stored (FINISH_REASON_CANCELLED), and retrying with the same
+    idempotency key on the next server returns it with its completion frame."""
+    env = {
+        "CORTEX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}",
+        "CORTEX_JWT_SECRET": JWT_SECRET,
+        "CORTEX_SHUTDOWN_GRACE": "2",
+        "CORTEX_LOCAL_LLM_DELAY": "0.25",  # 40 words: about 10 s
+    }
+    request = dict(content=LONG_MESSAGE, idempotency_key="drain-retry-1")
+    with cortex_server(tmp_path / "first", env) as first:
+        client = EventsClient(first.address)
+        owner = await client.register()
+        workspace = str((await client.first_workspace(owner)).name)
+        name = await _conversation(client.channel, owner, workspace)
+        stub = conversation_grpc.ConversationServiceStub(client.channel)
+        stream = stub.SendMessage(
+            conversation_service_pb2.SendMessageRequest(conversation=name, **request),
+            metadata=owner.metadata(),
+        )
+        received = ""
+        while not received:
+            frame = await read_frame(stream, within=30)
+            received += frame.delta.text
+        first.process.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            while True:
+                received += (await read_frame(stream, within=30)).delta.text
+        code = await asyncio.to_thread(first.process.wait, 30)
+        await client.close()
+    assert code == 0
+    assert cut.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert details(cut.value)["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"
+    assert "RetryInfo" in details(cut.value)
+
+    with cortex_server(tmp_path / "second", env) as second:
+        client = EventsClient(second.address)
+        stub = conversation_grpc.ConversationServiceStub(client.channel)
+        frames = [
+            frame
+            async for frame in stub.SendMessage(
+                conversation_service_pb2.SendMessageRequest(conversation=name, **request),
+                metadata=owner.metadata(),
+                timeout=30,
+            )
+        ]
+        await client.close()
+    completion = frames[-1].completion
+    assert frames[-1].WhichOneof("frame") == "completion"
+    assert completion.finish_reason == message_pb2.FINISH_REASON_CANCELLED
+    assert completion.message.content.startswith(received)
+    assert len(completion.message.content.split()) < 40

@@ -134,8 +134,21 @@ def _call_headers(context: Any) -> tuple[str, str | None]:
     return request_id or os.urandom(16).hex(), token
 
 
-def _is_shutdown(exc: asyncio.CancelledError) -> bool:
-    return bool(exc.args) and exc.args[0] == SHUTDOWN_MESSAGE
+def _interrupted_by_drain(
+    exc: BaseException, task: asyncio.Task[Any] | None, streams: StreamRegistry
+) -> BaseException:
+    """``exc``, or SERVER_SHUTTING_DOWN when it is the drain's own interruption of
+    ``task`` (the call then ends with UNAVAILABLE and RetryInfo, not CANCELLED)."""
+    if (
+        isinstance(exc, asyncio.CancelledError)
+        and task is not None
+        and exc.args
+        and exc.args[0] == SHUTDOWN_MESSAGE
+        and streams.draining
+    ):
+        task.uncancel()
+        return shutting_down()
+    return exc
 
 
 class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -204,21 +217,28 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             token = request_id_var.set(request_id)
             code = _OK
             admitted = False
+            task = asyncio.current_task()
             try:
                 await streams.admit(exempt=exempt)
                 admitted = True
+                if task is not None:
+                    streams.add(task, interrupt_on_drain=False)
                 if isinstance(request, _Malformed):
                     await self.abort_malformed(context, request)
                 if authenticator is not None:
                     caller_var.set(await authenticator.authenticate(bearer))
                 return await behavior(request, context)
             except BaseException as exc:
-                code, rpc = self.outcome(method, request_id, context, exc)
+                code, rpc = self.outcome(
+                    method, request_id, context, _interrupted_by_drain(exc, task, streams)
+                )
                 if rpc is not None:
                     await context.abort_with_status(rpc)
                 raise
             finally:
                 if admitted:
+                    if task is not None:
+                        streams.discard(task)
                     streams.release()
                 request_id_var.reset(token)
                 self.log(method, code, start, context, request_id)
@@ -343,17 +363,11 @@ class _StreamGuard:
         try:
             if exc is None:
                 return False
-            if (
-                isinstance(exc, asyncio.CancelledError)
-                and self._task is not None
-                and _is_shutdown(exc)
-                and interceptor.streams.draining
-            ):
-                # Our own drain interrupted this stream: end it with UNAVAILABLE instead.
-                self._task.uncancel()
-                exc = shutting_down()
             self._code, rpc = interceptor.outcome(
-                self._method, self._request_id, self._context, exc
+                self._method,
+                self._request_id,
+                self._context,
+                _interrupted_by_drain(exc, self._task, interceptor.streams),
             )
             if rpc is not None:
                 await self._context.abort_with_status(rpc)

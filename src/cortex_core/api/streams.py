@@ -73,7 +73,9 @@ class StreamRegistry:
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle = asyncio.Event()
         self._idle.set()
-        # Open streams; the flag says whether the drain interrupts it at once.
+        # Tasks of calls in progress; the flag says whether the drain interrupts the
+        # call at once (streams other than replies and events) or only at the end of
+        # the grace (unary calls, replies, event streams the hub did not end).
         self._tasks: dict[asyncio.Task[object], bool] = {}
         self.draining = False
 
@@ -142,7 +144,8 @@ class StreamRegistry:
         return told + self.interrupt(everything=False)
 
     def interrupt(self, *, everything: bool = True) -> int:
-        """Interrupt open streams (all, or only those marked at :meth:`add`)."""
+        """Interrupt calls in progress (all, or only those marked at :meth:`add`); the
+        interceptor ends each with UNAVAILABLE / SERVER_SHUTTING_DOWN."""
         tasks = [task for task, flagged in self._tasks.items() if everything or flagged]
         for task in tasks:
             task.cancel(SHUTDOWN_MESSAGE)
