@@ -178,6 +178,7 @@ def test_sigterm_drains_streams_and_exits_zero(tmp_path: Path) -> None:
     assert set(statuses) <= {health_pb2.HealthCheckResponse.NOT_SERVING}
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
     assert details(ended.value)["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"
+    assert "RetryInfo" in details(ended.value)
     assert "draining" in server.logs()
 
 
