@@ -54,6 +54,9 @@ CORE_PENDING_BACKSTOP = 50_000
 # Part of the grace kept for streams interrupted at its end (a reply stores its
 # partial text) and for the server's own stop.
 INTERRUPT_MARGIN_SECONDS = 1.0
+# The drain refuses new calls once nothing is in progress and nothing arrived for this
+# long: by then grpc's queue holds no call sent before SIGTERM.
+SETTLE_SECONDS = 0.25
 
 
 def server_options(app: App) -> list[tuple[str, Any]]:
@@ -104,16 +107,19 @@ class RunningServer:
     async def drain(self) -> None:
         """Stop serving without cutting anyone off; return as soon as the work is done.
 
-        1. New calls (and callers waiting for a slot) are refused with UNAVAILABLE,
-           reason SERVER_SHUTTING_DOWN, and a RetryInfo; health checks still
-           answer, now NOT_SERVING.
-        2. Event streams end at once with that status and their resume token;
-           other streams except replies (health Watch) end with it too.
-        3. Unary calls and replies in progress get the grace to finish. Streams
-           still open ``INTERRUPT_MARGIN_SECONDS`` before its end are interrupted
-           (a reply stores its partial text with FINISH_REASON_CANCELLED; its
-           client gets UNAVAILABLE and, retrying with the same idempotency key,
-           the stored reply and its completion).
+        1. Health goes NOT_SERVING (checks keep answering). Event streams end at
+           once with UNAVAILABLE, reason SERVER_SHUTTING_DOWN, a RetryInfo and
+           their resume token; other long-lived streams (health Watch) with the
+           same status.
+        2. Unary calls and replies in progress finish, and calls that still arrive
+           are served: under load a call waits in grpc's queue after it was sent,
+           so they may be from before SIGTERM (see ``api.streams``).
+        3. Once nothing is in progress and nothing new came for
+           ``SETTLE_SECONDS``, or ``INTERRUPT_MARGIN_SECONDS`` before the grace
+           ends, new calls are refused with SERVER_SHUTTING_DOWN and RetryInfo, and
+           what still runs is interrupted with that status (a reply stores its
+           partial text with FINISH_REASON_CANCELLED; retried with the same
+           idempotency key it returns that reply and its completion).
         4. The grpc server stops (nothing is left to wait for), background work
            stops, connections close.
         """
@@ -127,8 +133,10 @@ class RunningServer:
         await self.app.health.drain()
         await asyncio.sleep(HEALTH_FLUSH_SECONDS)  # let health watchers see NOT_SERVING
         told = streams.tell_streams()
+        settled = await _within(streams.settled(SETTLE_SECONDS), deadline - margin - loop.time())
+        streams.stop_admitting()
         interrupted = 0
-        if not await _within(streams.idle(), deadline - margin - loop.time()):
+        if not settled:
             interrupted = streams.interrupt()
             await _within(streams.idle(), deadline - loop.time())
         left = streams.calls

@@ -20,7 +20,8 @@ import grpc.aio
 import pytest
 from cortex.context.v1 import conversation_pb2, conversation_service_pb2, message_pb2
 from cortex.context.v1 import conversation_service_pb2_grpc as conversation_grpc
-from cortex.events.v1 import event_pb2
+from cortex.events.v1 import event_pb2, event_service_pb2
+from cortex.events.v1 import event_service_pb2_grpc as event_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.clients import Account
 from support.events import (
@@ -141,8 +142,9 @@ async def test_sigterm_lets_calls_finish_tells_streams_where_to_resume_and_exits
             started = time.monotonic()
             first.process.send_signal(signal.SIGTERM)
             cut = await asyncio.gather(*(_events_until_error(s) for s in subscriptions))
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await client.me(owner)  # replies are still running: the server is draining
+            # Replies are still running: a call arriving now may have been sent before
+            # SIGTERM (grpc queues calls under load), so it is still served.
+            late = await client.me(owner)
             reply_frames = await asyncio.gather(*replies, return_exceptions=True)
             registered = await asyncio.gather(*registrations, return_exceptions=True)
             code = await asyncio.to_thread(first.process.wait, GRACE + 15)
@@ -152,9 +154,7 @@ async def test_sigterm_lets_calls_finish_tells_streams_where_to_resume_and_exits
 
         assert unfinished > 0, "no unary call was in flight at SIGTERM"
         assert CONTEXT_ERROR not in logs
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
-        assert details(refused.value)["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"
-        assert "RetryInfo" in details(refused.value)
+        assert late.user.name == owner.user
         failed = [r for r in registered if isinstance(r, BaseException)]
         assert not failed, failed[:3]
         for frames in reply_frames:
@@ -409,3 +409,39 @@ async def test_a_reply_longer_than_the_grace_is_stored_and_its_retry_gets_the_co
     assert completion.finish_reason == message_pb2.FINISH_REASON_CANCELLED
     assert completion.message.content.startswith(received)
     assert len(completion.message.content.split()) < 40
+
+
+async def test_a_reconnect_burst_of_2000_streams_is_never_refused_without_details(
+    tmp_path: Path,
+) -> None:
+    """Every client of a restarted replica reconnects at once, on default settings:
+    each stream opens or is refused with a retryable status carrying ErrorInfo and
+    RetryInfo (grpc core's pending-request limit refused about 10 % as CANCELLED)."""
+    env = {"CORTEX_JWT_SECRET": JWT_SECRET, "CORTEX_EVENTS_HEARTBEAT": "1"}
+    with cortex_server(tmp_path, env) as server:
+        channels = [
+            grpc.aio.insecure_channel(
+                server.address, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(20)
+        ]
+        client = EventsClient(server.address)
+        owner = await client.register()
+        await client.close()
+        stubs = [event_pb2_grpc.EventServiceStub(channel) for channel in channels]
+        streams = [
+            stubs[i % len(stubs)].SubscribeEvents(
+                event_service_pb2.SubscribeEventsRequest(), metadata=owner.metadata()
+            )
+            for i in range(2000)
+        ]
+        outcomes = await asyncio.gather(*(_first_frame(s) for s in streams))
+        for stream in streams:
+            stream.cancel()
+        for channel in channels:
+            await channel.close()
+    refusals = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    for refusal in refusals:
+        assert refusal.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+        assert {"ErrorInfo", "RetryInfo"} <= details(refusal).keys()
+    assert len(refusals) < len(outcomes)

@@ -9,20 +9,25 @@ details, so the server sets them out of the way and every call passes through
   slot taken waits in line for one, first come first served, up to ``max_waiting``
   callers; past that it is refused with ``RESOURCE_EXHAUSTED``, reason
   ``TOO_MANY_REQUESTS``, and a ``RetryInfo``;
-* once the server drains, every new call (except health checks, which must keep
-  answering ``NOT_SERVING``) and every caller still in line is refused with
-  ``UNAVAILABLE``, reason ``SERVER_SHUTTING_DOWN``, and a ``RetryInfo``.
+* while the server drains, see below.
 
-Drain (:meth:`StreamRegistry.tell_streams`, :meth:`interrupt`, :meth:`idle`):
+Drain, in two phases (driven by ``RunningServer.drain``):
 
-* event subscriptions end at once through the hub, each with ``UNAVAILABLE`` /
-  ``SERVER_SHUTTING_DOWN`` carrying its own resume token (``ErrorInfo.metadata
-  ["resume_token"]`` and the ``cortex-resume-token`` trailer);
-* streams that finish on their own (replies) keep running until the grace ends;
-* every other stream (health ``Watch``) is interrupted at once; the interceptor
-  turns that into the same ``UNAVAILABLE`` status;
-* :meth:`idle` says when no call is left, so the process can exit then instead of
-  waiting out the whole grace.
+1. :meth:`begin_drain` and :meth:`tell_streams`: event subscriptions end at once
+   through the hub, each with ``UNAVAILABLE`` / ``SERVER_SHUTTING_DOWN``, a
+   ``RetryInfo`` and its own resume token (``ErrorInfo.metadata["resume_token"]``
+   and the ``cortex-resume-token`` trailer), also one that opens during the drain;
+   other long-lived streams (health ``Watch``) end, or are refused, with the same
+   status. Unary calls and replies go on, and new ones are still served: under
+   load a call can wait in grpc's queue well after it was sent, so one arriving
+   now may have been sent before SIGTERM, and refusing it would cut an in-flight
+   call. Health turning ``NOT_SERVING`` is what steers new traffic away.
+2. Once the server has :meth:`settled` (nothing in progress and nothing new for
+   ``quiet`` seconds) or the grace is nearly over, :meth:`stop_admitting`: every
+   new call and every caller still in line is refused with ``UNAVAILABLE``,
+   ``SERVER_SHUTTING_DOWN`` and a ``RetryInfo`` (health checks still answer), and
+   what is still running is :meth:`interrupt`-ed, which the interceptor turns into
+   the same status, never ``CANCELLED``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 
 from cortex_core import errors
 from cortex_core.services.event_hub import EventHub
@@ -78,6 +84,8 @@ class StreamRegistry:
         # the grace (unary calls, replies, event streams the hub did not end).
         self._tasks: dict[asyncio.Task[object], bool] = {}
         self.draining = False
+        self._refusing = False
+        self._last_admitted = 0.0  # time.monotonic(), kept while draining
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -87,15 +95,21 @@ class StreamRegistry:
         """Calls admitted and not finished."""
         return self._calls
 
-    async def admit(self, *, exempt: bool = False) -> None:
+    async def admit(self, *, exempt: bool = False, long_lived: bool = False) -> None:
         """Take a slot for one call, waiting in line if every slot is taken.
 
-        Raises ``Unavailable`` (SERVER_SHUTTING_DOWN) while draining unless
-        ``exempt``, and ``ResourceExhausted`` (TOO_MANY_REQUESTS) when the line is
-        full. A caller that got in must call :meth:`release` exactly once.
+        ``exempt`` calls (health checks) skip the limit and are never refused;
+        ``long_lived`` ones (streams the drain ends at once) are refused from the
+        start of the drain. Raises ``Unavailable`` (SERVER_SHUTTING_DOWN, with
+        RetryInfo) when refused for the drain, and ``ResourceExhausted``
+        (TOO_MANY_REQUESTS, with RetryInfo) when the line is full. A caller that
+        got in must call :meth:`release` exactly once.
         """
-        if self.draining and not exempt:
-            raise shutting_down()
+        if self.draining:
+            if long_lived or (self._refusing and not exempt):
+                raise shutting_down()
+            if not exempt:  # a health probe says nothing about grpc's backlog
+                self._last_admitted = time.monotonic()
         if self._max_calls and self._calls >= self._max_calls and not exempt:
             if len(self._waiting) >= self._max_waiting:
                 raise too_many_requests()
@@ -110,7 +124,8 @@ class StreamRegistry:
                     self._discard(turn)
                 raise
             return
-        self._take()
+        self._calls += 1
+        self._idle.clear()
 
     def release(self) -> None:
         """Give a slot back: to the first caller in line, or to the pool."""
@@ -130,8 +145,13 @@ class StreamRegistry:
         self._tasks.pop(task, None)
 
     def begin_drain(self) -> None:
-        """Refuse new calls and everyone still in line; calls in progress go on."""
+        """Phase 1: long-lived streams are refused from now on; the rest is served."""
         self.draining = True
+        self._last_admitted = time.monotonic()
+
+    def stop_admitting(self) -> None:
+        """Phase 2: refuse every new call (health checks aside) and everyone in line."""
+        self.draining = self._refusing = True
         while self._waiting:
             turn = self._waiting.popleft()
             if not turn.done():
@@ -155,9 +175,15 @@ class StreamRegistry:
         """Return once no call is in progress."""
         await self._idle.wait()
 
-    def _take(self) -> None:
-        self._calls += 1
-        self._idle.clear()
+    async def settled(self, quiet: float) -> None:
+        """Return once no call is in progress and none was admitted for ``quiet``
+        seconds (the backlog of calls sent before the drain has been served)."""
+        while True:
+            await self._idle.wait()
+            wait = self._last_admitted + quiet - time.monotonic()
+            if wait <= 0 and self._calls == 0:
+                return
+            await asyncio.sleep(max(wait, 0.0))
 
     def _discard(self, turn: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):
