@@ -1,11 +1,11 @@
 """The grpc.aio server: options, lifecycle and graceful drain.
 
 Start-up: migrations run first; only then do health statuses turn SERVING.
-On SIGTERM or SIGINT the server drains (see :meth:`RunningServer.drain`): new
-calls are refused with a retryable status, health goes NOT_SERVING, event
-streams end at once with their resume point, calls in progress (replies
-included) get ``CORTEX_SHUTDOWN_GRACE`` seconds to finish, and the process exits
-0 as soon as they have, not after the whole grace.
+On SIGTERM or SIGINT the server drains (see :meth:`RunningServer.drain`):
+health goes NOT_SERVING, event streams end at once with their resume point,
+calls in progress (replies included) get ``CORTEX_SHUTDOWN_GRACE`` seconds to
+finish, later calls are refused with a retryable status, and the process exits 0
+as soon as the work is done, not after the whole grace.
 
 Channel options, chosen on purpose:
 
