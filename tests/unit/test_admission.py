@@ -34,7 +34,7 @@ async def test_the_drain_serves_short_calls_then_refuses_everyone_with_retry_inf
     await asyncio.sleep(0)
     registry.begin_drain()
     with pytest.raises(errors.Unavailable) as stream_refused:
-        await registry.admit(long_lived=True)
+        await registry.admit(interrupt_on_drain=True)
     assert stream_refused.value.reason == "SERVER_SHUTTING_DOWN"
     registry.stop_admitting()
     for refused in (waiting, asyncio.create_task(registry.admit())):

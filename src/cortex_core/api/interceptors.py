@@ -347,7 +347,9 @@ class _StreamGuard:
         if self._task is not None:
             streams.add(self._task, interrupt_on_drain=self._interrupt)
         try:
-            await streams.admit(exempt=self._method.startswith(_HEALTH), long_lived=self._interrupt)
+            await streams.admit(
+                exempt=self._method.startswith(_HEALTH), interrupt_on_drain=self._interrupt
+            )
             self._admitted = True
             if isinstance(self._request, _Malformed):
                 await self._interceptor.abort_malformed(self._context, self._request)

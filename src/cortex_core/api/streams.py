@@ -95,18 +95,18 @@ class StreamRegistry:
         """Calls admitted and not finished."""
         return self._calls
 
-    async def admit(self, *, exempt: bool = False, long_lived: bool = False) -> None:
+    async def admit(self, *, exempt: bool = False, interrupt_on_drain: bool = False) -> None:
         """Take a slot for one call, waiting in line if every slot is taken.
 
         ``exempt`` calls (health checks) skip the limit and are never refused;
-        ``long_lived`` ones (streams the drain ends at once) are refused from the
-        start of the drain. Raises ``Unavailable`` (SERVER_SHUTTING_DOWN, with
+        ``interrupt_on_drain`` ones (streams the drain ends at once) are refused from
+        the start of the drain. Raises ``Unavailable`` (SERVER_SHUTTING_DOWN, with
         RetryInfo) when refused for the drain, and ``ResourceExhausted``
         (TOO_MANY_REQUESTS, with RetryInfo) when the line is full. A caller that
         got in must call :meth:`release` exactly once.
         """
         if self.draining:
-            if long_lived or (self._refusing and not exempt):
+            if interrupt_on_drain or (self._refusing and not exempt):
                 raise shutting_down()
             if not exempt:  # a health probe says nothing about grpc's backlog
                 self._last_admitted = time.monotonic()
