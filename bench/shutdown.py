@@ -9,7 +9,9 @@
    ErrorInfo, RetryInfo and a resume token), how soon the event streams heard, how
    long the process took to exit against the grace, and how many "different Context"
    errors it logged.
-2. A reconnect burst: ``--burst`` SubscribeEvents opened at once on default settings.
+2. ``--cheap`` GetCurrentUser calls sent at once on 4 connections, SIGTERM 50 ms
+   later (most still wait in grpc's queue): how each ended.
+3. A reconnect burst: ``--burst`` SubscribeEvents opened at once on default settings.
    Reports how many opened and how many were refused, with and without ErrorInfo and
    RetryInfo.
 
@@ -203,6 +205,30 @@ async def sigterm(unary: int, replies: int, events: int, grace: float) -> None:
     print(f"  'different Context' errors logged: {logs.count('different Context')}")
 
 
+async def cheap_calls(count: int) -> None:
+    with server({"CORTEX_SHUTDOWN_GRACE": "30"}) as (proc, address, _log):
+        opened = [grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) for _ in range(4)]
+        try:
+            _, metadata = await register(opened[0])
+            stubs = [auth_service_pb2_grpc.AuthServiceStub(c) for c in opened]
+            request = auth_service_pb2.GetCurrentUserRequest()
+            calls = [
+                stubs[i % 4].GetCurrentUser(request, metadata=metadata, timeout=60)
+                for i in range(count)
+            ]
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            ends = await asyncio.gather(*(_ended(c) for c in calls))
+            code = await asyncio.to_thread(proc.wait, 90)
+            exited = time.monotonic() - started
+        finally:
+            for channel in opened:
+                await channel.close()
+    print(f"{count} GetCurrentUser then SIGTERM: exit code {code} after {exited:.2f} s")
+    print(f"  {dict(collections.Counter(ends))}")
+
+
 async def burst(count: int, channels: int) -> None:
     with server({"CORTEX_EVENTS_HEARTBEAT": "1"}) as (_, address, _log):
         opened = [
@@ -243,10 +269,12 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=8)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--cheap", type=int, default=1000)
     parser.add_argument("--burst", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=20)
     args = parser.parse_args()
     asyncio.run(sigterm(args.unary, args.replies, args.events, args.grace))
+    asyncio.run(cheap_calls(args.cheap))
     asyncio.run(burst(args.burst, args.connections))
 
 
