@@ -67,7 +67,9 @@ def too_many_requests() -> errors.ResourceExhausted:
 
 
 class StreamRegistry:
-    """Counts calls in progress, admits new ones, and tracks open streams for the drain."""
+    """Admits calls, counts those in progress and tracks their tasks for the drain.
+
+    (Named for what it first held, open streams; it now sees every call.)"""
 
     def __init__(
         self, hub: EventHub | None = None, *, max_calls: int = 0, max_waiting: int = 0
@@ -86,9 +88,6 @@ class StreamRegistry:
         self.draining = False
         self._refusing = False
         self._last_admitted = 0.0  # time.monotonic(), kept while draining
-
-    def __len__(self) -> int:
-        return len(self._tasks)
 
     @property
     def calls(self) -> int:
