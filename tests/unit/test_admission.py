@@ -1,13 +1,17 @@
-"""Cortex's admission and the drain's refusals (``api.streams.StreamRegistry``)."""
+"""Cortex's admission and the drain (``api.streams.StreamRegistry``)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
 from cortex_core import errors
+from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.api.streams import StreamRegistry
+from cortex_core.domain.events import EventRecord
+from cortex_core.services.event_hub import EventHub
 
 
 async def test_past_the_slots_callers_wait_in_line_and_past_the_line_are_refused() -> None:
@@ -59,3 +63,25 @@ async def test_settled_waits_for_no_call_and_no_arrival_for_the_quiet_period() -
     assert not settled.done()
     await asyncio.wait_for(settled, 2)
     assert registry.calls == 0
+
+
+async def test_the_drain_ends_every_subscription_with_its_own_resume_token() -> None:
+    hub = EventHub(InMemoryEventLog())
+    registry = StreamRegistry(hub)
+    now = datetime.now(UTC)
+    await hub.publish("ws:a", "e1", b"", now)
+    async with hub.subscribe({"ws:a": 0}, queue_size=8, heartbeat=60) as open_before:
+        first = await anext(open_before)
+        assert isinstance(first, EventRecord)
+        registry.begin_drain()
+        assert registry.tell_streams() == 1
+        with pytest.raises(errors.Unavailable) as ended:
+            await anext(open_before)
+        assert ended.value.reason == "SERVER_SHUTTING_DOWN"
+        assert ended.value.metadata["resume_token"] == open_before.resume_token
+    # One that opens during the drain ends as soon as it is entered, where it asked to start.
+    async with hub.subscribe({"ws:a": 1}, queue_size=8, heartbeat=60) as opened_later:
+        with pytest.raises(errors.Unavailable) as ended:
+            await asyncio.wait_for(anext(opened_later), 5)
+        assert ended.value.metadata["resume_token"] == opened_later.resume_token
+    await hub.aclose()
