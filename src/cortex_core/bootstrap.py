@@ -30,7 +30,7 @@ from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
 from cortex_core.api.context_service import ContextService
 from cortex_core.api.conversation_service import ConversationService
-from cortex_core.api.event_encoding import encode_change
+from cortex_core.api.event_encoding import encode
 from cortex_core.api.event_service import EventService
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.memory_service import MemoryService
@@ -58,6 +58,7 @@ from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories, MemorySweeper
 from cortex_core.services.replies import Replies, SendMessage
+from cortex_core.services.subscriptions import SessionGuard, Subscriptions
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
@@ -83,6 +84,8 @@ class App:
         default_factory=list
     )
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
+    session_guard: SessionGuard | None = None
 
 
 def bootstrap(
@@ -113,7 +116,7 @@ def bootstrap(
     event_log = _event_log(settings)
     hub = EventHub(event_log)
     bus = EventBus()
-    relay = EventRelay(hub=hub, uow=database.unit_of_work, encode=encode_change)
+    relay = EventRelay(log=event_log, hub=hub, uow=database.unit_of_work, encode=encode)
     bus.subscribe(Change, relay.publish)
     identity = Identity(
         uow=database.unit_of_work,
@@ -127,14 +130,17 @@ def bootstrap(
         session_lifetime=timedelta(seconds=settings.session_lifetime),
     )
     workspaces = Workspaces(uow=database.unit_of_work, clock=clock, events=bus)
-    events = EventService(
+    session_guard = SessionGuard(
+        hub=hub, authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
+    )
+    subscriptions = Subscriptions(
         hub=hub,
         uow=database.unit_of_work,
-        authenticator=authenticator,
-        clock=clock,
+        guard=session_guard,
         heartbeat=settings.events_heartbeat,
         queue_size=settings.events_queue_size,
     )
+    events = EventService(subscriptions=subscriptions, clock=clock)
 
     cache, working_memory = _cache(settings), _working_memory(settings)
     commands = CommandBus()
@@ -195,6 +201,7 @@ def bootstrap(
         ),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         authenticator=authenticator,
+        session_guard=session_guard,
         servicers={
             "cortex.auth.v1.AuthService": AuthService(identity),
             "cortex.sessions.v1.SessionService": SessionService(identity),

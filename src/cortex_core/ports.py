@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from cortex_core.domain.conversations import Conversation, Message, Summary
-from cortex_core.domain.events import EventRead, EventRecord, PendingEvent
+from cortex_core.domain.events import EventEnvelope, EventRead, EventRecord, PendingEvent
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -348,7 +348,7 @@ class EventLog(Protocol):
     """
 
     async def append(
-        self, stream: str, event_id: str, payload: bytes, now: datetime
+        self, stream: str, event_id: str, envelope: EventEnvelope, payload: bytes, now: datetime
     ) -> EventRecord:
         """Store one event; its sequence is the stream's previous last sequence + 1."""
         ...
@@ -357,6 +357,8 @@ class EventLog(Protocol):
         """Up to ``limit`` records with ``sequence > after_sequence``, ascending.
 
         ``limit`` 0 returns no records, only ``oldest_available``/``last_sequence``.
+        ``after_sequence`` outside 0 … ``MAX_SEQUENCE`` raises ValueError (a caller's
+        bug, never taken for an outage).
         """
         ...
 

@@ -18,10 +18,17 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 from support.databases import require_env
+from support.events import append
 
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.events.redis_streams import RedisEventLog
-from cortex_core.domain.events import EventRecord, ReplayUnavailable, ResumeToken
+from cortex_core.domain.events import (
+    EventEnvelope,
+    EventKind,
+    EventRecord,
+    ReplayUnavailable,
+    ResumeToken,
+)
 from cortex_core.errors import Unavailable
 from cortex_core.ports import EventLog
 from cortex_core.services.event_hub import EventHub, SubscriberTooSlow, Subscription
@@ -85,13 +92,13 @@ async def take(sub: Subscription, count: int, within: float = 10.0) -> list[Even
 
 async def publish_many(hub: EventHub, count: int, stream: str = STREAM) -> None:
     for i in range(count):
-        await hub.publish(stream, f"e{i}", b"%d" % i, NOW)
+        await append(hub.log, stream, f"e{i}", b"%d" % i, NOW)
 
 
 async def test_sequences_are_one_to_n_per_stream(make_log: LogFactory) -> None:
     log = make_log()
-    first = [await log.append(STREAM, f"a{i}", b"x", NOW) for i in range(5)]
-    other = await log.append("ws:w2", "b", b"y", NOW)
+    first = [await append(log, STREAM, f"a{i}", b"x", NOW) for i in range(5)]
+    other = await append(log, "ws:w2", "b", b"y", NOW)
 
     assert [r.sequence for r in first] == [1, 2, 3, 4, 5]
     assert other.sequence == 1
@@ -105,7 +112,7 @@ async def test_concurrent_appends_from_two_replicas_never_collide(make_log: LogF
     replica_a, replica_b = make_log(), make_log()
 
     async def append_many(log: EventLog, name: str) -> list[int]:
-        return [(await log.append(STREAM, f"{name}{i}", b"", NOW)).sequence for i in range(50)]
+        return [(await append(log, STREAM, f"{name}{i}", b"", NOW)).sequence for i in range(50)]
 
     got_a, got_b = await asyncio.gather(append_many(replica_a, "a"), append_many(replica_b, "b"))
 
@@ -116,10 +123,10 @@ async def test_concurrent_appends_from_two_replicas_never_collide(make_log: LogF
 
 async def test_wait_wakes_up_on_an_append_to_a_watched_stream(make_log: LogFactory) -> None:
     log = make_log()
-    await log.append(STREAM, "a", b"", NOW)
+    await append(log, STREAM, "a", b"", NOW)
     waiter = asyncio.create_task(log.wait({STREAM: 1, "ws:other": 0}, 1.5))
     await asyncio.sleep(0.05)
-    await make_log().append(STREAM, "b", b"", NOW)
+    await append(make_log(), STREAM, "b", b"", NOW)
 
     assert await asyncio.wait_for(waiter, 2) == {STREAM}
     assert await log.wait({STREAM: 2}, 0.05) == set()
@@ -143,7 +150,7 @@ async def test_resuming_after_each_disconnect_loses_and_repeats_nothing(
 
     async def publisher() -> None:
         for i in range(total):
-            await hub.publish(STREAM, f"e{i}", b"", NOW)
+            await append(hub.log, STREAM, f"e{i}", b"", NOW)
             await asyncio.sleep(0.002)
 
     task = asyncio.create_task(publisher())
@@ -192,7 +199,7 @@ async def test_a_position_older_than_retention_is_reported_first_then_replayed_f
         assert first.oldest_available > 3
         retained = await take(sub, 20 - first.oldest_available + 1)
         assert [r.sequence for r in retained] == list(range(first.oldest_available, 21))
-        await hub.publish(STREAM, "live", b"", NOW)
+        await append(hub.log, STREAM, "live", b"", NOW)
         assert [r.sequence for r in await take(sub, 1)] == [21]
         assert ResumeToken.decode(sub.resume_token).positions == {STREAM: 21}
     await hub.aclose()
@@ -304,7 +311,7 @@ async def test_after_redis_restarts_resuming_with_the_token_loses_and_repeats_no
             assert down.value.reason == "EVENT_LOG_UNAVAILABLE"
             assert down.value.metadata["resume_token"] == token
         with pytest.raises(Unavailable):
-            await hub.publish(STREAM, "lost", b"", NOW)
+            await append(hub.log, STREAM, "lost", b"", NOW)
 
         await server.start()
         await eventually(lambda: publish_many(hub, 10))
@@ -320,3 +327,40 @@ async def test_after_redis_restarts_resuming_with_the_token_loses_and_repeats_no
         await hub.aclose()
         await log.close()
         await server.kill()
+
+
+async def test_a_position_out_of_range_is_refused_before_it_reaches_the_log(
+    make_log: LogFactory,
+) -> None:
+    log = make_log()
+    await append(log, STREAM, "a", b"", NOW)
+    for after in (-1, 2**63, 2**64 + 5):
+        with pytest.raises(ValueError, match="out of range"):
+            await log.read(STREAM, after, 10)
+    assert [r.event_id for r in (await log.read(STREAM, 0, 10)).records] == ["a"]
+
+
+async def test_a_command_redis_refuses_is_not_taken_for_an_outage() -> None:
+    async with redis_prefix() as (url, prefix):
+        log = RedisEventLog.from_url(url, prefix=prefix)
+        try:
+            await append(log, STREAM, "a", b"", NOW)
+            with pytest.raises(Unavailable):
+                await log.wait({STREAM: -5}, 0.1)  # "-5-0" is no stream id: an error reply
+            # No fail-fast backoff: Redis itself is fine, so the next call goes through.
+            assert [r.event_id for r in (await log.read(STREAM, 0, 10)).records] == ["a"]
+        finally:
+            await log.close()
+
+
+async def test_a_record_keeps_its_envelope(make_log: LogFactory) -> None:
+    log = make_log()
+    envelope = EventEnvelope(EventKind.SESSION_REVOKED, "", "", "u1", "s1")
+    other = EventEnvelope(EventKind.MESSAGE_CREATED, "w1", "c1")
+    await append(log, STREAM, "a", b"\x00payload", NOW, envelope)
+    await append(log, STREAM, "b", b"", NOW, other)
+    read = await log.read(STREAM, 0, 10)
+    assert [(r.envelope, r.payload) for r in read.records] == [
+        (envelope, b"\x00payload"),
+        (other, b""),
+    ]

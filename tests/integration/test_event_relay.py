@@ -48,14 +48,14 @@ async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
     database: SqlDatabase,
 ) -> None:
     log = FlakyLog()
-    hub = EventHub(log)
     counter = iter(range(1000))
 
-    def encode(change: Any) -> tuple[str, str, bytes]:
-        n = next(counter)
-        return "ws:w", f"e{n}", str(n).encode()
+    def encode(change: Any, event_id: str) -> bytes:
+        return str(next(counter)).encode()
 
-    relay = EventRelay(hub=hub, uow=database.unit_of_work, encode=encode, retry_interval=0.05)
+    relay = EventRelay(
+        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=encode, retry_interval=0.05
+    )
     task = asyncio.create_task(relay.run())
     try:
         await relay.publish(_change(0))
@@ -79,6 +79,28 @@ async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
             assert await uow.outbox.head(10) == []
         read = await log.read("ws:w", 0, 100)
         assert [r.payload for r in read.records] == [str(n).encode() for n in range(6)]
+        assert {r.envelope for r in read.records} == {_change(0).envelope}  # kept in the outbox
     finally:
         task.cancel()
-        await hub.aclose()
+        await asyncio.wait((task,))
+
+
+async def test_one_drain_pass_moves_the_kept_events_and_says_how_many(
+    database: SqlDatabase,
+) -> None:
+    log = FlakyLog()
+    relay = EventRelay(
+        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=lambda c, i: i.encode()
+    )
+    log.down = True
+    for n in range(3):
+        await relay.publish(_change(n))
+    with pytest.raises(errors.Unavailable):
+        await relay.drain_once()  # a supervisor backs off and calls again
+    assert relay.backlog
+    log.down = False
+    assert await relay.drain_once() == 3
+    assert not relay.backlog
+    assert len((await log.read("ws:w", 0, 10)).records) == 3
+    async with database.unit_of_work() as uow:
+        assert await uow.outbox.head(10) == []

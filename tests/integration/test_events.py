@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,17 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from cortex.context.v1 import conversation_service_pb2 as cpb
+from cortex.context.v1 import conversation_service_pb2_grpc
+from cortex.context.v1.conversation_pb2 import Conversation
 from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from cortex.sessions.v1.workspace_pb2 import Workspace
 from google.protobuf import field_mask_pb2
 from support.clients import Account, Client, auth_pb, workspace_pb
 from support.inprocess import running_app
 from support.rpc import details
+
+from cortex_core.errors import Unauthenticated
 
 
 class Events:
@@ -225,3 +231,128 @@ async def test_a_token_older_than_retention_gets_an_explicit_first_frame(
             resumed.cancel()
         finally:
             await events.client.close()
+
+
+# A client that reads nothing soon stops taking frames: a small flow-control window, so
+# what the server sends such a listener piles up in its queue, as with a slow consumer.
+_SMALL_WINDOW = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024))
+
+
+async def test_a_burst_across_conversations_cuts_no_conversation_filtered_listener(
+    db_url: str, tmp_path: Path
+) -> None:
+    conversations, renames = 30, 3
+    async with running_app(
+        tmp_path, database_url=db_url, events_heartbeat=0.3, events_queue_size=renames + 1
+    ) as running:
+        client = Client(running.address)
+        listeners_channel = grpc.aio.insecure_channel(running.address, options=_SMALL_WINDOW)
+        try:
+            events = Events(client)
+            alice = await client.register()
+            workspace = (await client.first_workspace(alice)).name
+            stub = conversation_service_pb2_grpc.ConversationServiceStub(client.channel)
+            names = [
+                (
+                    await stub.CreateConversation(
+                        cpb.CreateConversationRequest(
+                            parent=workspace, conversation=Conversation(title=f"c{i}")
+                        ),
+                        metadata=alice.metadata(),
+                    )
+                ).conversation.name
+                for i in range(conversations)
+            ]
+            listeners = event_service_pb2_grpc.EventServiceStub(listeners_channel)
+            streams = [
+                listeners.SubscribeEvents(
+                    event_service_pb2.SubscribeEventsRequest(conversation=name),
+                    metadata=alice.metadata(),
+                )
+                for name in names
+            ]
+            for stream in streams:  # open: each has had its first heartbeat
+                async with asyncio.timeout(10):
+                    assert (await stream.read()).WhichOneof("frame") == "heartbeat"
+
+            async def rename(name: str, title: str) -> None:
+                await stub.UpdateConversation(
+                    cpb.UpdateConversationRequest(
+                        conversation=Conversation(name=name, title=title),
+                        update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+                    ),
+                    metadata=alice.metadata(),
+                )
+
+            await asyncio.gather(
+                *(rename(name, f"{name} #{k}") for k in range(renames) for name in names)
+            )
+            await events.rename(alice, workspace, "also not for the listeners")
+
+            for name, stream in zip(names, streams, strict=True):
+                titles = []
+                async with asyncio.timeout(10):
+                    while True:
+                        frame = await stream.read()
+                        assert frame is not grpc.aio.EOF
+                        if frame.WhichOneof("frame") == "event":
+                            assert frame.event.conversation_updated.conversation.name == name
+                            titles.append(frame.event.conversation_updated.conversation.title)
+                        elif len(titles) == renames:
+                            break  # quiet after its events: nothing else was queued
+                assert sorted(titles) == [f"{name} #{k}" for k in range(renames)]
+                stream.cancel()
+        finally:
+            await listeners_channel.close()
+            await client.close()
+
+
+async def _long_reply(stopped: asyncio.Event) -> AsyncIterator[str]:
+    """A stream that yields once, then waits (like a slow model); notes its cleanup."""
+    try:
+        yield "first"
+        await asyncio.Event().wait()
+        yield "never"
+    finally:
+        stopped.set()
+
+
+@contextlib.asynccontextmanager
+async def _guarded_reply(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[Client, Account, AsyncIterator[str], asyncio.Event]]:
+    """A running server, an account, and a long reply stream wrapped in its SessionGuard
+    (its first item already taken), with the event its cleanup sets."""
+    async with running_app(tmp_path, events_heartbeat=5, **settings) as running:
+        client = Client(running.address)
+        try:
+            alice = await client.register()
+            assert running.app.authenticator is not None
+            assert running.app.session_guard is not None
+            caller = await running.app.authenticator.authenticate(alice.access_token)
+            stopped = asyncio.Event()
+            guarded = running.app.session_guard.guard(caller, _long_reply(stopped))
+            assert await anext(guarded) == "first"
+            yield client, alice, guarded, stopped
+        finally:
+            await client.close()
+
+
+async def test_the_session_guard_ends_any_stream_on_logout(tmp_path: Path) -> None:
+    async with _guarded_reply(tmp_path) as (client, alice, guarded, stopped):
+        waiting = asyncio.create_task(anext(guarded))
+        await client.auth.Logout(auth_pb.LogoutRequest(), metadata=alice.metadata())
+        with pytest.raises(Unauthenticated) as ended:
+            async with asyncio.timeout(10):
+                await waiting
+        assert ended.value.reason == "SESSION_REVOKED"
+        assert stopped.is_set()  # the guarded stream's own cleanup ran
+
+
+async def test_the_session_guard_ends_any_stream_when_its_token_expires(tmp_path: Path) -> None:
+    async with _guarded_reply(tmp_path, access_token_ttl=1.5) as (_, _, guarded, stopped):
+        with pytest.raises(Unauthenticated) as ended:
+            async with asyncio.timeout(10):
+                await anext(guarded)
+        assert ended.value.reason == "TOKEN_EXPIRED"
+        assert stopped.is_set()

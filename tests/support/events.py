@@ -17,6 +17,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,26 @@ from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grp
 from cortex.sessions.v1.workspace_pb2 import Workspace
 from google.protobuf import field_mask_pb2
 
+from cortex_core.domain.events import EventEnvelope, EventKind, EventRecord
+from cortex_core.ports import EventLog
 from support.clients import Account, Client, auth_pb, workspace_pb
 from support.databases import in_ci, postgres_database
 from support.servers import ServerProcess, cortex_server
 
 JWT_SECRET = "event-replicas-secret-" + "s" * 48
+UPDATED = EventEnvelope(EventKind.WORKSPACE_UPDATED)
+
+
+async def append(
+    log: EventLog,
+    stream: str,
+    event_id: str,
+    payload: bytes,
+    now: datetime,
+    envelope: EventEnvelope = UPDATED,
+) -> EventRecord:
+    """Append one record straight to ``log`` (what the relay does for a change)."""
+    return await log.append(stream, event_id, envelope, payload, now)
 
 
 def free_port() -> int:

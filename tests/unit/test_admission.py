@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from support.events import append
 
 from cortex_core import errors
 from cortex_core.adapters.events.memory import InMemoryEventLog
@@ -69,7 +70,7 @@ async def test_the_drain_ends_every_subscription_with_its_own_resume_token() -> 
     hub = EventHub(InMemoryEventLog())
     registry = StreamRegistry(hub)
     now = datetime.now(UTC)
-    await hub.publish("ws:a", "e1", b"", now)
+    await append(hub.log, "ws:a", "e1", b"", now)
     async with hub.subscribe({"ws:a": 0}, queue_size=8, heartbeat=60) as open_before:
         first = await anext(open_before)
         assert isinstance(first, EventRecord)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cortex.events.v1 import event_pb2
+from support.events import UPDATED, append
 
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.api.event_service import _Decoded
 from cortex_core.domain.events import (
+    EventEnvelope,
+    EventKind,
     EventRecord,
     Heartbeat,
     ReplayUnavailable,
@@ -66,17 +70,17 @@ def test_a_malformed_resume_token_is_an_invalid_argument(token: str) -> None:
 
 
 async def test_live_only_subscription_starts_after_the_current_last_event(hub: EventHub) -> None:
-    await hub.publish(WS, "old", b"", NOW)
+    await append(hub.log, WS, "old", b"", NOW)
     async with hub.subscribe({WS: None}, queue_size=8, heartbeat=5) as sub:
         assert ResumeToken.decode(sub.resume_token).positions == {WS: 1}
-        await hub.publish(WS, "new", b"", NOW)
+        await append(hub.log, WS, "new", b"", NOW)
         assert (await next_record(sub)).event_id == "new"
 
 
 async def test_a_heartbeat_after_quiet_carries_the_current_token(hub: EventHub) -> None:
     async with hub.subscribe({WS: None}, queue_size=8, heartbeat=0.2) as sub:
-        await hub.publish(WS, "a", b"", NOW)
-        await hub.publish(WS, "b", b"", NOW)
+        await append(hub.log, WS, "a", b"", NOW)
+        await append(hub.log, WS, "b", b"", NOW)
         assert [(await next_record(sub)).sequence for _ in range(2)] == [1, 2]
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -97,7 +101,7 @@ async def test_subscribers_of_one_stream_share_one_reader_task(hub: EventHub) ->
             "cortex-events-reader:ws:w1",
             "cortex-events-watch",
         ]
-        await hub.publish(WS, "a", b"", NOW)
+        await append(hub.log, WS, "a", b"", NOW)
         assert (await next_record(first)).sequence == 1
         assert (await next_record(second)).sequence == 1
     assert hub.active_subscriptions == 0
@@ -108,12 +112,12 @@ async def test_subscribers_of_one_stream_share_one_reader_task(hub: EventHub) ->
 async def test_a_removed_stream_yields_nothing_more_and_leaves_the_token(hub: EventHub) -> None:
     other = "ws:w2"
     async with hub.subscribe({WS: 0, other: 0}, queue_size=16, heartbeat=5) as sub:
-        await hub.publish(WS, "a", b"", NOW)
-        await hub.publish(other, "b", b"", NOW)
+        await append(hub.log, WS, "a", b"", NOW)
+        await append(hub.log, other, "b", b"", NOW)
         await asyncio.sleep(0.05)  # both are queued or replayable now
         sub.remove_stream(other)
-        await hub.publish(other, "c", b"", NOW)
-        await hub.publish(WS, "d", b"", NOW)
+        await append(hub.log, other, "c", b"", NOW)
+        await append(hub.log, WS, "d", b"", NOW)
         got = [await next_record(sub) for _ in range(2)]
         assert [(r.stream, r.event_id) for r in got] == [(WS, "a"), (WS, "d")]
         assert ResumeToken.decode(sub.resume_token).positions == {WS: 2}
@@ -132,7 +136,7 @@ async def test_closing_with_an_error_ends_the_iterator_with_it(hub: EventHub) ->
 
 
 async def test_a_stream_added_later_replays_from_its_position(hub: EventHub) -> None:
-    await hub.publish("user:u1", "s1", b"", NOW)
+    await append(hub.log, "user:u1", "s1", b"", NOW)
     async with hub.subscribe({WS: None}, queue_size=8, heartbeat=5) as sub:
         await sub.add_stream("user:u1", 0)
         assert (await next_record(sub)).event_id == "s1"
@@ -141,8 +145,8 @@ async def test_a_stream_added_later_replays_from_its_position(hub: EventHub) -> 
 
 async def test_retention_by_age_is_reported_as_replay_unavailable() -> None:
     hub = EventHub(InMemoryEventLog(max_age=timedelta(minutes=1)))
-    await hub.publish(WS, "old", b"", NOW)
-    await hub.publish(WS, "new", b"", NOW + timedelta(minutes=2))
+    await append(hub.log, WS, "old", b"", NOW)
+    await append(hub.log, WS, "new", b"", NOW + timedelta(minutes=2))
     async with hub.subscribe({WS: 0}, queue_size=8, heartbeat=5) as sub:
         assert await anext(sub) == ReplayUnavailable(WS, 0, 2)
         assert (await next_record(sub)).event_id == "new"
@@ -156,7 +160,7 @@ async def test_cancelled_and_closed_subscriptions_leave_nothing_behind(hub: Even
 
     tasks = [asyncio.create_task(consume(f"ws:{i % 3}")) for i in range(9)]
     for i in range(30):
-        await hub.publish(f"ws:{i % 3}", f"e{i}", b"", NOW)
+        await append(hub.log, f"ws:{i % 3}", f"e{i}", b"", NOW)
     await asyncio.sleep(0.1)
     assert hub.active_subscriptions == 9
     assert len(hub_tasks()) == 4  # three readers and the watcher
@@ -212,7 +216,7 @@ async def test_heartbeats_of_many_subscribers_come_after_their_own_quiet_time(
     ):
         beats = [asyncio.create_task(first_heartbeat(sub)) for sub in (slow, fast)]
         await asyncio.sleep(0.05)
-        await hub.publish(WS, "a", b"", NOW)  # moves both subscribers' quiet time on
+        await append(hub.log, WS, "a", b"", NOW)  # moves both subscribers' quiet time on
         (slow_start, slow_beat), (fast_start, fast_beat) = await asyncio.gather(*beats)
         assert fast_beat - fast_start >= 0.14
         assert slow_beat - slow_start >= 0.34
@@ -223,7 +227,7 @@ async def test_heartbeats_of_many_subscribers_come_after_their_own_quiet_time(
 async def test_a_busy_subscriber_gets_no_heartbeat(hub: EventHub) -> None:
     async with hub.subscribe({WS: None}, queue_size=64, heartbeat=0.1) as sub:
         for i in range(12):
-            await hub.publish(WS, f"e{i}", b"", NOW)
+            await append(hub.log, WS, f"e{i}", b"", NOW)
             assert (await anext(sub)).event_id == f"e{i}"  # type: ignore[union-attr]
             await asyncio.sleep(0.02)
         assert isinstance(await anext(sub), Heartbeat)
@@ -231,7 +235,7 @@ async def test_a_busy_subscriber_gets_no_heartbeat(hub: EventHub) -> None:
 
 async def test_a_drained_subscription_holds_no_queue_and_tracks_its_token(hub: EventHub) -> None:
     async with hub.subscribe({WS: None, "user:u1": 0}, queue_size=8, heartbeat=5) as sub:
-        await hub.publish(WS, "a", b"", NOW)
+        await append(hub.log, WS, "a", b"", NOW)
         assert (await next_record(sub)).event_id == "a"
         assert sub._queue is None
         assert sub._pending is None
@@ -244,11 +248,11 @@ async def test_a_drained_subscription_holds_no_queue_and_tracks_its_token(hub: E
 async def test_a_full_queue_counts_every_undelivered_record(hub: EventHub) -> None:
     async with hub.subscribe({WS: None}, queue_size=3, heartbeat=5) as sub:
         for i in range(3):
-            await hub.publish(WS, f"e{i}", b"", NOW)
+            await append(hub.log, WS, f"e{i}", b"", NOW)
         await asyncio.sleep(0.05)  # three queued: full, not over
         assert [(await next_record(sub)).event_id for _ in range(2)] == ["e0", "e1"]
         for i in range(3, 6):
-            await hub.publish(WS, f"e{i}", b"", NOW)
+            await append(hub.log, WS, f"e{i}", b"", NOW)
         await asyncio.sleep(0.05)  # e2 … e5: one too many
         with pytest.raises(SubscriberTooSlow) as error:
             await next_record(sub)
@@ -260,7 +264,7 @@ async def test_subscribers_at_the_same_position_share_one_encoded_token(hub: Eve
         hub.subscribe({WS: None, "user:u1": None}, queue_size=8, heartbeat=5) as first,
         hub.subscribe({"user:u1": None, WS: None}, queue_size=8, heartbeat=5) as second,
     ):
-        await hub.publish(WS, "a", b"", NOW)
+        await append(hub.log, WS, "a", b"", NOW)
         await next_record(first)
         await next_record(second)
         assert first.resume_token == second.resume_token
@@ -272,7 +276,7 @@ def test_subscribers_share_a_decoded_record_and_a_frame_per_token() -> None:
         id="e1", workspace="workspaces/w1", type=event_pb2.EVENT_TYPE_WORKSPACE_UPDATED
     )
     event.workspace_updated.workspace.display_name = "renamed"
-    record = EventRecord(WS, 7, "e1", NOW, event.SerializeToString())
+    record = EventRecord(WS, 7, "e1", NOW, UPDATED, event.SerializeToString())
     decoded = _Decoded(record)
     first = decoded.frame_for("v1.a")
     assert decoded.frame_for("v1.a") is first
@@ -281,3 +285,59 @@ def test_subscribers_share_a_decoded_record_and_a_frame_per_token() -> None:
     assert (other.event.sequence, other.event.resume_token) == (7, "v1.b")
     assert other.event.workspace_updated.workspace.display_name == "renamed"
     assert decoded.event.resume_token == ""  # the shared event is never changed
+
+
+def _about(conversation_id: str) -> EventEnvelope:
+    return EventEnvelope(EventKind.MESSAGE_CREATED, "w1", conversation_id)
+
+
+def _in_c1(envelope: EventEnvelope) -> bool:
+    return envelope.conversation_id == "c1"
+
+
+async def test_a_filtered_subscriber_is_woken_only_for_what_it_accepts_and_still_advances(
+    hub: EventHub,
+) -> None:
+    async with hub.subscribe({WS: None}, queue_size=1, heartbeat=0.2, accept=_in_c1) as sub:
+        for n, conversation in enumerate(["c2", "c2", "c1", "c2", "c2"]):
+            await append(hub.log, WS, f"e{n}", b"", NOW, _about(conversation))
+        await asyncio.sleep(0.05)  # all offered; a queue of 1 holds only the c1 record
+        record = await next_record(sub)
+        assert (record.event_id, record.sequence) == ("e2", 3)
+        # Past what was filtered out after it, with nothing more to yield:
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 5}
+        await append(hub.log, WS, "e5", b"", NOW, _about("c2"))
+        item = await anext(sub)
+        assert isinstance(item, Heartbeat)
+        assert ResumeToken.decode(item.resume_token).positions == {WS: 6}
+
+
+async def test_a_filtered_replay_yields_only_what_it_accepts_and_resumes_past_the_rest(
+    hub: EventHub,
+) -> None:
+    for n, conversation in enumerate(["c1", "c2", "c1", "c2", "c2"]):
+        await append(hub.log, WS, f"e{n}", b"", NOW, _about(conversation))
+    async with hub.subscribe({WS: 0}, queue_size=1, heartbeat=0.2, accept=_in_c1) as sub:
+        assert [(await next_record(sub)).event_id for _ in range(2)] == ["e0", "e2"]
+        item = await anext(sub)
+        assert isinstance(item, Heartbeat)
+        assert ResumeToken.decode(item.resume_token).positions == {WS: 5}
+
+
+class _DeafLog(InMemoryEventLog):
+    """An in-process log whose wake-ups never come (as if another replica's were lost)."""
+
+    async def wait(self, cursors: Mapping[str, int], max_wait: float) -> set[str]:
+        await asyncio.sleep(max_wait)
+        return set()
+
+
+async def test_an_append_handed_to_the_hub_reaches_local_subscribers_without_a_wake_up() -> None:
+    log = _DeafLog()
+    hub = EventHub(log, poll_interval=60)
+    async with hub.subscribe({WS: None}, queue_size=8, heartbeat=60) as sub:
+        records = [await append(log, WS, f"e{n}", b"", NOW) for n in range(3)]
+        hub.published(records[0])
+        hub.published(records[2])  # out of order: the reader reads the log for it
+        hub.published(records[1])
+        assert [(await next_record(sub)).event_id for _ in range(3)] == ["e0", "e1", "e2"]

@@ -2,7 +2,8 @@
 
 Each change names the event stream it belongs to: ``ws:<workspace id>`` for
 what happens in a workspace (seen by its members), ``user:<user id>`` for
-security events (seen only by that user).
+security events (seen only by that user), and the :class:`EventEnvelope` stored
+with its event (what subscriptions filter and authorize on).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 from datetime import datetime
+from typing import ClassVar
 
 from cortex_core.domain.conversations import Conversation, Message
+from cortex_core.domain.events import EventEnvelope, EventKind
 from cortex_core.domain.identity import MemberView, Session, Workspace
 from cortex_core.domain.memories import Memory
 
@@ -28,6 +31,7 @@ def user_stream(user_id: str) -> str:
 class Change:
     """Base of every domain event."""
 
+    KIND: ClassVar[EventKind]
     actor_id: str
     time: datetime
 
@@ -36,12 +40,31 @@ class Change:
         return ""
 
     @property
+    def conversation_id(self) -> str:
+        """The conversation the change is about, or ""."""
+        return ""
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        """(user id, session id) the change is about: the member removed, the user
+        and session of a security event; "" for none."""
+        return "", ""
+
+    @property
     def stream(self) -> str:
         return workspace_stream(self.workspace_id)
+
+    @property
+    def envelope(self) -> EventEnvelope:
+        user_id, session_id = self.subject
+        return EventEnvelope(
+            self.KIND, self.workspace_id, self.conversation_id, user_id, session_id
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceCreated(Change):
+    KIND = EventKind.WORKSPACE_CREATED
     workspace: Workspace
 
     @property
@@ -51,6 +74,7 @@ class WorkspaceCreated(Change):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceUpdated(Change):
+    KIND = EventKind.WORKSPACE_UPDATED
     workspace: Workspace
     fields: tuple[str, ...]
 
@@ -61,6 +85,7 @@ class WorkspaceUpdated(Change):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceDeleted(Change):
+    KIND = EventKind.WORKSPACE_DELETED
     deleted_workspace_id: str
 
     @property
@@ -70,15 +95,21 @@ class WorkspaceDeleted(Change):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConversationCreated(Change):
+    KIND = EventKind.CONVERSATION_CREATED
     conversation: Conversation
 
     @property
     def workspace_id(self) -> str:
         return self.conversation.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConversationUpdated(Change):
+    KIND = EventKind.CONVERSATION_UPDATED
     conversation: Conversation
     fields: tuple[str, ...]
 
@@ -86,27 +117,42 @@ class ConversationUpdated(Change):
     def workspace_id(self) -> str:
         return self.conversation.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ConversationDeleted(Change):
+    KIND = EventKind.CONVERSATION_DELETED
     conversation: Conversation
 
     @property
     def workspace_id(self) -> str:
         return self.conversation.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MessageCreated(Change):
+    KIND = EventKind.MESSAGE_CREATED
     message: Message
 
     @property
     def workspace_id(self) -> str:
         return self.message.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyStarted(Change):
+    KIND = EventKind.REPLY_STARTED
     conversation: Conversation
     reply_id: str
     user_message: Message
@@ -115,11 +161,16 @@ class ReplyStarted(Change):
     def workspace_id(self) -> str:
         return self.conversation.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyDelta(Change):
     """More text of a reply in progress (pieces coalesced)."""
 
+    KIND = EventKind.REPLY_DELTA
     conversation: Conversation
     reply_id: str
     text: str
@@ -128,32 +179,51 @@ class ReplyDelta(Change):
     def workspace_id(self) -> str:
         return self.conversation.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyCompleted(Change):
+    KIND = EventKind.REPLY_COMPLETED
     message: Message
 
     @property
     def workspace_id(self) -> str:
         return self.message.workspace_id
 
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MemberAdded(Change):
+    KIND = EventKind.MEMBER_ADDED
     member: MemberView
 
     @property
     def workspace_id(self) -> str:
         return self.member.workspace_id
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.member.user_id, ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MemberRemoved(Change):
+    KIND = EventKind.MEMBER_REMOVED
     member: MemberView
 
     @property
     def workspace_id(self) -> str:
         return self.member.workspace_id
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.member.user_id, ""
 
 
 class RevokeReason(enum.Enum):
@@ -173,26 +243,46 @@ class UserChange(Change):
     def stream(self) -> str:
         return user_stream(self.user_id)
 
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, ""
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SessionCreated(UserChange):
+    KIND = EventKind.SESSION_CREATED
     session: Session
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, self.session.id
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class SessionRevoked(UserChange):
+    KIND = EventKind.SESSION_REVOKED
     session_id: str
     reason: RevokeReason
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, self.session_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class PasswordChanged(UserChange):
+    KIND = EventKind.PASSWORD_CHANGED
     session_id: str
     revoked_session_count: int
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, self.session_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryCreated(Change):
+    KIND = EventKind.MEMORY_CREATED
     memory: Memory
 
     @property
@@ -204,6 +294,7 @@ class MemoryCreated(Change):
 class MemoryDeleted(Change):
     """A memory is gone: deleted by a member, or (``expired``) by the sweeper."""
 
+    KIND = EventKind.MEMORY_DELETED
     memory: Memory
     expired: bool = False
 

@@ -2,8 +2,10 @@
 
 An *event stream* is a named, append-only log (``"ws:<workspace_id>"``,
 ``"user:<user_id>"``; the caller chooses the names). Each record gets a per-stream
-``sequence`` 1, 2, 3 … assigned by the log at append time. Payloads are opaque
-bytes: the API layer stores a serialized proto there, nothing below it looks inside.
+``sequence`` 1, 2, 3 … assigned by the log at append time. Each record carries an
+:class:`EventEnvelope`, the few typed facts the services need to filter and
+authorize (kind, workspace, conversation, subject user and session), and an opaque
+``payload`` (the wire-encoded event; nothing below the API looks inside it).
 
 A :class:`ResumeToken` is the client's bookmark: the last sequence delivered per
 stream. It is opaque to clients, valid on any replica, and encoded as
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import enum
 import functools
 import json
 from collections.abc import Mapping
@@ -26,6 +29,74 @@ from cortex_core.errors import FieldViolation, InvalidArgument
 TOKEN_PREFIX = "v1."
 MAX_TOKEN_LENGTH = 64 * 1024
 MAX_TOKEN_STREAMS = 1024
+MAX_SEQUENCE = 2**63 - 1  # the contract's int64 ``sequence``; no log ever gets there
+
+
+class EventKind(enum.Enum):
+    """What an event says happened; the value names the contract's payload field."""
+
+    WORKSPACE_CREATED = "workspace_created"
+    WORKSPACE_UPDATED = "workspace_updated"
+    WORKSPACE_DELETED = "workspace_deleted"
+    MEMBER_ADDED = "member_added"
+    MEMBER_REMOVED = "member_removed"
+    CONVERSATION_CREATED = "conversation_created"
+    CONVERSATION_UPDATED = "conversation_updated"
+    CONVERSATION_DELETED = "conversation_deleted"
+    MESSAGE_CREATED = "message_created"
+    SESSION_CREATED = "session_created"
+    SESSION_REVOKED = "session_revoked"
+    PASSWORD_CHANGED = "password_changed"
+    REPLY_STARTED = "reply_started"
+    REPLY_DELTA = "reply_delta"
+    REPLY_COMPLETED = "reply_completed"
+    MEMORY_CREATED = "memory_created"
+    MEMORY_DELETED = "memory_deleted"
+    TASK_STATE_CHANGED = "task_state_changed"
+
+
+_SEPARATOR = "\x1f"  # never in an id, a kind or a stream name
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventEnvelope:
+    """The typed facts stored with an event, read without decoding its payload.
+
+    ``workspace_id``/``conversation_id``: what the event is about ("" for none).
+    ``user_id``/``session_id``: its subject: the member removed or the user and
+    session of a security event ("" for none).
+    """
+
+    kind: EventKind
+    workspace_id: str = ""
+    conversation_id: str = ""
+    user_id: str = ""
+    session_id: str = ""
+
+    def pack(self) -> str:
+        """A compact text form for storage; :meth:`unpack` reverses it."""
+        return _SEPARATOR.join(
+            (
+                self.kind.value,
+                self.workspace_id,
+                self.conversation_id,
+                self.user_id,
+                self.session_id,
+            )
+        )
+
+    @classmethod
+    def unpack(cls, text: str) -> EventEnvelope:
+        """Raises ValueError for anything :meth:`pack` did not make."""
+        kind, workspace_id, conversation_id, user_id, session_id = text.split(_SEPARATOR)
+        return _unpacked(kind, workspace_id, conversation_id, user_id, session_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _unpacked(*fields: str) -> EventEnvelope:
+    """Records of one conversation share one envelope object (they are read often)."""
+    kind, workspace_id, conversation_id, user_id, session_id = fields
+    return EventEnvelope(EventKind(kind), workspace_id, conversation_id, user_id, session_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,6 +107,7 @@ class EventRecord:
     sequence: int
     event_id: str
     time: datetime
+    envelope: EventEnvelope
     payload: bytes
 
 
@@ -95,8 +167,9 @@ class ResumeToken:
         """Parse a token made by :meth:`encode`.
 
         Raises InvalidArgument (reason ``INVALID_RESUME_TOKEN``, a violation on
-        ``resume_token``) for anything else, including an empty string: callers
-        treat "no token" before calling this.
+        ``resume_token``) for anything else, including an empty string (callers
+        treat "no token" before calling this), a sequence outside 0 … ``MAX_SEQUENCE``
+        and JSON nested too deeply to parse.
         """
         positions = _parse(token)
         if positions is None:
@@ -134,12 +207,12 @@ def _parse(token: str) -> dict[str, int] | None:
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: deeply nested arrays or objects
     if not isinstance(value, dict) or len(value) > MAX_TOKEN_STREAMS:
         return None
     for stream, sequence in value.items():
-        if not stream or type(sequence) is not int or sequence < 0:
+        if not stream or type(sequence) is not int or not 0 <= sequence <= MAX_SEQUENCE:
             return None
     return value
 
@@ -151,5 +224,5 @@ class PendingEvent:
     outbox_id: int
     stream: str
     event_id: str
-    payload: bytes
+    payload: bytes  # see services/event_relay.py for what the relay keeps here
     time: datetime

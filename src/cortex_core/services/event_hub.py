@@ -4,10 +4,16 @@ The log is the source of truth; the hub only decides who sees what, when::
 
     EventLog ──wait()──▶ watcher task ──wake──▶ one reader task per stream
                                                    │ offers new records to
-                                                   ▼
+    EventHub.published(record) ───────────────────▶│ (appends made here: no
+                                                   ▼  wake-up, no read)
                               Subscription (bounded queue, per-stream cursors)
                                    ▲ replays from the log itself until it has
                                    │ caught up with its stream's reader
+
+Appends made by this process (the relay) are handed to :meth:`EventHub.published`,
+which offers the record to local subscribers at once when it is the next one of
+its stream; the log's wake-up only brings what other processes appended (or a
+record that arrived out of order, which the reader then reads).
 
 Guarantees, per stream of a subscription: records arrive in sequence order, with
 no gap and no duplicate, from the requested position on; when the position is
@@ -22,6 +28,13 @@ at or below the last delivered sequence is dropped (dedupe); a record beyond the
 next one (a gap) sends the stream back to replay. A live queue that would exceed
 ``queue_size`` ends the subscription with :class:`SubscriberTooSlow`.
 
+Filters: a subscription may carry ``accept``, a predicate over each record's
+:class:`EventEnvelope`. It is applied before the queue (live) and before the replay
+buffer, so a subscriber only ever holds, and is only woken for, what it accepts:
+a burst in other conversations can never make it too slow. A record it does not
+accept still advances its position: at once when nothing of that stream is queued,
+otherwise when the record queued before it is yielded; heartbeats carry it.
+
 Tasks: one reader per stream with at least one subscriber (reference counted), one
 watcher while any reader exists. Exiting ``async with`` frees its registrations and
 waits for the tasks it stopped. Log failures end the affected subscriptions with
@@ -31,17 +44,18 @@ waits for the tasks it stopped. Log failures end the affected subscriptions with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 from cortex_core.domain.events import (
+    EventEnvelope,
     EventRecord,
     Heartbeat,
     ReplayUnavailable,
@@ -51,7 +65,14 @@ from cortex_core.domain.events import (
 from cortex_core.errors import CortexError, ResourceExhausted, Unavailable
 from cortex_core.ports import EventLog
 
-__all__ = ["EventHub", "Heartbeat", "ReplayUnavailable", "SubscriberTooSlow", "Subscription"]
+__all__ = [
+    "Accept",
+    "EventHub",
+    "Heartbeat",
+    "ReplayUnavailable",
+    "SubscriberTooSlow",
+    "Subscription",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +81,17 @@ WATCH_TASK = "cortex-events-watch"
 # The loop's clock ticks in milliseconds (uvloop): a timer may fire up to one early.
 _EARLY = 0.001
 _TOKENS = 4096  # resume tokens remembered per hub (subscribers at one position share one)
+
+Accept = Callable[[EventEnvelope], bool]
+"""A subscription's filter: True for the records it wants (see the module docstring)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Skipped:
+    """In the replay buffer: records of ``stream`` up to ``sequence`` were filtered out."""
+
+    stream: str
+    sequence: int
 
 
 class SubscriberTooSlow(ResourceExhausted):
@@ -137,23 +169,43 @@ class EventHub:
         return len(self._feeds)
 
     def subscribe(
-        self, positions: Mapping[str, int | None], *, queue_size: int, heartbeat: float
+        self,
+        positions: Mapping[str, int | None],
+        *,
+        queue_size: int,
+        heartbeat: float,
+        accept: Accept | None = None,
     ) -> Subscription:
         """A subscription to ``positions``' streams, to be entered with ``async with``.
 
         A position is the last sequence the caller has (replay everything after it,
         then live) or None (live only: everything after the current last sequence).
+        ``accept`` (None: everything) filters records before they are queued.
         Entering raises Unavailable when the log cannot be reached.
         """
         if queue_size < 1 or heartbeat <= 0:
             raise ValueError("queue_size must be at least 1 and heartbeat positive")
-        return Subscription(self, positions, queue_size=queue_size, heartbeat=heartbeat)
+        return Subscription(
+            self, positions, queue_size=queue_size, heartbeat=heartbeat, accept=accept
+        )
 
-    async def publish(
-        self, stream: str, event_id: str, payload: bytes, now: datetime
-    ) -> EventRecord:
-        """Append to the log. Subscribers in every process see it through the log's wake-up."""
-        return await self._log.append(stream, event_id, payload, now)
+    def published(self, record: EventRecord) -> None:
+        """An append this process made (the relay calls this right after it).
+
+        When ``record`` is the next of its stream, this process's subscribers are
+        offered it now, without waiting for the log's wake-up and a read; when an
+        earlier append is still in flight, the stream's reader reads the log instead.
+        """
+        feed = self._feeds.get(record.stream)
+        if feed is None or feed.cursor is None or record.sequence <= feed.cursor:
+            return
+        if record.sequence != feed.cursor + 1:
+            feed.wake.set()
+            return
+        feed.cursor = record.sequence
+        records = (record,)
+        for subscription in list(feed.subscribers):
+            subscription._offer(record.stream, records)
 
     async def aclose(self) -> None:
         """End every subscription (their iterators stop) and wait for the hub's tasks."""
@@ -245,15 +297,19 @@ class EventHub:
             self._feeds_changed.set()
             while True:
                 feed.wake.clear()
-                page = await self._log.read(feed.stream, feed.cursor, self._batch)
-                if page.last_sequence < feed.cursor:
+                after = feed.cursor
+                page = await self._log.read(feed.stream, after, self._batch)
+                if page.last_sequence < after:
                     raise Unavailable("the event log was reset", reason="EVENT_LOG_UNAVAILABLE")
-                if not page.records:
-                    await feed.wake.wait()
+                # published() may have offered some of them while we read.
+                records = tuple(r for r in page.records if r.sequence > feed.cursor)
+                if not records:
+                    if not page.records:
+                        await feed.wake.wait()
                     continue
-                feed.cursor = page.records[-1].sequence
+                feed.cursor = records[-1].sequence
                 for subscription in list(feed.subscribers):
-                    subscription._offer(feed.stream, page.records)
+                    subscription._offer(feed.stream, records)
         except CortexError as exc:
             self._fail(feed, exc.reason)
         except Exception:
@@ -273,7 +329,7 @@ class EventHub:
         backoff = 0.0
         while True:
             self._feeds_changed.clear()
-            cursors = {s: f.cursor for s, f in self._feeds.items() if f.cursor is not None}
+            cursors = _Cursors(self._feeds)
             if not cursors:
                 await self._feeds_changed.wait()
                 continue
@@ -301,6 +357,28 @@ class EventHub:
                 await asyncio.sleep(backoff)
 
 
+class _Cursors(Mapping[str, int]):
+    """The readers' cursors, read live: the in-process log looks at them whenever it
+    wakes up, so an append already handed to ``published`` does not wake the reader."""
+
+    __slots__ = ("_feeds",)
+
+    def __init__(self, feeds: dict[str, _Feed]) -> None:
+        self._feeds = feeds
+
+    def __getitem__(self, stream: str) -> int:
+        cursor = self._feeds[stream].cursor
+        if cursor is None:
+            raise KeyError(stream)
+        return cursor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([s for s, feed in self._feeds.items() if feed.cursor is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for feed in self._feeds.values() if feed.cursor is not None)
+
+
 class Subscription:
     """One subscriber's view: an async context manager and an async iterator of items.
 
@@ -311,6 +389,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "_accept",
         "_beat_entry",
         "_closed",
         "_delivered",
@@ -319,6 +398,7 @@ class Subscription:
         "_heartbeat",
         "_hub",
         "_last_yield",
+        "_loop",
         "_next",
         "_pending",
         "_queue",
@@ -326,6 +406,7 @@ class Subscription:
         "_queued",
         "_replaying",
         "_requested",
+        "_tail",
         "_token",
         "_waiter",
     )
@@ -337,17 +418,23 @@ class Subscription:
         *,
         queue_size: int,
         heartbeat: float,
+        accept: Accept | None = None,
     ) -> None:
         self._hub = hub
+        self._accept = accept
         self._requested: dict[str, int | None] | None = dict(positions)  # until entered
         self._queue_size = queue_size
         self._heartbeat = heartbeat
         self._feeds: dict[str, _Feed] = {}
         self._delivered: dict[str, int] = {}  # what the resume token says
         self._replaying: dict[str, int] = {}  # stream -> last sequence read from the log
-        self._queued: dict[str, int] = {}  # live stream -> last sequence queued or delivered
+        # Live stream -> last sequence queued, filtered out or delivered.
+        self._queued: dict[str, int] = {}
+        # Live stream -> its last record put in the queue: once it is yielded, the
+        # stream's position moves to _queued (past what was filtered out after it).
+        self._tail: dict[str, int] = {}
         # Both queues exist only while they hold something.
-        self._pending: deque[EventRecord | ReplayUnavailable] | None = None
+        self._pending: deque[EventRecord | ReplayUnavailable | _Skipped] | None = None
         # Live records: the oldest in _next, the rest (if any) in _queue.
         self._next: EventRecord | None = None
         self._queue: deque[EventRecord] | None = None
@@ -379,7 +466,9 @@ class Subscription:
 
     async def __aenter__(self) -> Subscription:
         self._hub._subscriptions.add(self)
-        self._last_yield = asyncio.get_running_loop().time()
+        # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
+        self._last_yield = self._loop.time()
         requested, self._requested = self._requested or {}, None
         try:
             for stream, after in requested.items():
@@ -427,6 +516,7 @@ class Subscription:
         if ours and caught_up and feed.cursor is not None and feed.cursor <= after:
             del self._replaying[stream]
             self._queued[stream] = after
+            self._tail.pop(stream, None)
 
     def remove_stream(self, stream: str) -> None:
         """Stop delivering ``stream`` at once (nothing more of it is yielded) and drop it
@@ -435,7 +525,7 @@ class Subscription:
         if feed is None:
             return
         self._hub._detach(feed, self)
-        for positions in (self._delivered, self._replaying, self._queued):
+        for positions in (self._delivered, self._replaying, self._queued, self._tail):
             positions.pop(stream, None)
         self._token = None
         if self._pending:
@@ -457,7 +547,7 @@ class Subscription:
         return self
 
     async def __anext__(self) -> SubscriptionItem:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while True:
             if self._closed:
                 error, self._error = self._error, None
@@ -469,6 +559,9 @@ class Subscription:
                 item = pending.popleft()
                 if not pending:
                     self._pending = None
+                if isinstance(item, _Skipped):
+                    self._skip(item.stream, item.sequence)
+                    continue
                 return self._deliver(item, loop)
             record = self._next
             if record is not None:
@@ -481,9 +574,7 @@ class Subscription:
                 last = self._delivered.get(record.stream)
                 if last is None or record.stream in self._replaying or record.sequence <= last:
                     continue  # removed, covered by the replay, or already delivered
-                if record.sequence > last + 1:
-                    self._replaying[record.stream] = last  # a gap: fill it from the log
-                    continue
+                # _offer checked the sequence follows what was queued or filtered out.
                 return self._deliver(record, loop)
             if self._replaying:
                 await self._replay_step(next(iter(self._replaying)))
@@ -522,7 +613,11 @@ class Subscription:
 
     def _deliver(self, item: SubscriptionItem, loop: asyncio.AbstractEventLoop) -> SubscriptionItem:
         if isinstance(item, EventRecord):
-            self._delivered[item.stream] = item.sequence
+            stream = item.stream
+            sequence = item.sequence
+            if self._tail.get(stream) == sequence:  # the last queued: skip what followed
+                sequence = self._queued.get(stream, sequence)
+            self._delivered[stream] = sequence
             self._token = None
         elif isinstance(item, ReplayUnavailable):
             self._delivered[item.stream] = item.oldest_available - 1
@@ -547,7 +642,15 @@ class Subscription:
             if reset:
                 return
         if page.records:
-            self._pending_queue().extend(page.records)
+            accept = self._accept
+            if accept is None:
+                self._pending_queue().extend(page.records)
+            else:
+                pending = self._pending_queue()
+                pending.extend(r for r in page.records if accept(r.envelope))
+                last = page.records[-1]
+                if not pending or pending[-1] is not last:
+                    pending.append(_Skipped(stream, last.sequence))
             self._replaying[stream] = page.records[-1].sequence
             return
         feed = self._feeds[stream]
@@ -559,8 +662,16 @@ class Subscription:
         # Caught up with the reader, and no await since the check: go live.
         del self._replaying[stream]
         self._queued[stream] = after
+        self._tail.pop(stream, None)
 
-    def _pending_queue(self) -> deque[EventRecord | ReplayUnavailable]:
+    def _skip(self, stream: str, sequence: int) -> None:
+        """Records of ``stream`` up to ``sequence`` were filtered out: move past them."""
+        last = self._delivered.get(stream)
+        if last is not None and sequence > last:
+            self._delivered[stream] = sequence
+            self._token = None
+
+    def _pending_queue(self) -> deque[EventRecord | ReplayUnavailable | _Skipped]:
         if self._pending is None:
             self._pending = deque()
         return self._pending
@@ -570,8 +681,23 @@ class Subscription:
         last = self._queued.get(stream)
         if last is None or self._closed or stream in self._replaying:
             return
+        accept = self._accept
+        queued_any = False
         for record in records:
-            if record.sequence <= last:
+            sequence = record.sequence
+            if sequence <= last:
+                continue
+            if sequence != last + 1:  # a gap: fill it from the log
+                self._replaying[stream] = self._delivered[stream]
+                del self._queued[stream]
+                self._tail.pop(stream, None)
+                queued_any = True
+                break
+            if accept is not None and not accept(record.envelope):
+                last = self._queued[stream] = sequence
+                if self._tail.get(stream, 0) <= self._delivered[stream]:
+                    self._delivered[stream] = sequence  # nothing of it queued: move now
+                    self._token = None
                 continue
             queue = self._queue
             queued = (self._next is not None) + (len(queue) if queue is not None else 0)
@@ -584,8 +710,10 @@ class Subscription:
                 self._queue = deque((record,))
             else:
                 queue.append(record)
-            last = self._queued[stream] = record.sequence
-        self._wake()
+            last = self._queued[stream] = self._tail[stream] = sequence
+            queued_any = True
+        if queued_any:
+            self._wake()
 
     def _fail_unavailable(self, reason: str) -> None:
         metadata = {"resume_token": self.resume_token}
@@ -596,6 +724,7 @@ class Subscription:
             self._hub._detach(feed, self)
         self._feeds.clear()
         self._next = self._queue = None
+        self._tail.clear()
         entry, self._beat_entry = self._beat_entry, None
         if entry is not None:
             entry[2] = None  # the hub's heap lets go of this subscription

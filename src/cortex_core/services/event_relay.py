@@ -1,16 +1,23 @@
 """Getting every committed change into the event log, even while the log is down.
 
-Changes are published after their commit. The relay appends each one to the
-event log straight away; when the log is unavailable it keeps the event in the
-database outbox instead, and from then on every later event of this process
-goes through the outbox too, so the order of events is kept. A background loop
-moves outbox rows to the log, oldest first, as soon as the log is back, and
-returns to the direct path once the outbox is empty. Delivery is at least
-once: a crash between an append and the removal of its row appends that event
-again after restart (with the same event id).
+Changes are published after their commit. The relay turns each one into a
+record (the change's :class:`EventEnvelope`, a new event id and the payload from
+``encode``) and appends it to the event log port straight away, then hands the
+stored record to the hub (:meth:`EventHub.published`: local subscribers get it
+without a wake-up round trip through the log); when the log is
+unavailable it keeps the record in the database outbox instead, and from then on
+every later event of this process goes through the outbox too, so the order of
+events is kept. :meth:`EventRelay.drain_once` moves outbox rows to the log,
+oldest first; :meth:`EventRelay.run` calls it whenever there is a backlog and
+returns to the direct path once the outbox is empty. Delivery is at least once:
+a crash between an append and the removal of its row appends that event again
+after restart (with the same event id).
 
 Rows written by any replica are relayed by whichever replica gets them first;
-the log assigns the sequence, so a late event gets a later sequence.
+the log assigns the sequence, so a late event gets a later sequence. An outbox
+row holds ``b"\\0" + envelope.pack() + b"\\0" + payload``; a row in any other form
+(written before envelopes existed) cannot be relayed and is dropped with an error
+log rather than wedging the relay.
 """
 
 from __future__ import annotations
@@ -21,24 +28,30 @@ from collections.abc import Callable
 
 from cortex_core import errors
 from cortex_core.domain.changes import Change
-from cortex_core.ports import UnitOfWorkFactory
+from cortex_core.domain.events import EventEnvelope, PendingEvent
+from cortex_core.domain.identity import new_id
+from cortex_core.ports import EventLog, UnitOfWorkFactory
 from cortex_core.services.event_hub import EventHub
 
 log = logging.getLogger(__name__)
 
-Encoded = tuple[str, str, bytes]  # stream, event id, payload
+Encode = Callable[[Change, str], bytes]
+"""The wire payload of a change, given its event id (pure: no I/O)."""
 BATCH = 100
+_MARK = b"\0"
 
 
 class EventRelay:
     def __init__(
         self,
         *,
+        log: EventLog,
         hub: EventHub,
         uow: UnitOfWorkFactory,
-        encode: Callable[[Change], Encoded],
+        encode: Encode,
         retry_interval: float = 1.0,
     ) -> None:
+        self._log = log
         self._hub = hub
         self._uow = uow
         self._encode = encode
@@ -47,27 +60,41 @@ class EventRelay:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
 
+    @property
+    def backlog(self) -> bool:
+        """True while events go through the outbox (the log was unavailable)."""
+        return self._backlog
+
     async def publish(self, change: Change) -> None:
-        """An event-bus handler: append the change's event, or keep it for later."""
-        stream, event_id, payload = self._encode(change)
+        """An event-bus handler: append the change's event, or keep it for later.
+
+        Raises only what the outbox's database raises (the log's outage is absorbed).
+        """
+        event_id = new_id()
+        envelope = change.envelope
+        payload = self._encode(change, event_id)
         if not self._backlog:
             try:
-                await self._hub.publish(stream, event_id, payload, change.time)
+                record = await self._log.append(
+                    change.stream, event_id, envelope, payload, change.time
+                )
+                self._hub.published(record)
                 return
             except errors.Unavailable:
                 log.warning("event log unavailable; keeping events in the outbox")
+        kept = _MARK + envelope.pack().encode() + _MARK + payload
         async with self._lock:
             async with self._uow() as uow:
-                await uow.outbox.add(stream, event_id, payload, change.time)
+                await uow.outbox.add(change.stream, event_id, kept, change.time)
                 await uow.commit()
             self._backlog = True
         self._wake.set()
 
     async def run(self) -> None:
-        """Relay outbox rows to the log until cancelled."""
+        """Relay outbox rows to the log until cancelled; failures are logged and retried."""
         while True:
             try:
-                moved = await self._drain()
+                moved = await self.drain_once()
             except errors.Unavailable:
                 moved = 0
             except Exception:
@@ -79,8 +106,13 @@ class EventRelay:
             elif moved == 0:
                 await asyncio.sleep(self._retry_interval)
 
-    async def _drain(self) -> int:
-        """Move what the outbox holds; leave the backlog mode when it is empty."""
+    async def drain_once(self) -> int:
+        """One pass for a supervisor: move everything the outbox holds to the log,
+        oldest first, and leave the backlog mode when it is empty.
+
+        Returns how many events it moved. Raises ``Unavailable`` when the log or
+        the database cannot be reached (what was moved stays moved); call again.
+        """
         moved = 0
         while True:
             async with self._uow() as uow:
@@ -90,13 +122,27 @@ class EventRelay:
                     async with self._uow() as uow:
                         if not await uow.outbox.head(1):
                             if self._backlog and moved:
-                                log.info("event log caught up", extra={"relayed": moved})
+                                log.info("event log caught up (%d events relayed)", moved)
                             self._backlog = False
                             return moved
                 continue
             for event in pending:
-                await self._hub.publish(event.stream, event.event_id, event.payload, event.time)
+                await self._relay(event)
                 async with self._uow() as uow:
                     await uow.outbox.remove(event.outbox_id)
                     await uow.commit()
                 moved += 1
+
+    async def _relay(self, event: PendingEvent) -> None:
+        kept = event.payload
+        if kept[:1] != _MARK or _MARK not in kept[1:]:
+            log.error("dropping outbox event %s: not in the relay's format", event.event_id)
+            return
+        packed, _, payload = kept[1:].partition(_MARK)
+        try:
+            envelope = EventEnvelope.unpack(packed.decode())
+        except (ValueError, UnicodeDecodeError):
+            log.error("dropping outbox event %s: its envelope is unreadable", event.event_id)
+            return
+        record = await self._log.append(event.stream, event.event_id, envelope, payload, event.time)
+        self._hub.published(record)

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from cortex_core.domain.events import EventRead, EventRecord
+from cortex_core.domain.events import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
 from cortex_core.errors import Unavailable
 
 DEFAULT_MAX_LENGTH = 10_000
@@ -54,18 +54,20 @@ class InMemoryEventLog:
         self._closed = False
 
     async def append(
-        self, stream: str, event_id: str, payload: bytes, now: datetime
+        self, stream: str, event_id: str, envelope: EventEnvelope, payload: bytes, now: datetime
     ) -> EventRecord:
         self._check_open()
         state = self._streams.setdefault(stream, _Stream())
         state.last += 1
-        record = EventRecord(stream, state.last, event_id, now, payload)
+        record = EventRecord(stream, state.last, event_id, now, envelope, payload)
         state.records.append(record)
         self._trim(state, now)
         self._notify()
         return record
 
     async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
+        if not 0 <= after_sequence <= MAX_SEQUENCE:
+            raise ValueError("after_sequence is out of range")
         self._check_open()
         state = self._streams.get(stream) or _Stream()
         oldest = state.records[0].sequence if state.records else state.last + 1

@@ -4,7 +4,8 @@ Layout, per event stream ``S`` (the braces are a cluster hash tag, so both keys 
 a stream live in one slot and the append script may touch both)::
 
     <prefix>{S}        a Redis stream; entry id "<sequence>-0",
-                       fields e=<event_id>  t=<time, µs since the epoch>  p=<payload>
+                       fields e=<event_id>  t=<time, µs since the epoch>
+                              h=<EventEnvelope.pack()>  p=<payload>
     <prefix>{S}:seq    a counter: the last sequence assigned (INCR)
 
 Appending is one Lua script (:data:`APPEND_SCRIPT`): ``INCR`` the counter, ``XADD``
@@ -16,10 +17,15 @@ runs atomically, so replicas never collide and never leave a gap. Reads are one
 Wake-ups are ``XREAD BLOCK`` on the streams' keys.
 
 Failures: every Redis or socket error becomes ``Unavailable(EVENT_LOG_UNAVAILABLE)``.
-After a failure, calls fail fast (without touching Redis) for a backoff that
-doubles up to ``backoff_cap`` and resets on the first success; the client's
+After an outage (a connection, socket or read-only error), calls fail fast
+(without touching Redis) for a backoff that doubles up to ``backoff_cap`` and
+resets on the first success; the client's
 connection pool reconnects by itself. Nothing waits longer than the client's
 socket timeouts, and ``XREAD BLOCK`` never asks for more than ``max_block``.
+A position a client could have forged never reaches Redis: ``read`` refuses a
+sequence outside 0 … ``MAX_SEQUENCE`` with ValueError, and an error *reply* from
+Redis to one command (e.g. a bad stream id) is logged and raised as Unavailable
+for that call only, without the process-wide backoff.
 """
 
 from __future__ import annotations
@@ -34,9 +40,9 @@ from typing import Any, TypeVar
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
-from cortex_core.domain.events import EventRead, EventRecord
+from cortex_core.domain.events import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
 from cortex_core.errors import Unavailable
 
 T = TypeVar("T")
@@ -54,11 +60,13 @@ local seq = redis.call('INCR', KEYS[2])
 local id = seq .. '-0'
 local maxlen = tonumber(ARGV[4])
 if maxlen > 0 and ARGV[5] == '1' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, id, 'e', ARGV[1], 't', ARGV[3], 'p', ARGV[2])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, id,
+             'e', ARGV[1], 't', ARGV[3], 'h', ARGV[7], 'p', ARGV[2])
 elseif maxlen > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, id, 'e', ARGV[1], 't', ARGV[3], 'p', ARGV[2])
+  redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, id,
+             'e', ARGV[1], 't', ARGV[3], 'h', ARGV[7], 'p', ARGV[2])
 else
-  redis.call('XADD', KEYS[1], id, 'e', ARGV[1], 't', ARGV[3], 'p', ARGV[2])
+  redis.call('XADD', KEYS[1], id, 'e', ARGV[1], 't', ARGV[3], 'h', ARGV[7], 'p', ARGV[2])
 end
 if ARGV[6] ~= '' then
   local cutoff = tonumber(ARGV[6])
@@ -140,7 +148,7 @@ class RedisEventLog:
         return cls(client, close_client=True, **options)
 
     async def append(
-        self, stream: str, event_id: str, payload: bytes, now: datetime
+        self, stream: str, event_id: str, envelope: EventEnvelope, payload: bytes, now: datetime
     ) -> EventRecord:
         cutoff = "" if self._max_age is None else str(_micros(now - self._max_age))
         args: list[bytes | str | int] = [
@@ -150,12 +158,15 @@ class RedisEventLog:
             self._max_length,
             "1" if self._approximate else "0",
             cutoff,
+            envelope.pack(),
         ]
         keys = [self._key(stream), self._counter(stream)]
         sequence = await self._call(lambda: self._append(keys=keys, args=args))
-        return EventRecord(stream, int(sequence), event_id, now, payload)
+        return EventRecord(stream, int(sequence), event_id, now, envelope, payload)
 
     async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
+        if not 0 <= after_sequence <= MAX_SEQUENCE:
+            raise ValueError("after_sequence is out of range")
         key = self._key(stream)
 
         async def transaction() -> list[Any]:
@@ -200,19 +211,30 @@ class RedisEventLog:
         cancels = task.cancelling() if task is not None else 0
         try:
             result = await operation()
+        except ResponseError as exc:
+            _reraise_swallowed_cancel(task, cancels)
+            if isinstance(exc, ReadOnlyError):  # a replica after failover: an outage
+                raise self._outage(exc) from exc
+            # Redis refused this one command (say, a bad id): the server is fine.
+            logger.error("the event log refused a command: %s", exc)
+            raise _unavailable() from exc
         except (RedisError, OSError) as exc:
             _reraise_swallowed_cancel(task, cancels)
-            if not self._backoff:
-                logger.warning("event log unavailable: %s", exc.__class__.__name__)
-            self._backoff = min(max(self._backoff * 2, 0.05), self._backoff_cap)
-            self._retry_at = time.monotonic() + self._backoff
-            raise _unavailable() from exc
+            raise self._outage(exc) from exc
         _reraise_swallowed_cancel(task, cancels)
         if self._backoff:
             logger.info("event log available again")
         self._backoff = 0.0
         self._retry_at = 0.0
         return result
+
+    def _outage(self, exc: BaseException) -> Unavailable:
+        """Start or lengthen the fail-fast backoff."""
+        if not self._backoff:
+            logger.warning("event log unavailable: %s", exc.__class__.__name__)
+        self._backoff = min(max(self._backoff * 2, 0.05), self._backoff_cap)
+        self._retry_at = time.monotonic() + self._backoff
+        return _unavailable()
 
 
 def _reraise_swallowed_cancel(task: asyncio.Task[Any] | None, before: int) -> None:
@@ -245,5 +267,6 @@ def _record(stream: str, entry: tuple[bytes, dict[bytes, bytes]]) -> EventRecord
         sequence=_sequence(entry_id),
         event_id=fields[b"e"].decode(),
         time=_EPOCH + int(fields[b"t"]) * _MICROSECOND,
+        envelope=EventEnvelope.unpack(fields[b"h"].decode()),
         payload=fields[b"p"],
     )
