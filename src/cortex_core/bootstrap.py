@@ -8,6 +8,7 @@ dir once, at start (see ``load_key_ring``).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
@@ -23,6 +24,7 @@ from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
 from cortex_core.adapters.security.passwords import Argon2PasswordHasher
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
+from cortex_core.adapters.security.throttle_policy import ThrottlePolicies
 from cortex_core.adapters.security.tokens import JwtAccessTokenCodec
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.adapters.tokens import EstimatedTokenCounter
@@ -113,6 +115,7 @@ def bootstrap(
         max_workers=settings.password_workers or None,
     )
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
+    password_policy = PasswordPolicy()
     event_log = _event_log(settings)
     hub = EventHub(event_log)
     bus = EventBus()
@@ -122,7 +125,7 @@ def bootstrap(
         uow=database.unit_of_work,
         clock=clock,
         hasher=hasher,
-        policy=PasswordPolicy(),
+        policy=password_policy,
         tokens=tokens,
         throttle=_throttle(settings, clock),
         revocations=authenticator,
@@ -189,6 +192,9 @@ def bootstrap(
     async def close_hasher() -> None:
         hasher.close()
 
+    async def load_password_list() -> None:
+        await asyncio.to_thread(password_policy.load)
+
     return App(
         settings=settings,
         clock=clock,
@@ -217,7 +223,7 @@ def bootstrap(
             sweeper.run,
             lambda: health.watch_providers(chain.states, PROVIDER_HEALTH_INTERVAL),
         ],
-        starters=[hasher.warm_up],
+        starters=[hasher.warm_up, load_password_list],
         closers=[
             close_hasher,
             chain.aclose,
@@ -272,5 +278,20 @@ def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
             socket_timeout=1,
             retry=Retry(NoBackoff(), 1),
         )
-        return RedisLoginThrottle(client, clock=clock)
-    return InMemoryLoginThrottle(clock=clock)
+        return RedisLoginThrottle(client, clock=clock, policies=_throttle_policies(settings))
+    return InMemoryLoginThrottle(clock=clock, policies=_throttle_policies(settings))
+
+
+def _throttle_policies(settings: Settings) -> ThrottlePolicies:
+    defaults = ThrottlePolicies()
+    return ThrottlePolicies(
+        account=dataclasses.replace(
+            defaults.account, free_failures=settings.login_account_attempts
+        ),
+        address=dataclasses.replace(
+            defaults.address, free_failures=settings.login_address_attempts
+        ),
+        register=dataclasses.replace(
+            defaults.register, free_failures=settings.register_address_attempts
+        ),
+    )

@@ -6,10 +6,13 @@ then sends each line typed to ``ConversationService/SendMessage`` and prints the
 reply as it streams, followed by a dim line with the finish reason, provider/model
 and usage. ``/quit`` or end of input exits 0; Ctrl-C during a reply cancels the
 call (the server stores the partial reply) and returns to the prompt; Ctrl-C at the
-prompt exits 130. Errors print the gRPC status and the ``ErrorInfo`` reason.
+prompt exits 130. Errors print the gRPC status, the ``ErrorInfo`` reason and
+one line per ``BadRequest`` field violation (``  password: is too common …``).
 
-The password is asked with ``getpass``; for scripted use it is read from
-``CORTEX_CHAT_PASSWORD`` instead. The server address is ``--address``, else
+Before asking for anything it checks that the server answers (the standard
+health ``Check``), so a wrong address fails at once instead of after typing a
+password. The password is asked with ``getpass``; for scripted use it is read
+from ``CORTEX_CHAT_PASSWORD`` instead. The server address is ``--address``, else
 ``CORTEX_GRPC_ADDRESS``, else ``127.0.0.1:50051``.
 """
 
@@ -35,11 +38,13 @@ from cortex.context.v1 import (
 )
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 ADDRESS_ENV = "CORTEX_GRPC_ADDRESS"
 PASSWORD_ENV = "CORTEX_CHAT_PASSWORD"
 CALL_TIMEOUT = 30.0
+REACH_TIMEOUT = 5.0
 REPLY_TIMEOUT = 600.0
 REFRESH_MARGIN = 60.0  # seconds before the access token expires
 
@@ -79,17 +84,32 @@ def status_reason(status: Any) -> str:
     return ""
 
 
+def field_violations(status: Any) -> list[str]:
+    """``field: description`` for each ``BadRequest`` violation in a ``google.rpc.Status``."""
+    lines = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for violation in bad.field_violations:
+                reason = f" ({violation.reason})" if violation.reason else ""
+                lines.append(f"{violation.field}: {violation.description}{reason}")
+    return lines
+
+
 def describe(error: grpc.RpcError) -> str:
-    """``CODE (REASON): details`` for a failed call."""
+    """``CODE (REASON): details``, then one indented line per field violation."""
     if not isinstance(error, grpc.aio.AioRpcError):
         return str(error)
-    reason = ""
+    reason, violations = "", []
     trailers: Any = error.trailing_metadata() or ()  # aio.Metadata: (key, value) pairs
     for key, value in trailers:
         if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            reason = status_reason(status_pb2.Status.FromString(value))
+            status = status_pb2.Status.FromString(value)
+            reason, violations = status_reason(status), field_violations(status)
     name, details = error.code().name, error.details()
-    return f"{name} ({reason}): {details}" if reason else f"{name}: {details}"
+    head = f"{name} ({reason}): {details}" if reason else f"{name}: {details}"
+    return "\n".join([head, *(f"  {line}" for line in violations)])
 
 
 class Chat:
@@ -122,6 +142,18 @@ class Chat:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close(None)
+
+    async def check_reachable(self) -> None:
+        """Raise :class:`ChatError` unless the server answers a health check."""
+        health = health_pb2_grpc.HealthStub(self._chan)
+        try:
+            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=REACH_TIMEOUT)
+        except grpc.RpcError as error:
+            raise ChatError(
+                f"cannot reach a Cortex server at {self._address} ({describe(error)})"
+            ) from None
+        if answer.status != health_pb2.HealthCheckResponse.SERVING:
+            raise ChatError(f"the server at {self._address} is not serving yet; retry shortly")
 
     async def sign_in(self, email: str, password: str, display_name: str | None) -> None:
         auth = auth_service_pb2_grpc.AuthServiceStub(self._chan)
@@ -256,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
     chat = Chat(address, out)
     with asyncio.Runner() as runner:
         try:
+            runner.run(chat.check_reachable())
             email = args.email or _ask("email: ")
             password = os.environ.get(PASSWORD_ENV) or getpass.getpass("password: ")
             display_name = None

@@ -43,6 +43,11 @@ configuration (environment variables, read once at start):
   CORTEX_PASSWORD_WORKERS      threads for argon2 hashing, 0 for min(4, CPUs) (default 0)
   CORTEX_ARGON2_MEMORY_KIB     argon2id memory per hash in KiB, >= 19456 (default 19456)
   CORTEX_ARGON2_TIME_COST      argon2id passes, >= 2 (default 2)
+  CORTEX_TRUSTED_PROXIES       comma-separated CIDRs whose x-forwarded-for names the client
+                               (default none: the peer address is the client's)
+  CORTEX_LOGIN_ACCOUNT_ATTEMPTS  failed sign-ins per account before delays (default 5)
+  CORTEX_LOGIN_ADDRESS_ATTEMPTS  failed sign-ins per client address before delays (default 50)
+  CORTEX_REGISTER_ADDRESS_ATTEMPTS  sign-ups per client address before delays (default 100)
   CORTEX_EVENTS_HEARTBEAT      seconds between heartbeat frames on quiet event streams (default 15)
   CORTEX_EVENTS_RETENTION      seconds events stay replayable (default 86400)
   CORTEX_EVENTS_MAX_LENGTH     events kept per workspace log (default 10000)

@@ -31,9 +31,10 @@ class FieldViolation:
 
 
 class CortexError(Exception):
-    """Base of every error that is allowed to reach a caller."""
+    """Base of every error that is allowed to reach a caller (the base class itself
+    is sent as ``INTERNAL``)."""
 
-    default_reason = "ERROR"
+    default_reason = "INTERNAL"
 
     def __init__(
         self,

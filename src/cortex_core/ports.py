@@ -7,6 +7,7 @@ both the default of ``make run`` and the double used by tests.
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -212,16 +213,39 @@ class AccessTokenCodec(Protocol):
         ...
 
 
+class AttemptOutcome(enum.Enum):
+    """How a throttled attempt ended (see ``LoginThrottle.settle``)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABANDONED = "abandoned"  # an outage or a cancelled call: counts nothing
+
+
 class LoginThrottle(Protocol):
-    """Growing delays after failed logins, per account and per client address."""
+    """Growing delays per account, per client address and per sign-up address.
+
+    Keys are built by ``adapters.security.throttle_policy`` (``account:``,
+    ``address:``, ``register:``); each kind has its own policy.
+    """
 
     async def check(self, keys: Sequence[str]) -> None:
-        """Raise ResourceExhausted(reason LOGIN_THROTTLED, retry_after) while any key waits."""
+        """Raise ResourceExhausted(reason LOGIN_THROTTLED or RATE_LIMITED,
+        retry_after) while any key waits; count nothing."""
         ...
 
-    async def record_failure(self, keys: Sequence[str]) -> None: ...
+    async def reserve(self, keys: Sequence[str]) -> str:
+        """Take a reservation on every key *before* the expensive work (hashing) and
+        return its token. Raises like ``check`` while a key is locked; waits while
+        failures plus reservations in flight already reach a key's free attempts
+        (so parallel guesses cannot outrun the lock). ``register:`` keys are
+        counted here."""
+        ...
 
-    async def record_success(self, keys: Sequence[str]) -> None: ...
+    async def settle(self, keys: Sequence[str], token: str, outcome: AttemptOutcome) -> None:
+        """End the reservation: FAILED counts a failure; SUCCEEDED forgets the
+        account keys and gives the attempt back to the address keys; ABANDONED
+        counts nothing. Never raises."""
+        ...
 
 
 # --- conversations, context and models -------------------------------------------

@@ -64,6 +64,9 @@ def server_options(app: App) -> list[tuple[str, Any]]:
     return [
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # gRPC core closes a transport whose ping is unanswered only after this
+        # (default 60 s), whatever keepalive_timeout_ms says.
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
         ("grpc.http2.max_pings_without_data", 0),
@@ -77,7 +80,14 @@ def server_options(app: App) -> list[tuple[str, Any]]:
 
 def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
     """Create the server with interceptors, every service, health and reflection."""
-    interceptors: list[Any] = [CortexInterceptor(app.streams, app.access_log, app.authenticator)]
+    interceptors: list[Any] = [
+        CortexInterceptor(
+            app.streams,
+            app.access_log,
+            app.authenticator,
+            trusted_proxies=app.settings.trusted_proxies,
+        )
+    ]
     if app.settings.tracing:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 

@@ -8,6 +8,7 @@ offending variable, so a bad deployment stops at start instead of misbehaving la
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TypeVar
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
 
 T = TypeVar("T")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("json", "console")
@@ -56,6 +58,10 @@ class Settings:
     local_llm_delay: float = 0.0
     llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
     memory_sweep_interval: float = 60.0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    login_account_attempts: int = 5
+    login_address_attempts: int = 50
+    register_address_attempts: int = 100
 
     @property
     def effective_database_url(self) -> str:
@@ -126,6 +132,16 @@ class Settings:
             llm=_llm(environ),
             memory_sweep_interval=reader.get(
                 "CORTEX_MEMORY_SWEEP_INTERVAL", d.memory_sweep_interval, _positive_float
+            ),
+            trusted_proxies=reader.get("CORTEX_TRUSTED_PROXIES", d.trusted_proxies, _networks),
+            login_account_attempts=reader.get(
+                "CORTEX_LOGIN_ACCOUNT_ATTEMPTS", d.login_account_attempts, _positive_int
+            ),
+            login_address_attempts=reader.get(
+                "CORTEX_LOGIN_ADDRESS_ATTEMPTS", d.login_address_attempts, _positive_int
+            ),
+            register_address_attempts=reader.get(
+                "CORTEX_REGISTER_ADDRESS_ATTEMPTS", d.register_address_attempts, _positive_int
             ),
         )
 
@@ -230,6 +246,18 @@ def _non_negative_int(raw: str) -> int:
     if value < 0:
         raise ValueError("expected a whole number of 0 or more")
     return value
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs or single addresses (``10.0.0.0/8,::1``)."""
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError:
+        raise ValueError("expected comma-separated IP addresses or CIDRs") from None
 
 
 def _boolean(raw: str) -> bool:

@@ -6,6 +6,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -37,15 +38,31 @@ def _email() -> str:
     return f"chat-{uuid.uuid4().hex[:10]}@example.com"
 
 
-def test_a_new_user_registers_and_gets_two_streamed_replies(server_address: str) -> None:
-    done = subprocess.run(
-        _chat(server_address, _email(), "--register"),
-        input="Ada Lovelace\nhello there\nwhat next?\n/quit\nnever sent\n",
+def _run_chat(
+    args: list[str], typed: str, password: str | None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cortex-core chat`` to the end; ``password`` None leaves it to be asked,
+    with no controlling terminal (so getpass would read standard input)."""
+    env = _env(password or "")
+    if password is None:
+        del env["CORTEX_CHAT_PASSWORD"]
+    return subprocess.run(
+        args,
+        input=typed,
         capture_output=True,
         text=True,
-        env=_env(PASSWORD),
+        env=env,
         cwd=REPO,
         timeout=60,
+        start_new_session=True,
+    )
+
+
+def test_a_new_user_registers_and_gets_two_streamed_replies(server_address: str) -> None:
+    done = _run_chat(
+        _chat(server_address, _email(), "--register"),
+        "Ada Lovelace\nhello there\nwhat next?\n/quit\nnever sent\n",
+        PASSWORD,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("[local-dev reply]") == 2
@@ -59,14 +76,10 @@ def test_a_new_user_registers_and_gets_two_streamed_replies(server_address: str)
 
 
 def test_end_of_input_also_exits_zero(server_address: str) -> None:
-    done = subprocess.run(
+    done = _run_chat(
         _chat(server_address, _email(), "--register", "--display-name", "Grace"),
-        input="only line\n",
-        capture_output=True,
-        text=True,
-        env=_env(PASSWORD),
-        cwd=REPO,
-        timeout=60,
+        "only line\n",
+        PASSWORD,
     )
     assert done.returncode == 0, done.stderr
     assert "[local-dev reply] You said: only line" in done.stdout
@@ -81,15 +94,7 @@ def test_a_wrong_password_prints_the_status_and_reason_without_a_traceback(
             auth_service_pb2.RegisterRequest(email=email, password=PASSWORD, display_name="Bo"),
             timeout=30,
         )
-    done = subprocess.run(
-        _chat(server_address, email),
-        input="hello\n",
-        capture_output=True,
-        text=True,
-        env=_env("not the right password 99"),
-        cwd=REPO,
-        timeout=60,
-    )
+    done = _run_chat(_chat(server_address, email), "hello\n", "not the right password 99")
     assert done.returncode != 0
     assert "UNAUTHENTICATED" in done.stderr
     assert "INVALID_CREDENTIALS" in done.stderr
@@ -161,3 +166,33 @@ def test_ctrl_c_during_a_reply_cancels_it_and_returns_to_the_prompt(tmp_path: Pa
             m.finish_reason for m in messages if m.role == message_pb2.MESSAGE_ROLE_ASSISTANT
         ]
         assert finishes == [message_pb2.FINISH_REASON_CANCELLED, message_pb2.FINISH_REASON_STOP]
+
+
+def test_a_refused_registration_shows_each_field_violation(server_address: str) -> None:
+    done = _run_chat(
+        _chat(server_address, _email(), "--register", "--display-name", "Di"),
+        "hello\n",
+        "password123",
+    )
+
+    assert done.returncode == 1
+    assert "INVALID_ARGUMENT" in done.stderr
+    assert "  password: is too common" in done.stderr
+    assert "(PASSWORD_TOO_COMMON)" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_server_is_reported_before_any_password_is_asked() -> None:
+    address = f"127.0.0.1:{_closed_port()}"
+    done = _run_chat(_chat(address, _email()), "typed-password\nhello\n", None)
+
+    assert done.returncode == 1
+    assert f"cannot reach a Cortex server at {address}" in done.stderr
+    assert "password" not in done.stderr.lower()
+    assert "Traceback" not in done.stdout + done.stderr

@@ -105,6 +105,17 @@ async def test_throttling_says_when_to_retry(experts: Any) -> None:
     assert (delay.seconds, delay.nanos) == (2, 500_000_000)
 
 
+async def test_every_unavailable_says_when_to_retry_even_without_a_known_delay(
+    experts: Any,
+) -> None:
+    error = await _unary_error(
+        experts, errors.Unavailable("the database is down", reason="DATABASE_UNAVAILABLE")
+    )
+
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+    assert details(error)["RetryInfo"].retry_delay.seconds >= 1
+
+
 @pytest.mark.parametrize(
     ("error", "code"),
     [

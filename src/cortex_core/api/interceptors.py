@@ -4,7 +4,9 @@ One interceptor wraps each method's handler once (wrapped handlers are cached
 per method), so a call pays for a single extra frame. For each call it:
 
 * assigns a request id (the caller's ``x-request-id`` when it is sane);
-* turns request bytes that do not parse into ``INVALID_ARGUMENT``;
+* turns request bytes that do not parse, and requests that fail the edge checks
+  of :mod:`cortex_core.api.input_checks` (NUL characters, out-of-range
+  durations and times), into ``INVALID_ARGUMENT`` before auth or any handler;
 * maps :class:`~cortex_core.errors.CortexError` raised by a handler, unary or
   mid-stream, through :mod:`cortex_core.api.status`;
 * turns ``NotImplementedError`` (generated base servicers) into
@@ -14,6 +16,9 @@ per method), so a call pays for a single extra frame. For each call it:
   (Cortex's own concurrency limit and the drain's refusals, each a status with
   ``ErrorInfo`` and ``RetryInfo``, which grpc's own limits cannot send);
 * ends open streams with ``UNAVAILABLE`` when the server drains;
+* for the public sign-in methods, resolves the client's address (the peer, or
+  ``x-forwarded-for`` when the peer is a trusted proxy; see
+  :func:`~cortex_core.api.context.resolve_client`);
 * records the call in the access log: method, code, duration, peer, request id.
 
 Server streams are served as coroutines that write each response with
@@ -36,7 +41,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -45,7 +50,8 @@ import grpc.aio
 from cortex_core import errors
 from cortex_core.api import status
 from cortex_core.api.access_log import AccessLog
-from cortex_core.api.context import caller_var
+from cortex_core.api.context import IPNetwork, caller_var, client_var, resolve_client
+from cortex_core.api.input_checks import request_violations
 from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry, shutting_down
 from cortex_core.services.authentication import Authenticator
 
@@ -86,12 +92,17 @@ def needs_auth(method: str) -> bool:
     return method.startswith("/cortex.") and method not in PUBLIC_METHODS
 
 
+MALFORMED_MESSAGE = "request message could not be parsed"
+INVALID_FIELDS_MESSAGE = "request has invalid field values"
+
+
 class _Malformed:
-    """Stands in for a request whose bytes did not parse."""
+    """Stands in for a request refused at the edge: bytes that did not parse, or a
+    message that failed :func:`request_violations`."""
 
     __slots__ = ("error",)
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: errors.InvalidArgument) -> None:
         self.error = error
 
 
@@ -101,9 +112,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
     def parse(data: bytes) -> Any:
         try:
-            return deserializer(data)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bad input
-            return _Malformed(type(exc).__name__)
+            message = deserializer(data)
+        except Exception:  # noqa: BLE001 - any parse failure is the caller's bad input
+            # No exception text: it would name protobuf's internal classes.
+            return _Malformed(errors.InvalidArgument(MALFORMED_MESSAGE, reason="MALFORMED_REQUEST"))
+        violations = request_violations(message)
+        if violations:
+            return _Malformed(errors.InvalidArgument(INVALID_FIELDS_MESSAGE, violations))
+        return message
 
     return parse
 
@@ -159,10 +175,12 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         streams: StreamRegistry,
         access_log: AccessLog | None,
         authenticator: Authenticator | None = None,
+        trusted_proxies: Sequence[IPNetwork] = (),
     ) -> None:
         self.streams = streams
         self._access_log = access_log
         self.authenticator = authenticator
+        self._trusted_proxies = tuple(trusted_proxies)
         # The registered handlers never change while serving, so each method's
         # handler is wrapped once instead of on every call.
         self._wrapped: dict[str, Any] = {}
@@ -210,6 +228,7 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         authenticator = self.authenticator if needs_auth(method) else None
         streams = self.streams
         exempt = method.startswith(_HEALTH)
+        resolves_client = method in PUBLIC_METHODS
 
         async def handle(request: Any, context: Any) -> Any:
             start = time.perf_counter()
@@ -225,6 +244,8 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     streams.add(task, interrupt_on_drain=False)
                 if isinstance(request, _Malformed):
                     await self.abort_malformed(context, request)
+                if resolves_client:
+                    client_var.set(resolve_client(context, self._trusted_proxies))
                 if authenticator is not None:
                     caller_var.set(await authenticator.authenticate(bearer))
                 return await behavior(request, context)
@@ -272,9 +293,7 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             self._access_log.record(method, code.name, duration_ms, context.peer(), request_id)
 
     async def abort_malformed(self, context: Any, request: _Malformed) -> None:
-        await context.abort_with_status(
-            status.invalid_request_status(f"request message could not be parsed ({request.error})")
-        )
+        await context.abort_with_status(status.to_rpc_status(request.error))
 
     def outcome(
         self, method: str, request_id: str, context: Any, exc: BaseException

@@ -3,8 +3,13 @@
 Both unary and streaming calls go through :func:`to_rpc_status`, so a domain
 error raised mid-stream reaches the client with the same code and details as
 one raised by a unary handler. Every status carries a ``google.rpc.ErrorInfo``
-with domain ``cortex``; field validation adds ``google.rpc.BadRequest`` and
-throttling adds ``google.rpc.RetryInfo``.
+with domain ``cortex``; field validation adds ``google.rpc.BadRequest``;
+throttling adds ``google.rpc.RetryInfo``, and every ``UNAVAILABLE`` carries one
+(:data:`DEFAULT_UNAVAILABLE_RETRY` when the error names no delay).
+
+Details stay small whatever the input: at most :data:`MAX_VIOLATIONS` field
+violations, and every message, field path, description and metadata value is
+cut to :data:`MAX_TEXT` characters.
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ _CODES: tuple[tuple[type[errors.CortexError], grpc.StatusCode], ...] = (
 
 INTERNAL_MESSAGE = "internal error"
 RESUME_HEADER = "cortex-resume-token"
+MAX_VIOLATIONS = 10
+MAX_TEXT = 256
+#: Seconds a client should wait before retrying an UNAVAILABLE that names no delay.
+DEFAULT_UNAVAILABLE_RETRY = 1.0
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 class _Status(
@@ -56,11 +69,12 @@ def code_for(error: errors.CortexError) -> grpc.StatusCode:
 def to_rpc_status(error: errors.CortexError) -> grpc.Status:
     """Build the status (code, message, rich details) a client receives for ``error``."""
     code = code_for(error)
+    metadata = {_cut(key): _cut(value) for key, value in error.metadata.items()}
+    if "resume_token" in error.metadata:
+        metadata["resume_token"] = error.metadata["resume_token"]  # the server's own, whole
     details = [
         _pack(
-            error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-            )
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
         )
     ]
     if isinstance(error, errors.InvalidArgument) and error.violations:
@@ -69,22 +83,26 @@ def to_rpc_status(error: errors.CortexError) -> grpc.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description, reason=v.reason
+                            field=_cut(v.field), description=_cut(v.description), reason=v.reason
                         )
-                        for v in error.violations
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
         )
-    if (
-        isinstance(error, errors.ResourceExhausted | errors.Unavailable)
-        and error.retry_after is not None
-    ):
-        seconds = max(error.retry_after, 0.0)
+    retry_after = (
+        error.retry_after
+        if isinstance(error, errors.ResourceExhausted | errors.Unavailable)
+        else None
+    )
+    if retry_after is None and isinstance(error, errors.Unavailable):
+        retry_after = DEFAULT_UNAVAILABLE_RETRY
+    if retry_after is not None:
+        seconds = max(retry_after, 0.0)
         whole = math.floor(seconds)
         delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    rpc = status_from_parts(code, error.message, details)
+    rpc = status_from_parts(code, _cut(error.message), details)
     resume = error.metadata.get("resume_token")
     if resume:
         # Also as plain trailing metadata, so a client can resume without
@@ -109,12 +127,6 @@ def internal_status(request_id: str) -> grpc.Status:
         reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"request_id": request_id}
     )
     return status_from_parts(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, [_pack(info)])
-
-
-def invalid_request_status(message: str) -> grpc.Status:
-    """The status for request bytes that do not parse as the method's request message."""
-    info = error_details_pb2.ErrorInfo(reason="MALFORMED_REQUEST", domain=ERROR_DOMAIN)
-    return status_from_parts(grpc.StatusCode.INVALID_ARGUMENT, message, [_pack(info)])
 
 
 def unimplemented_status(method: str) -> grpc.Status:

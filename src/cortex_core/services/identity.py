@@ -4,7 +4,10 @@ Security properties (see docs/security.md):
 
 * an unknown email and a wrong password fail with the same error after the same
   work (a dummy argon2 verification for unknown accounts);
-* failed sign-ins are throttled per account and per client address;
+* sign-in attempts take a reservation per account and per client address
+  *before* the password is checked (so parallel guesses cannot outrun the
+  throttle) and are settled after it; sign-ups are counted per client address;
+  each kind of key has its own limits;
 * refresh tokens are opaque, stored only as SHA-256, single-use, and bounded by
   the session's absolute lifetime; presenting a used one revokes the session.
   Of two concurrent refreshes with one token exactly one wins; the other is a
@@ -14,11 +17,12 @@ Security properties (see docs/security.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from cortex_core import errors
@@ -52,6 +56,7 @@ from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.domain.tokens import IssuedToken
 from cortex_core.ports import (
     AccessTokenCodec,
+    AttemptOutcome,
     Clock,
     LoginThrottle,
     PasswordHasher,
@@ -78,6 +83,18 @@ def _refresh_invalid(reason: str = "REFRESH_TOKEN_INVALID") -> errors.Unauthenti
 
 def hash_refresh_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclasses.dataclass(slots=True)
+class _Attempt:
+    """How the throttled password check in progress ended."""
+
+    outcome: AttemptOutcome = AttemptOutcome.ABANDONED
+
+    def failed(self) -> errors.Unauthenticated:
+        """Mark the attempt failed; return the error to raise."""
+        self.outcome = AttemptOutcome.FAILED
+        return _invalid_credentials()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,6 +146,11 @@ class Identity:
             ]
         )
         self._policy.check(password, field="password", email=email)
+        if client.address:
+            # Counted when reserved: every sign-up from the address counts.
+            register_keys = [f"register:{client.address}"]
+            token = await self._throttle.reserve(register_keys)
+            await self._throttle.settle(register_keys, token, AttemptOutcome.SUCCEEDED)
         password_hash = await self._hasher.hash(password)
         now = self._clock.now()
         user = User(
@@ -173,7 +195,8 @@ class Identity:
         return sign_in
 
     async def login(self, email: str, password: str, client: ClientInfo) -> SignIn:
-        """Verify the credentials and open a session; throttled on failures."""
+        """Verify the credentials and open a session. The attempt is reserved before
+        the password is checked and settled after it (see ``LoginThrottle``)."""
         reject(
             [
                 email_violation(email) if not email.strip() else None,
@@ -181,17 +204,15 @@ class Identity:
             ]
         )
         keys = self._throttle_keys(email, client)
-        await self._throttle.check(keys)
-        async with self._uow() as uow:
-            user = await uow.users.get_by_email(normalize_email(email))
-        if user is None:
-            await self._hasher.verify_dummy(password)
-            await self._throttle.record_failure(keys)
-            raise _invalid_credentials()
-        if not await self._hasher.verify(user.password_hash, password):
-            await self._throttle.record_failure(keys)
-            raise _invalid_credentials()
-        await self._throttle.record_success(keys)
+        async with self._attempt(keys) as attempt:
+            async with self._uow() as uow:
+                user = await uow.users.get_by_email(normalize_email(email))
+            if user is None:
+                await self._hasher.verify_dummy(password)
+                raise attempt.failed()
+            if not await self._hasher.verify(user.password_hash, password):
+                raise attempt.failed()
+            attempt.outcome = AttemptOutcome.SUCCEEDED
         rehash = None
         if self._hasher.needs_rehash(user.password_hash):
             rehash = await self._hasher.hash(password)
@@ -255,12 +276,12 @@ class Identity:
                 reason="PASSWORD_UNCHANGED",
             )
         keys = [f"account:{normalize_email(caller.user.email)}"]
-        await self._throttle.check(keys)
-        async with self._uow() as uow:
-            user = await uow.users.get(caller.user_id)
-        if user is None or not await self._hasher.verify(user.password_hash, current):
-            await self._throttle.record_failure(keys)
-            raise _invalid_credentials()
+        async with self._attempt(keys) as attempt:
+            async with self._uow() as uow:
+                user = await uow.users.get(caller.user_id)
+            if user is None or not await self._hasher.verify(user.password_hash, current):
+                raise attempt.failed()
+            attempt.outcome = AttemptOutcome.SUCCEEDED
         new_hash = await self._hasher.hash(new)
         now = self._clock.now()
         async with self._uow() as uow:
@@ -333,6 +354,17 @@ class Identity:
             user_id=sign_in.user.id,
             session=sign_in.session,
         )
+
+    @contextlib.asynccontextmanager
+    async def _attempt(self, keys: Sequence[str]) -> AsyncIterator[_Attempt]:
+        """A password check bracketed by the throttle: reserved before, settled after
+        (an exception other than ``attempt.failed()`` abandons it, counting nothing)."""
+        token = await self._throttle.reserve(keys)
+        attempt = _Attempt()
+        try:
+            yield attempt
+        finally:
+            await self._throttle.settle(keys, token, attempt.outcome)
 
     def _throttle_keys(self, email: str, client: ClientInfo) -> Sequence[str]:
         keys = [f"account:{normalize_email(email)}"]

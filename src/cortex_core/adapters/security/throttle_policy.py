@@ -1,30 +1,58 @@
-"""The login-throttling policy both ``LoginThrottle`` adapters implement.
+"""The throttling policy both ``LoginThrottle`` adapters implement.
 
-Per key (``account:<email>`` or ``address:<ip>``):
+Three kinds of key, each with its own :class:`ThrottlePolicy` (see
+:class:`ThrottlePolicies`): ``account:<email>`` (sign-in attempts on one
+account), ``address:<ip>`` (failed sign-ins from one client address, with a
+higher threshold, so the people behind one NAT or proxy are not locked out by
+one account's failures) and ``register:<ip>`` (sign-ups from one address).
 
-- the first ``free_failures`` failures cost nothing;
-- failure number ``free_failures + n`` locks the key for
-  ``min(base_delay * 2**(n - 1), max_delay)`` seconds (1 s, 2 s, 4 s, … 15 min);
+Per key:
+
+- an attempt takes a *reservation* before the password is checked
+  (``reserve``): refused while the key is locked, and made to wait while
+  reservations are in flight and, with the failures so far, already exceed
+  ``free_failures`` (past the free attempts, one attempt at a time); so a burst
+  of parallel guesses gets at most ``free_failures + 1`` of them checked, while
+  parallel *correct* sign-ins just wait for the first one to succeed (which
+  forgets the account's count);
+- ``settle`` ends the reservation: a failure is counted, a success forgets the
+  *account* key and gives the attempt back to the *address* key (a client
+  address that guessed at many accounts stays slowed down even if one guess was
+  right), and an abandoned attempt (an outage, a cancelled call) counts nothing;
+- sign-ups (``register:`` keys) are counted when reserved and never given back;
+- the first ``free_failures`` failures cost nothing; failure number
+  ``free_failures + n`` locks the key for ``min(base_delay * 2**(n - 1),
+  max_delay)`` seconds (1 s, 2 s, 4 s, … 15 min);
 - a key is forgotten once ``window`` seconds pass with no failure and no lock,
   i.e. ``window`` after the later of its last failure and the end of its lock;
-- a successful sign-in forgets the *account* key only: a client address that
-  guessed at many accounts stays slowed down even if one guess was right.
+- a reservation that is never settled (its replica died) lapses after
+  :data:`RESERVATION_LEASE` seconds.
 
-The state of a key is three numbers (failures, last failure, locked until), so
-the Redis adapter can apply the same rule in a Lua script.
+The state of a key is three numbers (failures, last failure, locked until) plus
+its reservations, so the Redis adapter can apply the same rule in Lua scripts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import math
+from collections.abc import Awaitable, Callable, Sequence
 
 from cortex_core import errors
 
 ACCOUNT_PREFIX = "account:"
 ADDRESS_PREFIX = "address:"
+REGISTER_PREFIX = "register:"
 THROTTLED_MESSAGE = "too many failed sign-in attempts; retry later"
+REGISTER_THROTTLED_MESSAGE = "too many sign-ups from this address; retry later"
+#: Seconds after which a reservation that was never settled stops counting.
+RESERVATION_LEASE = 30.0
+#: How long ``reserve`` waits for reservations in flight before refusing, and how
+#: often it looks again.
+MAX_RESERVE_WAIT = 10.0
+RESERVE_POLL = 0.02
 #: Keys longer than this are replaced by a digest so state stays small per key.
 MAX_KEY_CHARS = 200
 
@@ -73,14 +101,39 @@ class KeyState:
         return max(0.0, self.locked_until - now)
 
     def after_failure(self, now: float, policy: ThrottlePolicy) -> KeyState:
-        """The state once one more failure happens at ``now``."""
+        """The state once one more attempt is counted at ``now``."""
         alive = not self.forgotten(now, policy)
         failures = self.failures + 1 if alive else 1
         locked_until = max(self.locked_until if alive else now, now + policy.delay_after(failures))
         return KeyState(failures, now, locked_until)
 
+    def live_failures(self, now: float, policy: ThrottlePolicy) -> int:
+        """Failures that still count at ``now`` (none once forgotten)."""
+        return 0 if self.forgotten(now, policy) else self.failures
+
 
 NO_FAILURES = KeyState(0, float("-inf"), float("-inf"))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ThrottlePolicies:
+    """The policy of each kind of key (defaults in ``docs/security.md``)."""
+
+    account: ThrottlePolicy = ThrottlePolicy()
+    address: ThrottlePolicy = ThrottlePolicy(free_failures=50, max_delay=5 * 60.0)
+    register: ThrottlePolicy = ThrottlePolicy(free_failures=100, window=60 * 60.0)
+
+    @classmethod
+    def same(cls, policy: ThrottlePolicy) -> ThrottlePolicies:
+        """One policy for every kind of key."""
+        return cls(account=policy, address=policy, register=policy)
+
+    def for_key(self, key: str) -> ThrottlePolicy:
+        if key.startswith(ADDRESS_PREFIX):
+            return self.address
+        if key.startswith(REGISTER_PREFIX):
+            return self.register
+        return self.account
 
 
 def account_key(email: str) -> str:
@@ -91,6 +144,11 @@ def account_key(email: str) -> str:
 def address_key(address: str) -> str:
     """The throttle key of a client address (an IP, without the port)."""
     return bounded_key(ADDRESS_PREFIX + address.strip().lower())
+
+
+def register_key(address: str) -> str:
+    """The throttle key of sign-ups from a client address."""
+    return bounded_key(REGISTER_PREFIX + address.strip().lower())
 
 
 def bounded_key(key: str) -> str:
@@ -105,10 +163,30 @@ def is_account_key(key: str) -> bool:
     return key.startswith(ACCOUNT_PREFIX)
 
 
-def throttled(wait: float) -> errors.ResourceExhausted:
-    """The error for a key that must wait ``wait`` seconds (rounded up to the ms)."""
+def is_register_key(key: str) -> bool:
+    return key.startswith(REGISTER_PREFIX)
+
+
+async def wait_for_turn(try_reserve: Callable[[], Awaitable[bool]], keys: Sequence[str]) -> None:
+    """Call ``try_reserve`` (which raises while a key is locked, and returns False
+    while reservations in flight fill the key) until it reserves; after
+    :data:`MAX_RESERVE_WAIT` seconds of waiting, refuse with a short retry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAX_RESERVE_WAIT
+    while not await try_reserve():
+        if loop.time() >= deadline:
+            raise throttled(1.0, keys)
+        await asyncio.sleep(RESERVE_POLL)
+
+
+def throttled(wait: float, keys: Sequence[str] = ()) -> errors.ResourceExhausted:
+    """The error for ``keys`` that must wait ``wait`` seconds (rounded up to the ms):
+    ``RATE_LIMITED`` for sign-up keys, else ``LOGIN_THROTTLED``."""
+    retry_after = max(1, math.ceil(wait * 1000)) / 1000
+    if any(key.startswith(REGISTER_PREFIX) for key in keys):
+        return errors.ResourceExhausted(
+            REGISTER_THROTTLED_MESSAGE, retry_after=retry_after, reason="RATE_LIMITED"
+        )
     return errors.ResourceExhausted(
-        THROTTLED_MESSAGE,
-        retry_after=max(1, math.ceil(wait * 1000)) / 1000,
-        reason="LOGIN_THROTTLED",
+        THROTTLED_MESSAGE, retry_after=retry_after, reason="LOGIN_THROTTLED"
     )
