@@ -138,6 +138,7 @@ async def sigterm(unary: int, replies: int, events: int, grace: float) -> None:
         "CORTEX_SHUTDOWN_GRACE": str(grace),
         "CORTEX_LOCAL_LLM_DELAY": "0.05",
         "CORTEX_EVENTS_HEARTBEAT": "1",
+        "CORTEX_REGISTER_ADDRESS_ATTEMPTS": str(unary + 100),  # all from one address
     }
     with server(env) as (proc, address, log_path):
         async with grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:

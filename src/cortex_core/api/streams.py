@@ -89,6 +89,10 @@ class StreamRegistry:
         self._refusing = False
         self._last_admitted = 0.0  # time.monotonic(), kept while draining
 
+    def __len__(self) -> int:
+        """Calls in progress past admission (streams and unary calls alike)."""
+        return len(self._tasks)
+
     @property
     def calls(self) -> int:
         """Calls admitted and not finished."""
