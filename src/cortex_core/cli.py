@@ -13,52 +13,33 @@ import asyncio
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from cortex_core import __version__
-from cortex_core.settings import Settings, SettingsError
+from cortex_core.settings import VARIABLES, Settings, SettingsError
 
 log = logging.getLogger("cortex_core")
 
-_ENVIRONMENT_HELP = """\
-configuration (environment variables, read once at start):
-  CORTEX_GRPC_ADDRESS          HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks one)
-  CORTEX_DATA_DIR              directory for the embedded database and secrets (default ./.cortex)
-  CORTEX_DATABASE_URL          sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB
-                               (default: SQLite in the data dir)
-  CORTEX_REDIS_URL             redis://HOST:PORT/DB for shared events, cache and limits
-                               (default unset: in-process)
-  CORTEX_LOG_LEVEL             DEBUG, INFO, WARNING, ERROR (default INFO)
-  CORTEX_LOG_FORMAT            json or console (default json)
-  CORTEX_SHUTDOWN_GRACE        seconds in-flight calls get to finish on SIGTERM (default 10)
-  CORTEX_MAX_MESSAGE_BYTES     largest request or response message (default 4194304)
-  CORTEX_MAX_CONCURRENT_RPCS   calls served at once, 0 for no limit (default 0)
-  CORTEX_MAX_PENDING_REQUESTS  calls allowed to queue for a slot (default 1000)
-  CORTEX_ACCESS_LOG            false to turn off the per-call access log (default true)
-  CORTEX_JWT_SECRET            key (>= 32 bytes) that signs access tokens (default: generated once
-                               into the data dir with mode 0600; set it in production)
-  CORTEX_JWT_PREVIOUS_SECRETS  comma-separated older keys that still verify (key rotation)
-  CORTEX_ACCESS_TOKEN_TTL      access-token lifetime in seconds (default 900)
-  CORTEX_SESSION_LIFETIME      absolute session and refresh-token lifetime, seconds (default 30 d)
-  CORTEX_PASSWORD_WORKERS      threads for argon2 hashing, 0 for min(4, CPUs) (default 0)
-  CORTEX_ARGON2_MEMORY_KIB     argon2id memory per hash in KiB, >= 19456 (default 19456)
-  CORTEX_ARGON2_TIME_COST      argon2id passes, >= 2 (default 2)
-  CORTEX_TRUSTED_PROXIES       comma-separated CIDRs whose x-forwarded-for names the client
-                               (default none: the peer address is the client's)
-  CORTEX_LOGIN_ACCOUNT_ATTEMPTS  failed sign-ins per account before delays (default 5)
-  CORTEX_LOGIN_ADDRESS_ATTEMPTS  failed sign-ins per client address before delays (default 50)
-  CORTEX_REGISTER_ADDRESS_ATTEMPTS  sign-ups per client address before delays (default 100)
-  CORTEX_EVENTS_HEARTBEAT      seconds between heartbeat frames on quiet event streams (default 15)
-  CORTEX_EVENTS_RETENTION      seconds events stay replayable (default 86400)
-  CORTEX_EVENTS_MAX_LENGTH     events kept per workspace log (default 10000)
-  CORTEX_EVENTS_QUEUE_SIZE     frames buffered per subscriber before it is cut off (default 256)
-  CORTEX_CONTEXT_BUDGET        tokens of context sent with each reply (default 8192)
-  CORTEX_LOCAL_LLM_DELAY       seconds between words of the local development provider (default 0)
-  CORTEX_MEMORY_SWEEP_INTERVAL seconds between deletions of expired memories (default 60)
-  CORTEX_LLM_PROVIDERS         provider fallback chain, e.g. openai,anthropic,local (default local)
-  CORTEX_OPENAI_*, CORTEX_ANTHROPIC_*, CORTEX_LLM_CONFIG  providers: see docs/llm.md
-  CORTEX_TRACING               true to emit OpenTelemetry spans for every call (default false)
-"""
+
+def _environment_help() -> str:
+    """The configuration table of ``--help``, from :data:`cortex_core.settings.VARIABLES`."""
+    width = max(len(v.name) for v in VARIABLES) + 2
+    wrap = textwrap.TextWrapper(
+        width=100,
+        initial_indent="  ",
+        subsequent_indent=" " * (width + 2),
+        break_on_hyphens=False,  # keep x-forwarded-for and the like whole
+    )
+    lines = ["configuration (environment variables, read once at start; see docs/llm.md for LLMs):"]
+    for variable in VARIABLES:
+        lines.append(
+            wrap.fill(f"{variable.name:<{width}}{variable.help} (default {variable.default})")
+        )
+    return "\n".join(lines) + "\n"
+
+
+_ENVIRONMENT_HELP = _environment_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

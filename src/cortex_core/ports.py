@@ -399,7 +399,7 @@ class EventLog(Protocol):
         ...
 
 
-# --- memories, caches and working memory (see services/memories.py) -------------
+# --- memories and caches (see services/memories.py) ------------------------------
 
 
 class MemoryRepository(Protocol):
@@ -488,23 +488,5 @@ class Cache(Protocol):
     async def delete_prefix(self, prefix: str) -> None:
         """Drop every key that starts with ``prefix``."""
         ...
-
-    async def close(self) -> None: ...
-
-
-class WorkingMemory(Protocol):
-    """Short-lived scratch state per conversation (string keys and values).
-
-    A conversation's entries expire together, ``ttl`` seconds after the last
-    :meth:`set`. Never raises for a backend outage (implementations fall back).
-    """
-
-    async def get(self, conversation_id: str, key: str) -> str | None: ...
-
-    async def items(self, conversation_id: str) -> dict[str, str]: ...
-
-    async def set(self, conversation_id: str, key: str, value: str, ttl: float) -> None: ...
-
-    async def clear(self, conversation_id: str) -> None: ...
 
     async def close(self) -> None: ...

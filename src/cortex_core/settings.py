@@ -1,8 +1,16 @@
 """Typed configuration read once from ``CORTEX_*`` environment variables.
 
-``Settings.from_env`` is called exactly once, by the CLI, before anything else
-starts. A malformed value raises :class:`SettingsError` whose message names the
-offending variable, so a bad deployment stops at start instead of misbehaving later.
+This module is the one environment reader: :class:`EnvReader` reads and checks
+every variable, the LLM configuration included (``load_llm_config`` reads its
+variables through it). ``Settings.from_env`` is called exactly once, by the CLI,
+before anything else starts. A malformed value raises :class:`SettingsError`
+whose message names the offending variable (and never repeats a secret's value),
+so a bad deployment stops at start instead of misbehaving later.
+
+The table of variables is written once, here: each field of :class:`Settings`
+carries its help text, and :data:`VARIABLES` (every variable, with its default
+and help) is what ``cortex-core --help`` prints and what a test holds the
+README's configuration table to.
 """
 
 from __future__ import annotations
@@ -10,165 +18,74 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
+from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("json", "console")
+_URL_CREDENTIALS = re.compile(r"//[^/@]*@")
 
 
 class SettingsError(ValueError):
     """A ``CORTEX_*`` variable has a value the server cannot use."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Settings:
-    """Every tunable of the server. Field ``x`` is read from ``CORTEX_X``."""
+class EnvReader:
+    """Reads variables from one environment mapping; the only code that does.
 
-    grpc_address: str = "127.0.0.1:50051"
-    data_dir: Path = Path(".cortex")
-    database_url: str = ""
-    redis_url: str = ""
-    log_level: str = "INFO"
-    log_format: str = "json"
-    shutdown_grace: float = 10.0
-    max_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_rpcs: int = 0
-    max_pending_requests: int = 1000
-    tracing: bool = False
-    access_log: bool = True
-    jwt_secret: str = dataclasses.field(default="", repr=False)
-    jwt_previous_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-    access_token_ttl: float = 900.0
-    session_lifetime: float = 30 * 24 * 3600.0
-    password_workers: int = 0
-    argon2_memory_kib: int = 19 * 1024
-    argon2_time_cost: int = 2
-    events_heartbeat: float = 15.0
-    events_retention: float = 24 * 3600.0
-    events_max_length: int = 10_000
-    events_queue_size: int = 256
-    context_budget: int = 8192
-    local_llm_delay: float = 0.0
-    llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
-    memory_sweep_interval: float = 60.0
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-    login_account_attempts: int = 5
-    login_address_attempts: int = 50
-    register_address_attempts: int = 100
+    :meth:`get` returns ``default`` for an unset or blank variable and raises
+    :class:`SettingsError` naming the variable when ``parse`` raises ``ValueError``.
+    A ``secret`` value is never repeated in the message; credentials in a URL are
+    masked.
+    """
 
-    @property
-    def effective_database_url(self) -> str:
-        """The database URL, defaulting to a SQLite file inside ``data_dir``."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'cortex.db').resolve()}"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build settings from an environment mapping; raise :class:`SettingsError`."""
-        reader = _Reader(environ)
-        d = cls()
-        return cls(
-            grpc_address=reader.get("CORTEX_GRPC_ADDRESS", d.grpc_address, _address),
-            data_dir=reader.get("CORTEX_DATA_DIR", d.data_dir, Path),
-            database_url=reader.get("CORTEX_DATABASE_URL", d.database_url, _database_url),
-            redis_url=reader.get("CORTEX_REDIS_URL", d.redis_url, _redis_url),
-            log_level=reader.get("CORTEX_LOG_LEVEL", d.log_level, _one_of(_LOG_LEVELS)),
-            log_format=reader.get("CORTEX_LOG_FORMAT", d.log_format, _one_of(_LOG_FORMATS)),
-            shutdown_grace=reader.get("CORTEX_SHUTDOWN_GRACE", d.shutdown_grace, _positive_float),
-            max_message_bytes=reader.get(
-                "CORTEX_MAX_MESSAGE_BYTES", d.max_message_bytes, _positive_int
-            ),
-            max_concurrent_rpcs=reader.get(
-                "CORTEX_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs, _non_negative_int
-            ),
-            max_pending_requests=reader.get(
-                "CORTEX_MAX_PENDING_REQUESTS", d.max_pending_requests, _positive_int
-            ),
-            tracing=reader.get("CORTEX_TRACING", d.tracing, _boolean),
-            access_log=reader.get("CORTEX_ACCESS_LOG", d.access_log, _boolean),
-            jwt_secret=reader.get("CORTEX_JWT_SECRET", d.jwt_secret, _secret),
-            jwt_previous_secrets=reader.get(
-                "CORTEX_JWT_PREVIOUS_SECRETS", d.jwt_previous_secrets, _secrets
-            ),
-            access_token_ttl=reader.get(
-                "CORTEX_ACCESS_TOKEN_TTL", d.access_token_ttl, _positive_float
-            ),
-            session_lifetime=reader.get(
-                "CORTEX_SESSION_LIFETIME", d.session_lifetime, _positive_float
-            ),
-            password_workers=reader.get(
-                "CORTEX_PASSWORD_WORKERS", d.password_workers, _non_negative_int
-            ),
-            argon2_memory_kib=reader.get(
-                "CORTEX_ARGON2_MEMORY_KIB", d.argon2_memory_kib, _at_least(19 * 1024)
-            ),
-            argon2_time_cost=reader.get(
-                "CORTEX_ARGON2_TIME_COST", d.argon2_time_cost, _at_least(2)
-            ),
-            events_heartbeat=reader.get(
-                "CORTEX_EVENTS_HEARTBEAT", d.events_heartbeat, _positive_float
-            ),
-            events_retention=reader.get(
-                "CORTEX_EVENTS_RETENTION", d.events_retention, _positive_float
-            ),
-            events_max_length=reader.get(
-                "CORTEX_EVENTS_MAX_LENGTH", d.events_max_length, _positive_int
-            ),
-            events_queue_size=reader.get(
-                "CORTEX_EVENTS_QUEUE_SIZE", d.events_queue_size, _positive_int
-            ),
-            context_budget=reader.get("CORTEX_CONTEXT_BUDGET", d.context_budget, _positive_int),
-            local_llm_delay=reader.get(
-                "CORTEX_LOCAL_LLM_DELAY", d.local_llm_delay, _non_negative_float
-            ),
-            llm=_llm(environ),
-            memory_sweep_interval=reader.get(
-                "CORTEX_MEMORY_SWEEP_INTERVAL", d.memory_sweep_interval, _positive_float
-            ),
-            trusted_proxies=reader.get("CORTEX_TRUSTED_PROXIES", d.trusted_proxies, _networks),
-            login_account_attempts=reader.get(
-                "CORTEX_LOGIN_ACCOUNT_ATTEMPTS", d.login_account_attempts, _positive_int
-            ),
-            login_address_attempts=reader.get(
-                "CORTEX_LOGIN_ADDRESS_ATTEMPTS", d.login_address_attempts, _positive_int
-            ),
-            register_address_attempts=reader.get(
-                "CORTEX_REGISTER_ADDRESS_ATTEMPTS", d.register_address_attempts, _positive_int
-            ),
-        )
-
-    @property
-    def python_log_level(self) -> int:
-        return logging.getLevelNamesMapping()[self.log_level]
-
-
-class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+    def get(self, name: str, default: T, parse: Callable[[str], T], *, secret: bool = False) -> T:
         raw = self._environ.get(name)
         if raw is None or raw.strip() == "":
             return default
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+            shown = name if secret else f"{name}={_URL_CREDENTIALS.sub('//***@', raw)!r}"
+            raise SettingsError(f"{shown} is invalid: {exc}") from None
+
+    def is_set(self, name: str) -> bool:
+        return bool(self._environ.get(name, "").strip())
 
 
-def _llm(environ: Mapping[str, str]) -> LlmConfig:
-    try:
-        return load_llm_config(environ)
-    except LlmConfigError as exc:
-        raise SettingsError(str(exc)) from None
+@dataclasses.dataclass(frozen=True, slots=True)
+class Variable:
+    """One row of the configuration table."""
+
+    name: str
+    default: str
+    help: str
+
+
+def _setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    shown: str | None = None,
+    secret: bool = False,
+) -> Any:
+    """A :class:`Settings` field read from ``CORTEX_<FIELD>`` with ``parse``."""
+    metadata = {"parse": parse, "help": help, "shown": shown, "secret": secret}
+    if isinstance(default, tuple | Path) or secret:
+        return dataclasses.field(default=default, metadata=metadata, repr=not secret)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _address(raw: str) -> str:
@@ -210,42 +127,33 @@ def _secrets(raw: str) -> tuple[str, ...]:
     return tuple(_secret(part.strip()) for part in raw.split(",") if part.strip())
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum} (the OWASP minimum)")
+N = TypeVar("N", int, float)
+
+
+def _bounded(
+    convert: Callable[[str], N], minimum: N, *, strict: bool, message: str
+) -> Callable[[str], N]:
+    """A parser of ``convert(raw)`` that is above (``strict``) or at least ``minimum``."""
+
+    def parse(raw: str) -> N:
+        value = convert(raw)
+        if value < minimum or (strict and value == minimum):
+            raise ValueError(message)
         return value
 
     return parse
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("expected a number greater than 0")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    return _bounded(
+        int, minimum, strict=False, message=f"must be at least {minimum} (the OWASP minimum)"
+    )
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("expected a number of 0 or more")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("expected a whole number greater than 0")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("expected a whole number of 0 or more")
-    return value
+_positive_float = _bounded(float, 0.0, strict=True, message="expected a number greater than 0")
+_non_negative_float = _bounded(float, 0.0, strict=False, message="expected a number of 0 or more")
+_positive_int = _bounded(int, 0, strict=True, message="expected a whole number greater than 0")
+_non_negative_int = _bounded(int, 0, strict=False, message="expected a whole number of 0 or more")
 
 
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
@@ -267,3 +175,214 @@ def _boolean(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of the server. Field ``x`` is read from ``CORTEX_X``."""
+
+    grpc_address: str = _setting(
+        "127.0.0.1:50051", _address, "HOST:PORT to listen on; port 0 picks a free one"
+    )
+    data_dir: Path = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        Path(".cortex"), Path, "embedded database and generated secrets", shown="./.cortex"
+    )
+    database_url: str = _setting(
+        "",
+        _database_url,
+        "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB",
+        shown="SQLite in the data dir",
+    )
+    redis_url: str = _setting(
+        "",
+        _redis_url,
+        "redis://HOST:PORT/DB: shared events, cache and login limits",
+        shown="unset: in-process",
+    )
+    redis_max_connections: int = _setting(
+        50,
+        _positive_int,
+        "Redis connections this process opens at most (one pool shared by cache, "
+        "events and limits; callers wait for a free one)",
+    )
+    redis_timeout: float = _setting(
+        2.0,
+        _positive_float,
+        "seconds to connect to Redis, to wait for a reply, or for a free pooled connection",
+    )
+    log_level: str = _setting("INFO", _one_of(_LOG_LEVELS), "DEBUG, INFO, WARNING, ERROR")
+    log_format: str = _setting(
+        "json", _one_of(_LOG_FORMATS), "json (one object per line) or console"
+    )
+    shutdown_grace: float = _setting(
+        10.0, _positive_float, "seconds in-flight calls get to finish on SIGTERM"
+    )
+    max_message_bytes: int = _setting(
+        4 * 1024 * 1024, _positive_int, "largest request or response message"
+    )
+    max_concurrent_rpcs: int = _setting(
+        0, _non_negative_int, "calls served at once, 0 for no limit"
+    )
+    max_pending_requests: int = _setting(
+        1000, _positive_int, "calls that may queue for a slot during a reconnect burst"
+    )
+    tracing: bool = _setting(False, _boolean, "true to emit OpenTelemetry spans for every call")
+    access_log: bool = _setting(
+        True, _boolean, "one line per call: method, code, duration, peer, request id"
+    )
+    jwt_secret: str = _setting(
+        "",
+        _secret,
+        "key (>= 32 bytes) signing access tokens; set the same value on every replica",
+        shown="generated once into the data dir (0600)",
+        secret=True,
+    )
+    jwt_previous_secrets: tuple[str, ...] = _setting(
+        (),
+        _secrets,
+        "comma-separated older keys that still verify (key rotation)",
+        shown="none",
+        secret=True,
+    )
+    access_token_ttl: float = _setting(900.0, _positive_float, "access-token lifetime, seconds")
+    session_lifetime: float = _setting(
+        30 * 24 * 3600.0,
+        _positive_float,
+        "absolute lifetime of a session and its refresh tokens, seconds",
+        shown="2592000 (30 days)",
+    )
+    password_workers: int = _setting(
+        0, _non_negative_int, "threads hashing passwords, 0 for min(4, CPUs)"
+    )
+    argon2_memory_kib: int = _setting(
+        OWASP_MIN_MEMORY_COST_KIB,
+        _at_least(OWASP_MIN_MEMORY_COST_KIB),
+        "argon2id memory per hash in KiB (OWASP minimum)",
+    )
+    argon2_time_cost: int = _setting(
+        OWASP_MIN_TIME_COST, _at_least(OWASP_MIN_TIME_COST), "argon2id passes (OWASP minimum)"
+    )
+    events_heartbeat: float = _setting(
+        15.0, _positive_float, "seconds between heartbeat frames on quiet event streams"
+    )
+    events_retention: float = _setting(
+        24 * 3600.0, _positive_float, "seconds events stay replayable"
+    )
+    events_max_length: int = _setting(10_000, _positive_int, "events kept per workspace log")
+    events_queue_size: int = _setting(
+        256, _positive_int, "frames buffered per subscriber before a slow one is cut off"
+    )
+    context_budget: int = _setting(8192, _positive_int, "tokens of context sent with each reply")
+    local_llm_delay: float = _setting(
+        0.0, _non_negative_float, "seconds between words of the local development provider"
+    )
+    memory_sweep_interval: float = _setting(
+        60.0, _positive_float, "seconds between deletions of expired memories"
+    )
+    trusted_proxies: tuple[IPNetwork, ...] = _setting(
+        (),
+        _networks,
+        "comma-separated CIDRs of proxies (e.g. Envoy) whose x-forwarded-for names the client; "
+        "from any other peer it is ignored",
+        shown="none",
+    )
+    login_account_attempts: int = _setting(
+        5, _positive_int, "failed sign-ins per account before growing delays (docs/security.md)"
+    )
+    login_address_attempts: int = _setting(
+        50, _positive_int, "failed sign-ins per client address before growing delays"
+    )
+    register_address_attempts: int = _setting(
+        100, _positive_int, "sign-ups per client address before growing delays"
+    )
+    llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'cortex.db').resolve()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise :class:`SettingsError`."""
+        reader = EnvReader(environ)
+        values: dict[str, Any] = {
+            field.name: reader.get(
+                _variable(field.name),
+                field.default,
+                field.metadata["parse"],
+                secret=field.metadata["secret"],
+            )
+            for field in dataclasses.fields(cls)
+            if field.metadata
+        }
+        try:
+            values["llm"] = load_llm_config(reader)
+        except LlmConfigError as exc:
+            raise SettingsError(str(exc)) from None
+        return cls(**values)
+
+    @property
+    def python_log_level(self) -> int:
+        return logging.getLevelNamesMapping()[self.log_level]
+
+
+def _variable(field: str) -> str:
+    return f"CORTEX_{field.upper()}"
+
+
+def _shown(field: dataclasses.Field[Any]) -> str:
+    if field.metadata["shown"] is not None:
+        return str(field.metadata["shown"])
+    default = field.default
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+#: The providers' variables (read by :func:`load_llm_config`; details in docs/llm.md).
+LLM_VARIABLES = (
+    Variable(
+        "CORTEX_LLM_PROVIDERS", "local", "provider fallback chain, e.g. openai,anthropic,local"
+    ),
+    Variable("CORTEX_LLM_CONFIG", "none", "TOML file describing richer chains (docs/llm.md)"),
+    Variable("CORTEX_LLM_RETRIES", "2", "retries per provider before the next one"),
+    Variable("CORTEX_LLM_BACKOFF", "0.25", "first retry delay in seconds, doubled each time"),
+    Variable("CORTEX_LLM_BACKOFF_MAX", "4", "longest retry delay in seconds"),
+    Variable("CORTEX_LLM_BREAKER_FAILURES", "5", "failed attempts in a row that open a circuit"),
+    Variable("CORTEX_LLM_BREAKER_RESET", "30", "seconds an open circuit waits before a probe"),
+    Variable("CORTEX_OPENAI_BASE_URL", "OpenAI's API", "any OpenAI-compatible endpoint"),
+    Variable("CORTEX_OPENAI_API_KEY", "none", "required unless a base URL is set"),
+    Variable("CORTEX_OPENAI_MODEL", "none", "required when openai is in the chain"),
+    Variable("CORTEX_OPENAI_TIMEOUT", "60", "seconds to wait for data"),
+    Variable("CORTEX_OPENAI_MAX_TOKENS_PARAM", "max_tokens", "max_tokens or max_completion_tokens"),
+    Variable("CORTEX_ANTHROPIC_BASE_URL", "Anthropic's API", "another Anthropic endpoint"),
+    Variable("CORTEX_ANTHROPIC_API_KEY", "none", "required unless a base URL is set"),
+    Variable("CORTEX_ANTHROPIC_MODEL", "none", "required when anthropic is in the chain"),
+    Variable("CORTEX_ANTHROPIC_TIMEOUT", "60", "seconds to wait for data"),
+)
+
+#: Every variable the server reads, in the order ``--help`` lists them.
+VARIABLES: tuple[Variable, ...] = (
+    *(
+        Variable(_variable(f.name), _shown(f), f.metadata["help"])
+        for f in dataclasses.fields(Settings)
+        if f.metadata
+    ),
+    *LLM_VARIABLES,
+)
+
+
+def markdown_table() -> str:
+    """The README's configuration table (``python -m cortex_core.settings`` prints it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{v.name}` | {v.default} | {v.help} |" for v in VARIABLES]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

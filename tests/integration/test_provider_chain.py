@@ -19,6 +19,7 @@ from support.fake_llm_servers import FakeAnthropicServer, FakeOpenAIServer, Scri
 from support.inprocess import running_app
 
 from cortex_core.adapters.llm.config import load_llm_config
+from cortex_core.settings import EnvReader
 
 
 @pytest.fixture
@@ -51,16 +52,18 @@ async def test_replies_come_from_the_first_provider_and_fall_back_when_it_fails(
 ) -> None:
     openai, anthropic = upstreams
     llm = load_llm_config(
-        {
-            "CORTEX_LLM_PROVIDERS": "openai,anthropic,local",
-            "CORTEX_OPENAI_BASE_URL": openai.base_url,
-            "CORTEX_OPENAI_MODEL": "gpt-fake",
-            "CORTEX_ANTHROPIC_BASE_URL": anthropic.base_url,
-            "CORTEX_ANTHROPIC_MODEL": "claude-fake",
-            "CORTEX_LLM_RETRIES": "1",
-            "CORTEX_LLM_BACKOFF": "0.01",
-            "CORTEX_LLM_BREAKER_FAILURES": "2",
-        }
+        EnvReader(
+            {
+                "CORTEX_LLM_PROVIDERS": "openai,anthropic,local",
+                "CORTEX_OPENAI_BASE_URL": openai.base_url,
+                "CORTEX_OPENAI_MODEL": "gpt-fake",
+                "CORTEX_ANTHROPIC_BASE_URL": anthropic.base_url,
+                "CORTEX_ANTHROPIC_MODEL": "claude-fake",
+                "CORTEX_LLM_RETRIES": "1",
+                "CORTEX_LLM_BACKOFF": "0.01",
+                "CORTEX_LLM_BREAKER_FAILURES": "2",
+            }
+        )
     )
     async with running_app(tmp_path, llm=llm) as running:
         frames = await _send(running.address, "hello")
@@ -97,11 +100,13 @@ async def test_cancelling_a_reply_closes_the_upstream_request_at_once(
     openai, _ = upstreams
     openai.default = Script(tokens=["word "] * 200, interval=0.05)
     llm = load_llm_config(
-        {
-            "CORTEX_LLM_PROVIDERS": "openai",
-            "CORTEX_OPENAI_BASE_URL": openai.base_url,
-            "CORTEX_OPENAI_MODEL": "gpt-fake",
-        }
+        EnvReader(
+            {
+                "CORTEX_LLM_PROVIDERS": "openai",
+                "CORTEX_OPENAI_BASE_URL": openai.base_url,
+                "CORTEX_OPENAI_MODEL": "gpt-fake",
+            }
+        )
     )
     async with running_app(tmp_path, llm=llm) as running:
         client = Client(running.address)

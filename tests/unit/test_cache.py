@@ -1,4 +1,4 @@
-"""Caches and working memory: bounded, expiring, and still answering when Redis goes away.
+"""Caches: bounded, expiring, and still answering when Redis goes away.
 
 The Redis tests read ``CORTEX_TEST_REDIS_URL`` (skipped locally when unset, failing
 when ``CI=true``). The shared server is only used under a unique namespace; the
@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from support.databases import require_env
 
-from cortex_core.adapters.cache import InMemoryCache, InMemoryWorkingMemory
-from cortex_core.adapters.redis_cache import Circuit, RedisCache, fail_fast_client
-from cortex_core.adapters.redis_memory import RedisWorkingMemory
+from cortex_core.adapters.cache import InMemoryCache
+from cortex_core.adapters.redis_cache import RedisCache, redis_breaker
+from cortex_core.adapters.redis_client import redis_client
 
 
 class FakeMonotonic:
@@ -64,30 +64,20 @@ async def test_delete_prefix_drops_only_matching_keys() -> None:
     ]
 
 
-async def test_working_memory_of_a_conversation_expires_after_its_last_write() -> None:
-    clock = FakeMonotonic()
-    memory = InMemoryWorkingMemory(monotonic=clock)
-    await memory.set("c1", "topic", "billing", ttl=10)
-    clock.now += 8
-    await memory.set("c1", "step", "2", ttl=10)
-    clock.now += 8
-    assert await memory.items("c1") == {"topic": "billing", "step": "2"}
-    clock.now += 3
-    assert await memory.get("c1", "topic") is None
-
-
 # --- Redis -----------------------------------------------------------------------
 
 
 @pytest.fixture
 async def shared_redis_cache() -> AsyncIterator[RedisCache]:
     url = require_env("CORTEX_TEST_REDIS_URL")
-    cache = RedisCache(fail_fast_client(url), namespace=f"test:{uuid.uuid4().hex}:")
+    client = redis_client(url, timeout=0.5)
+    cache = RedisCache(client, namespace=f"test:{uuid.uuid4().hex}:")
     try:
         yield cache
     finally:
         await cache.delete_prefix("")
         await cache.close()
+        await client.aclose()
 
 
 async def test_redis_cache_stores_expires_and_deletes_by_prefix(
@@ -172,9 +162,8 @@ async def test_the_cache_answers_while_redis_is_gone_and_uses_it_again_when_back
     own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeMonotonic()
-    cache = RedisCache(
-        fail_fast_client(own_redis.url), circuit=Circuit("cache", backoff=1.0, monotonic=clock)
-    )
+    client = redis_client(own_redis.url, timeout=0.5)
+    cache = RedisCache(client, breaker=redis_breaker("cache", monotonic=clock))
     try:
         await cache.set("ctx:w1:c1:a", b"before", 60)
         assert await cache.get("ctx:w1:c1:a") == b"before"
@@ -201,20 +190,22 @@ async def test_the_cache_answers_while_redis_is_gone_and_uses_it_again_when_back
             assert cache.using_redis
             assert await cache.get("ctx:w2:c1:a") == b"after"
         assert [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
-        direct = fail_fast_client(own_redis.url)
+        direct = redis_client(own_redis.url, timeout=0.5)
         try:
             assert await direct.get("cortex:cache:ctx:w2:c1:a") == b"after"  # really in Redis
         finally:
             await direct.aclose()
     finally:
         await cache.close()
+        await client.aclose()
 
 
 async def test_an_invalidation_missed_during_an_outage_is_applied_when_redis_returns(
     own_redis: OwnRedis,
 ) -> None:
     clock = FakeMonotonic()
-    cache = RedisCache(fail_fast_client(own_redis.url), circuit=Circuit("cache", monotonic=clock))
+    client = redis_client(own_redis.url, timeout=0.5)
+    cache = RedisCache(client, breaker=redis_breaker("cache", monotonic=clock))
     try:
         await cache.set("ctx:w1:c1:a", b"old window", 600)
         own_redis.pause(True)
@@ -226,26 +217,4 @@ async def test_an_invalidation_missed_during_an_outage_is_applied_when_redis_ret
         assert cache.using_redis
     finally:
         await cache.close()
-
-
-async def test_working_memory_falls_back_and_returns_to_redis(own_redis: OwnRedis) -> None:
-    clock = FakeMonotonic()
-    memory = RedisWorkingMemory(
-        fail_fast_client(own_redis.url), circuit=Circuit("working memory", monotonic=clock)
-    )
-    try:
-        await memory.set("c1", "topic", "billing", ttl=60)
-        assert await memory.items("c1") == {"topic": "billing"}
-        own_redis.kill()
-        await memory.set("c1", "topic", "refunds", ttl=60)
-        assert await memory.get("c1", "topic") == "refunds"
-        assert not memory.using_redis
-        own_redis.start()
-        clock.now += 2
-        await memory.set("c2", "step", "1", ttl=0.2)
-        assert memory.using_redis
-        assert await memory.get("c2", "step") == "1"
-        await asyncio.sleep(0.3)
-        assert await memory.items("c2") == {}  # Redis expired it natively
-    finally:
-        await memory.close()
+        await client.aclose()

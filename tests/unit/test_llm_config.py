@@ -16,6 +16,7 @@ from cortex_core.adapters.llm.config import (
 )
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.adapters.llm.openai_compatible import OpenAICompatibleProvider
+from cortex_core.settings import EnvReader
 
 LOCAL = LocalDevelopmentProvider()
 OPENAI = {"CORTEX_OPENAI_API_KEY": "sk-1", "CORTEX_OPENAI_MODEL": "gpt-4o-mini"}
@@ -23,7 +24,7 @@ ANTHROPIC = {"CORTEX_ANTHROPIC_API_KEY": "ak-1", "CORTEX_ANTHROPIC_MODEL": "clau
 
 
 async def test_without_configuration_the_chain_is_the_local_provider_alone() -> None:
-    chain = build_chain({}, local=LOCAL)
+    chain = build_chain(EnvReader({}), local=LOCAL)
 
     assert chain.providers == (LOCAL,)
     assert (chain.name, chain.model) == ("local-dev", "cortex-local-dev")
@@ -35,8 +36,8 @@ async def test_providers_are_chained_in_the_order_named_each_from_its_own_variab
     env["CORTEX_OPENAI_BASE_URL"] = "http://vllm:8000/v1"
     env["CORTEX_OPENAI_MAX_TOKENS_PARAM"] = "max_completion_tokens"
 
-    chain = build_chain(env, local=LOCAL)
-    config = load_llm_config(env)
+    chain = build_chain(EnvReader(env), local=LOCAL)
+    config = load_llm_config(EnvReader(env))
 
     anthropic, openai, local = chain.providers
     assert isinstance(anthropic, AnthropicProvider)
@@ -60,13 +61,15 @@ async def test_providers_are_chained_in_the_order_named_each_from_its_own_variab
 
 def test_retries_backoff_and_breaker_are_tunable() -> None:
     config = load_llm_config(
-        {
-            "CORTEX_LLM_RETRIES": "0",
-            "CORTEX_LLM_BACKOFF": "0.5",
-            "CORTEX_LLM_BACKOFF_MAX": "8",
-            "CORTEX_LLM_BREAKER_FAILURES": "3",
-            "CORTEX_LLM_BREAKER_RESET": "12.5",
-        }
+        EnvReader(
+            {
+                "CORTEX_LLM_RETRIES": "0",
+                "CORTEX_LLM_BACKOFF": "0.5",
+                "CORTEX_LLM_BACKOFF_MAX": "8",
+                "CORTEX_LLM_BREAKER_FAILURES": "3",
+                "CORTEX_LLM_BREAKER_RESET": "12.5",
+            }
+        )
     )
 
     assert config.retries == 0
@@ -103,7 +106,7 @@ def test_retries_backoff_and_breaker_are_tunable() -> None:
 )
 def test_a_bad_value_stops_the_start_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ValueError, match=named):
-        build_chain(env, local=LOCAL)
+        build_chain(EnvReader(env), local=LOCAL)
 
 
 async def test_a_local_server_needs_no_key() -> None:
@@ -113,14 +116,14 @@ async def test_a_local_server_needs_no_key() -> None:
         "CORTEX_OPENAI_MODEL": "llama3.2",
     }
 
-    chain = build_chain(env, local=LOCAL)
+    chain = build_chain(EnvReader(env), local=LOCAL)
 
     assert chain.name == "openai"
     await chain.aclose()
 
 
 def test_keys_never_appear_in_the_configurations_repr() -> None:
-    config = load_llm_config({"CORTEX_LLM_PROVIDERS": "openai", **OPENAI})
+    config = load_llm_config(EnvReader({"CORTEX_LLM_PROVIDERS": "openai", **OPENAI}))
 
     assert "sk-1" not in repr(config)
 
@@ -164,8 +167,8 @@ async def test_a_toml_file_chains_several_endpoints_of_one_kind(tmp_path: Path) 
         "MY_ANTHROPIC_KEY": "ak-file",
     }
 
-    chain = build_chain(env, local=LOCAL)
-    config = load_llm_config(env)
+    chain = build_chain(EnvReader(env), local=LOCAL)
+    config = load_llm_config(EnvReader(env))
 
     assert [(p.name, p.model) for p in chain.providers] == [
         ("gpt", "gpt-4o-mini"),
@@ -188,7 +191,7 @@ def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
         **ANTHROPIC,
     }
 
-    config = load_llm_config(env)
+    config = load_llm_config(EnvReader(env))
 
     assert [p.name for p in config.providers] == ["vllm", "anthropic"]
     assert config.retries == 3
@@ -212,6 +215,6 @@ def test_a_bad_file_stops_the_start_naming_the_file_and_key(
     tmp_path: Path, text: str, named: str
 ) -> None:
     with pytest.raises(LlmConfigError, match=named) as caught:
-        load_llm_config({"CORTEX_LLM_CONFIG": write(tmp_path, text)})
+        load_llm_config(EnvReader({"CORTEX_LLM_CONFIG": write(tmp_path, text)}))
 
     assert "llm.toml" in str(caught.value) or named == "UNSET_KEY"

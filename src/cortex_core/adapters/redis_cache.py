@@ -3,9 +3,11 @@
 While Redis answers, every call goes to Redis (keys under ``cortex:cache:``).
 When a call fails (refused, dropped, timed out), the adapter logs one warning,
 empties and then uses an in-process :class:`~cortex_core.adapters.cache.InMemoryCache`,
-and leaves Redis alone for a backoff (1 s, doubling up to 30 s). The first call
-after the backoff probes Redis; on success it logs one recovery line and uses
-Redis again.
+and leaves Redis alone: its :class:`~cortex_core.adapters.circuit.CircuitBreaker`
+opens at the first failure for 1 s, doubling up to 30 s while probes fail. One call
+after that probes Redis; on success it logs one recovery line and uses Redis again.
+The client is the process's shared one (:mod:`.redis_client`); the cache never
+closes it.
 
 Invalidations made during the outage (``delete``/``delete_prefix``) are
 remembered (up to 1000) and replayed on Redis before it is used again, so a
@@ -23,24 +25,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as redis
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from cortex_core.adapters.cache import InMemoryCache, Monotonic
+from cortex_core.adapters.circuit import BreakerPolicy, BreakerState, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000
 T = TypeVar("T")
 _GLOB_SPECIALS = str.maketrans({c: "\\" + c for c in "*?[]\\"})
-
-
-def fail_fast_client(url: str) -> redis.Redis:
-    """A client whose calls fail within about a second when Redis is unreachable."""
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
 
 
 def glob_escape(text: str) -> str:
@@ -84,76 +78,50 @@ class MissedWrites(Generic[T]):
         self.overflowed = False
 
 
-class Circuit:
-    """Whether to try Redis now; logs once per loss and once per recovery."""
+#: Redis is asked again 1 s after it failed, then 2 s, 4 s … up to 30 s.
+REDIS_BREAKER = BreakerPolicy(failure_threshold=1, reset_after=1.0, max_reset_after=30.0)
 
-    def __init__(
-        self,
-        what: str,
-        *,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
-        monotonic: Monotonic = time.monotonic,
-    ) -> None:
-        self._what = what
-        self._initial = backoff
-        self._max = max_backoff
-        self._backoff = backoff
-        self._now = monotonic
-        self.down = False
-        self._retry_at = 0.0
 
-    def should_try(self) -> bool:
-        return not self.down or self._now() >= self._retry_at
+def redis_breaker(what: str, monotonic: Monotonic = time.monotonic) -> CircuitBreaker:
+    """The breaker in front of Redis for ``what`` (e.g. "cache"), named in its logs."""
+    return CircuitBreaker(what, REDIS_BREAKER, monotonic)
 
-    def failed(self, error: BaseException) -> bool:
-        """Record a failure; True when Redis was up until now."""
-        lost = not self.down
-        if lost:
-            self._backoff = self._initial
+
+async def attempt(
+    breaker: CircuitBreaker,
+    operation: Callable[[], Awaitable[Any]],
+    *,
+    replay: Callable[[], Awaitable[None]],
+    on_loss: Callable[[], object],
+) -> tuple[bool, Any]:
+    """(True, result) from Redis, or (False, None) when the fallback must answer.
+
+    After an outage, ``replay`` runs (on Redis) before the probe's operation;
+    ``on_loss`` runs once when Redis is lost (to empty a stale fallback). One
+    warning is logged when Redis is lost and one when it is back.
+    """
+    if not breaker.try_acquire():
+        return False, None
+    was_up = breaker.state is BreakerState.CLOSED
+    try:
+        if not was_up:
+            await replay()
+        result = await operation()
+    except (RedisError, OSError) as error:
+        if breaker.record_failure() and was_up:
             log.warning(
                 "redis is unreachable for the %s (%s); serving from the in-process fallback",
-                self._what,
+                breaker.name,
                 type(error).__name__,
             )
-        else:
-            self._backoff = min(self._backoff * 2, self._max)
-        self.down = True
-        self._retry_at = self._now() + self._backoff
-        return lost
-
-    def succeeded(self) -> bool:
-        """Record a success; True when Redis was down until now."""
-        if not self.down:
-            return False
-        self.down = False
-        log.warning("redis is reachable again for the %s; using it again", self._what)
-        return True
-
-    async def attempt(
-        self,
-        operation: Callable[[], Awaitable[Any]],
-        *,
-        replay: Callable[[], Awaitable[None]],
-        on_loss: Callable[[], object],
-    ) -> tuple[bool, Any]:
-        """(True, result) from Redis, or (False, None) when the fallback must answer.
-
-        After an outage, ``replay`` runs (on Redis) before the first operation;
-        ``on_loss`` runs once when Redis is lost (to empty a stale fallback).
-        """
-        if not self.should_try():
-            return False, None
-        try:
-            if self.down:
-                await replay()
-            result = await operation()
-        except (RedisError, OSError) as error:
-            if self.failed(error):
-                on_loss()
-            return False, None
-        self.succeeded()
-        return True, result
+            on_loss()
+        return False, None
+    except BaseException:
+        breaker.release()
+        raise
+    if breaker.record_success():
+        log.warning("redis is reachable again for the %s; using it again", breaker.name)
+    return True, result
 
 
 class RedisCache:
@@ -165,21 +133,17 @@ class RedisCache:
         *,
         namespace: str = "cortex:cache:",
         fallback: InMemoryCache | None = None,
-        circuit: Circuit | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._client = client
         self._ns = namespace
         self._local = fallback or InMemoryCache()
-        self._circuit = circuit or Circuit("cache")
+        self._breaker = breaker or redis_breaker("cache")
         self._missed: MissedWrites[tuple[bool, str]] = MissedWrites()  # (is_prefix, key)
-
-    @classmethod
-    def from_url(cls, url: str) -> RedisCache:
-        return cls(fail_fast_client(url))
 
     @property
     def using_redis(self) -> bool:
-        return not self._circuit.down
+        return self._breaker.state is BreakerState.CLOSED
 
     async def get(self, key: str) -> bytes | None:
         ok, value = await self._try(lambda: self._client.get(self._ns + key))
@@ -209,11 +173,12 @@ class RedisCache:
             self._missed.add((True, prefix))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        """Empty the fallback; the shared client is closed by whoever built it."""
+        await self._local.close()
 
     async def _try(self, operation: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
-        return await self._circuit.attempt(
-            operation, replay=self._replay, on_loss=self._local.clear
+        return await attempt(
+            self._breaker, operation, replay=self._replay, on_loss=self._local.clear
         )
 
     async def _replay(self) -> None:

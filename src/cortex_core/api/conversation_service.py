@@ -12,6 +12,7 @@ from cortex_core import errors
 from cortex_core.api import convert, status
 from cortex_core.api import convert_conversations as cc
 from cortex_core.api.context import current_caller
+from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services import conversations as uc
 from cortex_core.services import replies
@@ -19,7 +20,7 @@ from cortex_core.services.dispatcher import CommandBus
 
 
 def conversation_id(name: str, field: str) -> tuple[str, str]:
-    workspace_id, conv_id = convert.parse_name(name, "workspaces/{}/conversations/{}", field)
+    workspace_id, conv_id = convert.parse_name(name, names.CONVERSATION, field)
     return workspace_id, conv_id
 
 
@@ -31,7 +32,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
     async def CreateConversation(
         self, request: pb.CreateConversationRequest, context: Any
     ) -> pb.CreateConversationResponse:
-        (workspace_id,) = convert.parse_name(request.parent, "workspaces/{}", "parent")
+        (workspace_id,) = convert.parse_name(request.parent, names.WORKSPACE, "parent")
         try:
             created = await self._conversations.create(
                 current_caller(),
@@ -54,7 +55,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: Any
     ) -> pb.ListConversationsResponse:
-        (workspace_id,) = convert.parse_name(request.parent, "workspaces/{}", "parent")
+        (workspace_id,) = convert.parse_name(request.parent, names.WORKSPACE, "parent")
         page = await self._conversations.list(
             current_caller(), workspace_id, PageRequest.parse(request.page_size, request.page_token)
         )

@@ -12,6 +12,7 @@ from cortex.sessions.v1 import session_pb2, workspace_pb2
 from google.protobuf import timestamp_pb2
 
 from cortex_core import errors
+from cortex_core.domain import names
 from cortex_core.domain.identity import MemberView, Role, Session, User, Workspace
 
 _ID = r"[A-Za-z0-9_-]{1,64}"
@@ -92,8 +93,8 @@ def workspace(value: Workspace, role: Role | None = None) -> workspace_pb2.Works
 
 def member(value: MemberView) -> workspace_pb2.WorkspaceMember:
     return workspace_pb2.WorkspaceMember(
-        name=f"workspaces/{value.workspace_id}/members/{value.user_id}",
-        user=f"users/{value.user_id}",
+        name=names.member_name(value.workspace_id, value.user_id),
+        user=names.user_name(value.user_id),
         email=value.email,
         display_name=value.display_name,
         role=_ROLE_TO_PROTO[value.role],

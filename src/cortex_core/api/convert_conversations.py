@@ -5,6 +5,7 @@ from __future__ import annotations
 from cortex.context.v1 import context_window_pb2, conversation_pb2, message_pb2, summary_pb2
 
 from cortex_core.api.convert import timestamp
+from cortex_core.domain import names
 from cortex_core.domain.context_window import ContextWindow, Decision, Item, ItemKind
 from cortex_core.domain.conversations import (
     Conversation,
@@ -47,7 +48,7 @@ def conversation(value: Conversation) -> conversation_pb2.Conversation:
         name=value.name,
         title=value.title,
         system_prompt=value.system_prompt,
-        creator=f"users/{value.creator_id}",
+        creator=names.user_name(value.creator_id),
         message_count=value.message_count,
         create_time=timestamp(value.create_time),
         update_time=timestamp(value.update_time),
@@ -65,14 +66,14 @@ def message(value: Message) -> message_pb2.Message:
         metadata=dict(value.metadata),
         create_time=timestamp(value.create_time),
         token_count=value.token_count,
-        author=f"users/{value.author_id}" if value.author_id else "",
+        author=names.user_name(value.author_id) if value.author_id else "",
         finish_reason=FINISH_REASONS[value.finish_reason],
         model=value.model,
     )
 
 
 def summary(value: Summary) -> summary_pb2.Summary:
-    prefix = f"workspaces/{value.workspace_id}/conversations/{value.conversation_id}/messages/"
+    prefix = names.message_name(value.workspace_id, value.conversation_id, "")
     return summary_pb2.Summary(
         name=value.name,
         text=value.text,

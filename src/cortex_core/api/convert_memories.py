@@ -5,6 +5,7 @@ from __future__ import annotations
 from cortex.context.v1 import memory_pb2
 
 from cortex_core.api.convert import timestamp
+from cortex_core.domain import names
 from cortex_core.domain.memories import Memory, MemoryKind
 
 KINDS = {
@@ -30,5 +31,5 @@ def memory(value: Memory) -> memory_pb2.Memory:
         source_messages=list(value.source_messages),
         create_time=timestamp(value.create_time),
         stale=value.stale,
-        creator=f"users/{value.creator_id}",
+        creator=names.user_name(value.creator_id),
     )

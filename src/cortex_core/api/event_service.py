@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cachetools import FIFOCache
 from cortex.events.v1 import event_pb2
 from cortex.events.v1 import event_service_pb2 as pb
 from cortex.events.v1 import event_service_pb2_grpc as pb_grpc
@@ -86,7 +87,7 @@ class EventService(pb_grpc.EventServiceServicer):
     def __init__(self, *, subscriptions: Subscriptions, clock: Clock) -> None:
         self._subscriptions = subscriptions
         self._clock = clock
-        self._decoded: dict[tuple[str, int], _Decoded] = {}
+        self._decoded: FIFOCache[tuple[str, int], _Decoded] = FIFOCache(_DECODED_RECORDS)
 
     async def SubscribeEvents(
         self, request: pb.SubscribeEventsRequest, context: Any
@@ -116,10 +117,7 @@ class EventService(pb_grpc.EventServiceServicer):
 
     def _decode(self, record: EventRecord) -> _Decoded:
         key = (record.stream, record.sequence)
-        cache = self._decoded
-        decoded = cache.get(key)
+        decoded = self._decoded.get(key)
         if decoded is None or decoded.payload != record.payload:  # a reset log reuses keys
-            decoded = cache[key] = _Decoded(record)
-            if len(cache) > _DECODED_RECORDS:
-                del cache[next(iter(cache))]
+            decoded = self._decoded[key] = _Decoded(record)
         return decoded

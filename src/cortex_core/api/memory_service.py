@@ -12,17 +12,18 @@ from cortex_core import errors
 from cortex_core.api import convert
 from cortex_core.api.context import current_caller
 from cortex_core.api.convert_memories import kind_from_proto, memory
+from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services.memories import Memories
 
 
 def _workspace_id(name: str) -> str:
-    (workspace_id,) = convert.parse_name(name, "workspaces/{}", "parent")
+    (workspace_id,) = convert.parse_name(name, names.WORKSPACE, "parent")
     return workspace_id
 
 
 def _memory_ids(name: str) -> tuple[str, str]:
-    workspace_id, memory_id = convert.parse_name(name, "workspaces/{}/memories/{}", "name")
+    workspace_id, memory_id = convert.parse_name(name, names.MEMORY, "name")
     return workspace_id, memory_id
 
 

@@ -9,6 +9,7 @@ from cortex.sessions.v1 import session_service_pb2_grpc as pb_grpc
 
 from cortex_core.api import convert
 from cortex_core.api.context import current_caller
+from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services.identity import Identity
 
@@ -20,7 +21,7 @@ class SessionService(pb_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Any
     ) -> pb.ListSessionsResponse:
-        (user_id,) = convert.parse_name(request.parent or "users/-", "users/{}", "parent")
+        (user_id,) = convert.parse_name(request.parent or "users/-", names.USER, "parent")
         caller = current_caller()
         page = await self._identity.list_sessions(
             caller, user_id, PageRequest.parse(request.page_size, request.page_token)
@@ -33,7 +34,7 @@ class SessionService(pb_grpc.SessionServiceServicer):
     async def RevokeSession(
         self, request: pb.RevokeSessionRequest, context: Any
     ) -> pb.RevokeSessionResponse:
-        user_id, session_id = convert.parse_name(request.name, "users/{}/sessions/{}", "name")
+        user_id, session_id = convert.parse_name(request.name, names.SESSION, "name")
         caller = current_caller()
         if user_id not in ("-", caller.user_id):
             session_id = ""  # another user's session: answered exactly like a missing one

@@ -10,12 +10,13 @@ from cortex.sessions.v1 import workspace_service_pb2_grpc as pb_grpc
 from cortex_core import errors
 from cortex_core.api import convert
 from cortex_core.api.context import current_caller
+from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services.workspaces import Workspaces
 
 
 def _workspace_id(name: str, field: str = "name") -> str:
-    (workspace_id,) = convert.parse_name(name, "workspaces/{}", field)
+    (workspace_id,) = convert.parse_name(name, names.WORKSPACE, field)
     return workspace_id
 
 

@@ -8,6 +8,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from cortex_core.domain import names
+
 MAX_TITLE = 200
 MAX_SYSTEM_PROMPT = 20_000
 MAX_CONTENT = 100_000
@@ -45,7 +47,7 @@ class Conversation:
 
     @property
     def name(self) -> str:
-        return f"workspaces/{self.workspace_id}/conversations/{self.id}"
+        return names.conversation_name(self.workspace_id, self.id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,11 +69,11 @@ class Message:
 
     @property
     def conversation_name(self) -> str:
-        return f"workspaces/{self.workspace_id}/conversations/{self.conversation_id}"
+        return names.conversation_name(self.workspace_id, self.conversation_id)
 
     @property
     def name(self) -> str:
-        return f"{self.conversation_name}/messages/{self.id}"
+        return names.message_name(self.workspace_id, self.conversation_id, self.id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,7 +95,4 @@ class Summary:
 
     @property
     def name(self) -> str:
-        return (
-            f"workspaces/{self.workspace_id}/conversations/{self.conversation_id}"
-            f"/summaries/{self.id}"
-        )
+        return names.summary_name(self.workspace_id, self.conversation_id, self.id)

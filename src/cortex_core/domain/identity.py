@@ -8,6 +8,7 @@ import re
 import uuid
 from datetime import datetime
 
+from cortex_core.domain import names
 from cortex_core.errors import FieldViolation, InvalidArgument
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -75,7 +76,7 @@ class User:
 
     @property
     def name(self) -> str:
-        return f"users/{self.id}"
+        return names.user_name(self.id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class Workspace:
 
     @property
     def name(self) -> str:
-        return f"workspaces/{self.id}"
+        return names.workspace_name(self.id)
 
     @property
     def tokens_left(self) -> int | None:
@@ -124,7 +125,7 @@ class Session:
 
     @property
     def name(self) -> str:
-        return f"users/{self.user_id}/sessions/{self.id}"
+        return names.session_name(self.user_id, self.id)
 
     def is_active(self, now: datetime) -> bool:
         return self.revoke_time is None and now < self.expire_time

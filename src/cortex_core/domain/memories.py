@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from cortex_core.domain import names
 from cortex_core.errors import FieldViolation, InvalidArgument
 
 MAX_CONTENT = 4000
@@ -115,7 +116,7 @@ class Memory:
 
     @property
     def name(self) -> str:
-        return f"workspaces/{self.workspace_id}/memories/{self.id}"
+        return names.memory_name(self.workspace_id, self.id)
 
     def is_expired(self, now: datetime) -> bool:
         return self.expire_time is not None and self.expire_time <= now

@@ -1,7 +1,7 @@
 """Turning a bearer token into a :class:`Caller`, cheaply and safely.
 
 Verifying a JWT on every call costs as much as the call itself, so verified
-claims are cached (bounded LRU) until the token expires. Revocation must still
+claims are cached (a bounded ``cachetools.LRUCache``) until the token expires. Revocation must still
 win quickly: the session behind a token is re-read from the database at most
 ``recheck`` seconds (default 1 s) after it was last read, so a revocation made
 on any replica takes effect everywhere within that time, and at once on the
@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import timedelta
+
+from cachetools import LRUCache
 
 from cortex_core import errors
 from cortex_core.domain.identity import Caller, User
@@ -63,10 +64,8 @@ class Authenticator:
         self._uow = uow
         self._clock = clock
         self._recheck = recheck
-        self._max_tokens = max_tokens
-        self._max_sessions = max_sessions
-        self._verified: OrderedDict[str, _Verified] = OrderedDict()
-        self._sessions: OrderedDict[str, _SessionState] = OrderedDict()
+        self._verified: LRUCache[str, _Verified] = LRUCache(maxsize=max_tokens)
+        self._sessions: LRUCache[str, _SessionState] = LRUCache(maxsize=max_sessions)
         self._reads: dict[str, asyncio.Future[_SessionState]] = {}
 
     async def authenticate(self, token: str | None) -> Caller:
@@ -81,8 +80,6 @@ class Authenticator:
             except errors.Unauthenticated as exc:
                 raise unauthenticated(exc.reason) from None
             verified = self._verified[token] = _Verified(claims)
-            if len(self._verified) > self._max_tokens:
-                self._verified.popitem(last=False)
         elif now >= verified.claims.expire_time:
             del self._verified[token]
             raise unauthenticated("TOKEN_EXPIRED")
@@ -131,9 +128,6 @@ class Authenticator:
         finally:
             del self._reads[session_id]
         self._sessions[session_id] = state
-        self._sessions.move_to_end(session_id)
-        if len(self._sessions) > self._max_sessions:
-            self._sessions.popitem(last=False)
         return state
 
     async def _load(self, session_id: str) -> _SessionState:

@@ -20,7 +20,14 @@ from cortex_core.domain.conversations import (
     Message,
 )
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
-from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
+from cortex_core.domain.paging import (
+    Page,
+    PageRequest,
+    decode_token,
+    encode_token,
+    invalid_page_token,
+    token_number,
+)
 from cortex_core.ports import Cache, Clock, UnitOfWorkFactory
 from cortex_core.services.context import load_conversation
 from cortex_core.services.dispatcher import EventBus
@@ -172,13 +179,9 @@ class Conversations:
         direction, position = "next", None
         if page_token:
             key = decode_token(page_token)
-            if len(key) != 4 or key[:2] != (conversation_id, order) or not key[3].isdigit():
-                raise errors.InvalidArgument(
-                    "page_token does not belong to this conversation and order",
-                    [errors.FieldViolation("page_token", "use a token from the same listing")],
-                    reason="INVALID_PAGE_TOKEN",
-                )
-            direction, position = key[2], int(key[3])
+            if len(key) != 4 or key[:2] != (conversation_id, order):
+                raise invalid_page_token("use a token from the same listing")
+            direction, position = key[2], token_number(key[3])
         async with self._uow() as uow:
             await load_conversation(uow, caller, workspace_id, conversation_id)
             forward = direction == "next"

@@ -33,7 +33,14 @@ from cortex_core.domain.memories import (
     SearchQuery,
     validate_new_memory,
 )
-from cortex_core.domain.paging import Page, PageRequest, decode_token, encode_token
+from cortex_core.domain.paging import (
+    Page,
+    PageRequest,
+    decode_token,
+    encode_token,
+    invalid_page_token,
+    token_number,
+)
 from cortex_core.ports import Cache, Clock, UnitOfWork, UnitOfWorkFactory
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.workspaces import require_role
@@ -226,18 +233,14 @@ def _search_page(
     if not page_token:
         return size, 0
     key = decode_token(page_token)
-    if (
-        len(key) != 3
-        or key[0] != "s"
-        or not key[1].isdigit()
-        or key[2] != _fingerprint(workspace_id, query, kind)
-    ):
-        raise errors.InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
-    return size, int(key[1])
+    if len(key) != 3 or key[0] != "s" or key[2] != _fingerprint(workspace_id, query, kind):
+        raise invalid_page_token("use a token from the same search")
+    return size, token_number(key[1])
 
 
 class MemorySweeper:
-    """Runs :meth:`Memories.sweep` every ``interval`` seconds until stopped.
+    """Runs :meth:`Memories.sweep` every ``interval`` seconds until its task is cancelled
+    (the server runs :meth:`run` as a background task).
 
     A failed sweep (e.g. the database is down) is logged and retried at the next
     tick; it never stops the loop.
@@ -246,18 +249,6 @@ class MemorySweeper:
     def __init__(self, memories: Memories, interval: float) -> None:
         self._memories = memories
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Run :meth:`run` in a task of its own (for callers without a task group)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="memory-sweeper")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def run(self) -> None:
         """Sweep every ``interval`` seconds, forever; cancel the task to stop it."""

@@ -38,10 +38,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
+from cortex_core.adapters.redis_client import redis_client
 from cortex_core.domain.events import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
 from cortex_core.errors import Unavailable
 
@@ -133,17 +132,13 @@ class RedisEventLog:
 
     @classmethod
     def from_url(cls, url: str, *, command_timeout: float = 5.0, **options: Any) -> RedisEventLog:
-        """A log with its own client: bounded timeouts, one quick retry, closed by ``close``.
+        """A log with its own client (:func:`~cortex_core.adapters.redis_client.redis_client`:
+        a bounded pool, timeouts, one quick retry), closed by ``close``. The server
+        instead shares the process's one client (see bootstrap).
 
         ``options`` are passed to the constructor (``prefix``, ``max_length`` …).
         """
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=command_timeout,
-            socket_connect_timeout=command_timeout,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-            health_check_interval=30,
-        )
+        client = redis_client(url, timeout=command_timeout)
         options.setdefault("max_block", command_timeout / 2)
         return cls(client, close_client=True, **options)
 

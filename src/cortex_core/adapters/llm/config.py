@@ -1,28 +1,11 @@
 """The provider chain, from ``CORTEX_LLM_*`` variables and an optional TOML file.
 
-Variables (read once, at start; a bad value raises :class:`LlmConfigError`, a
-``ValueError`` whose message names the variable or the TOML key):
+Variables are read once, at start, through the settings' environment reader
+(:class:`Variables`; this module never reads the environment itself). A bad value
+raises a ``ValueError`` whose message names the variable or the TOML key
+(:class:`LlmConfigError` for what only makes sense together):
 
-==============================  ===================================================
-CORTEX_LLM_PROVIDERS            the chain, in order: ``openai,anthropic,local``;
-                                names are built-in kinds or providers of the TOML
-                                file (default: the file's order, else ``local``)
-CORTEX_LLM_CONFIG               a TOML file describing named providers (below)
-CORTEX_LLM_RETRIES              retries per provider before the next one (2)
-CORTEX_LLM_BACKOFF              first retry delay in seconds, doubled each time (0.25)
-CORTEX_LLM_BACKOFF_MAX          longest retry delay in seconds (4)
-CORTEX_LLM_BREAKER_FAILURES     failed attempts in a row that open a circuit (5)
-CORTEX_LLM_BREAKER_RESET        seconds an open circuit waits before a probe (30)
-CORTEX_OPENAI_BASE_URL          default: OpenAI's API; any OpenAI-compatible server
-CORTEX_OPENAI_API_KEY           required unless a base URL is set
-CORTEX_OPENAI_MODEL             required
-CORTEX_OPENAI_TIMEOUT           seconds to wait for data (60)
-CORTEX_OPENAI_MAX_TOKENS_PARAM  ``max_tokens`` (default) or ``max_completion_tokens``
-CORTEX_ANTHROPIC_BASE_URL       default: Anthropic's API
-CORTEX_ANTHROPIC_API_KEY        required unless a base URL is set
-CORTEX_ANTHROPIC_MODEL          required
-CORTEX_ANTHROPIC_TIMEOUT        seconds to wait for data (60)
-==============================  ===================================================
+The variables and their defaults are listed once, in ``settings.LLM_VARIABLES``.
 
 The TOML file (top-level keys mirror the chain variables, which win over it)::
 
@@ -54,7 +37,7 @@ import dataclasses
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from cortex_core.adapters.llm.anthropic import AnthropicProvider
 from cortex_core.adapters.llm.fallback import Backoff, BreakerPolicy, FallbackProvider
@@ -69,6 +52,16 @@ _TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
 class LlmConfigError(ValueError):
     """The LLM configuration names a provider or holds a value the server cannot use."""
+
+
+class Variables(Protocol):
+    """The environment, as the settings' reader gives it (``settings.EnvReader``)."""
+
+    def get(
+        self, name: str, default: T, parse: Callable[[str], T], *, secret: bool = False
+    ) -> T: ...
+
+    def is_set(self, name: str) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,14 +85,13 @@ class LlmConfig:
     breaker: BreakerPolicy = dataclasses.field(default_factory=BreakerPolicy)
 
 
-def load_llm_config(environ: Mapping[str, str]) -> LlmConfig:
+def load_llm_config(env: Variables) -> LlmConfig:
     """Read and check the configuration (reads the TOML file, builds no client)."""
-    env = _Env(environ)
     path = env.get("CORTEX_LLM_CONFIG", "", str)
     document = _read_toml(path) if path else {}
     where = f"CORTEX_LLM_CONFIG={path!r}"
     file = _Toml(document, where)
-    named = _toml_providers(file, environ, where)
+    named = _toml_providers(file, env, where)
 
     order_default = list(file.get("order", list(named) or ["local"], _names))
     order = env.get("CORTEX_LLM_PROVIDERS", order_default, _names)
@@ -119,7 +111,7 @@ def load_llm_config(environ: Mapping[str, str]) -> LlmConfig:
         elif name in ("local", "local-dev"):
             providers.append(ProviderConfig("local", "local"))
         else:
-            source = "CORTEX_LLM_PROVIDERS" if "CORTEX_LLM_PROVIDERS" in environ else where
+            source = "CORTEX_LLM_PROVIDERS" if env.is_set("CORTEX_LLM_PROVIDERS") else where
             raise LlmConfigError(
                 f"{source}: unknown provider {name!r}; expected openai, anthropic, local"
                 + (f" or one of {', '.join(named)}" if named else "")
@@ -185,18 +177,18 @@ def chain_from_config(config: LlmConfig, *, local: LlmProvider) -> FallbackProvi
     )
 
 
-def build_chain(environ: Mapping[str, str], *, local: LlmProvider) -> FallbackProvider:
-    """The provider chain the environment describes; raise :class:`LlmConfigError`."""
-    return chain_from_config(load_llm_config(environ), local=local)
+def build_chain(env: Variables, *, local: LlmProvider) -> FallbackProvider:
+    """The provider chain the environment describes; raise ``ValueError``."""
+    return chain_from_config(load_llm_config(env), local=local)
 
 
 # --- reading -----------------------------------------------------------------------
 
 
-def _from_env(kind: Literal["openai", "anthropic"], env: _Env) -> ProviderConfig:
+def _from_env(kind: Literal["openai", "anthropic"], env: Variables) -> ProviderConfig:
     prefix = f"CORTEX_{kind.upper()}_"
     base_url = env.get(prefix + "BASE_URL", "", _url)
-    api_key = env.get(prefix + "API_KEY", "", str)
+    api_key = env.get(prefix + "API_KEY", "", str, secret=True)
     model = env.get(prefix + "MODEL", "", str)
     if not model:
         raise LlmConfigError(f"{prefix}MODEL is required when {kind!r} is in the chain")
@@ -219,16 +211,16 @@ def _from_env(kind: Literal["openai", "anthropic"], env: _Env) -> ProviderConfig
 
 
 def _toml_providers(
-    file: _Toml, environ: Mapping[str, str], where: str
+    file: _Toml, env: Variables, where: str
 ) -> dict[str, tuple[ProviderConfig, str]]:
     """Every provider of the file, with the unset key variable it names (if any): a
     missing key only stops the start when the chain uses that provider."""
     tables: dict[str, Any] = file.get("providers", {}, _table)
-    return {name: _toml_provider(name, raw, environ, where) for name, raw in tables.items()}
+    return {name: _toml_provider(name, raw, env, where) for name, raw in tables.items()}
 
 
 def _toml_provider(
-    name: str, raw: object, environ: Mapping[str, str], where: str
+    name: str, raw: object, env: Variables, where: str
 ) -> tuple[ProviderConfig, str]:
     here = f"{where}: providers.{name}"
     if not isinstance(raw, dict):
@@ -250,7 +242,7 @@ def _toml_provider(
     model = entry.get("model", "", _text)
     base_url = entry.get("base_url", "", _url)
     key_env = entry.get("api_key_env", "", _text)
-    api_key = environ.get(key_env, "") if key_env else ""
+    api_key = env.get(key_env, "", str, secret=True) if key_env else ""
     if not model:
         raise LlmConfigError(f"{here}.model is required")
     if not key_env and not base_url:
@@ -275,20 +267,6 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise LlmConfigError(f"CORTEX_LLM_CONFIG={path!r} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise LlmConfigError(f"CORTEX_LLM_CONFIG={path!r} is not valid TOML: {exc}") from None
-
-
-class _Env:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, name: str, default: T, parse: Callable[[Any], T]) -> T:
-        raw = self._environ.get(name)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            return parse(raw.strip())
-        except ValueError as exc:
-            raise LlmConfigError(f"{name}={raw!r} is invalid: {exc}") from None
 
 
 class _Toml:
@@ -379,6 +357,7 @@ __all__ = [
     "LlmConfig",
     "LlmConfigError",
     "ProviderConfig",
+    "Variables",
     "build_chain",
     "chain_from_config",
     "load_llm_config",

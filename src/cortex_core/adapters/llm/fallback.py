@@ -13,9 +13,10 @@ Rules, for one reply:
   after the text it already yielded. It never ends the stream silently.
 * When no provider produced a first token, ``stream`` raises :class:`ProviderFailure`
   (``NO_PROVIDER_AVAILABLE``) before yielding anything.
-* Each provider has a :class:`CircuitBreaker`: ``failure_threshold`` failed attempts
-  in a row open it and the chain skips that provider; after ``reset_after`` seconds
-  it is half-open and one request probes it (success closes it, failure re-opens).
+* Each provider has a :class:`~cortex_core.adapters.circuit.CircuitBreaker` (the
+  project's one breaker): ``failure_threshold`` failed attempts in a row open it and
+  the chain skips that provider; after ``reset_after`` seconds it is half-open and
+  one request probes it (success closes it, failure re-opens).
   :meth:`FallbackProvider.states` reports every breaker, for health.
 
 ``name`` and ``model`` name the provider that served the current reply in the
@@ -28,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import enum
 import logging
 import random
 import time
 import typing
 from collections.abc import AsyncGenerator, Callable, Sequence
 
+from cortex_core.adapters.circuit import BreakerPolicy, BreakerState, CircuitBreaker
 from cortex_core.adapters.llm.errors import ProviderError, ProviderFailure
 from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.ports import LlmProvider
@@ -59,81 +60,6 @@ class Backoff:
         """The wait before retry number ``attempt + 1`` (``attempt`` counts from 0)."""
         base = min(self.maximum, self.initial * self.multiplier**attempt)
         return min(self.maximum, base * (1 + random.uniform(-self.jitter, self.jitter)))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    failure_threshold: int = 5
-    reset_after: float = 30.0
-
-
-class BreakerState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class CircuitBreaker:
-    """Closed, open or half-open; counts failed attempts in a row.
-
-    Not thread-safe; every method runs on the event loop without awaiting.
-    """
-
-    def __init__(self, name: str, policy: BreakerPolicy, monotonic: Callable[[], float]) -> None:
-        self._name = name
-        self._policy = policy
-        self._monotonic = monotonic
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def state(self) -> BreakerState:
-        if self._opened_at is None:
-            return BreakerState.CLOSED
-        if self._monotonic() - self._opened_at >= self._policy.reset_after:
-            return BreakerState.HALF_OPEN
-        return BreakerState.OPEN
-
-    def time_to_probe(self) -> float:
-        """Seconds until an open circuit lets a probe through (0 when it would now)."""
-        if self._opened_at is None:
-            return 0.0
-        return max(0.0, self._opened_at + self._policy.reset_after - self._monotonic())
-
-    def try_acquire(self) -> bool:
-        """May an attempt go to this provider now? In half-open, one probe at a time."""
-        state = self.state
-        if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.HALF_OPEN and not self._probing:
-            self._probing = True
-            return True
-        return False
-
-    def record_success(self) -> None:
-        if self._opened_at is not None:
-            log.info("LLM provider %s recovered; circuit closed", self._name)
-        self._failures = 0
-        self._opened_at = None
-        self._probing = False
-
-    def record_failure(self) -> None:
-        self._failures += 1
-        was_probing, self._probing = self._probing, False
-        if was_probing or self._failures >= self._policy.failure_threshold:
-            if was_probing or self._opened_at is None:
-                log.warning(
-                    "LLM provider %s failed %d times in a row; circuit open for %.1f s",
-                    self._name,
-                    self._failures,
-                    self._policy.reset_after,
-                )
-            self._opened_at = self._monotonic()
-
-    def release(self) -> None:
-        """The attempt ended without a verdict (cancelled, or the request's own fault)."""
-        self._probing = False
 
 
 class FallbackProvider:
@@ -212,12 +138,12 @@ class FallbackProvider:
                             continue
                         if not started:
                             started = settled = True
-                            breaker.record_success()
+                            _record_success(breaker)
                             _served_by.set((self, provider))
                         yield chunk
                     if not started:
                         settled = True
-                        breaker.record_success()
+                        _record_success(breaker)
                         _served_by.set((self, provider))
                         for chunk in pending:
                             yield chunk
@@ -225,7 +151,7 @@ class FallbackProvider:
                 except ProviderError as exc:
                     settled = True
                     if exc.provider_fault:
-                        breaker.record_failure()
+                        _record_failure(breaker)
                     else:
                         breaker.release()
                     if started:
@@ -283,6 +209,21 @@ class FallbackProvider:
         if served is not None and served[0] is self:
             return served[1]
         return self._providers[0]
+
+
+def _record_success(breaker: CircuitBreaker) -> None:
+    if breaker.record_success():
+        log.info("LLM provider %s recovered; circuit closed", breaker.name)
+
+
+def _record_failure(breaker: CircuitBreaker) -> None:
+    if breaker.record_failure():
+        log.warning(
+            "LLM provider %s failed %d times in a row; circuit open for %.1f s",
+            breaker.name,
+            breaker.failures,
+            breaker.reset_after,
+        )
 
 
 @typing.runtime_checkable

@@ -19,14 +19,15 @@ from cortex_core.domain.identity import (
     User,
     Workspace,
 )
-from cortex_core.domain.paging import Page, PageRequest, encode_token
-from cortex_core.errors import InvalidArgument
+from cortex_core.domain.paging import (
+    Page,
+    PageRequest,
+    encode_token,
+    invalid_page_token,
+    token_time,
+)
 
 T = TypeVar("T")
-
-
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN")
 
 
 async def paginate(
@@ -52,11 +53,8 @@ async def paginate(
         query = query.order_by(time_column, id_column)
     if page.after is not None:
         if len(page.after) != 2 + len(scope) or page.after[2:] != tuple(scope):
-            raise _bad_token()
-        try:
-            after_time = datetime.fromisoformat(page.after[0])
-        except ValueError:
-            raise _bad_token() from None
+            raise invalid_page_token("use a token from the same listing")
+        after_time = token_time(page.after[0])
         bound = sa.tuple_(sa.literal(after_time, tables.UtcDateTime), sa.literal(page.after[1]))
         row_key = sa.tuple_(time_column, id_column)
         query = query.where(row_key < bound if newest_first else row_key > bound)
