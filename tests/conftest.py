@@ -9,6 +9,8 @@ import pytest
 from support.databases import database_url
 from support.servers import ServerProcess, cortex_server
 
+from cortex_core.adapters.sql.database import SqlDatabase
+
 
 @pytest.fixture(scope="session")
 def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -28,3 +30,14 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """A fresh, empty database on SQLite and on PostgreSQL."""
     async with database_url(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
+    """The storage layer over a fresh, migrated ``db_url``."""
+    db = SqlDatabase.from_url(db_url)
+    await db.migrate()
+    try:
+        yield db
+    finally:
+        await db.dispose()

@@ -49,17 +49,20 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
+    UnitOfWork,
 )
+from cortex_core.services import reactions
 from cortex_core.services.authentication import Authenticator
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
-from cortex_core.services.dispatcher import CommandBus, EventBus
+from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories, MemorySweeper
-from cortex_core.services.replies import Replies, SendMessage
-from cortex_core.services.subscriptions import SessionGuard, Subscriptions
+from cortex_core.services.replies import Replies
+from cortex_core.services.session_guard import SessionWatcher
+from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError
 
@@ -89,7 +92,6 @@ class App:
     )
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     # Ends a stream with UNAUTHENTICATED on logout, revocation or token expiry.
-    session_guard: SessionGuard | None = None
 
 
 def bootstrap(
@@ -131,26 +133,25 @@ def bootstrap(
         policy=password_policy,
         tokens=tokens,
         throttle=_throttle(settings, redis, clock),
-        revocations=authenticator,
         events=bus,
         session_lifetime=timedelta(seconds=settings.session_lifetime),
     )
     workspaces = Workspaces(uow=database.unit_of_work, clock=clock, events=bus)
-    session_guard = SessionGuard(
-        hub=hub, authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
+    sessions = SessionWatcher(
+        authenticator=authenticator, clock=clock, recheck=settings.events_heartbeat
     )
     subscriptions = Subscriptions(
         hub=hub,
         uow=database.unit_of_work,
-        guard=session_guard,
+        sessions=sessions,
         heartbeat=settings.events_heartbeat,
         queue_size=settings.events_queue_size,
     )
     events = EventService(subscriptions=subscriptions, clock=clock)
 
     cache = _cache(redis)
-    commands = CommandBus()
-    memories = Memories(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
+    reactions.register(bus, cache=cache, revocations=[authenticator, sessions])
+    memories = Memories(uow=database.unit_of_work, clock=clock, events=bus)
     sweeper = MemorySweeper(memories, settings.memory_sweep_interval)
     counter = EstimatedTokenCounter()
     chain = chain_from_config(
@@ -159,8 +160,10 @@ def bootstrap(
     provider = provider or chain
     health = HealthReporter(service_names())
 
-    async def relevant_memories(workspace_id: str, query: str, limit: int) -> list[Candidate]:
-        found = await memories.for_context(workspace_id, query, limit)
+    async def relevant_memories(
+        uow: UnitOfWork, workspace_id: str, query: str, limit: int
+    ) -> list[Candidate]:
+        found = await memories.for_context(uow, workspace_id, query, limit)
         return [
             Candidate(
                 ItemKind.MEMORY,
@@ -178,9 +181,10 @@ def bootstrap(
         provider=provider,
         default_budget=settings.context_budget,
         cache=cache,
+        events=bus,
         memories=relevant_memories,
     )
-    conversations = Conversations(uow=database.unit_of_work, clock=clock, events=bus, cache=cache)
+    conversations = Conversations(uow=database.unit_of_work, clock=clock, events=bus)
     replies = Replies(
         uow=database.unit_of_work,
         clock=clock,
@@ -188,9 +192,9 @@ def bootstrap(
         counter=counter,
         provider=provider,
         context=context,
-        cache=cache,
+        sessions=sessions,
+        max_active=settings.max_active_replies,
     )
-    commands.register(SendMessage, replies.handle)
 
     async def close_hasher() -> None:
         hasher.close()
@@ -210,13 +214,12 @@ def bootstrap(
         ),
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         authenticator=authenticator,
-        session_guard=session_guard,
         servicers={
             "cortex.auth.v1.AuthService": AuthService(identity),
             "cortex.sessions.v1.SessionService": SessionService(identity),
             "cortex.sessions.v1.WorkspaceService": WorkspaceService(workspaces),
             "cortex.events.v1.EventService": events,
-            "cortex.context.v1.ConversationService": ConversationService(conversations, commands),
+            "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
             "cortex.context.v1.ContextService": ContextService(context),
             "cortex.context.v1.MemoryService": MemoryService(memories),
         },

@@ -279,6 +279,12 @@ class Settings:
     memory_sweep_interval: float = _setting(
         60.0, _positive_float, "seconds between deletions of expired memories"
     )
+    max_active_replies: int = _setting(
+        256,
+        _positive_int,
+        "replies streamed at once per process; one more SendMessage is refused up front with "
+        "RESOURCE_EXHAUSTED and RetryInfo (docs/context.md)",
+    )
     trusted_proxies: tuple[IPNetwork, ...] = _setting(
         (),
         _networks,

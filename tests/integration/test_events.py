@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from google.protobuf import field_mask_pb2
 from support.clients import Account, Client, auth_pb, workspace_pb
 from support.inprocess import running_app
 from support.rpc import details
-
-from cortex_core.errors import Unauthenticated
 
 
 class Events:
@@ -305,54 +302,3 @@ async def test_a_burst_across_conversations_cuts_no_conversation_filtered_listen
         finally:
             await listeners_channel.close()
             await client.close()
-
-
-async def _long_reply(stopped: asyncio.Event) -> AsyncIterator[str]:
-    """A stream that yields once, then waits (like a slow model); notes its cleanup."""
-    try:
-        yield "first"
-        await asyncio.Event().wait()
-        yield "never"
-    finally:
-        stopped.set()
-
-
-@contextlib.asynccontextmanager
-async def _guarded_reply(
-    tmp_path: Path, **settings: Any
-) -> AsyncIterator[tuple[Client, Account, AsyncIterator[str], asyncio.Event]]:
-    """A running server, an account, and a long reply stream wrapped in its SessionGuard
-    (its first item already taken), with the event its cleanup sets."""
-    async with running_app(tmp_path, events_heartbeat=5, **settings) as running:
-        client = Client(running.address)
-        try:
-            alice = await client.register()
-            assert running.app.authenticator is not None
-            assert running.app.session_guard is not None
-            caller = await running.app.authenticator.authenticate(alice.access_token)
-            stopped = asyncio.Event()
-            guarded = running.app.session_guard.guard(caller, _long_reply(stopped))
-            assert await anext(guarded) == "first"
-            yield client, alice, guarded, stopped
-        finally:
-            await client.close()
-
-
-async def test_the_session_guard_ends_any_stream_on_logout(tmp_path: Path) -> None:
-    async with _guarded_reply(tmp_path) as (client, alice, guarded, stopped):
-        waiting = asyncio.create_task(anext(guarded))
-        await client.auth.Logout(auth_pb.LogoutRequest(), metadata=alice.metadata())
-        with pytest.raises(Unauthenticated) as ended:
-            async with asyncio.timeout(10):
-                await waiting
-        assert ended.value.reason == "SESSION_REVOKED"
-        assert stopped.is_set()  # the guarded stream's own cleanup ran
-
-
-async def test_the_session_guard_ends_any_stream_when_its_token_expires(tmp_path: Path) -> None:
-    async with _guarded_reply(tmp_path, access_token_ttl=1.5) as (_, _, guarded, stopped):
-        with pytest.raises(Unauthenticated) as ended:
-            async with asyncio.timeout(10):
-                await anext(guarded)
-        assert ended.value.reason == "TOKEN_EXPIRED"
-        assert stopped.is_set()

@@ -25,7 +25,8 @@ from cortex_core.adapters.clock import ManualClock
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.domain.cache_keys import context_window_key
 from cortex_core.domain.identity import Caller, Membership, Role, User, Workspace
-from cortex_core.domain.memories import Memory, MemoryKind, SearchQuery
+from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
+from cortex_core.services import reactions
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.memories import Memories
 
@@ -345,16 +346,6 @@ async def test_outsiders_get_not_found_for_every_memory_rpc(tenant: Tenant) -> N
 # --- provenance and cache invalidation, through the service and repository ---------
 
 
-@pytest.fixture
-async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase.from_url(db_url)
-    await db.migrate()
-    try:
-        yield db
-    finally:
-        await db.dispose()
-
-
 async def _seed(database: SqlDatabase) -> Caller:
     user = User("u1", "ada@example.com", "Ada", "$argon2id$x", T0, T0)
     async with database.unit_of_work() as uow:
@@ -386,10 +377,13 @@ async def test_memories_of_a_deleted_conversation_turn_stale_and_leave_context(
         await uow.memories.add(derived)
         await uow.memories.add(other)
         await uow.commit()
-    memories = Memories(
-        uow=database.unit_of_work, clock=ManualClock(), events=EventBus(), cache=InMemoryCache()
-    )
-    assert {h.memory.id for h in await memories.for_context("w1", "tea", 10)} == {
+    memories = Memories(uow=database.unit_of_work, clock=ManualClock(), events=EventBus())
+
+    async def for_context(query: str) -> list[ScoredMemory]:
+        async with database.unit_of_work() as uow:
+            return await memories.for_context(uow, "w1", query, 10)
+
+    assert {h.memory.id for h in await for_context("tea")} == {
         "m-derived",
         "m-other",
     }
@@ -400,7 +394,7 @@ async def test_memories_of_a_deleted_conversation_turn_stale_and_leave_context(
         )
         await uow.commit()
     assert [m.id for m in flagged] == ["m-derived"]
-    assert [h.memory.id for h in await memories.for_context("w1", "tea", 10)] == ["m-other"]
+    assert [h.memory.id for h in await for_context("tea")] == ["m-other"]
     async with database.unit_of_work() as uow:
         kept = await uow.memories.get("w1", "m-derived", T0)
         hits = await uow.memories.search(
@@ -422,9 +416,9 @@ async def test_deleting_a_memory_drops_the_workspaces_cached_context_windows(
 ) -> None:
     caller = await _seed(database)
     cache = InMemoryCache()
-    memories = Memories(
-        uow=database.unit_of_work, clock=ManualClock(), events=EventBus(), cache=cache
-    )
+    bus = EventBus()
+    reactions.register(bus, cache=cache, revocations=[])
+    memories = Memories(uow=database.unit_of_work, clock=ManualClock(), events=bus)
     memory = await memories.create(
         caller, "w1", content="Ada is on leave", kind=MemoryKind.FACT, ttl=None, source_messages=()
     )

@@ -28,7 +28,9 @@ async def upstreams() -> AsyncIterator[tuple[FakeOpenAIServer, FakeAnthropicServ
         yield openai, anthropic
 
 
-async def _send(address: str, content: str) -> list[Any]:
+async def _send(address: str, content: str, *, times: int = 1, key: str = "") -> list[Any]:
+    """Send ``content`` to a new conversation ``times`` times (with ``key`` as the
+    idempotency key); return the frames of the last send."""
     client = Client(address)
     account = await client.register()
     workspace = (await client.first_workspace(account)).name
@@ -41,10 +43,38 @@ async def _send(address: str, content: str) -> list[Any]:
                 )
             )
         ).conversation.name
-        request = cpb.SendMessageRequest(conversation=conversation, content=content)
-        frames = [f async for f in stub.SendMessage(request, timeout=30)]
+        request = cpb.SendMessageRequest(
+            conversation=conversation, content=content, idempotency_key=key
+        )
+        for _ in range(times):
+            frames = [f async for f in stub.SendMessage(request, timeout=30)]
     await client.close()
     return frames
+
+
+async def test_a_replayed_reply_names_the_provider_and_model_that_wrote_it(
+    tmp_path: Path, upstreams: tuple[FakeOpenAIServer, FakeAnthropicServer]
+) -> None:
+    openai, anthropic = upstreams
+    openai.default = Script(status=503)
+    llm = load_llm_config(
+        EnvReader(
+            {
+                "CORTEX_LLM_PROVIDERS": "openai,anthropic",
+                "CORTEX_OPENAI_BASE_URL": openai.base_url,
+                "CORTEX_OPENAI_MODEL": "gpt-fake",
+                "CORTEX_ANTHROPIC_BASE_URL": anthropic.base_url,
+                "CORTEX_ANTHROPIC_MODEL": "claude-fake",
+                "CORTEX_LLM_RETRIES": "0",
+            }
+        )
+    )
+    async with running_app(tmp_path, llm=llm) as running:
+        replayed = (await _send(running.address, "hello", times=2, key="k-1"))[-1].completion
+
+    assert (replayed.provider, replayed.model) == ("anthropic", "claude-fake")
+    assert replayed.message.model == "claude-fake"
+    assert replayed.message.metadata["provider"] == "anthropic"
 
 
 async def test_replies_come_from_the_first_provider_and_fall_back_when_it_fails(

@@ -1,44 +1,12 @@
-"""Commands have exactly one handler and fail loudly; events reach every handler,
-and one failing handler does not stop the others."""
+"""Events reach every handler, the event type's own before its base types', and
+one failing handler does not stop the others."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from cortex_core.domain.changes import Change, WorkspaceDeleted
-from cortex_core.services.dispatcher import CommandBus, EventBus
-
-
-class Ping:
-    pass
-
-
-def test_a_command_goes_to_its_one_handler_and_its_result_comes_back() -> None:
-    bus = CommandBus()
-    bus.register(Ping, lambda command: "pong")
-    assert bus.handle(Ping()) == "pong"
-
-
-def test_a_second_handler_for_a_command_is_refused() -> None:
-    bus = CommandBus()
-    bus.register(Ping, lambda command: "pong")
-    with pytest.raises(ValueError, match="Ping"):
-        bus.register(Ping, lambda command: "again")
-
-
-def test_a_command_handlers_failure_reaches_the_caller() -> None:
-    bus = CommandBus()
-
-    def fail(command: Ping) -> None:
-        raise RuntimeError("boom")
-
-    bus.register(Ping, fail)
-    with pytest.raises(RuntimeError, match="boom"):
-        bus.handle(Ping())
-    with pytest.raises(LookupError):
-        CommandBus().handle(Ping())
+from cortex_core.services.dispatcher import EventBus
 
 
 async def test_one_failing_event_handler_does_not_stop_the_others() -> None:
@@ -56,3 +24,21 @@ async def test_one_failing_event_handler_does_not_stop_the_others() -> None:
     change = WorkspaceDeleted(actor_id="u", time=datetime.now(UTC), deleted_workspace_id="w")
     await bus.publish([change, change])
     assert seen == ["WorkspaceDeleted", "WorkspaceDeleted"]
+
+
+async def test_handlers_of_the_events_own_type_run_before_those_of_its_base_types() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    async def relay(change: Change) -> None:
+        seen.append("relay")
+
+    async def reaction(change: WorkspaceDeleted) -> None:
+        seen.append("reaction")
+
+    bus.subscribe(Change, relay)
+    bus.subscribe(WorkspaceDeleted, reaction)
+    await bus.publish(
+        [WorkspaceDeleted(actor_id="u", time=datetime.now(UTC), deleted_workspace_id="w")]
+    )
+    assert seen == ["reaction", "relay"]

@@ -33,6 +33,7 @@ def test_every_documented_variable_is_read() -> None:
             "CORTEX_LOG_FORMAT": "console",
             "CORTEX_SHUTDOWN_GRACE": "2.5",
             "CORTEX_TRACING": "true",
+            "CORTEX_MAX_ACTIVE_REPLIES": "40",
         }
     )
     assert settings.grpc_address == "0.0.0.0:6000"
@@ -43,6 +44,7 @@ def test_every_documented_variable_is_read() -> None:
     assert settings.log_format == "console"
     assert settings.shutdown_grace == 2.5
     assert settings.tracing is True
+    assert settings.max_active_replies == 40
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,7 @@ def test_every_documented_variable_is_read() -> None:
         ("CORTEX_SHUTDOWN_GRACE", "soon"),
         ("CORTEX_MAX_MESSAGE_BYTES", "0"),
         ("CORTEX_TRACING", "maybe"),
+        ("CORTEX_MAX_ACTIVE_REPLIES", "0"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:

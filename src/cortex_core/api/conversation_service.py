@@ -16,7 +16,6 @@ from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services import conversations as uc
 from cortex_core.services import replies
-from cortex_core.services.dispatcher import CommandBus
 
 
 def conversation_id(name: str, field: str) -> tuple[str, str]:
@@ -25,9 +24,9 @@ def conversation_id(name: str, field: str) -> tuple[str, str]:
 
 
 class ConversationService(pb_grpc.ConversationServiceServicer):
-    def __init__(self, conversations: uc.Conversations, commands: CommandBus) -> None:
+    def __init__(self, conversations: uc.Conversations, replier: replies.Replies) -> None:
         self._conversations = conversations
-        self._commands = commands
+        self._replies = replier
 
     async def CreateConversation(
         self, request: pb.CreateConversationRequest, context: Any
@@ -108,10 +107,9 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         self, request: pb.SendMessageRequest, context: Any
     ) -> AsyncIterator[pb.SendMessageResponse]:
         workspace_id, conv_id = conversation_id(request.conversation, "conversation")
-        command = replies.SendMessage(
+        steps = self._replies.send(
             current_caller(), workspace_id, conv_id, request.content, request.idempotency_key
         )
-        steps: AsyncIterator[replies.ReplyStep] = self._commands.handle(command)
         async for step in steps:
             if isinstance(step, replies.ReplyText):
                 yield pb.SendMessageResponse(delta=pb.ReplyDelta(text=step.text))

@@ -36,9 +36,7 @@ class SessionService(pb_grpc.SessionServiceServicer):
     ) -> pb.RevokeSessionResponse:
         user_id, session_id = convert.parse_name(request.name, names.SESSION, "name")
         caller = current_caller()
-        if user_id not in ("-", caller.user_id):
-            session_id = ""  # another user's session: answered exactly like a missing one
-        revoked = await self._identity.revoke_session(caller, session_id)
+        revoked = await self._identity.revoke_session(caller, user_id, session_id)
         return pb.RevokeSessionResponse(
             session=convert.session(revoked, current_session_id=caller.session_id)
         )

@@ -301,3 +301,12 @@ class MemoryDeleted(Change):
     @property
     def workspace_id(self) -> str:
         return self.memory.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryWritten:
+    """A summary checkpoint was stored. Not a :class:`Change`: it is a fact for
+    this process's reactions (dropping cached windows), never sent to clients."""
+
+    workspace_id: str
+    conversation_id: str

@@ -22,8 +22,13 @@ class Usage:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Chunk:
     """One piece of a streamed completion: text, the provider's usage report, or
-    the finish reason (the last chunk)."""
+    the finish reason (the last chunk).
+
+    ``provider`` and ``model`` name who produced it, when a chain of providers
+    chose one (empty: the provider that was called)."""
 
     text: str = ""
     usage: Usage | None = None
     finish: FinishReason | None = None
+    provider: str = ""
+    model: str = ""

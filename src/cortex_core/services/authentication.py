@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -66,7 +67,7 @@ class Authenticator:
         self._recheck = recheck
         self._verified: LRUCache[str, _Verified] = LRUCache(maxsize=max_tokens)
         self._sessions: LRUCache[str, _SessionState] = LRUCache(maxsize=max_sessions)
-        self._reads: dict[str, asyncio.Future[_SessionState]] = {}
+        self._reads: dict[str, asyncio.Future[_SessionState]] = {}  # reads in flight
 
     async def authenticate(self, token: str | None) -> Caller:
         """The caller for a bearer token; raise Unauthenticated otherwise."""
@@ -113,22 +114,26 @@ class Authenticator:
             self._sessions[session_id] = _SessionState(None, time.monotonic())
 
     async def _read(self, session_id: str) -> _SessionState:
+        """The session's state, read once for every call that asks meanwhile.
+
+        The read runs in a task of its own that no caller owns: a caller that goes
+        away (cancelled) stops waiting, while the read goes on for the others
+        (before, the first caller did the read, and its cancellation reached every
+        other caller waiting for it as a CancelledError)."""
         pending = self._reads.get(session_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[_SessionState] = asyncio.get_running_loop().create_future()
-        self._reads[session_id] = future
-        try:
-            state = await self._load(session_id)
-            future.set_result(state)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: followers re-raise it themselves
-            raise
-        finally:
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(session_id))
+            self._reads[session_id] = pending
+            pending.add_done_callback(functools.partial(self._loaded, session_id))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, session_id: str, read: asyncio.Future[_SessionState]) -> None:
+        """Runs before any caller resumes: cache a successful read."""
+        if self._reads.get(session_id) is read:
             del self._reads[session_id]
-        self._sessions[session_id] = state
-        return state
+        if read.cancelled() or read.exception() is not None:
+            return  # every caller re-raises the error itself
+        self._sessions[session_id] = read.result()
 
     async def _load(self, session_id: str) -> _SessionState:
         now = self._clock.now()

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from cortex_core import errors
-from cortex_core.domain.cache_keys import conversation_context_prefix
+from cortex_core.domain.cache_keys import context_window_key
+from cortex_core.domain.changes import SummaryWritten
 from cortex_core.domain.context_window import (
     Candidate,
     ContextWindow,
     ItemKind,
     assemble,
 )
-from cortex_core.domain.conversations import Conversation, MessageRole, Summary
+from cortex_core.domain.conversations import Conversation, Message, MessageRole, Summary
 from cortex_core.domain.identity import Caller, User, new_id
 from cortex_core.domain.llm import PromptMessage
 from cortex_core.ports import (
@@ -34,35 +36,31 @@ from cortex_core.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from cortex_core.services.workspaces import require_role
+from cortex_core.services.access import require_conversation
+from cortex_core.services.dispatcher import EventBus
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 2000  # messages considered for one window
+WINDOW_TTL = 300.0  # seconds a rendered window stays cached
 SUMMARY_INSTRUCTION = "Summarize the conversation below"
-MemorySource = Callable[[str, str, int], Awaitable[Sequence[Candidate]]]
+# (unit of work, workspace id, query, limit) -> the most relevant memories
+MemorySource = Callable[[UnitOfWork, str, str, int], Awaitable[Sequence[Candidate]]]
 
 
-def conversation_not_found() -> errors.NotFound:
-    return errors.NotFound("conversation not found", reason="CONVERSATION_NOT_FOUND")
-
-
-async def load_conversation(
-    uow: UnitOfWork, caller: Caller, workspace_id: str, conversation_id: str, *, write: bool = False
-) -> Conversation:
-    """The conversation, if the caller may see it (and write to it when asked)."""
-    try:
-        await require_role(uow, caller, workspace_id, write=write)
-    except errors.NotFound:
-        raise conversation_not_found() from None
-    conversation = await uow.conversations.get(workspace_id, conversation_id)
-    if conversation is None:
-        raise conversation_not_found()
-    return conversation
-
-
-async def _no_memories(workspace_id: str, query: str, limit: int) -> Sequence[Candidate]:
+async def _no_memories(
+    uow: UnitOfWork, workspace_id: str, query: str, limit: int
+) -> Sequence[Candidate]:
     return ()
+
+
+@dataclasses.dataclass(slots=True)
+class Sources:
+    """What one context window is assembled from."""
+
+    messages: list[Message]  # oldest first
+    summary: Summary | None
+    memories: Sequence[Candidate]
 
 
 class ContextManager:
@@ -75,9 +73,11 @@ class ContextManager:
         provider: LlmProvider,
         default_budget: int,
         cache: Cache,
+        events: EventBus,
         memories: MemorySource = _no_memories,
     ) -> None:
         self.cache = cache
+        self._events = events
         self._uow = uow
         self._clock = clock
         self._counter = counter
@@ -86,35 +86,79 @@ class ContextManager:
         self.memories = memories
         self._wake = asyncio.Event()
 
-    async def readable(
-        self, caller: Caller, workspace_id: str, conversation_id: str
-    ) -> Conversation:
-        """The conversation, if the caller may read it (NotFound otherwise)."""
-        async with self._uow() as uow:
-            return await load_conversation(uow, caller, workspace_id, conversation_id)
+    async def window(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        conversation_id: str,
+        budget: int,
+        render: Callable[[ContextWindow], bytes],
+    ) -> bytes:
+        """GetContextWindow: the window the next reply would get, rendered by
+        ``render`` (0 means the default budget). Raise NotFound
+        (CONVERSATION_NOT_FOUND) or InvalidArgument for a negative budget.
 
-    async def window(self, conversation: Conversation, user: User, budget: int) -> ContextWindow:
-        """The window the next reply would get (GetContextWindow); 0 means the default
-        budget."""
+        Cache-aside: rendered windows are cached per conversation, budget and user
+        for ``WINDOW_TTL`` seconds and dropped by every write that changes them
+        (the cache-invalidation reactions in :mod:`cortex_core.services.reactions`).
+        Access is checked on every call, so a cached window only goes to a member.
+        """
         if budget < 0:
             raise errors.InvalidArgument(
                 "token_budget must not be negative",
                 [errors.FieldViolation("token_budget", "must be 0 (default) or more")],
             )
-        return await self.build(conversation, user, budget or self.default_budget)
+        budget = budget or self.default_budget
+        async with self._uow() as uow:
+            conversation = await require_conversation(uow, caller, workspace_id, conversation_id)
+        key = context_window_key(workspace_id, conversation_id, f"{budget}:{caller.user_id}")
+        cached = await self.cache.get(key)
+        if cached is not None:
+            return cached
+        rendered = render(await self.build(conversation, caller.user, budget))
+        await self.cache.set(key, rendered, WINDOW_TTL)
+        return rendered
 
     async def build(self, conversation: Conversation, user: User, budget: int) -> ContextWindow:
-        """Assemble the window. Each read uses its own short transaction, so a
-        build never holds one connection while waiting for another (memories are
-        read through their own service)."""
+        """Assemble the window from one short read transaction (queueing a summary
+        job, in another, when history no longer fits)."""
         async with self._uow() as uow:
+            sources = await self.read(uow, conversation)
+        return await self.assemble(conversation, user, budget, sources)
+
+    async def read(
+        self,
+        uow: UnitOfWork,
+        conversation: Conversation,
+        *,
+        query: str | None = None,
+        empty: bool = False,
+    ) -> Sources:
+        """What a window is built from, read in the caller's unit of work: recent
+        messages, the newest summary and the memories relevant to ``query`` (by
+        default the newest user message). A send reads before storing its message
+        (so one transaction does both) and passes that message's text as ``query``;
+        ``empty`` says the caller saw, in this unit of work, that the conversation
+        has no messages yet (so there is no history or summary to read)."""
+        recent: list[Message] = []
+        summary = None
+        if not empty:
             recent = await uow.conversations.list_messages(
                 conversation.id, limit=HISTORY_LIMIT, newest_first=True
             )
             summary = await uow.conversations.latest_summary(conversation.id)
         messages = list(reversed(recent))
-        query = next((m.content for m in reversed(messages) if m.role is MessageRole.USER), "")
-        memories = await self.memories(conversation.workspace_id, query, 10) if query else ()
+        if query is None:
+            query = next((m.content for m in recent if m.role is MessageRole.USER), "")
+        memories = await self.memories(uow, conversation.workspace_id, query, 10) if query else ()
+        return Sources(messages, summary, memories)
+
+    async def assemble(
+        self, conversation: Conversation, user: User, budget: int, sources: Sources
+    ) -> ContextWindow:
+        """The window over ``sources``; queue a summary job when history is cut and
+        messages older than the newest are not summarized yet."""
+        summary, messages = sources.summary, sources.messages
         profile_text = f"The user is {user.display_name} <{user.email}>."
         window = assemble(
             budget=budget,
@@ -127,14 +171,12 @@ class ContextManager:
             if summary
             else None,
             profile=self._candidate(ItemKind.PROFILE, user.name, profile_text),
-            memories=memories,
+            memories=sources.memories,
             messages=messages,
         )
-        # Only queue a summary when the cut history has unsummarized messages.
         last_summarized = summary.last_position if summary else 0
         behind = len(messages) > 1 and last_summarized < messages[-2].position
         if window.overflowed and behind:
-            # History is cut and messages older than the newest are not summarized yet.
             async with self._uow() as uow:
                 await self.request_summary(uow, conversation, budget)
         return window
@@ -152,7 +194,7 @@ class ContextManager:
     async def summarize(self, caller: Caller, workspace_id: str, conversation_id: str) -> Summary:
         """Write a checkpoint up to the newest message now (SummarizeConversation)."""
         async with self._uow() as uow:
-            conversation = await load_conversation(
+            conversation = await require_conversation(
                 uow, caller, workspace_id, conversation_id, write=True
             )
         summary = await self.checkpoint(conversation)
@@ -187,7 +229,7 @@ class ContextManager:
         if previous is not None:
             prompt.append(PromptMessage("system", f"Earlier summary: {previous.text}"))
         prompt.extend(PromptMessage(m.role.value, m.content) for m in fresh)
-        text = await self._complete(prompt)
+        text, served_by = await self._complete(prompt)
         first = previous.first_position if previous else fresh[0].position
         first_id = previous.first_message_id if previous else fresh[0].id
         summary = Summary(
@@ -201,7 +243,7 @@ class ContextManager:
             last_message_id=fresh[-1].id,
             message_count=fresh[-1].position - first + 1,
             token_count=self._counter.count(text),
-            model=f"{self._provider.name}/{self._provider.model}",
+            model=served_by,
             create_time=self._clock.now(),
         )
         async with self._uow() as uow:
@@ -209,16 +251,24 @@ class ContextManager:
                 return None, 0  # deleted meanwhile
             await uow.conversations.add_summary(summary)
             await uow.commit()
-        await self.cache.delete_prefix(
-            conversation_context_prefix(conversation.workspace_id, conversation.id)
+        await self._events.publish(
+            [
+                SummaryWritten(
+                    workspace_id=conversation.workspace_id, conversation_id=conversation.id
+                )
+            ]
         )
         return summary, len(fresh)
 
-    async def _complete(self, prompt: Sequence[PromptMessage]) -> str:
+    async def _complete(self, prompt: Sequence[PromptMessage]) -> tuple[str, str]:
+        """The completion's text and ``provider/model`` of whoever wrote it."""
         parts = []
+        served_by = f"{self._provider.name}/{self._provider.model}"
         async for chunk in self._provider.stream(prompt, max_tokens=1024):
             parts.append(chunk.text)
-        return "".join(parts).strip()
+            if chunk.provider:
+                served_by = f"{chunk.provider}/{chunk.model}"
+        return "".join(parts).strip(), served_by
 
     async def run_summary_jobs(self, poll_interval: float = 5.0) -> None:
         """Work through queued summary jobs until cancelled (jobs survive restarts)."""

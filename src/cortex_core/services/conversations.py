@@ -1,8 +1,10 @@
 """Conversations and their messages (ConversationService; the streamed reply is
-the SendMessage command, handled by :mod:`cortex_core.services.replies`).
+:mod:`cortex_core.services.replies`).
 
-Viewers read; editors and owners write. Every change is published as an event
-after its commit.
+Viewers read; editors and owners write (checked by
+:mod:`cortex_core.services.access`). Every change is published as an event after
+its commit; the reactions (:mod:`cortex_core.services.reactions`) drop the cached
+context windows it affects.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections.abc import Collection
 
 from cortex_core import errors
 from cortex_core.domain import changes
-from cortex_core.domain.cache_keys import conversation_context_prefix, workspace_context_prefix
 from cortex_core.domain.conversations import (
     MAX_SYSTEM_PROMPT,
     MAX_TITLE,
@@ -28,14 +29,11 @@ from cortex_core.domain.paging import (
     invalid_page_token,
     token_number,
 )
-from cortex_core.ports import Cache, Clock, UnitOfWorkFactory
-from cortex_core.services.context import load_conversation
+from cortex_core.ports import Clock, UnitOfWorkFactory
+from cortex_core.services.access import require_conversation, require_role
 from cortex_core.services.dispatcher import EventBus
-from cortex_core.services.workspaces import require_role
 
 UPDATABLE_FIELDS = frozenset({"title", "system_prompt"})
-MAX_REPLY_TOKENS = 1024
-MAX_IDEMPOTENCY_KEY = 128
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,9 +50,7 @@ class Conversations:
         uow: UnitOfWorkFactory,
         clock: Clock,
         events: EventBus,
-        cache: Cache,
     ) -> None:
-        self._cache = cache
         self._uow = uow
         self._clock = clock
         self._events = events
@@ -89,7 +85,7 @@ class Conversations:
 
     async def get(self, caller: Caller, workspace_id: str, conversation_id: str) -> Conversation:
         async with self._uow() as uow:
-            return await load_conversation(uow, caller, workspace_id, conversation_id)
+            return await require_conversation(uow, caller, workspace_id, conversation_id)
 
     async def list(
         self, caller: Caller, workspace_id: str, page: PageRequest
@@ -117,7 +113,7 @@ class Conversations:
         chosen = set(fields) or set(UPDATABLE_FIELDS)
         _validate(title, system_prompt, chosen)
         async with self._uow() as uow:
-            conversation = await load_conversation(
+            conversation = await require_conversation(
                 uow, caller, workspace_id, conversation_id, write=True
             )
             conversation = dataclasses.replace(
@@ -130,7 +126,6 @@ class Conversations:
             )
             await uow.conversations.update(conversation)
             await uow.commit()
-        await self._cache.delete_prefix(conversation_context_prefix(workspace_id, conversation_id))
         await self._events.publish(
             [
                 changes.ConversationUpdated(
@@ -146,7 +141,7 @@ class Conversations:
     async def delete(self, caller: Caller, workspace_id: str, conversation_id: str) -> None:
         """Delete it with its messages, summaries and the memories derived from them."""
         async with self._uow() as uow:
-            conversation = await load_conversation(
+            conversation = await require_conversation(
                 uow, caller, workspace_id, conversation_id, write=True
             )
             await uow.conversations.delete(conversation.id)
@@ -154,7 +149,6 @@ class Conversations:
             # (kept, visible as such, and left out of every context window).
             await uow.memories.mark_stale_derived_from_conversation(conversation.name)
             await uow.commit()
-        await self._cache.delete_prefix(workspace_context_prefix(workspace_id))
         await self._events.publish(
             [
                 changes.ConversationDeleted(
@@ -183,7 +177,7 @@ class Conversations:
                 raise invalid_page_token("use a token from the same listing")
             direction, position = key[2], token_number(key[3])
         async with self._uow() as uow:
-            await load_conversation(uow, caller, workspace_id, conversation_id)
+            await require_conversation(uow, caller, workspace_id, conversation_id)
             forward = direction == "next"
             # Positions grow with time: "next" in newest-first order means smaller positions.
             ascending = forward != newest_first

@@ -61,7 +61,6 @@ from cortex_core.ports import (
     LoginThrottle,
     PasswordHasher,
     PasswordPolicy,
-    RevocationListener,
     UnitOfWork,
     UnitOfWorkFactory,
 )
@@ -119,7 +118,6 @@ class Identity:
         policy: PasswordPolicy,
         tokens: AccessTokenCodec,
         throttle: LoginThrottle,
-        revocations: RevocationListener,
         events: EventBus,
         session_lifetime: timedelta = DEFAULT_SESSION_LIFETIME,
     ) -> None:
@@ -130,7 +128,6 @@ class Identity:
         self._policy = policy
         self._tokens = tokens
         self._throttle = throttle
-        self._revocations = revocations
         self._session_lifetime = session_lifetime
 
     # --- AuthService -----------------------------------------------------------
@@ -262,7 +259,7 @@ class Identity:
         return sign_in
 
     async def logout(self, caller: Caller) -> None:
-        await self.revoke_session(caller, caller.session_id, reason=RevokeReason.LOGOUT)
+        await self.revoke_session(caller, "-", caller.session_id, reason=RevokeReason.LOGOUT)
 
     async def change_password(self, caller: Caller, current: str, new: str) -> tuple[User, int]:
         """Check ``current``, store ``new``, and revoke the user's other sessions."""
@@ -313,22 +310,30 @@ class Identity:
             return await uow.sessions.list_for_user(caller.user_id, page)
 
     async def revoke_session(
-        self, caller: Caller, session_id: str, *, reason: RevokeReason = RevokeReason.REVOKED
+        self,
+        caller: Caller,
+        user_id: str,
+        session_id: str,
+        *,
+        reason: RevokeReason = RevokeReason.REVOKED,
     ) -> Session:
-        """Revoke one of the caller's sessions (idempotent)."""
+        """Revoke one of the caller's sessions (idempotent); ``user_id`` is the
+        caller's id or ``-``. Another user's session is SESSION_NOT_FOUND, exactly
+        like a missing one."""
+        not_found = errors.NotFound("session not found", reason="SESSION_NOT_FOUND")
+        if user_id not in ("-", caller.user_id):
+            raise not_found
         now = self._clock.now()
         async with self._uow() as uow:
             session = await uow.sessions.get(session_id)
             if session is None or session.user_id != caller.user_id:
-                raise errors.NotFound("session not found", reason="SESSION_NOT_FOUND")
+                raise not_found
             newly = await uow.sessions.revoke(session.id, now)
             if newly:
                 session = dataclasses.replace(session, revoke_time=now)
             await uow.commit()
         if newly:
             await self._revoked(caller.user_id, [session.id], reason)
-        else:
-            self._revocations.sessions_revoked([session.id])
         return session
 
     # --- helpers ---------------------------------------------------------------------
@@ -336,8 +341,8 @@ class Identity:
     async def _revoked(
         self, user_id: str, session_ids: Sequence[str], reason: RevokeReason
     ) -> None:
-        """Drop the sessions from this replica's caches and announce each revocation."""
-        self._revocations.sessions_revoked(session_ids)
+        """Announce each revocation; its reaction (services/reactions.py) drops the
+        sessions from this replica's caches before the announcement goes out."""
         now = self._clock.now()
         changes: list[Change] = [
             SessionRevoked(

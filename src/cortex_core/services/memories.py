@@ -1,14 +1,14 @@
 """A workspace's long-term memories (MemoryService) and the sweeper of expired ones.
 
-Tenancy: every call checks the caller's membership first (``require_role``); a
-workspace the caller is not in is ``NotFound(WORKSPACE_NOT_FOUND)``, and a
-memory in it ``NotFound(MEMORY_NOT_FOUND)`` exactly like a missing one. Any
-member reads; editors and owners create and delete (``EDITOR_REQUIRED``).
+Tenancy (:mod:`cortex_core.services.access`): every call checks the caller's
+membership first; a workspace the caller is not in is
+``NotFound(WORKSPACE_NOT_FOUND)``, and a memory in it ``NotFound(MEMORY_NOT_FOUND)``
+exactly like a missing one. Any member reads; editors and owners create and
+delete (``EDITOR_REQUIRED``).
 
 Every change (create, delete, expiry) is published after its commit as
-``MemoryCreated``/``MemoryDeleted`` and drops the workspace's cached context
-windows (``workspace_context_prefix``), so a deleted memory is never offered to
-a later context window.
+``MemoryCreated``/``MemoryDeleted``; its reaction drops the workspace's cached
+context windows, so a deleted memory is never offered to a later context window.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from cortex_core import errors
-from cortex_core.domain.cache_keys import workspace_context_prefix
 from cortex_core.domain.changes import Change, MemoryCreated, MemoryDeleted
 from cortex_core.domain.identity import Caller, new_id
 from cortex_core.domain.memories import (
@@ -41,27 +40,20 @@ from cortex_core.domain.paging import (
     invalid_page_token,
     token_number,
 )
-from cortex_core.ports import Cache, Clock, UnitOfWork, UnitOfWorkFactory
+from cortex_core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from cortex_core.services.access import memory_not_found, require_memory_access, require_role
 from cortex_core.services.dispatcher import EventBus
-from cortex_core.services.workspaces import require_role
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 
 
-def memory_not_found() -> errors.NotFound:
-    return errors.NotFound("memory not found", reason="MEMORY_NOT_FOUND")
-
-
 class Memories:
-    def __init__(
-        self, *, uow: UnitOfWorkFactory, clock: Clock, events: EventBus, cache: Cache
-    ) -> None:
+    def __init__(self, *, uow: UnitOfWorkFactory, clock: Clock, events: EventBus) -> None:
         self._uow = uow
         self._clock = clock
         self._events = events
-        self._cache = cache
 
     async def create(
         self,
@@ -100,7 +92,7 @@ class Memories:
 
     async def get(self, caller: Caller, workspace_id: str, memory_id: str) -> Memory:
         async with self._uow() as uow:
-            await _member_or_memory_not_found(uow, caller, workspace_id)
+            await require_memory_access(uow, caller, workspace_id)
             memory = await uow.memories.get(workspace_id, memory_id, self._clock.now())
         if memory is None:
             raise memory_not_found()
@@ -117,7 +109,7 @@ class Memories:
     async def delete(self, caller: Caller, workspace_id: str, memory_id: str) -> None:
         now = self._clock.now()
         async with self._uow() as uow:
-            await _member_or_memory_not_found(uow, caller, workspace_id)
+            await require_memory_access(uow, caller, workspace_id)
             memory = await uow.memories.get(workspace_id, memory_id, now)
             if memory is None:
                 raise memory_not_found()
@@ -160,25 +152,24 @@ class Memories:
         return Page(items=hits[:size], next_page_token=token)
 
     async def for_context(
-        self, workspace_id: str, query: str, limit: int
+        self, uow: UnitOfWork, workspace_id: str, query: str, limit: int
     ) -> builtins.list[ScoredMemory]:
-        """For context windows (no caller check: the caller of the context RPC was
-        checked already): the ``limit`` most relevant memories that are neither
-        expired nor stale; empty when ``query`` has no searchable word."""
+        """For context windows, read in the window's unit of work (no caller check:
+        the caller was checked already): the ``limit`` most relevant memories that
+        are neither expired nor stale; empty when ``query`` has no searchable word."""
         try:
             parsed = SearchQuery.parse(query[:2000])
         except errors.InvalidArgument:
             return []
-        async with self._uow() as uow:
-            return await uow.memories.search(
-                workspace_id,
-                parsed,
-                None,
-                offset=0,
-                limit=limit,
-                now=self._clock.now(),
-                include_stale=False,
-            )
+        return await uow.memories.search(
+            workspace_id,
+            parsed,
+            None,
+            offset=0,
+            limit=limit,
+            now=self._clock.now(),
+            include_stale=False,
+        )
 
     async def sweep(self) -> int:
         """Delete every memory expired by now (in batches); publish MemoryDeleted
@@ -202,18 +193,8 @@ class Memories:
                 return total
 
     async def _changed(self, changes: Sequence[MemoryCreated | MemoryDeleted]) -> None:
-        for workspace_id in dict.fromkeys(c.memory.workspace_id for c in changes):
-            await self._cache.delete_prefix(workspace_context_prefix(workspace_id))
         published: list[Change] = list(changes)
         await self._events.publish(published)
-
-
-async def _member_or_memory_not_found(uow: UnitOfWork, caller: Caller, workspace_id: str) -> None:
-    """A non-member asking for a memory gets MEMORY_NOT_FOUND, like a missing one."""
-    try:
-        await require_role(uow, caller, workspace_id)
-    except errors.NotFound:
-        raise memory_not_found() from None
 
 
 def _fingerprint(workspace_id: str, query: str, kind: MemoryKind | None) -> str:

@@ -3,6 +3,22 @@ cancellation that stops the provider and keeps the partial reply.
 
 ``Replies.send`` is ``ConversationService.SendMessage``:
 
+* **Admission.** At most ``max_active`` sends stream at once in this process;
+  one more is refused before any work with RESOURCE_EXHAUSTED, reason
+  TOO_MANY_ACTIVE_REPLIES and a RetryInfo, never queued into a timeout.
+* **One transaction before the first token.** The access check, the
+  idempotency lookup, the budget, everything the context window is built from
+  (history, summary, memories), the reply lease and the user message are read
+  and written in one unit of work; no connection is held while the provider,
+  a lease or another reply is awaited.
+* **The session.** The reply ends with UNAUTHENTICATED as soon as its caller
+  logs out, the session is revoked or the access token expires
+  (:mod:`cortex_core.services.session_guard`); what was said is stored, as on
+  cancellation.
+* **Provenance.** The provider and model that served the reply come with its
+  chunks and are stored with it (the reply's ``metadata["provider"]`` and
+  ``model``), so a replay names the same pair as the live reply did.
+
 * **One at a time.** The conversation's reply lease is taken in the same
   transaction that stores the user message (a conditional UPDATE, so it holds
   across replicas); a second send while it is held fails *before any frame* with
@@ -28,12 +44,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import timedelta
 
 from cortex_core import errors
 from cortex_core.domain import changes
-from cortex_core.domain.cache_keys import conversation_context_prefix
 from cortex_core.domain.conversations import (
     MAX_CONTENT,
     Conversation,
@@ -43,9 +58,11 @@ from cortex_core.domain.conversations import (
 )
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
 from cortex_core.domain.llm import Usage
-from cortex_core.ports import Cache, Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
-from cortex_core.services.context import ContextManager, load_conversation, prompt_of
+from cortex_core.ports import Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
+from cortex_core.services.access import conversation_access
+from cortex_core.services.context import HISTORY_LIMIT, ContextManager, Sources, prompt_of
 from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.session_guard import SessionWatcher, Watch
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +72,7 @@ DEFAULT_LEASE = timedelta(minutes=10)
 CANCEL_SETTLE_SECONDS = 5.0
 DELTA_EVENT_INTERVAL = 0.1  # seconds: reply text reaches subscribers coalesced this often
 WAIT_POLL = 0.2
+ADMISSION_RETRY_AFTER = 1.0  # seconds a refused send is told to wait
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,14 +103,14 @@ ReplyStep = UserMessageStored | ReplyText | ReplyUsage | ReplyFinished
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SendMessage:
-    """The command behind ``ConversationService.SendMessage``."""
+class _Started:
+    """A send that stored its user message and holds the conversation's lease."""
 
-    caller: Caller
-    workspace_id: str
-    conversation_id: str
-    content: str
-    idempotency_key: str = ""
+    conversation: Conversation
+    user_message: Message
+    reply_id: str
+    budget: int | None  # tokens the workspace has left (None: no limit)
+    sources: Sources
 
 
 class _Broadcast:
@@ -152,7 +170,8 @@ class Replies:
         counter: TokenCounter,
         provider: LlmProvider,
         context: ContextManager,
-        cache: Cache,
+        sessions: SessionWatcher,
+        max_active: int,
         lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self._uow = uow
@@ -161,19 +180,11 @@ class Replies:
         self._counter = counter
         self._provider = provider
         self._context = context
-        self._cache = cache
+        self._sessions = sessions
+        self._max_active = max_active
         self._lease = lease
         self._live: dict[str, _Broadcast] = {}
-
-    def handle(self, command: SendMessage) -> AsyncIterator[ReplyStep]:
-        """The :class:`SendMessage` command's handler."""
-        return self.send(
-            command.caller,
-            command.workspace_id,
-            command.conversation_id,
-            command.content,
-            command.idempotency_key,
-        )
+        self._active = 0
 
     async def send(
         self,
@@ -183,6 +194,14 @@ class Replies:
         content: str,
         idempotency_key: str,
     ) -> AsyncIterator[ReplyStep]:
+        """The reply's steps: the stored user message, text, usage, the completion.
+
+        Raise (before any step) InvalidArgument, NotFound (CONVERSATION_NOT_FOUND),
+        PermissionDenied (EDITOR_REQUIRED), ResourceExhausted
+        (TOO_MANY_ACTIVE_REPLIES, TOKEN_BUDGET_EXHAUSTED), FailedPrecondition
+        (REPLY_IN_PROGRESS) or Aborted (IDEMPOTENCY_KEY_REUSED); mid-stream,
+        Unauthenticated when the caller's session ends.
+        """
         reject(
             [
                 text_violation(content, "content", required=True, limit=MAX_CONTENT),
@@ -191,48 +210,84 @@ class Replies:
                 ),
             ]
         )
+        if self._active >= self._max_active:
+            raise errors.ResourceExhausted(
+                "this server is streaming as many replies as it may; retry shortly",
+                reason="TOO_MANY_ACTIVE_REPLIES",
+                retry_after=ADMISSION_RETRY_AFTER,
+            )
+        self._active += 1
+        try:
+            started = await self._begin(
+                caller, workspace_id, conversation_id, content, idempotency_key
+            )
+            with self._sessions.watch(caller) as watch:
+                steps = (
+                    self._replay(started, content, watch)
+                    if isinstance(started, Message)
+                    else self._generate(caller, started, watch)
+                )
+                async with contextlib.aclosing(steps) as closing:  # store a partial at once
+                    async for step in closing:
+                        yield step
+        finally:
+            self._active -= 1
+
+    async def _begin(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        conversation_id: str,
+        content: str,
+        idempotency_key: str,
+    ) -> _Started | Message:
+        """Store the user message and take the lease, in one transaction; or return
+        the earlier message of a retried idempotency key."""
         for attempt in range(2):
             now = self._clock.now()
             reply_id = new_id()
-            running = None
             async with self._uow() as uow:
-                conversation = await load_conversation(
+                workspace, conversation = await conversation_access(
                     uow, caller, workspace_id, conversation_id, write=True
                 )
-                earlier = (
-                    await uow.conversations.get_message_by_key(conversation_id, idempotency_key)
-                    if idempotency_key
-                    else None
-                )
-                if earlier is None:
-                    workspace = await uow.workspaces.get(workspace_id)
-                    if workspace is not None and workspace.tokens_left == 0:
-                        raise errors.ResourceExhausted(
-                            "the workspace's token budget is spent",
-                            reason="TOKEN_BUDGET_EXHAUSTED",
-                        )
-                    running = await uow.conversations.claim_reply(
-                        conversation_id, reply_id, now, now + self._lease
+                if idempotency_key:
+                    earlier = await uow.conversations.get_message_by_key(
+                        conversation_id, idempotency_key
                     )
-                    if running is None:
-                        user_message = await uow.conversations.append_message(
-                            Message(
-                                id=new_id(),
-                                conversation_id=conversation.id,
-                                workspace_id=workspace_id,
-                                position=0,
-                                role=MessageRole.USER,
-                                content=content,
-                                token_count=self._counter.count(content),
-                                create_time=now,
-                                author_id=caller.user_id,
-                                idempotency_key=idempotency_key or None,
-                                metadata={"reply": reply_id},
-                            )
+                    if earlier is not None:
+                        return earlier
+                budget = workspace.tokens_left
+                if budget == 0:
+                    raise errors.ResourceExhausted(
+                        "the workspace's token budget is spent", reason="TOKEN_BUDGET_EXHAUSTED"
+                    )
+                # Reads first: the write lock is then held only for the two writes.
+                sources = await self._context.read(
+                    uow, conversation, query=content, empty=conversation.message_count == 0
+                )
+                running = await uow.conversations.claim_reply(
+                    conversation_id, reply_id, now, now + self._lease
+                )
+                if running is None:
+                    user_message = await uow.conversations.append_message(
+                        Message(
+                            id=new_id(),
+                            conversation_id=conversation.id,
+                            workspace_id=workspace_id,
+                            position=0,
+                            role=MessageRole.USER,
+                            content=content,
+                            token_count=self._counter.count(content),
+                            create_time=now,
+                            author_id=caller.user_id,
+                            idempotency_key=idempotency_key or None,
+                            metadata={"reply": reply_id},
                         )
-                        await uow.commit()
-            if running is None:
-                break
+                    )
+                    await uow.commit()
+                    sources.messages.append(user_message)
+                    del sources.messages[:-HISTORY_LIMIT]
+                    return _Started(conversation, user_message, reply_id, budget, sources)
             # A reply whose caller just cancelled it (here) is only storing what it
             # said: wait for it rather than refuse the caller's next message.
             live = self._live.get(running)
@@ -246,15 +301,11 @@ class Replies:
                 reason="REPLY_IN_PROGRESS",
                 metadata={"reply": f"{conversation.name}/messages/{running}"},
             )
-        if earlier is not None:
-            async for step in self._replay(earlier, content):
-                yield step
-            return
-        budget = workspace.tokens_left if workspace is not None else None
-        async for step in self._generate(caller, conversation, user_message, reply_id, budget):
-            yield step
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
-    async def _replay(self, earlier: Message, content: str) -> AsyncIterator[ReplyStep]:
+    async def _replay(
+        self, earlier: Message, content: str, watch: Watch
+    ) -> AsyncGenerator[ReplyStep, None]:
         """The retry of a send: the stored or live outcome of the first attempt."""
         if earlier.content != content:
             raise errors.Aborted(
@@ -264,6 +315,7 @@ class Replies:
         live = self._live.get(str(dict(earlier.metadata).get("reply", "")))
         if live is not None:
             async for step in live.follow():
+                watch.check()
                 yield step
             return
         yield UserMessageStored(earlier)
@@ -275,36 +327,36 @@ class Replies:
                 error = None
                 if stored.finish_reason is FinishReason.ERROR:
                     error = errors.Unavailable("the reply failed", reason="PROVIDER_FAILED")
-                yield ReplyFinished(
-                    stored, stored.finish_reason, self._provider.name, stored.model, error
-                )
+                provider = str(dict(stored.metadata).get("provider", "")) or self._provider.name
+                yield ReplyFinished(stored, stored.finish_reason, provider, stored.model, error)
                 return
             if self._clock.now() >= deadline:
                 raise errors.Unavailable("the original reply never finished", reason="REPLY_LOST")
+            watch.check()
             await asyncio.sleep(WAIT_POLL)
 
     async def _generate(
-        self,
-        caller: Caller,
-        conversation: Conversation,
-        user_message: Message,
-        reply_id: str,
-        budget: int | None,
-    ) -> AsyncIterator[ReplyStep]:
-        """Stream and store one reply. ``budget``: tokens the workspace has left
-        (None: no limit); the reply stops with BUDGET when prompt plus streamed
-        pieces reach it (a streamed piece counts as one token)."""
+        self, caller: Caller, started: _Started, watch: Watch
+    ) -> AsyncGenerator[ReplyStep, None]:
+        """Stream and store one reply. The reply stops with BUDGET when prompt plus
+        streamed pieces reach the workspace's budget (a streamed piece counts as
+        one token)."""
+        conversation, user_message, reply_id = (
+            started.conversation,
+            started.user_message,
+            started.reply_id,
+        )
+        budget = started.budget
         broadcast = self._live[reply_id] = _Broadcast()
         parts: list[str] = []
         usage: Usage | None = None
         finish = FinishReason.STOP
         error: errors.CortexError | None = None
+        provider, model = self._provider.name, self._provider.model
+        stored = False
         try:
-            await self._cache.delete_prefix(
-                conversation_context_prefix(conversation.workspace_id, conversation.id)
-            )
-            window = await self._context.build(
-                conversation, caller.user, self._context.default_budget
+            window = await self._context.assemble(
+                conversation, caller.user, self._context.default_budget, started.sources
             )
             await self._events.publish(
                 [
@@ -324,11 +376,19 @@ class Replies:
             broadcast.add(step)
             yield step
             unpublished: list[str] = []
-            last_publish = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            last_publish = loop.time()
             try:
                 stream = self._provider.stream(prompt_of(window), max_tokens=MAX_REPLY_TOKENS)
                 async with contextlib.aclosing(stream) as chunks:
-                    async for chunk in chunks:
+                    while True:
+                        try:
+                            chunk = await watch.interruptible(anext(chunks))
+                        except StopAsyncIteration:
+                            break
+                        watch.check()
+                        if chunk.provider:
+                            provider, model = chunk.provider, chunk.model
                         if chunk.text:
                             parts.append(chunk.text)
                             unpublished.append(chunk.text)
@@ -340,7 +400,7 @@ class Replies:
                             ):
                                 finish = FinishReason.BUDGET
                                 break
-                            now = asyncio.get_running_loop().time()
+                            now = loop.time()
                             if now - last_publish >= DELTA_EVENT_INTERVAL:
                                 await self._publish_delta(conversation, reply_id, unpublished)
                                 last_publish = now
@@ -348,6 +408,10 @@ class Replies:
                             usage = chunk.usage
                         if chunk.finish is not None:
                             finish = chunk.finish
+            except errors.Unauthenticated as exc:
+                if exc is watch.ended:
+                    raise
+                finish, error = FinishReason.ERROR, exc
             except Exception as exc:  # the provider's failure becomes an explicit completion
                 log.warning("reply failed", exc_info=exc, extra={"reply": reply_id})
                 finish = FinishReason.ERROR
@@ -366,25 +430,40 @@ class Replies:
             step = ReplyUsage(usage)
             broadcast.add(step)
             yield step
-            reply = await self._store(conversation, user_message, reply_id, parts, finish, usage)
-            step = ReplyFinished(reply, finish, self._provider.name, self._provider.model, error)
+            reply = await self._store(
+                conversation, user_message, reply_id, parts, finish, usage, (provider, model)
+            )
+            stored = True
+            step = ReplyFinished(reply, finish, provider, model, error)
             broadcast.add(step)
             yield step
-        except (asyncio.CancelledError, GeneratorExit):
-            # The caller went away: the provider stream is already closed (aclosing);
-            # keep what was said, with the usage so far.
+        except BaseException as exc:
+            # The caller went away (the provider stream is already closed by
+            # aclosing) or its session ended: keep what was said, with the usage so far.
+            if stored or not (
+                isinstance(exc, asyncio.CancelledError | GeneratorExit) or exc is watch.ended
+            ):
+                raise
             broadcast.cancelled = True
             partial = Usage(0, self._counter.count("".join(parts)))
             await asyncio.shield(
                 self._store(
-                    conversation, user_message, reply_id, parts, FinishReason.CANCELLED, partial
+                    conversation,
+                    user_message,
+                    reply_id,
+                    parts,
+                    FinishReason.CANCELLED,
+                    partial,
+                    (provider, model),
                 )
             )
+            stored = True
             raise
         finally:
             try:
-                with contextlib.suppress(errors.CortexError):
-                    await asyncio.shield(self._release(conversation.id, reply_id))
+                if not stored:
+                    with contextlib.suppress(errors.CortexError):
+                        await asyncio.shield(self._release(conversation.id, reply_id))
             finally:
                 # Only now: a follower or a waiting next send must find the lease free.
                 broadcast.finish()
@@ -423,7 +502,10 @@ class Replies:
         parts: list[str],
         finish: FinishReason,
         usage: Usage,
+        served_by: tuple[str, str],
     ) -> Message:
+        """Store the reply, count its usage and release the lease, in one transaction."""
+        provider, model = served_by
         reply = Message(
             id=reply_id,
             conversation_id=conversation.id,
@@ -434,8 +516,9 @@ class Replies:
             token_count=usage.completion_tokens,  # the provider's count wins
             create_time=self._clock.now(),
             finish_reason=finish,
-            model=self._provider.model,
+            model=model,
             reply_to=user_message.id,
+            metadata={"provider": provider},
         )
         async with self._uow() as uow:
             reply = await uow.conversations.append_message(reply)
@@ -445,10 +528,8 @@ class Replies:
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
+            await uow.conversations.release_reply(conversation.id, reply_id)
             await uow.commit()
-        await self._cache.delete_prefix(
-            conversation_context_prefix(conversation.workspace_id, conversation.id)
-        )
         await self._events.publish(
             [
                 changes.MessageCreated(actor_id="", time=reply.create_time, message=reply),

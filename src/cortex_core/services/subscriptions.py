@@ -17,18 +17,18 @@ later, reconnect with the resume token. Filters (conversation, event kinds) are
 applied by the hub before a subscriber's queue (see services/event_hub.py); the
 events the policy needs pass them and are acted on without being yielded.
 
-:class:`SessionGuard` is the part of that policy any stream can use: it ends a
-stream with UNAUTHENTICATED on logout, revocation or token expiry.
+Token expiry and the session re-check are the one mechanism every long call
+uses (:class:`~cortex_core.services.session_guard.SessionWatcher`, which also ends
+SendMessage replies); what is particular to event streams is that they see a
+revocation on any replica as a ``session_revoked`` event on the caller's own stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, TypeVar
 
 from cortex_core import errors
 from cortex_core.domain.changes import user_stream, workspace_stream
@@ -42,14 +42,12 @@ from cortex_core.domain.events import (
 )
 from cortex_core.domain.identity import Caller
 from cortex_core.domain.paging import PageRequest
-from cortex_core.ports import Clock, UnitOfWorkFactory
-from cortex_core.services.authentication import Authenticator, unauthenticated
+from cortex_core.ports import UnitOfWorkFactory
+from cortex_core.services.access import workspace_not_found
+from cortex_core.services.authentication import unauthenticated
 from cortex_core.services.event_hub import EventHub, Subscription
-from cortex_core.services.workspaces import workspace_not_found
+from cortex_core.services.session_guard import SessionWatcher
 
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 _WS_PREFIX = workspace_stream("")
 
 
@@ -72,139 +70,9 @@ class EventFilter:
         return not self.conversation_id or envelope.conversation_id == self.conversation_id
 
 
-class SessionGuard:
-    """Ends a stream with UNAUTHENTICATED when its caller's session ends.
-
-    The session ends when it is logged out or revoked (on any replica: seen as a
-    ``session_revoked`` event on the user's stream, or at a periodic re-check of
-    the session) or when the access token the stream was opened with expires.
-    Reasons: SESSION_REVOKED, TOKEN_EXPIRED.
-
-    For any server stream, wrap what it yields::
-
-        async for frame in guard.guard(caller, reply_frames()):
-            yield frame
-
-    :meth:`guard` stops ``source`` (``aclose``, so its ``finally`` runs) and
-    raises the Unauthenticated error at once, even while ``source`` is waiting,
-    and otherwise yields exactly what ``source`` yields. Event streams use the
-    pieces directly (:meth:`revokes`, :meth:`expire_at`, :meth:`recheck`)
-    because their subscription already carries the user's stream.
-    """
-
-    def __init__(
-        self, *, hub: EventHub, authenticator: Authenticator, clock: Clock, recheck: float
-    ) -> None:
-        self._hub = hub
-        self._authenticator = authenticator
-        self._clock = clock
-        self._recheck = recheck
-
-    @staticmethod
-    def revokes(caller: Caller, envelope: EventEnvelope) -> bool:
-        """True for the event that ends ``caller``'s session."""
-        return envelope.kind is EventKind.SESSION_REVOKED and envelope.session_id == (
-            caller.session_id
-        )
-
-    def expire_at(
-        self, caller: Caller, end: Callable[[errors.Unauthenticated], None]
-    ) -> asyncio.TimerHandle:
-        """Call ``end(TOKEN_EXPIRED)`` when the caller's token expires; cancel the handle
-        when the stream ends first."""
-        remaining = (caller.token_expire_time - self._clock.now()).total_seconds()
-        return asyncio.get_running_loop().call_later(
-            max(remaining, 0.0), end, unauthenticated("TOKEN_EXPIRED")
-        )
-
-    async def recheck(self, caller: Caller) -> None:
-        """Raise Unauthenticated if the caller's token expired or its session ended."""
-        await self._authenticator.ensure_active(caller)
-
-    async def guard(self, caller: Caller, source: AsyncIterator[T]) -> AsyncIterator[T]:
-        """``source``'s items until it ends, or until the session ends (see the class)."""
-        watch = _Watch()
-        expiry = self.expire_at(caller, watch.trip)
-        watcher = asyncio.create_task(self._watch(caller, watch), name="cortex-session-guard")
-        try:
-            while True:
-                if watch.error is not None:
-                    raise watch.error
-                watch.task = asyncio.current_task()  # whichever task iterates us now
-                watch.waiting = True
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if watch.cancelled and watch.task is not None and not watch.task.uncancel():
-                        raise watch.error or unauthenticated("SESSION_REVOKED") from None
-                    raise
-                finally:
-                    watch.waiting = False
-                yield item
-        finally:
-            expiry.cancel()
-            watcher.cancel()
-            await asyncio.wait((watcher,))
-            if not watcher.cancelled() and watcher.exception() is not None:
-                logger.error("the session guard failed", exc_info=watcher.exception())
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    async def _watch(self, caller: Caller, watch: _Watch) -> None:
-        """Trip ``watch`` on a revocation event or a failed re-check; survives log outages."""
-        own = user_stream(caller.user_id)
-
-        def revoking(envelope: EventEnvelope) -> bool:
-            return self.revokes(caller, envelope)
-
-        while watch.error is None:
-            try:
-                async with self._hub.subscribe(
-                    {own: None}, queue_size=16, heartbeat=self._recheck, accept=revoking
-                ) as subscription:
-                    async for item in subscription:
-                        if isinstance(item, EventRecord):
-                            watch.trip(unauthenticated("SESSION_REVOKED"))
-                            return
-                        if isinstance(item, Heartbeat):
-                            await self.recheck(caller)
-            except errors.Unauthenticated as exc:
-                watch.trip(exc)
-                return
-            except errors.CortexError as exc:
-                if exc.reason != "SERVER_SHUTTING_DOWN":  # a drain ends every subscription
-                    logger.warning("session guard lost the event log (%s); re-checking", exc.reason)
-                await asyncio.sleep(self._recheck)
-                try:
-                    await self.recheck(caller)
-                except errors.Unauthenticated as expired:
-                    watch.trip(expired)
-                    return
-                except errors.CortexError:
-                    pass  # the database is down too: try again later
-
-
-class _Watch:
-    """Shared by a guarded stream and its watcher: why it must end, and how to stop it."""
-
-    __slots__ = ("cancelled", "error", "task", "waiting")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[Any] | None = None
-        self.error: errors.Unauthenticated | None = None
-        self.waiting = False  # the stream is inside ``await anext(source)``
-        self.cancelled = False
-
-    def trip(self, error: errors.Unauthenticated) -> None:
-        if self.error is not None:
-            return
-        self.error = error
-        if self.waiting and self.task is not None:
-            self.cancelled = True
-            self.task.cancel()
+def revokes(caller: Caller, envelope: EventEnvelope) -> bool:
+    """True for the event that ends ``caller``'s session (from any replica)."""
+    return envelope.kind is EventKind.SESSION_REVOKED and envelope.session_id == (caller.session_id)
 
 
 class Subscriptions:
@@ -215,13 +83,13 @@ class Subscriptions:
         *,
         hub: EventHub,
         uow: UnitOfWorkFactory,
-        guard: SessionGuard,
+        sessions: SessionWatcher,
         heartbeat: float,
         queue_size: int,
     ) -> None:
         self._hub = hub
         self._uow = uow
-        self._guard = guard
+        self._sessions = sessions
         self._heartbeat = heartbeat
         self._queue_size = queue_size
 
@@ -250,7 +118,7 @@ class Subscriptions:
             heartbeat=self._heartbeat,
             accept=accept if filtered else None,
         )
-        return EventStream(subscription, caller, wanted, self._guard)
+        return EventStream(subscription, caller, wanted, self._sessions)
 
     async def _workspaces(self, caller: Caller, requested: Sequence[str]) -> list[str]:
         """The workspace ids to follow; NOT_FOUND for one the caller is not in."""
@@ -278,7 +146,7 @@ def _concerns(caller: Caller, envelope: EventEnvelope) -> bool:
     return (
         kind is EventKind.WORKSPACE_DELETED
         or (kind is EventKind.MEMBER_REMOVED and envelope.user_id == caller.user_id)
-        or SessionGuard.revokes(caller, envelope)
+        or revokes(caller, envelope)
     )
 
 
@@ -292,15 +160,19 @@ class EventStream:
     docstring; ``resume_token`` is the position after the last yielded item.
     """
 
-    __slots__ = ("_caller", "_expiry", "_guard", "_subscription", "_wanted")
+    __slots__ = ("_caller", "_expiry", "_sessions", "_subscription", "_wanted")
 
     def __init__(
-        self, subscription: Subscription, caller: Caller, wanted: EventFilter, guard: SessionGuard
+        self,
+        subscription: Subscription,
+        caller: Caller,
+        wanted: EventFilter,
+        sessions: SessionWatcher,
     ) -> None:
         self._subscription = subscription
         self._caller = caller
         self._wanted = wanted
-        self._guard = guard
+        self._sessions = sessions
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -309,7 +181,7 @@ class EventStream:
 
     async def __aenter__(self) -> EventStream:
         await self._subscription.__aenter__()
-        self._expiry = self._guard.expire_at(self._caller, self._subscription.close)
+        self._expiry = self._sessions.expire_at(self._caller, self._subscription.close)
         return self
 
     async def __aexit__(
@@ -336,14 +208,14 @@ class EventStream:
                 if self._wanted.matches(envelope):
                     return item
             elif isinstance(item, Heartbeat):
-                await self._guard.recheck(self._caller)
+                await self._sessions.recheck(self._caller)
                 return item
             else:
                 return item
 
     def _apply(self, stream: str, envelope: EventEnvelope) -> None:
         """Act on an event that changes what the caller may see."""
-        if SessionGuard.revokes(self._caller, envelope):
+        if revokes(self._caller, envelope):
             raise unauthenticated("SESSION_REVOKED")
         self._subscription.remove_stream(stream)
         if not any(s.startswith(_WS_PREFIX) for s in self._subscription.streams):

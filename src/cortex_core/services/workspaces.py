@@ -1,9 +1,9 @@
 """Workspaces and their members (WorkspaceService).
 
-Tenancy: every read and write is checked against the caller's membership. A
-workspace the caller does not belong to raises the very same ``NotFound`` as
-one that does not exist, so ids cannot be probed. Any member reads; only owners
-change the workspace or its members; a workspace always keeps one owner.
+Tenancy (checked by :mod:`cortex_core.services.access`): a workspace the caller
+does not belong to is ``NotFound`` exactly like one that does not exist. Any
+member reads; only owners change the workspace or its members; a workspace
+always keeps one owner.
 """
 
 from __future__ import annotations
@@ -34,33 +34,11 @@ from cortex_core.domain.identity import (
     text_violation,
 )
 from cortex_core.domain.paging import Page, PageRequest
-from cortex_core.ports import Clock, UnitOfWork, UnitOfWorkFactory
+from cortex_core.ports import Clock, UnitOfWorkFactory
+from cortex_core.services.access import require_role
 from cortex_core.services.dispatcher import EventBus
 
 UPDATABLE_FIELDS = frozenset({"display_name", "description", "token_budget"})
-
-
-def workspace_not_found() -> errors.NotFound:
-    return errors.NotFound("workspace not found", reason="WORKSPACE_NOT_FOUND")
-
-
-async def require_role(
-    uow: UnitOfWork, caller: Caller, workspace_id: str, *, owner: bool = False, write: bool = False
-) -> tuple[Workspace, Membership]:
-    """The workspace and the caller's membership; NotFound for non-members."""
-    membership = await uow.workspaces.get_membership(workspace_id, caller.user_id)
-    workspace = await uow.workspaces.get(workspace_id) if membership else None
-    if membership is None or workspace is None:
-        raise workspace_not_found()
-    if owner and membership.role is not Role.OWNER:
-        raise errors.PermissionDenied(
-            "only owners of the workspace can do this", reason="OWNER_REQUIRED"
-        )
-    if write and not membership.role.can_write:
-        raise errors.PermissionDenied(
-            "viewers cannot change the workspace's content", reason="EDITOR_REQUIRED"
-        )
-    return workspace, membership
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

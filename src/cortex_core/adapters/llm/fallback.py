@@ -19,15 +19,14 @@ Rules, for one reply:
   one request probes it (success closes it, failure re-opens).
   :meth:`FallbackProvider.states` reports every breaker, for health.
 
-``name`` and ``model`` name the provider that served the current reply in the
-calling task (a context variable set on the first token), and the first provider
-before any reply.
+Every chunk names the provider and model that produced it (``Chunk.provider``,
+``Chunk.model``), so a reply knows who served it whatever task reads it;
+``name`` and ``model`` name the first provider of the chain.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 import random
@@ -41,10 +40,6 @@ from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.ports import LlmProvider
 
 log = logging.getLogger("cortex_core.llm")
-
-_served_by: contextvars.ContextVar[tuple[FallbackProvider, LlmProvider] | None] = (
-    contextvars.ContextVar("cortex_llm_served_by", default=None)
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,11 +93,11 @@ class FallbackProvider:
 
     @property
     def name(self) -> str:
-        return self._current().name
+        return self._providers[0].name
 
     @property
     def model(self) -> str:
-        return self._current().model
+        return self._providers[0].model
 
     def states(self) -> dict[str, str]:
         """Each provider's circuit state (``closed``, ``open``, ``half_open``), in order."""
@@ -131,6 +126,7 @@ class FallbackProvider:
                 settled = False
                 pending: list[Chunk] = []
                 inner = provider.stream(messages, max_tokens=max_tokens)
+                name, model = provider.name, provider.model
                 try:
                     async for chunk in inner:
                         if not started and not chunk.text:
@@ -139,14 +135,12 @@ class FallbackProvider:
                         if not started:
                             started = settled = True
                             _record_success(breaker)
-                            _served_by.set((self, provider))
-                        yield chunk
+                        yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
                     if not started:
                         settled = True
                         _record_success(breaker)
-                        _served_by.set((self, provider))
                         for chunk in pending:
-                            yield chunk
+                            yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
                     return
                 except ProviderError as exc:
                     settled = True
@@ -203,12 +197,6 @@ class FallbackProvider:
                 return None  # another provider will answer sooner
             delay = max(delay, error.retry_after)
         return delay
-
-    def _current(self) -> LlmProvider:
-        served = _served_by.get()
-        if served is not None and served[0] is self:
-            return served[1]
-        return self._providers[0]
 
 
 def _record_success(breaker: CircuitBreaker) -> None:

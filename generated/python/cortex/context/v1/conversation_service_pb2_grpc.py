@@ -171,8 +171,12 @@ class ConversationServiceServicer:
         FAILED_PRECONDITION (reason REPLY_IN_PROGRESS, when another reply in the
         same conversation has not finished); ABORTED (reason
         IDEMPOTENCY_KEY_REUSED, when the key was used with different content);
-        RESOURCE_EXHAUSTED (reasons RATE_LIMITED, TOKEN_BUDGET_EXHAUSTED, with
-        RetryInfo); UNAUTHENTICATED (also mid-stream, reason SESSION_REVOKED);
+        RESOURCE_EXHAUSTED (reasons RATE_LIMITED, TOKEN_BUDGET_EXHAUSTED, and
+        TOO_MANY_ACTIVE_REPLIES when the server streams as many replies as it
+        admits, with RetryInfo); UNAUTHENTICATED (also mid-stream, reasons
+        SESSION_REVOKED and TOKEN_EXPIRED, when the caller logs out, the session
+        is revoked or the access token expires; the partial reply is stored with
+        FINISH_REASON_CANCELLED);
         UNAVAILABLE (reason NO_PROVIDER_AVAILABLE, before the user message is
         stored).
         """
