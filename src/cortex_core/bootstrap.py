@@ -249,7 +249,11 @@ def bootstrap(
         clock=clock,
         database=database,
         health=health,
-        streams=StreamRegistry(),
+        streams=StreamRegistry(
+            hub,
+            max_calls=settings.max_concurrent_rpcs,
+            max_waiting=settings.max_pending_requests,
+        ),
         access_log=access_log,
         authenticator=authenticator,
         servicers=servicers,

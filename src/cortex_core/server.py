@@ -1,18 +1,26 @@
 """The grpc.aio server: options, lifecycle and graceful drain.
 
 Start-up: migrations run first; only then do health statuses turn SERVING.
-On SIGTERM or SIGINT the server drains in order: health goes NOT_SERVING, open
-streams end with UNAVAILABLE so clients reconnect elsewhere, in-flight unary
-calls get ``shutdown_grace`` seconds to finish, then the process exits 0.
+On SIGTERM or SIGINT the server drains (see :meth:`RunningServer.drain`):
+health goes NOT_SERVING, event streams end at once with their resume point,
+calls in progress (replies included) get ``CORTEX_SHUTDOWN_GRACE`` seconds to
+finish, later calls are refused with a retryable status, and the process exits 0
+as soon as the work is done, not after the whole grace.
 
 Channel options, chosen on purpose:
 
 * keepalive: a ping every 20 s of silence with a 10 s ack timeout, so a dead
   client is reaped within 30 s; clients may ping every 10 s, even with no call
   open (streams idle between heartbeats).
-* ``grpc.server.max_pending_requests``: how many calls may wait for a free
-  slot during a reconnect burst (e.g. every client of a restarted replica at
-  once) before new ones are refused with RESOURCE_EXHAUSTED.
+* admission is Cortex's own (``CORTEX_MAX_CONCURRENT_RPCS`` and
+  ``CORTEX_MAX_PENDING_REQUESTS``, enforced by the interceptor through
+  :class:`~cortex_core.api.streams.StreamRegistry`), because grpc refuses with a
+  bare status that cannot carry ErrorInfo or RetryInfo. grpc's own limits are
+  set out of the way: no ``maximum_concurrent_rpcs``, and grpc core's queue of
+  calls not yet picked up by the event loop (``grpc.server.max_pending_requests``,
+  1000 by default, with random early refusals up to its hard limit) raised to
+  ``CORE_PENDING_BACKSTOP``, a backstop against floods that a reconnect burst
+  does not reach.
 * message size: ``CORTEX_MAX_MESSAGE_BYTES`` (4 MiB) for requests and replies.
 """
 
@@ -23,7 +31,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import grpc
@@ -42,6 +50,13 @@ KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
 HEALTH_FLUSH_SECONDS = 0.05
+CORE_PENDING_BACKSTOP = 50_000
+# Part of the grace kept for streams interrupted at its end (a reply stores its
+# partial text) and for the server's own stop.
+INTERRUPT_MARGIN_SECONDS = 1.0
+# The drain refuses new calls once nothing is in progress and nothing arrived for this
+# long: by then grpc's queue holds no call sent before SIGTERM.
+SETTLE_SECONDS = 0.25
 
 
 def server_options(app: App) -> list[tuple[str, Any]]:
@@ -55,7 +70,8 @@ def server_options(app: App) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.server.max_pending_requests", app.settings.max_pending_requests),
+        ("grpc.server.max_pending_requests", CORE_PENDING_BACKSTOP),
+        ("grpc.server.max_pending_requests_hard_limit", CORE_PENDING_BACKSTOP),
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         ("grpc.so_reuseport", 0),
@@ -73,14 +89,15 @@ def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
         )
     ]
     if app.settings.tracing:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-        interceptors.insert(0, aio_server_interceptor())  # type: ignore[no-untyped-call]
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=server_options(app),
-        maximum_concurrent_rpcs=app.settings.max_concurrent_rpcs or None,
-    )
+        # Inside Cortex's interceptor: it wraps servicers' async generators, and
+        # Cortex's interceptor serves streams as coroutines (see api.interceptors).
+        # Health is left out: its Watch writes with context.write, which the
+        # instrumentation cannot wrap, and probes would only add noise.
+        untraced = filters.negate(filters.health_check())
+        interceptors.append(aio_server_interceptor(filter_=untraced))  # type: ignore[no-untyped-call]
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(app))
     names = register_services(server, app.servicers)
     health_pb2_grpc.add_HealthServicer_to_server(app.health.servicer, server)
     reflection.enable_server_reflection(
@@ -101,20 +118,67 @@ class RunningServer:
         self._tasks = tasks
 
     async def drain(self) -> None:
-        """Health NOT_SERVING, streams told to go away, in-flight calls finish."""
+        """Stop serving without cutting anyone off; return as soon as the work is done.
+
+        1. Health goes NOT_SERVING (checks keep answering). Event streams end at
+           once with UNAVAILABLE, reason SERVER_SHUTTING_DOWN, a RetryInfo and
+           their resume token; other long-lived streams (health Watch) with the
+           same status.
+        2. Unary calls and replies in progress finish, and calls that still arrive
+           are served: under load a call waits in grpc's queue after it was sent,
+           so they may be from before SIGTERM (see ``api.streams``).
+        3. Once nothing is in progress and nothing new came for
+           ``SETTLE_SECONDS``, or ``INTERRUPT_MARGIN_SECONDS`` before the grace
+           ends, new calls are refused with SERVER_SHUTTING_DOWN and RetryInfo, and
+           what still runs is interrupted with that status (a reply stores its
+           partial text with FINISH_REASON_CANCELLED; retried with the same
+           idempotency key it returns that reply and its completion).
+        4. The grpc server stops (nothing is left to wait for), background work
+           stops, connections close.
+        """
+        loop = asyncio.get_running_loop()
         grace = self.app.settings.shutdown_grace
-        log.info("draining", extra={"grace_seconds": grace})
+        deadline = loop.time() + grace
+        margin = min(INTERRUPT_MARGIN_SECONDS, grace / 2)
+        streams = self.app.streams
+        log.info("draining", extra={"grace_seconds": grace, "calls": streams.calls})
+        streams.begin_drain()
         await self.app.health.drain()
         await asyncio.sleep(HEALTH_FLUSH_SECONDS)  # let health watchers see NOT_SERVING
-        closed = self.app.streams.close_all()
-        await self.server.stop(grace)
+        told = streams.tell_streams()
+        settled = await _within(streams.settled(SETTLE_SECONDS), deadline - margin - loop.time())
+        streams.stop_admitting()
+        interrupted = 0
+        if not settled:
+            interrupted = streams.interrupt()
+            await _within(streams.idle(), deadline - loop.time())
+        left = streams.calls
+        await self.server.stop(max(deadline - loop.time(), 0.0))
         for task in self._tasks:  # after the calls, so their access records are flushed
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.app.database.dispose()
         for close in self.app.closers:
             await close()
-        log.info("stopped", extra={"streams_closed": closed})
+        log.info(
+            "stopped",
+            extra={
+                "streams_told": told,
+                "streams_interrupted": interrupted,
+                "calls_cut": left,
+                "drain_seconds": round(grace - (deadline - loop.time()), 3),
+            },
+        )
+
+
+async def _within(awaitable: Awaitable[None], seconds: float) -> bool:
+    """Await ``awaitable`` for at most ``seconds``; whether it finished."""
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await awaitable
+    except TimeoutError:
+        return False
+    return True
 
 
 async def start(app: App) -> RunningServer:

@@ -185,7 +185,21 @@ def test_sigterm_drains_streams_and_exits_zero(tmp_path: Path) -> None:
     assert set(statuses) <= {health_pb2.HealthCheckResponse.NOT_SERVING}
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
     assert details(ended.value)["ErrorInfo"].reason == "SERVER_SHUTTING_DOWN"
+    assert "RetryInfo" in details(ended.value)
     assert "draining" in server.logs()
+
+
+def test_with_tracing_on_the_health_watch_still_works(tmp_path: Path) -> None:
+    env = {"CORTEX_TRACING": "true", "OTEL_TRACES_EXPORTER": "none"}
+    with cortex_server(tmp_path, env) as server:
+        with grpc.insecure_channel(server.address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
+            first = next(watch)
+            watch.cancel()
+        assert server.terminate() == 0
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_the_server_serves_on_postgresql(tmp_path: Path) -> None:

@@ -12,22 +12,36 @@ per method), so a call pays for a single extra frame. For each call it:
 * turns ``NotImplementedError`` (generated base servicers) into
   ``UNIMPLEMENTED`` and any other exception into ``INTERNAL`` with a generic
   message, logging the traceback with the request id;
+* admits the call through :class:`~cortex_core.api.streams.StreamRegistry`
+  (Cortex's own concurrency limit and the drain's refusals, each a status with
+  ``ErrorInfo`` and ``RetryInfo``, which grpc's own limits cannot send);
 * ends open streams with ``UNAVAILABLE`` when the server drains;
 * for the public sign-in methods, resolves the client's address (the peer, or
   ``x-forwarded-for`` when the peer is a trusted proxy; see
   :func:`~cortex_core.api.context.resolve_client`);
 * records the call in the access log: method, code, duration, peer, request id.
+
+Server streams are served as coroutines that write each response with
+``context.write``, never handed to grpc as async generators: grpc iterates a
+generator with ``async for`` and, when the call is cancelled while it awaits a
+write (a killed client, a full flow-control window, a server stop), leaves the
+generator suspended. Its ``finally`` blocks then ran later, from the garbage
+collector's finalizer in another task and another context (resetting a context
+variable failed there with "Token was created in a different Context", and the
+stream's cleanup came late or never). Here the wrapped generator is closed with
+``aclosing`` inside the call's own task, whatever ends the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -38,7 +52,7 @@ from cortex_core.api import status
 from cortex_core.api.access_log import AccessLog
 from cortex_core.api.context import IPNetwork, caller_var, client_var, resolve_client
 from cortex_core.api.input_checks import request_violations
-from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry
+from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry, shutting_down
 from cortex_core.services.authentication import Authenticator
 
 error_log = logging.getLogger("cortex.errors")
@@ -58,6 +72,18 @@ PUBLIC_METHODS = frozenset(
         "/cortex.auth.v1.AuthService/Register",
         "/cortex.auth.v1.AuthService/Login",
         "/cortex.auth.v1.AuthService/RefreshToken",
+    }
+)
+
+
+_HEALTH = "/grpc.health.v1.Health/"
+# Streams the drain does not interrupt at once: a reply finishes within the grace
+# (and ends with its completion frame); an event subscription is ended by the hub
+# with its own resume token.
+_FINISH_ON_DRAIN = frozenset(
+    {
+        "/cortex.context.v1.ConversationService/SendMessage",
+        "/cortex.events.v1.EventService/SubscribeEvents",
     }
 )
 
@@ -124,12 +150,21 @@ def _call_headers(context: Any) -> tuple[str, str | None]:
     return request_id or os.urandom(16).hex(), token
 
 
-def _shutting_down() -> errors.Unavailable:
-    return errors.Unavailable("server is shutting down; reconnect", reason="SERVER_SHUTTING_DOWN")
-
-
-def _is_shutdown(exc: asyncio.CancelledError) -> bool:
-    return bool(exc.args) and exc.args[0] == SHUTDOWN_MESSAGE
+def _interrupted_by_drain(
+    exc: BaseException, task: asyncio.Task[Any] | None, streams: StreamRegistry
+) -> BaseException:
+    """``exc``, or SERVER_SHUTTING_DOWN when it is the drain's own interruption of
+    ``task`` (the call then ends with UNAVAILABLE and RetryInfo, not CANCELLED)."""
+    if (
+        isinstance(exc, asyncio.CancelledError)
+        and task is not None
+        and exc.args
+        and exc.args[0] == SHUTDOWN_MESSAGE
+        and streams.draining
+    ):
+        task.uncancel()
+        return shutting_down()
+    return exc
 
 
 class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -191,6 +226,8 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         authenticator = self.authenticator if needs_auth(method) else None
+        streams = self.streams
+        exempt = method.startswith(_HEALTH)
         resolves_client = method in PUBLIC_METHODS
 
         async def handle(request: Any, context: Any) -> Any:
@@ -198,7 +235,13 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_id, bearer = _call_headers(context)
             token = request_id_var.set(request_id)
             code = _OK
+            admitted = False
+            task = asyncio.current_task()
             try:
+                await streams.admit(exempt=exempt)
+                admitted = True
+                if task is not None:
+                    streams.add(task, interrupt_on_drain=False)
                 if isinstance(request, _Malformed):
                     await self.abort_malformed(context, request)
                 if resolves_client:
@@ -207,34 +250,40 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     caller_var.set(await authenticator.authenticate(bearer))
                 return await behavior(request, context)
             except BaseException as exc:
-                code, rpc = self.outcome(method, request_id, context, exc)
+                code, rpc = self.outcome(
+                    method, request_id, context, _interrupted_by_drain(exc, task, streams)
+                )
                 if rpc is not None:
                     await context.abort_with_status(rpc)
                 raise
             finally:
+                if admitted:
+                    if task is not None:
+                        streams.discard(task)
+                    streams.release()
                 request_id_var.reset(token)
                 self.log(method, code, start, context, request_id)
 
         return handle
 
     def _stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.isasyncgenfunction(behavior):
+        generator = inspect.isasyncgenfunction(behavior)
+        interrupt = method not in _FINISH_ON_DRAIN
 
-            async def generate(request: Any, context: Any) -> AsyncIterator[Any]:
-                async with _StreamGuard(self, method, context, request):
-                    async for response in behavior(request, context):
-                        yield response
-
-            return generate
-
-        # Handlers that stream with ``context.write`` (grpc's own health Watch).
-        async def write(request: Any, context: Any) -> None:
-            async with _StreamGuard(self, method, context, request):
+        async def serve(request: Any, context: Any) -> None:
+            async with _StreamGuard(self, method, context, request, interrupt):
+                if generator:
+                    # Closed here, in the call's own task (see the module docstring).
+                    async with contextlib.aclosing(behavior(request, context)) as responses:
+                        async for response in responses:
+                            await context.write(response)
+                    return
+                # Handlers that stream with ``context.write`` (grpc's own health Watch).
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     await result
 
-        return write
+        return serve
 
     def log(
         self, method: str, code: grpc.StatusCode, start: float, context: Any, request_id: str
@@ -272,13 +321,16 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 class _StreamGuard:
-    """A streaming call's frame: registration for drain, error mapping, access log."""
+    """A streaming call's frame: admission, registration for drain, error mapping,
+    access log. Entered and exited in the call's own task."""
 
     __slots__ = (
+        "_admitted",
         "_bearer",
         "_code",
         "_context",
         "_interceptor",
+        "_interrupt",
         "_method",
         "_request",
         "_request_id",
@@ -288,15 +340,22 @@ class _StreamGuard:
     )
 
     def __init__(
-        self, interceptor: CortexInterceptor, method: str, context: Any, request: Any
+        self,
+        interceptor: CortexInterceptor,
+        method: str,
+        context: Any,
+        request: Any,
+        interrupt: bool,
     ) -> None:
         self._interceptor = interceptor
         self._method = method
         self._context = context
         self._request = request
+        self._interrupt = interrupt
         self._start = time.perf_counter()
         self._request_id, self._bearer = _call_headers(context)
         self._code = _OK
+        self._admitted = False
         self._task: asyncio.Task[Any] | None = None
         self._token: contextvars.Token[str] | None = None
 
@@ -305,12 +364,14 @@ class _StreamGuard:
         self._task = asyncio.current_task()
         streams = self._interceptor.streams
         if self._task is not None:
-            streams.add(self._task)
+            streams.add(self._task, interrupt_on_drain=self._interrupt)
         try:
+            await streams.admit(
+                exempt=self._method.startswith(_HEALTH), interrupt_on_drain=self._interrupt
+            )
+            self._admitted = True
             if isinstance(self._request, _Malformed):
                 await self._interceptor.abort_malformed(self._context, self._request)
-            if streams.draining:
-                raise _shutting_down()
             authenticator = self._interceptor.authenticator
             if authenticator is not None and needs_auth(self._method):
                 caller_var.set(await authenticator.authenticate(self._bearer))
@@ -323,25 +384,23 @@ class _StreamGuard:
         try:
             if exc is None:
                 return False
-            if (
-                isinstance(exc, asyncio.CancelledError)
-                and self._task is not None
-                and _is_shutdown(exc)
-                and interceptor.streams.draining
-            ):
-                # Our own drain interrupted this stream: end it with UNAVAILABLE instead.
-                self._task.uncancel()
-                exc = _shutting_down()
             self._code, rpc = interceptor.outcome(
-                self._method, self._request_id, self._context, exc
+                self._method,
+                self._request_id,
+                self._context,
+                _interrupted_by_drain(exc, self._task, interceptor.streams),
             )
             if rpc is not None:
                 await self._context.abort_with_status(rpc)
             return False
         finally:
+            streams = interceptor.streams
             if self._task is not None:
-                interceptor.streams.discard(self._task)
+                streams.discard(self._task)
                 self._task = None
+            if self._admitted:
+                self._admitted = False
+                streams.release()
             if self._token is not None:
                 request_id_var.reset(self._token)
                 self._token = None

@@ -151,6 +151,8 @@ class EventHub:
         self._beat_at = math.inf
         # Encoded resume tokens by positions (in a subscription's insertion order).
         self._tokens: dict[tuple[tuple[str, int], ...], str] = {}
+        # Set by close_all: every subscription, also one entered later, ends with it.
+        self._closing: Callable[[str], CortexError] | None = None
 
     @property
     def log(self) -> EventLog:
@@ -210,6 +212,16 @@ class EventHub:
         for subscription in list(self._subscriptions):
             subscription.close()
         await self._settle()
+
+    def close_all(self, error: Callable[[str], CortexError]) -> int:
+        """End every subscription, now and entered later: its iterator raises
+        ``error(resume_token)`` with its own position (a draining server tells each
+        client where to resume). Return how many were open."""
+        self._closing = error
+        subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.close(error(subscription.resume_token))
+        return len(subscriptions)
 
     def _expect_beat(self, subscription: Subscription, deadline: float) -> list[Any]:
         """Call ``subscription._beat_due`` at ``deadline`` (or a little after)."""
@@ -464,6 +476,8 @@ class Subscription:
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
+        if self._hub._closing is not None:
+            self.close(self._hub._closing(self.resume_token))
         return self
 
     async def __aexit__(
