@@ -62,6 +62,36 @@ class Change:
         )
 
 
+class _AboutConversation:
+    """A change about a conversation: its workspace and conversation come from it."""
+
+    __slots__ = ()
+    conversation: Conversation
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
+
+class _AboutMessage:
+    """A change about a message: its workspace and conversation come from it."""
+
+    __slots__ = ()
+    message: Message
+
+    @property
+    def workspace_id(self) -> str:
+        return self.message.workspace_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceCreated(Change):
     KIND = EventKind.WORKSPACE_CREATED
@@ -94,80 +124,40 @@ class WorkspaceDeleted(Change):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ConversationCreated(Change):
+class ConversationCreated(_AboutConversation, Change):
     KIND = EventKind.CONVERSATION_CREATED
     conversation: Conversation
 
-    @property
-    def workspace_id(self) -> str:
-        return self.conversation.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.conversation.id
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ConversationUpdated(Change):
+class ConversationUpdated(_AboutConversation, Change):
     KIND = EventKind.CONVERSATION_UPDATED
     conversation: Conversation
     fields: tuple[str, ...]
 
-    @property
-    def workspace_id(self) -> str:
-        return self.conversation.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.conversation.id
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ConversationDeleted(Change):
+class ConversationDeleted(_AboutConversation, Change):
     KIND = EventKind.CONVERSATION_DELETED
     conversation: Conversation
 
-    @property
-    def workspace_id(self) -> str:
-        return self.conversation.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.conversation.id
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MessageCreated(Change):
+class MessageCreated(_AboutMessage, Change):
     KIND = EventKind.MESSAGE_CREATED
     message: Message
 
-    @property
-    def workspace_id(self) -> str:
-        return self.message.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.message.conversation_id
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ReplyStarted(Change):
+class ReplyStarted(_AboutConversation, Change):
     KIND = EventKind.REPLY_STARTED
     conversation: Conversation
     reply_id: str
     user_message: Message
 
-    @property
-    def workspace_id(self) -> str:
-        return self.conversation.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.conversation.id
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ReplyDelta(Change):
+class ReplyDelta(_AboutConversation, Change):
     """More text of a reply in progress (pieces coalesced)."""
 
     KIND = EventKind.REPLY_DELTA
@@ -175,27 +165,11 @@ class ReplyDelta(Change):
     reply_id: str
     text: str
 
-    @property
-    def workspace_id(self) -> str:
-        return self.conversation.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.conversation.id
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ReplyCompleted(Change):
+class ReplyCompleted(_AboutMessage, Change):
     KIND = EventKind.REPLY_COMPLETED
     message: Message
-
-    @property
-    def workspace_id(self) -> str:
-        return self.message.workspace_id
-
-    @property
-    def conversation_id(self) -> str:
-        return self.message.conversation_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
