@@ -36,7 +36,7 @@ from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 
 from bench.load import percentile
 from cortex_core.adapters.sql.database import SqlDatabase
-from cortex_core.adapters.tokens import EstimatedTokenCounter
+from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.bootstrap import bootstrap
 from cortex_core.domain.conversations import Message, MessageRole
 from cortex_core.server import start

@@ -21,17 +21,17 @@ from urllib.parse import urlsplit
 from cortex_core import errors
 from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
-from cortex_core.adapters.events.memory import InMemoryEventLog
 from cortex_core.adapters.llm.config import chain_from_config
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
+from cortex_core.adapters.memory_event_log import InMemoryEventLog
+from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
 from cortex_core.adapters.security.passwords import Argon2PasswordHasher
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
 from cortex_core.adapters.security.throttle_policy import ThrottlePolicies
-from cortex_core.adapters.security.tokens import JwtAccessTokenCodec
 from cortex_core.adapters.sql.database import SqlDatabase
-from cortex_core.adapters.tokens import EstimatedTokenCounter
+from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
 from cortex_core.api.context_service import ContextService
@@ -44,8 +44,8 @@ from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
 from cortex_core.api.workspace_service import WorkspaceService
-from cortex_core.domain.changes import Change
 from cortex_core.domain.context_window import Candidate, ItemKind
+from cortex_core.domain.events import Change
 from cortex_core.ports import (
     Cache,
     Clock,
@@ -279,7 +279,7 @@ def _redis(settings: Settings) -> Redis | None:
     """The process's one Redis client (a bounded pool), shared by every Redis adapter."""
     if not settings.redis_url:
         return None
-    from cortex_core.adapters.redis_client import redis_client
+    from cortex_core.adapters.redis.client import redis_client
 
     return redis_client(
         settings.redis_url,
@@ -291,7 +291,7 @@ def _redis(settings: Settings) -> Redis | None:
 def _event_log(settings: Settings, redis: Redis | None) -> EventLog:
     retention = timedelta(seconds=settings.events_retention)
     if redis is not None:
-        from cortex_core.adapters.events.redis_streams import RedisEventLog
+        from cortex_core.adapters.redis.event_log import RedisEventLog
 
         # A blocking read holds a pooled connection: keep it well under the timeout.
         return RedisEventLog(
@@ -305,7 +305,7 @@ def _event_log(settings: Settings, redis: Redis | None) -> EventLog:
 
 def _cache(redis: Redis | None) -> Cache:
     if redis is not None:
-        from cortex_core.adapters.redis_cache import RedisCache
+        from cortex_core.adapters.redis.cache import RedisCache
 
         return RedisCache(redis)
     return InMemoryCache()
@@ -313,7 +313,7 @@ def _cache(redis: Redis | None) -> Cache:
 
 def _throttle(settings: Settings, redis: Redis | None, clock: Clock) -> LoginThrottle:
     if redis is not None:
-        from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
+        from cortex_core.adapters.redis.throttle import RedisLoginThrottle
 
         # Fails closed with UNAVAILABLE when Redis is down (the client's timeouts bound it).
         return RedisLoginThrottle(redis, clock=clock, policies=_throttle_policies(settings))

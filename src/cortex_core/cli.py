@@ -3,7 +3,7 @@
 Commands:
   serve     run the gRPC server until SIGTERM/SIGINT (migrations are applied first)
   migrate   apply pending database migrations and exit
-  chat      talk to a running server from the terminal (see cortex_core.chat)
+  chat      talk to a running server from the terminal (see cortex_core.clients.chat)
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from cortex_core import chat
+    from cortex_core.clients import chat
 
     chat.add_arguments(
         commands.add_parser(
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "chat":  # a client: the server's configuration does not apply
-        from cortex_core.chat import run as run_chat
+        from cortex_core.clients.chat import run as run_chat
 
         return run_chat(args)
     try:

@@ -13,8 +13,9 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from cortex_core.domain.access_tokens import AccessClaims, IssuedToken
 from cortex_core.domain.conversations import Conversation, Message, Summary
-from cortex_core.domain.events import EventEnvelope, EventRead, EventRecord, PendingEvent
+from cortex_core.domain.event_records import EventEnvelope, EventRead, EventRecord, PendingEvent
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -27,7 +28,6 @@ from cortex_core.domain.identity import (
 from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
-from cortex_core.domain.tokens import AccessClaims, IssuedToken
 
 
 class Clock(Protocol):

@@ -20,9 +20,9 @@ import redis.asyncio as redis
 from support.databases import require_env
 from support.events import append
 
-from cortex_core.adapters.events.memory import InMemoryEventLog
-from cortex_core.adapters.events.redis_streams import RedisEventLog
-from cortex_core.domain.events import (
+from cortex_core.adapters.memory_event_log import InMemoryEventLog
+from cortex_core.adapters.redis.event_log import RedisEventLog
+from cortex_core.domain.event_records import (
     EventEnvelope,
     EventKind,
     EventRecord,

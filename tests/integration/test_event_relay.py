@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from cortex_core import errors
-from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.sql.database import SqlDatabase
-from cortex_core.domain.changes import WorkspaceDeleted
+from cortex_core.domain.events import WorkspaceDeleted
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 

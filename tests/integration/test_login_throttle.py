@@ -19,7 +19,7 @@ from support.databases import require_env
 
 from cortex_core import errors
 from cortex_core.adapters.clock import ManualClock
-from cortex_core.adapters.security.redis_throttle import RedisLoginThrottle
+from cortex_core.adapters.redis.throttle import RedisLoginThrottle
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
 from cortex_core.adapters.security.throttle_policy import (
     ThrottlePolicies,

@@ -29,7 +29,7 @@ from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grp
 from cortex.sessions.v1.workspace_pb2 import Workspace
 from google.protobuf import field_mask_pb2
 
-from cortex_core.domain.events import EventEnvelope, EventKind, EventRecord
+from cortex_core.domain.event_records import EventEnvelope, EventKind, EventRecord
 from cortex_core.ports import EventLog
 from support.clients import Account, Client, auth_pb, workspace_pb
 from support.databases import in_ci, postgres_database

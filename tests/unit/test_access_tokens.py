@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from cortex_core import errors
-from cortex_core.adapters.security.tokens import (
+from cortex_core.adapters.security.jwt_codec import (
     INVALID_TOKEN_MESSAGE,
     JwtAccessTokenCodec,
     Key,

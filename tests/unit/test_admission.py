@@ -9,9 +9,9 @@ import pytest
 from support.events import append
 
 from cortex_core import errors
-from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.api.streams import StreamRegistry
-from cortex_core.domain.events import EventRecord
+from cortex_core.domain.event_records import EventRecord
 from cortex_core.services.event_hub import EventHub
 
 

@@ -21,8 +21,8 @@ import pytest
 from support.databases import require_env
 
 from cortex_core.adapters.cache import InMemoryCache
-from cortex_core.adapters.redis_cache import RedisCache, redis_breaker
-from cortex_core.adapters.redis_client import redis_client
+from cortex_core.adapters.redis.cache import RedisCache, redis_breaker
+from cortex_core.adapters.redis.client import redis_client
 
 
 class FakeMonotonic:
@@ -170,7 +170,7 @@ async def test_the_cache_answers_while_redis_is_gone_and_uses_it_again_when_back
         assert cache.using_redis
 
         own_redis.kill()
-        with caplog.at_level(logging.WARNING, logger="cortex_core.adapters.redis_cache"):
+        with caplog.at_level(logging.WARNING, logger="cortex_core.adapters.redis.cache"):
             assert await cache.get("ctx:w1:c1:a") is None  # a miss, not an error
             await cache.set("ctx:w1:c1:a", b"during", 60)
             assert await cache.get("ctx:w1:c1:a") == b"during"  # from the process
@@ -185,7 +185,7 @@ async def test_the_cache_answers_while_redis_is_gone_and_uses_it_again_when_back
         own_redis.start()
         clock.now += 5  # past the (doubled) backoff
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="cortex_core.adapters.redis_cache"):
+        with caplog.at_level(logging.WARNING, logger="cortex_core.adapters.redis.cache"):
             await cache.set("ctx:w2:c1:a", b"after", 60)
             assert cache.using_redis
             assert await cache.get("ctx:w2:c1:a") == b"after"

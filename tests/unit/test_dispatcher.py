@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cortex_core.domain.changes import Change, WorkspaceDeleted
+from cortex_core.domain.events import Change, WorkspaceDeleted
 from cortex_core.services.dispatcher import EventBus
 
 

@@ -12,9 +12,9 @@ import pytest
 from cortex.events.v1 import event_pb2
 from support.events import UPDATED, append
 
-from cortex_core.adapters.events.memory import InMemoryEventLog
+from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.api.event_service import _Decoded
-from cortex_core.domain.events import (
+from cortex_core.domain.event_records import (
     EventEnvelope,
     EventKind,
     EventRecord,

@@ -5,9 +5,14 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
+
+import grpc.aio
 
 from cortex_core.domain.identity import Caller, ClientInfo
+
+# What every servicer method receives; requests and responses are typed by each method.
+ServicerContext: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -23,7 +28,7 @@ def current_caller() -> Caller:
     return caller_var.get()
 
 
-def client_info(context: Any) -> ClientInfo:
+def client_info(context: ServicerContext) -> ClientInfo:
     """Where the call came from: what the interceptor resolved for it (see
     :func:`resolve_client`), else the peer address (without port) and user agent."""
     found = client_var.get(None)

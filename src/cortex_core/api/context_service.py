@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cortex.context.v1 import context_service_pb2 as pb
 from cortex.context.v1 import context_service_pb2_grpc as pb_grpc
 
 from cortex_core.api import convert_conversations as cc
-from cortex_core.api.context import current_caller
+from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.api.conversation_service import conversation_id
 from cortex_core.domain.context_window import ContextWindow
 from cortex_core.services.context import ContextManager
@@ -19,7 +17,7 @@ class ContextService(pb_grpc.ContextServiceServicer):
         self._manager = manager
 
     async def GetContextWindow(
-        self, request: pb.GetContextWindowRequest, context: Any
+        self, request: pb.GetContextWindowRequest, context: ServicerContext
     ) -> pb.GetContextWindowResponse:
         rendered = await self._manager.window(
             current_caller(),
@@ -30,7 +28,7 @@ class ContextService(pb_grpc.ContextServiceServicer):
         return pb.GetContextWindowResponse.FromString(rendered)
 
     async def SummarizeConversation(
-        self, request: pb.SummarizeConversationRequest, context: Any
+        self, request: pb.SummarizeConversationRequest, context: ServicerContext
     ) -> pb.SummarizeConversationResponse:
         summary = await self._manager.summarize(
             current_caller(), *conversation_id(request.conversation, "conversation")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from cortex.context.v1 import conversation_service_pb2 as pb
 from cortex.context.v1 import conversation_service_pb2_grpc as pb_grpc
@@ -11,7 +10,7 @@ from cortex.context.v1 import conversation_service_pb2_grpc as pb_grpc
 from cortex_core import errors
 from cortex_core.api import convert, status
 from cortex_core.api import convert_conversations as cc
-from cortex_core.api.context import current_caller
+from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services import conversations as uc
@@ -29,7 +28,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         self._replies = replier
 
     async def CreateConversation(
-        self, request: pb.CreateConversationRequest, context: Any
+        self, request: pb.CreateConversationRequest, context: ServicerContext
     ) -> pb.CreateConversationResponse:
         (workspace_id,) = convert.parse_name(request.parent, names.WORKSPACE, "parent")
         try:
@@ -44,7 +43,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         return pb.CreateConversationResponse(conversation=cc.conversation(created))
 
     async def GetConversation(
-        self, request: pb.GetConversationRequest, context: Any
+        self, request: pb.GetConversationRequest, context: ServicerContext
     ) -> pb.GetConversationResponse:
         found = await self._conversations.get(
             current_caller(), *conversation_id(request.name, "name")
@@ -52,7 +51,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         return pb.GetConversationResponse(conversation=cc.conversation(found))
 
     async def ListConversations(
-        self, request: pb.ListConversationsRequest, context: Any
+        self, request: pb.ListConversationsRequest, context: ServicerContext
     ) -> pb.ListConversationsResponse:
         (workspace_id,) = convert.parse_name(request.parent, names.WORKSPACE, "parent")
         page = await self._conversations.list(
@@ -64,7 +63,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         )
 
     async def UpdateConversation(
-        self, request: pb.UpdateConversationRequest, context: Any
+        self, request: pb.UpdateConversationRequest, context: ServicerContext
     ) -> pb.UpdateConversationResponse:
         ids = conversation_id(request.conversation.name, "conversation.name")
         try:
@@ -82,13 +81,13 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         return pb.UpdateConversationResponse(conversation=cc.conversation(updated))
 
     async def DeleteConversation(
-        self, request: pb.DeleteConversationRequest, context: Any
+        self, request: pb.DeleteConversationRequest, context: ServicerContext
     ) -> pb.DeleteConversationResponse:
         await self._conversations.delete(current_caller(), *conversation_id(request.name, "name"))
         return pb.DeleteConversationResponse()
 
     async def ListMessages(
-        self, request: pb.ListMessagesRequest, context: Any
+        self, request: pb.ListMessagesRequest, context: ServicerContext
     ) -> pb.ListMessagesResponse:
         page = await self._conversations.list_messages(
             current_caller(),
@@ -104,7 +103,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         )
 
     async def SendMessage(
-        self, request: pb.SendMessageRequest, context: Any
+        self, request: pb.SendMessageRequest, context: ServicerContext
     ) -> AsyncIterator[pb.SendMessageResponse]:
         workspace_id, conv_id = conversation_id(request.conversation, "conversation")
         steps = self._replies.send(

@@ -17,8 +17,8 @@ from google.protobuf import field_mask_pb2
 
 from cortex_core.api import convert, convert_memories
 from cortex_core.api import convert_conversations as cc
-from cortex_core.domain import changes as c
-from cortex_core.domain.events import EventKind
+from cortex_core.domain import events as c
+from cortex_core.domain.event_records import EventKind
 
 EVENT_TYPES: dict[EventKind, pb.EventType] = {
     kind: getattr(pb, f"EVENT_TYPE_{kind.name}") for kind in EventKind

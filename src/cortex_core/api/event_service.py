@@ -8,7 +8,6 @@ frames. Who may see what, and for how long, is ``services/subscriptions.py``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from cachetools import FIFOCache
 from cortex.events.v1 import event_pb2
@@ -17,10 +16,10 @@ from cortex.events.v1 import event_service_pb2_grpc as pb_grpc
 
 from cortex_core import errors
 from cortex_core.api import convert
-from cortex_core.api.context import current_caller
+from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.api.event_encoding import KINDS
-from cortex_core.domain.changes import workspace_stream
-from cortex_core.domain.events import EventRecord, Heartbeat, ResumeToken
+from cortex_core.domain.event_records import EventRecord, Heartbeat, ResumeToken
+from cortex_core.domain.events import workspace_stream
 from cortex_core.ports import Clock
 from cortex_core.services.subscriptions import EventFilter, Subscriptions
 
@@ -90,7 +89,7 @@ class EventService(pb_grpc.EventServiceServicer):
         self._decoded: FIFOCache[tuple[str, int], _Decoded] = FIFOCache(_DECODED_RECORDS)
 
     async def SubscribeEvents(
-        self, request: pb.SubscribeEventsRequest, context: Any
+        self, request: pb.SubscribeEventsRequest, context: ServicerContext
     ) -> AsyncIterator[pb.SubscribeEventsResponse]:
         resume = ResumeToken.decode(request.resume_token) if request.resume_token else None
         wanted = event_filter(request)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from cortex.context.v1 import memory_service_pb2 as pb
 from cortex.context.v1 import memory_service_pb2_grpc as pb_grpc
 
 from cortex_core import errors
 from cortex_core.api import convert
-from cortex_core.api.context import current_caller
+from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.api.convert_memories import kind_from_proto, memory
 from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
@@ -42,7 +41,7 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         self._memories = memories
 
     async def CreateMemory(
-        self, request: pb.CreateMemoryRequest, context: Any
+        self, request: pb.CreateMemoryRequest, context: ServicerContext
     ) -> pb.CreateMemoryResponse:
         workspace_id = _workspace_id(request.parent)
         try:
@@ -58,12 +57,14 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
             raise convert.prefix_violations(exc, "memory.") from None
         return pb.CreateMemoryResponse(memory=memory(created))
 
-    async def GetMemory(self, request: pb.GetMemoryRequest, context: Any) -> pb.GetMemoryResponse:
+    async def GetMemory(
+        self, request: pb.GetMemoryRequest, context: ServicerContext
+    ) -> pb.GetMemoryResponse:
         found = await self._memories.get(current_caller(), *_memory_ids(request.name))
         return pb.GetMemoryResponse(memory=memory(found))
 
     async def ListMemories(
-        self, request: pb.ListMemoriesRequest, context: Any
+        self, request: pb.ListMemoriesRequest, context: ServicerContext
     ) -> pb.ListMemoriesResponse:
         page = await self._memories.list(
             current_caller(),
@@ -76,13 +77,13 @@ class MemoryService(pb_grpc.MemoryServiceServicer):
         )
 
     async def DeleteMemory(
-        self, request: pb.DeleteMemoryRequest, context: Any
+        self, request: pb.DeleteMemoryRequest, context: ServicerContext
     ) -> pb.DeleteMemoryResponse:
         await self._memories.delete(current_caller(), *_memory_ids(request.name))
         return pb.DeleteMemoryResponse()
 
     async def SearchMemories(
-        self, request: pb.SearchMemoriesRequest, context: Any
+        self, request: pb.SearchMemoriesRequest, context: ServicerContext
     ) -> pb.SearchMemoriesResponse:
         page = await self._memories.search(
             current_caller(),

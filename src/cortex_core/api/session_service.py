@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cortex.sessions.v1 import session_service_pb2 as pb
 from cortex.sessions.v1 import session_service_pb2_grpc as pb_grpc
 
 from cortex_core.api import convert
-from cortex_core.api.context import current_caller
+from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services.identity import Identity
@@ -19,7 +17,7 @@ class SessionService(pb_grpc.SessionServiceServicer):
         self._identity = identity
 
     async def ListSessions(
-        self, request: pb.ListSessionsRequest, context: Any
+        self, request: pb.ListSessionsRequest, context: ServicerContext
     ) -> pb.ListSessionsResponse:
         (user_id,) = convert.parse_name(request.parent or "users/-", names.USER, "parent")
         caller = current_caller()
@@ -32,7 +30,7 @@ class SessionService(pb_grpc.SessionServiceServicer):
         )
 
     async def RevokeSession(
-        self, request: pb.RevokeSessionRequest, context: Any
+        self, request: pb.RevokeSessionRequest, context: ServicerContext
     ) -> pb.RevokeSessionResponse:
         user_id, session_id = convert.parse_name(request.name, names.SESSION, "name")
         caller = current_caller()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cortex.sessions.v1 import workspace_service_pb2 as pb
 from cortex.sessions.v1 import workspace_service_pb2_grpc as pb_grpc
 
 from cortex_core import errors
 from cortex_core.api import convert
-from cortex_core.api.context import current_caller
+from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.services.workspaces import Workspaces
@@ -25,7 +23,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         self._workspaces = workspaces
 
     async def CreateWorkspace(
-        self, request: pb.CreateWorkspaceRequest, context: Any
+        self, request: pb.CreateWorkspaceRequest, context: ServicerContext
     ) -> pb.CreateWorkspaceResponse:
         try:
             view = await self._workspaces.create(
@@ -38,7 +36,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         )
 
     async def GetWorkspace(
-        self, request: pb.GetWorkspaceRequest, context: Any
+        self, request: pb.GetWorkspaceRequest, context: ServicerContext
     ) -> pb.GetWorkspaceResponse:
         view = await self._workspaces.get(current_caller(), _workspace_id(request.name))
         return pb.GetWorkspaceResponse(
@@ -46,7 +44,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         )
 
     async def ListWorkspaces(
-        self, request: pb.ListWorkspacesRequest, context: Any
+        self, request: pb.ListWorkspacesRequest, context: ServicerContext
     ) -> pb.ListWorkspacesResponse:
         page = await self._workspaces.list(
             current_caller(), PageRequest.parse(request.page_size, request.page_token)
@@ -57,7 +55,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         )
 
     async def UpdateWorkspace(
-        self, request: pb.UpdateWorkspaceRequest, context: Any
+        self, request: pb.UpdateWorkspaceRequest, context: ServicerContext
     ) -> pb.UpdateWorkspaceResponse:
         workspace_id = _workspace_id(request.workspace.name, "workspace.name")
         paths = [p for p in request.update_mask.paths if p != "*"]
@@ -79,13 +77,13 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         )
 
     async def DeleteWorkspace(
-        self, request: pb.DeleteWorkspaceRequest, context: Any
+        self, request: pb.DeleteWorkspaceRequest, context: ServicerContext
     ) -> pb.DeleteWorkspaceResponse:
         await self._workspaces.delete(current_caller(), _workspace_id(request.name))
         return pb.DeleteWorkspaceResponse()
 
     async def AddWorkspaceMember(
-        self, request: pb.AddWorkspaceMemberRequest, context: Any
+        self, request: pb.AddWorkspaceMemberRequest, context: ServicerContext
     ) -> pb.AddWorkspaceMemberResponse:
         member = await self._workspaces.add_member(
             current_caller(),
@@ -96,7 +94,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         return pb.AddWorkspaceMemberResponse(member=convert.member(member))
 
     async def RemoveWorkspaceMember(
-        self, request: pb.RemoveWorkspaceMemberRequest, context: Any
+        self, request: pb.RemoveWorkspaceMemberRequest, context: ServicerContext
     ) -> pb.RemoveWorkspaceMemberResponse:
         member = await self._workspaces.remove_member(
             current_caller(), _workspace_id(request.parent, "parent"), request.email
@@ -104,7 +102,7 @@ class WorkspaceService(pb_grpc.WorkspaceServiceServicer):
         return pb.RemoveWorkspaceMemberResponse(member=convert.member(member))
 
     async def ListWorkspaceMembers(
-        self, request: pb.ListWorkspaceMembersRequest, context: Any
+        self, request: pb.ListWorkspaceMembersRequest, context: ServicerContext
     ) -> pb.ListWorkspaceMembersResponse:
         page = await self._workspaces.list_members(
             current_caller(),

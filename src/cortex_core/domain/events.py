@@ -1,228 +1,286 @@
-"""Event log values: records, read results, subscription items and resume tokens.
+"""Domain events: facts about committed changes, published after their commit.
 
-An *event stream* is a named, append-only log (``"ws:<workspace_id>"``,
-``"user:<user_id>"``; the caller chooses the names). Each record gets a per-stream
-``sequence`` 1, 2, 3 … assigned by the log at append time. Each record carries an
-:class:`EventEnvelope`, the few typed facts the services need to filter and
-authorize (kind, workspace, conversation, subject user and session), and an opaque
-``payload`` (the wire-encoded event; nothing below the API looks inside it).
-
-A :class:`ResumeToken` is the client's bookmark: the last sequence delivered per
-stream. It is opaque to clients, valid on any replica, and encoded as
-``"v1." + urlsafe_base64(compact JSON {stream: sequence})`` without padding.
+Each change names the event stream it belongs to: ``ws:<workspace id>`` for
+what happens in a workspace (seen by its members), ``user:<user id>`` for
+security events (seen only by that user), and the :class:`EventEnvelope` stored
+with its event (what subscriptions filter and authorize on).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import enum
-import functools
-import json
-from collections.abc import Mapping
 from datetime import datetime
-from types import MappingProxyType
+from typing import ClassVar
 
-from cortex_core.errors import FieldViolation, InvalidArgument
-
-TOKEN_PREFIX = "v1."
-MAX_TOKEN_LENGTH = 64 * 1024
-MAX_TOKEN_STREAMS = 1024
-MAX_SEQUENCE = 2**63 - 1  # the contract's int64 ``sequence``; no log ever gets there
+from cortex_core.domain.conversations import Conversation, Message
+from cortex_core.domain.event_records import EventEnvelope, EventKind
+from cortex_core.domain.identity import MemberView, Session, Workspace
+from cortex_core.domain.memories import Memory
 
 
-class EventKind(enum.Enum):
-    """What an event says happened; the value names the contract's payload field."""
-
-    WORKSPACE_CREATED = "workspace_created"
-    WORKSPACE_UPDATED = "workspace_updated"
-    WORKSPACE_DELETED = "workspace_deleted"
-    MEMBER_ADDED = "member_added"
-    MEMBER_REMOVED = "member_removed"
-    CONVERSATION_CREATED = "conversation_created"
-    CONVERSATION_UPDATED = "conversation_updated"
-    CONVERSATION_DELETED = "conversation_deleted"
-    MESSAGE_CREATED = "message_created"
-    SESSION_CREATED = "session_created"
-    SESSION_REVOKED = "session_revoked"
-    PASSWORD_CHANGED = "password_changed"
-    REPLY_STARTED = "reply_started"
-    REPLY_DELTA = "reply_delta"
-    REPLY_COMPLETED = "reply_completed"
-    MEMORY_CREATED = "memory_created"
-    MEMORY_DELETED = "memory_deleted"
-    TASK_STATE_CHANGED = "task_state_changed"
+def workspace_stream(workspace_id: str) -> str:
+    return f"ws:{workspace_id}"
 
 
-_SEPARATOR = "\x1f"  # never in an id, a kind or a stream name
+def user_stream(user_id: str) -> str:
+    return f"user:{user_id}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventEnvelope:
-    """The typed facts stored with an event, read without decoding its payload.
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """Base of every domain event."""
 
-    ``workspace_id``/``conversation_id``: what the event is about ("" for none).
-    ``user_id``/``session_id``: its subject: the member removed or the user and
-    session of a security event ("" for none).
-    """
+    KIND: ClassVar[EventKind]
+    actor_id: str
+    time: datetime
 
-    kind: EventKind
-    workspace_id: str = ""
-    conversation_id: str = ""
-    user_id: str = ""
-    session_id: str = ""
+    @property
+    def workspace_id(self) -> str:
+        return ""
 
-    def pack(self) -> str:
-        """A compact text form for storage; :meth:`unpack` reverses it."""
-        return _SEPARATOR.join(
-            (
-                self.kind.value,
-                self.workspace_id,
-                self.conversation_id,
-                self.user_id,
-                self.session_id,
-            )
+    @property
+    def conversation_id(self) -> str:
+        """The conversation the change is about, or ""."""
+        return ""
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        """(user id, session id) the change is about: the member removed, the user
+        and session of a security event; "" for none."""
+        return "", ""
+
+    @property
+    def stream(self) -> str:
+        return workspace_stream(self.workspace_id)
+
+    @property
+    def envelope(self) -> EventEnvelope:
+        user_id, session_id = self.subject
+        return EventEnvelope(
+            self.KIND, self.workspace_id, self.conversation_id, user_id, session_id
         )
 
-    @classmethod
-    def unpack(cls, text: str) -> EventEnvelope:
-        """Raises ValueError for anything :meth:`pack` did not make."""
-        kind, workspace_id, conversation_id, user_id, session_id = text.split(_SEPARATOR)
-        return _unpacked(kind, workspace_id, conversation_id, user_id, session_id)
+
+class _AboutConversation:
+    """A change about a conversation: its workspace and conversation come from it."""
+
+    __slots__ = ()
+    conversation: Conversation
+
+    @property
+    def workspace_id(self) -> str:
+        return self.conversation.workspace_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
 
 
-@functools.lru_cache(maxsize=4096)
-def _unpacked(*fields: str) -> EventEnvelope:
-    """Records of one conversation share one envelope object (they are read often)."""
-    kind, workspace_id, conversation_id, user_id, session_id = fields
-    return EventEnvelope(EventKind(kind), workspace_id, conversation_id, user_id, session_id)
+class _AboutMessage:
+    """A change about a message: its workspace and conversation come from it."""
+
+    __slots__ = ()
+    message: Message
+
+    @property
+    def workspace_id(self) -> str:
+        return self.message.workspace_id
+
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventRecord:
-    """One stored event. ``sequence`` is unique and gap-free per ``stream``."""
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceCreated(Change):
+    KIND = EventKind.WORKSPACE_CREATED
+    workspace: Workspace
 
-    stream: str
-    sequence: int
-    event_id: str
-    time: datetime
-    envelope: EventEnvelope
-    payload: bytes
+    @property
+    def workspace_id(self) -> str:
+        return self.workspace.id
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class EventRead:
-    """The answer to ``EventLog.read``.
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceUpdated(Change):
+    KIND = EventKind.WORKSPACE_UPDATED
+    workspace: Workspace
+    fields: tuple[str, ...]
 
-    ``records`` have ``sequence > after`` in ascending order. ``oldest_available``
-    is the lowest sequence still retained, or ``last_sequence + 1`` when nothing is
-    retained; a reader whose ``after + 1 < oldest_available`` has lost events to
-    retention. ``last_sequence`` is the highest sequence ever assigned (0: none).
-    """
-
-    records: tuple[EventRecord, ...]
-    oldest_available: int
-    last_sequence: int
+    @property
+    def workspace_id(self) -> str:
+        return self.workspace.id
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplayUnavailable:
-    """Events ``requested_after + 1 … oldest_available - 1`` of ``stream`` are gone.
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceDeleted(Change):
+    KIND = EventKind.WORKSPACE_DELETED
+    deleted_workspace_id: str
 
-    A subscription yields this before any record of the stream it concerns; the
-    records that follow start at ``oldest_available``. It also appears when the
-    requested position is beyond the log's last sequence (the log was reset).
-    """
-
-    stream: str
-    requested_after: int
-    oldest_available: int
+    @property
+    def workspace_id(self) -> str:
+        return self.deleted_workspace_id
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """Nothing happened for a while; ``resume_token`` is the current position."""
-
-    resume_token: str
-
-
-SubscriptionItem = EventRecord | ReplayUnavailable | Heartbeat
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationCreated(_AboutConversation, Change):
+    KIND = EventKind.CONVERSATION_CREATED
+    conversation: Conversation
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ResumeToken:
-    """The last delivered sequence per stream, as an opaque url-safe string."""
-
-    positions: Mapping[str, int]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "positions", MappingProxyType(dict(self.positions)))
-
-    def encode(self) -> str:
-        return encode_positions(self.positions)
-
-    @classmethod
-    def decode(cls, token: str) -> ResumeToken:
-        """Parse a token made by :meth:`encode`.
-
-        Raises InvalidArgument (reason ``INVALID_RESUME_TOKEN``, a violation on
-        ``resume_token``) for anything else, including an empty string (callers
-        treat "no token" before calling this), a sequence outside 0 … ``MAX_SEQUENCE``
-        and JSON nested too deeply to parse.
-        """
-        positions = _parse(token)
-        if positions is None:
-            raise InvalidArgument(
-                "resume_token is not valid",
-                [
-                    FieldViolation(
-                        "resume_token",
-                        "use the resume_token of a previous event or heartbeat",
-                        reason="INVALID_RESUME_TOKEN",
-                    )
-                ],
-                reason="INVALID_RESUME_TOKEN",
-            )
-        return cls(positions)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationUpdated(_AboutConversation, Change):
+    KIND = EventKind.CONVERSATION_UPDATED
+    conversation: Conversation
+    fields: tuple[str, ...]
 
 
-def encode_positions(positions: Mapping[str, int]) -> str:
-    """``ResumeToken(positions).encode()`` without building the token: the same string
-    as ``json.dumps(dict(sorted(positions.items())), separators=(",", ":"))`` encoded,
-    with each stream's JSON key made once per process."""
-    raw = "{" + ",".join([_json_key(s) + str(n) for s, n in sorted(positions.items())]) + "}"
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationDeleted(_AboutConversation, Change):
+    KIND = EventKind.CONVERSATION_DELETED
+    conversation: Conversation
 
 
-@functools.lru_cache(maxsize=4096)
-def _json_key(stream: str) -> str:
-    return json.dumps(stream) + ":"
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MessageCreated(_AboutMessage, Change):
+    KIND = EventKind.MESSAGE_CREATED
+    message: Message
 
 
-def _parse(token: str) -> dict[str, int] | None:
-    if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    body = token[len(TOKEN_PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
-        return None  # RecursionError: deeply nested arrays or objects
-    if not isinstance(value, dict) or len(value) > MAX_TOKEN_STREAMS:
-        return None
-    for stream, sequence in value.items():
-        if not stream or type(sequence) is not int or not 0 <= sequence <= MAX_SEQUENCE:
-            return None
-    return value
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyStarted(_AboutConversation, Change):
+    KIND = EventKind.REPLY_STARTED
+    conversation: Conversation
+    reply_id: str
+    user_message: Message
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """An event waiting in the outbox for the event log to come back."""
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyDelta(_AboutConversation, Change):
+    """More text of a reply in progress (pieces coalesced)."""
 
-    outbox_id: int
-    stream: str
-    event_id: str
-    payload: bytes  # see services/event_relay.py for what the relay keeps here
-    time: datetime
+    KIND = EventKind.REPLY_DELTA
+    conversation: Conversation
+    reply_id: str
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyCompleted(_AboutMessage, Change):
+    KIND = EventKind.REPLY_COMPLETED
+    message: Message
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberAdded(Change):
+    KIND = EventKind.MEMBER_ADDED
+    member: MemberView
+
+    @property
+    def workspace_id(self) -> str:
+        return self.member.workspace_id
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.member.user_id, ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberRemoved(Change):
+    KIND = EventKind.MEMBER_REMOVED
+    member: MemberView
+
+    @property
+    def workspace_id(self) -> str:
+        return self.member.workspace_id
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.member.user_id, ""
+
+
+class RevokeReason(enum.Enum):
+    LOGOUT = "logout"
+    REVOKED = "revoked"
+    REFRESH_TOKEN_REUSED = "refresh_token_reused"
+    PASSWORD_CHANGED = "password_changed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UserChange(Change):
+    """A security event; it goes only to the user concerned."""
+
+    user_id: str
+
+    @property
+    def stream(self) -> str:
+        return user_stream(self.user_id)
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SessionCreated(UserChange):
+    KIND = EventKind.SESSION_CREATED
+    session: Session
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, self.session.id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRevoked(UserChange):
+    KIND = EventKind.SESSION_REVOKED
+    session_id: str
+    reason: RevokeReason
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, self.session_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordChanged(UserChange):
+    KIND = EventKind.PASSWORD_CHANGED
+    session_id: str
+    revoked_session_count: int
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.user_id, self.session_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryCreated(Change):
+    KIND = EventKind.MEMORY_CREATED
+    memory: Memory
+
+    @property
+    def workspace_id(self) -> str:
+        return self.memory.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryDeleted(Change):
+    """A memory is gone: deleted by a member, or (``expired``) by the sweeper."""
+
+    KIND = EventKind.MEMORY_DELETED
+    memory: Memory
+    expired: bool = False
+
+    @property
+    def workspace_id(self) -> str:
+        return self.memory.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryWritten:
+    """A summary checkpoint was stored. Not a :class:`Change`: it is a fact for
+    this process's reactions (dropping cached windows), never sent to clients."""
+
+    workspace_id: str
+    conversation_id: str

@@ -25,8 +25,8 @@ from datetime import timedelta
 from cachetools import LRUCache
 
 from cortex_core import errors
+from cortex_core.domain.access_tokens import AccessClaims
 from cortex_core.domain.identity import Caller, User
-from cortex_core.domain.tokens import AccessClaims
 from cortex_core.ports import AccessTokenCodec, Clock, UnitOfWorkFactory
 
 GENERIC_MESSAGE = "missing or invalid credentials"

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from cortex_core import errors
 from cortex_core.domain.cache_keys import context_window_key
-from cortex_core.domain.changes import SummaryWritten
 from cortex_core.domain.context_window import (
     Candidate,
     ContextWindow,
@@ -26,6 +25,7 @@ from cortex_core.domain.context_window import (
     assemble,
 )
 from cortex_core.domain.conversations import Conversation, Message, MessageRole, Summary
+from cortex_core.domain.events import SummaryWritten
 from cortex_core.domain.identity import Caller, User, new_id
 from cortex_core.domain.llm import PromptMessage
 from cortex_core.ports import (

@@ -13,13 +13,13 @@ import dataclasses
 from collections.abc import Collection
 
 from cortex_core import errors
-from cortex_core.domain import changes
 from cortex_core.domain.conversations import (
     MAX_SYSTEM_PROMPT,
     MAX_TITLE,
     Conversation,
     Message,
 )
+from cortex_core.domain.events import ConversationCreated, ConversationDeleted, ConversationUpdated
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
 from cortex_core.domain.paging import (
     Page,
@@ -75,11 +75,7 @@ class Conversations:
             await uow.conversations.add(conversation)
             await uow.commit()
         await self._events.publish(
-            [
-                changes.ConversationCreated(
-                    actor_id=caller.user_id, time=now, conversation=conversation
-                )
-            ]
+            [ConversationCreated(actor_id=caller.user_id, time=now, conversation=conversation)]
         )
         return conversation
 
@@ -128,7 +124,7 @@ class Conversations:
             await uow.commit()
         await self._events.publish(
             [
-                changes.ConversationUpdated(
+                ConversationUpdated(
                     actor_id=caller.user_id,
                     time=conversation.update_time,
                     conversation=conversation,
@@ -151,7 +147,7 @@ class Conversations:
             await uow.commit()
         await self._events.publish(
             [
-                changes.ConversationDeleted(
+                ConversationDeleted(
                     actor_id=caller.user_id, time=self._clock.now(), conversation=conversation
                 )
             ]

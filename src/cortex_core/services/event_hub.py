@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from cortex_core.domain.events import (
+from cortex_core.domain.event_records import (
     EventEnvelope,
     EventRecord,
     Heartbeat,

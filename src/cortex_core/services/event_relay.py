@@ -27,8 +27,8 @@ import logging
 from collections.abc import Callable
 
 from cortex_core import errors
-from cortex_core.domain.changes import Change
-from cortex_core.domain.events import EventEnvelope, PendingEvent
+from cortex_core.domain.event_records import EventEnvelope, PendingEvent
+from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
 from cortex_core.ports import EventLog, UnitOfWorkFactory
 from cortex_core.services.event_hub import EventHub

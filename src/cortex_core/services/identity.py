@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from cortex_core import errors
-from cortex_core.domain.changes import (
+from cortex_core.domain.access_tokens import IssuedToken
+from cortex_core.domain.events import (
     Change,
     MemberAdded,
     PasswordChanged,
@@ -53,7 +54,6 @@ from cortex_core.domain.identity import (
     text_violation,
 )
 from cortex_core.domain.paging import Page, PageRequest
-from cortex_core.domain.tokens import IssuedToken
 from cortex_core.ports import (
     AccessTokenCodec,
     AttemptOutcome,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from cortex_core import errors
-from cortex_core.domain.changes import Change, MemoryCreated, MemoryDeleted
+from cortex_core.domain.events import Change, MemoryCreated, MemoryDeleted
 from cortex_core.domain.identity import Caller, new_id
 from cortex_core.domain.memories import (
     DEFAULT_SEARCH_PAGE,

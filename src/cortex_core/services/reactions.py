@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cortex_core.domain.cache_keys import conversation_context_prefix, workspace_context_prefix
-from cortex_core.domain.changes import (
+from cortex_core.domain.events import (
     ConversationDeleted,
     ConversationUpdated,
     MemoryCreated,

@@ -48,7 +48,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import timedelta
 
 from cortex_core import errors
-from cortex_core.domain import changes
 from cortex_core.domain.conversations import (
     MAX_CONTENT,
     Conversation,
@@ -56,6 +55,7 @@ from cortex_core.domain.conversations import (
     Message,
     MessageRole,
 )
+from cortex_core.domain.events import MessageCreated, ReplyCompleted, ReplyDelta, ReplyStarted
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
 from cortex_core.domain.llm import Usage
 from cortex_core.ports import Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
@@ -360,10 +360,10 @@ class Replies:
             )
             await self._events.publish(
                 [
-                    changes.MessageCreated(
+                    MessageCreated(
                         actor_id=caller.user_id, time=user_message.create_time, message=user_message
                     ),
-                    changes.ReplyStarted(
+                    ReplyStarted(
                         actor_id=caller.user_id,
                         time=user_message.create_time,
                         conversation=conversation,
@@ -484,7 +484,7 @@ class Replies:
         pieces.clear()
         await self._events.publish(
             [
-                changes.ReplyDelta(
+                ReplyDelta(
                     actor_id="",
                     time=self._clock.now(),
                     conversation=conversation,
@@ -532,8 +532,8 @@ class Replies:
             await uow.commit()
         await self._events.publish(
             [
-                changes.MessageCreated(actor_id="", time=reply.create_time, message=reply),
-                changes.ReplyCompleted(actor_id="", time=reply.create_time, message=reply),
+                MessageCreated(actor_id="", time=reply.create_time, message=reply),
+                ReplyCompleted(actor_id="", time=reply.create_time, message=reply),
             ]
         )
         return reply

@@ -31,8 +31,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from cortex_core import errors
-from cortex_core.domain.changes import user_stream, workspace_stream
-from cortex_core.domain.events import (
+from cortex_core.domain.event_records import (
     EventEnvelope,
     EventKind,
     EventRecord,
@@ -40,6 +39,7 @@ from cortex_core.domain.events import (
     ResumeToken,
     SubscriptionItem,
 )
+from cortex_core.domain.events import user_stream, workspace_stream
 from cortex_core.domain.identity import Caller
 from cortex_core.domain.paging import PageRequest
 from cortex_core.ports import UnitOfWorkFactory

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Collection
 
 from cortex_core import errors
-from cortex_core.domain.changes import (
+from cortex_core.domain.events import (
     MemberAdded,
     MemberRemoved,
     WorkspaceCreated,

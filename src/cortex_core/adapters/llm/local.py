@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 
-from cortex_core.adapters.tokens import EstimatedTokenCounter
+from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
 

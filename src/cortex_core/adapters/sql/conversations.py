@@ -13,7 +13,7 @@ from sqlalchemy import exc
 from cortex_core import errors
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql.connection import Connection
-from cortex_core.adapters.sql.repositories import paginate
+from cortex_core.adapters.sql.paging import paginate
 from cortex_core.domain.conversations import (
     Conversation,
     FinishReason,

@@ -23,13 +23,13 @@ from sqlalchemy.pool import NullPool
 from cortex_core.adapters.sql.connection import PooledConnection, SerializedSqliteConnection
 from cortex_core.adapters.sql.conversations import SqlConversationRepository
 from cortex_core.adapters.sql.driver_errors import translate_errors
-from cortex_core.adapters.sql.memories import SqlMemoryRepository
-from cortex_core.adapters.sql.outbox import SqlOutboxRepository
-from cortex_core.adapters.sql.repositories import (
+from cortex_core.adapters.sql.identity import (
     SqlSessionRepository,
     SqlUserRepository,
     SqlWorkspaceRepository,
 )
+from cortex_core.adapters.sql.memories import SqlMemoryRepository
+from cortex_core.adapters.sql.outbox import SqlOutboxRepository
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql.connection import Connection
-from cortex_core.adapters.sql.repositories import paginate
+from cortex_core.adapters.sql.paging import paginate
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
 

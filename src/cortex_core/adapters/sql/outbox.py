@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql.connection import Connection
-from cortex_core.domain.events import PendingEvent
+from cortex_core.domain.event_records import PendingEvent
 
 o = tables.outbox
 

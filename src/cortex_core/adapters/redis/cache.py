@@ -6,7 +6,7 @@ empties and then uses an in-process :class:`~cortex_core.adapters.cache.InMemory
 and leaves Redis alone: its :class:`~cortex_core.adapters.circuit.CircuitBreaker`
 opens at the first failure for 1 s, doubling up to 30 s while probes fail. One call
 after that probes Redis; on success it logs one recovery line and uses Redis again.
-The client is the process's shared one (:mod:`.redis_client`); the cache never
+The client is the process's shared one (:mod:`.client`); the cache never
 closes it.
 
 Invalidations made during the outage (``delete``/``delete_prefix``) are

@@ -25,7 +25,7 @@ import jwt
 
 from cortex_core import errors
 from cortex_core.adapters.security.keys import Key, KeyRing, load_key_ring
-from cortex_core.domain.tokens import AccessClaims, IssuedToken
+from cortex_core.domain.access_tokens import AccessClaims, IssuedToken
 
 __all__ = ["INVALID_TOKEN_MESSAGE", "JwtAccessTokenCodec", "Key", "KeyRing", "load_key_ring"]
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from cortex_core.domain.events import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
+from cortex_core.domain.event_records import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
 from cortex_core.errors import Unavailable
 
 DEFAULT_MAX_LENGTH = 10_000

@@ -40,8 +40,8 @@ from typing import Any, TypeVar
 import redis.asyncio as redis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
-from cortex_core.adapters.redis_client import redis_client
-from cortex_core.domain.events import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
+from cortex_core.adapters.redis.client import redis_client
+from cortex_core.domain.event_records import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
 from cortex_core.errors import Unavailable
 
 T = TypeVar("T")
@@ -132,7 +132,7 @@ class RedisEventLog:
 
     @classmethod
     def from_url(cls, url: str, *, command_timeout: float = 5.0, **options: Any) -> RedisEventLog:
-        """A log with its own client (:func:`~cortex_core.adapters.redis_client.redis_client`:
+        """A log with its own client (:func:`~cortex_core.adapters.redis.client.redis_client`:
         a bounded pool, timeouts, one quick retry), closed by ``close``. The server
         instead shares the process's one client (see bootstrap).
 

@@ -1,1 +1,0 @@
-"""Event log adapters: in-process (embedded default) and Redis Streams (shared by replicas)."""

@@ -1,0 +1,1 @@
+"""Clients of the Cortex API that ship with the server (the terminal chat)."""
