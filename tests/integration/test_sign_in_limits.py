@@ -7,6 +7,7 @@ the throttle logic itself is covered per adapter in ``test_login_throttle.py``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,7 +163,10 @@ async def test_parallel_sign_ups_from_one_address_under_the_limit_all_succeed(
 ) -> None:
     # A fresh address per run (set by a trusted proxy), so the shared Redis key
     # ``cortex:throttle:register:<address>`` is this test's own; deleted afterwards.
-    sign_up_from = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    # Normalised as the server reads it (no leading zeros), so the key deleted is the one used.
+    sign_up_from = str(
+        ipaddress.ip_address(f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}")
+    )
     trusted = Settings.from_env({"CORTEX_TRUSTED_PROXIES": "127.0.0.1/32,::1"}).trusted_proxies
     extra: dict[str, object] = {}
     redis_url = ""
