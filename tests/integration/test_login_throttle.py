@@ -426,3 +426,22 @@ async def test_an_abandoned_attempt_counts_nothing(throttle: LoginThrottle) -> N
         await throttle.settle(KEYS, token, AttemptOutcome.ABANDONED)
 
     assert await retry_after(throttle) is None
+
+
+async def test_an_attempt_timestamped_before_a_free_failure_is_not_locked_out(
+    throttle: LoginThrottle, clock: ManualClock
+) -> None:
+    # Timestamps are read before the Redis scripts run, so attempts in flight reach
+    # a key out of the order of their clocks: a free failure must not look like a
+    # lock of a few milliseconds to an attempt stamped just before it.
+    signups = [register_key("203.0.113.7")]
+    await fail_once(throttle)
+    await succeed_once(throttle, signups)
+    clock.advance(-0.005)
+
+    assert await retry_after(throttle) is None
+    await fail_once(throttle)
+    await succeed_once(throttle, signups)
+    clock.advance(-0.005)
+    await fail_once(throttle)  # and one earlier still, after the earlier failure
+    await succeed_once(throttle, signups)

@@ -7,17 +7,22 @@ the throttle logic itself is covered per adapter in ``test_login_throttle.py``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
+from redis.asyncio import Redis
 from support.clients import PASSWORD, Client, auth_pb, session_pb
+from support.databases import require_env
 from support.inprocess import running_app
 from support.rpc import details
 
 from cortex_core.adapters.clock import ManualClock
+from cortex_core.adapters.security.throttle_policy import register_key
 from cortex_core.settings import Settings
 
 
@@ -150,3 +155,54 @@ def test_trusted_proxies_are_read_as_cidrs_and_a_bad_one_names_the_variable() ->
 
     with pytest.raises(ValueError, match="CORTEX_TRUSTED_PROXIES"):
         Settings.from_env({"CORTEX_TRUSTED_PROXIES": "10.0.0.0/8,envoy"})
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_parallel_sign_ups_from_one_address_under_the_limit_all_succeed(
+    tmp_path: Path, backend: str
+) -> None:
+    # A fresh address per run (set by a trusted proxy), so the shared Redis key
+    # ``cortex:throttle:register:<address>`` is this test's own; deleted afterwards.
+    # Normalised as the server reads it (no leading zeros), so the key deleted is the one used.
+    sign_up_from = str(
+        ipaddress.ip_address(f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}")
+    )
+    trusted = Settings.from_env({"CORTEX_TRUSTED_PROXIES": "127.0.0.1/32,::1"}).trusted_proxies
+    extra: dict[str, object] = {}
+    redis_url = ""
+    if backend == "redis":
+        redis_url = require_env("CORTEX_TEST_REDIS_URL")
+        extra["redis_url"] = redis_url
+    try:
+        async with running_app(
+            tmp_path, trusted_proxies=trusted, register_address_attempts=1000, **extra
+        ) as running:
+            client = Client(running.address)
+            try:
+                outcomes = await asyncio.gather(
+                    *(
+                        _code(
+                            client.auth.Register(
+                                auth_pb.RegisterRequest(
+                                    email=f"user-{uuid.uuid4().hex[:10]}@example.com",
+                                    password=PASSWORD,
+                                    display_name="Test User",
+                                ),
+                                metadata=(("x-forwarded-for", sign_up_from),),
+                                timeout=60,
+                            )
+                        )
+                        for _ in range(60)
+                    )
+                )
+            finally:
+                await client.close()
+    finally:
+        if redis_url:
+            redis = Redis.from_url(redis_url)
+            try:
+                await redis.delete(f"cortex:throttle:{register_key(sign_up_from)}")
+            finally:
+                await redis.aclose()
+
+    assert outcomes == [(grpc.StatusCode.OK, "")] * 60

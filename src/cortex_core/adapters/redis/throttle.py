@@ -47,7 +47,8 @@ UNAVAILABLE_MESSAGE = "sign-in is temporarily unavailable; retry later"
 
 # Shared head of the scripts. KEYS[1]: the key. ARGV: now, free failures, base
 # delay, max delay, window (ms), reservation token, lease (ms). Reads the live
-# failures of the key (none once forgotten) and when its lock ends.
+# failures of the key (none once forgotten) and when its lock ends; ``now`` is
+# moved up to the key's last failure when it is earlier (KeyState does the same).
 _STATE = """
 local now = tonumber(ARGV[1])
 local free = tonumber(ARGV[2])
@@ -60,6 +61,9 @@ local locked_until = now
 if state[1] and state[2] and state[3] then
   local last = tonumber(state[2])
   local previous_until = tonumber(state[3])
+  -- Never before the last failure (see throttle_policy: scripts may run out of
+  -- the order of their now, and a free failure stores until == last).
+  now = math.max(now, last)
   if now - math.max(last, previous_until) < window then
     failures = tonumber(state[1])
     locked_until = previous_until

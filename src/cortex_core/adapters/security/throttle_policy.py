@@ -26,7 +26,13 @@ Per key:
 - a key is forgotten once ``window`` seconds pass with no failure and no lock,
   i.e. ``window`` after the later of its last failure and the end of its lock;
 - a reservation that is never settled (its replica died) lapses after
-  :data:`RESERVATION_LEASE` seconds.
+  :data:`RESERVATION_LEASE` seconds;
+- time never runs backwards for a key: an attempt timestamped before the key's
+  last failure is handled as if at that failure. Timestamps are read before the
+  Redis scripts run (and replicas' clocks differ), so scripts can run out of the
+  order of their ``now``; a free failure records ``locked_until == now``, which
+  an attempt with an earlier ``now`` would otherwise read as a lock of a few
+  milliseconds (parallel sign-ups refused far under their limit).
 
 The state of a key is three numbers (failures, last failure, locked until) plus
 its reservations, so the Redis adapter can apply the same rule in Lua scripts.
@@ -98,11 +104,13 @@ class KeyState:
         """Seconds this key must still wait (0 when it may try now)."""
         if self.forgotten(now, policy):
             return 0.0
-        return max(0.0, self.locked_until - now)
+        return max(0.0, self.locked_until - max(now, self.last_failure))
 
     def after_failure(self, now: float, policy: ThrottlePolicy) -> KeyState:
         """The state once one more attempt is counted at ``now``."""
         alive = not self.forgotten(now, policy)
+        if alive:
+            now = max(now, self.last_failure)  # time never runs backwards for a key
         failures = self.failures + 1 if alive else 1
         locked_until = max(self.locked_until if alive else now, now + policy.delay_after(failures))
         return KeyState(failures, now, locked_until)
