@@ -295,14 +295,17 @@ async def test_a_queued_summary_job_runs_after_a_restart(db_url: str, tmp_path: 
     async with running_app(tmp_path, database_url=db_url) as running:
         database = SqlDatabase.from_url(db_url)
         try:
+            # The job writes its summary, then marks itself done in a second transaction:
+            # wait for both (a job that stayed queued would never be marked done).
             summary = None
+            queued = True
             async with asyncio.timeout(15):
-                while summary is None:
+                while summary is None or queued:
                     async with database.unit_of_work() as uow:
                         summary = await uow.conversations.latest_summary(conversation_id)
                         pending = await uow.conversations.pending_summaries(10)
+                    queued = any(p[1] == conversation_id for p in pending)
                     await asyncio.sleep(0.1)
             assert "blue door" in summary.text
-            assert pending == [] or all(p[1] != conversation_id for p in pending)
         finally:
             await database.dispose()
