@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,16 +18,6 @@ from cortex_core.domain.identity import Membership, Role, User, Workspace
 from cortex_core.domain.paging import PageRequest
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
-    db = SqlDatabase.from_url(db_url)
-    await db.migrate()
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 def _user(n: int, email: str | None = None) -> User:
