@@ -13,7 +13,10 @@ is safe to show to a caller. They never carry a transport status code::
     ├── Unauthenticated        no, bad, expired or revoked credentials
     ├── ResourceExhausted      throttled or over a quota; carries retry_after
     ├── Aborted                a concurrent change won; retry may succeed
-    └── Unavailable            a dependency (database, Redis, provider) is down
+    ├── DeadlineExceeded       the work outlived its deadline or its own timeout
+    ├── ToolFailed             a tool ran and reported an error (InvokeTool returns it in
+    │                          the response's `error`; replies hand it to the model)
+    └── Unavailable            a dependency (database, Redis, provider, MCP server) is down
 """
 
 from __future__ import annotations
@@ -108,3 +111,15 @@ class Unavailable(CortexError):
 
     default_reason = "UNAVAILABLE"
     retry_after: float | None = None
+
+
+class DeadlineExceeded(CortexError):
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class ToolFailed(CortexError):
+    """A tool ran and reported a failure. ``code`` is the tool's own error code
+    (kept in ``metadata["code"]``); ``message`` is what the tool said, trimmed, never
+    a stack trace."""
+
+    default_reason = "TOOL_FAILED"

@@ -11,7 +11,7 @@ import enum
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from cortex_core.domain.access_tokens import AccessClaims, IssuedToken
 from cortex_core.domain.conversations import Conversation, Message, Summary
@@ -28,6 +28,7 @@ from cortex_core.domain.identity import (
 from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
+from cortex_core.domain.tools import ToolContext, ToolSpec
 
 
 class Clock(Protocol):
@@ -339,11 +340,56 @@ class LlmProvider(Protocol):
     def model(self) -> str: ...
 
     def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        max_tokens: int,
+        tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
-        """Stream the reply: text chunks, then usage (when known) and a finish reason.
-        Closing the iterator cancels the request."""
+        """Stream the reply: text chunks and complete tool calls (only of ``tools``,
+        named by ``ToolSpec.id``), then usage (when known) and a finish reason
+        (TOOL_CALLS when the model stopped to call tools). Closing the iterator
+        cancels the request."""
         ...
+
+
+class ToolSource(Protocol):
+    """The tools of one server: the built-in tools, or one MCP server.
+
+    ``tools()`` is a snapshot that the source keeps current (an MCP server's
+    ``list_changed`` refreshes it); it is empty while the server is down.
+    """
+
+    @property
+    def server(self) -> str:
+        """``cortex`` for the built-ins, else the configured MCP server name."""
+        ...
+
+    def tools(self) -> Sequence[ToolSpec]: ...
+
+    async def call(
+        self,
+        tool: ToolSpec,
+        arguments: Mapping[str, Any],
+        context: ToolContext,
+        *,
+        time_limit: float,
+    ) -> Mapping[str, Any]:
+        """Run one call and return its structured output.
+
+        Raises ``errors.ToolFailed`` (the tool ran and reported an error),
+        ``errors.DeadlineExceeded`` (reason TOOL_TIMEOUT, after ``time_limit``
+        seconds) or ``errors.Unavailable`` (reason TOOL_UNAVAILABLE, with
+        ``retry_after``). Cancelling the awaiting task cancels the call on the
+        server (the transport's own way) before the cancellation propagates.
+        """
+        ...
+
+    async def start(self) -> None:
+        """Begin connecting (never waits for the server to answer)."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class OutboxRepository(Protocol):

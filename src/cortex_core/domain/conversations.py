@@ -29,6 +29,9 @@ class FinishReason(enum.Enum):
     CANCELLED = "cancelled"
     BUDGET = "budget"
     ERROR = "error"
+    TOOL_CALLS = "tool_calls"  # an intermediate step: tool results follow
+    APPROVAL_REQUIRED = "approval_required"
+    STEP_LIMIT = "step_limit"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

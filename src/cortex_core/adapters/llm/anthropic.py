@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 
 import anthropic
-import httpx
+import httpx2
 from anthropic.types import MessageParam, RawMessageStreamEvent
 
 from cortex_core.adapters.llm import errors
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.tools import ToolSpec
 
 _FINISH = {
     "end_turn": FinishReason.STOP,
@@ -57,7 +58,7 @@ class AnthropicProvider:
             api_key=api_key or "unused",
             base_url=base_url or None,
             max_retries=0,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
         )
 
     @property
@@ -73,7 +74,11 @@ class AnthropicProvider:
         await self._client.close()
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        max_tokens: int,
+        tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
         system, turns = _split(messages)
         started = False
@@ -106,11 +111,11 @@ class AnthropicProvider:
 
     def _error(self, exc: Exception, *, before_first_token: bool) -> errors.ProviderError:
         # Most specific first: APITimeoutError is an APIConnectionError.
-        if isinstance(exc, anthropic.APITimeoutError | httpx.TimeoutException):
+        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
             return errors.unreachable(
                 provider=self._name, before_first_token=before_first_token, timeout=True
             )
-        if isinstance(exc, anthropic.APIConnectionError | httpx.TransportError):
+        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
             return errors.unreachable(
                 provider=self._name, before_first_token=before_first_token, timeout=False
             )
@@ -136,7 +141,7 @@ class AnthropicProvider:
         )
 
 
-_SDK_ERRORS = (anthropic.APIError, httpx.TransportError)
+_SDK_ERRORS = (anthropic.APIError, httpx2.TransportError)
 
 
 class _Reading:

@@ -37,6 +37,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from cortex_core.adapters.circuit import BreakerPolicy, BreakerState, CircuitBreaker
 from cortex_core.adapters.llm.errors import ProviderError, ProviderFailure
 from cortex_core.domain.llm import Chunk, PromptMessage
+from cortex_core.domain.tools import ToolSpec
 from cortex_core.ports import LlmProvider
 
 log = logging.getLogger("cortex_core.llm")
@@ -110,7 +111,11 @@ class FallbackProvider:
                 await provider.aclose()
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        max_tokens: int,
+        tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
         failed: list[ProviderError] = []
         skipped: list[str] = []
@@ -125,7 +130,7 @@ class FallbackProvider:
                 started = False
                 settled = False
                 pending: list[Chunk] = []
-                inner = provider.stream(messages, max_tokens=max_tokens)
+                inner = provider.stream(messages, max_tokens=max_tokens, tools=tools)
                 name, model = provider.name, provider.model
                 try:
                     async for chunk in inner:

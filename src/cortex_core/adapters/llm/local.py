@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.tools import ToolSpec
 
 SUMMARY_INSTRUCTION = "Summarize the conversation below"
 _WORDS_PER_MESSAGE_IN_SUMMARY = 8
@@ -37,7 +38,11 @@ class LocalDevelopmentProvider:
         return "cortex-local-dev"
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        max_tokens: int,
+        tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
         words = self._reply(messages).split(" ")
         prompt_tokens = sum(self._counter.count(m.content) for m in messages)

@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from typing import Literal
 
-import httpx
+import httpx2
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from cortex_core.adapters.llm import errors
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.tools import ToolSpec
 
 _FINISH = {
     "stop": FinishReason.STOP,
@@ -58,7 +59,7 @@ class OpenAICompatibleProvider:
             api_key=api_key or "unused",
             base_url=base_url or None,
             max_retries=0,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            timeout=httpx2.Timeout(timeout, connect=connect_timeout),
         )
 
     @property
@@ -74,7 +75,11 @@ class OpenAICompatibleProvider:
         await self._client.close()
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self,
+        messages: Sequence[PromptMessage],
+        *,
+        max_tokens: int,
+        tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
         started = False
         try:
@@ -114,11 +119,11 @@ class OpenAICompatibleProvider:
 
     def _error(self, exc: Exception, *, before_first_token: bool) -> errors.ProviderError:
         # Most specific first: APITimeoutError is an APIConnectionError.
-        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
             return errors.unreachable(
                 provider=self._name, before_first_token=before_first_token, timeout=True
             )
-        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
             return errors.unreachable(
                 provider=self._name, before_first_token=before_first_token, timeout=False
             )
@@ -142,7 +147,7 @@ class OpenAICompatibleProvider:
 
 
 # httpx errors escape the SDK while the body streams; APIError covers the rest.
-_SDK_ERRORS = (openai.APIError, httpx.TransportError)
+_SDK_ERRORS = (openai.APIError, httpx2.TransportError)
 
 
 def _message(message: PromptMessage) -> ChatCompletionMessageParam:

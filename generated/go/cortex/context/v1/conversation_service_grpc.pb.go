@@ -36,7 +36,7 @@ type ConversationServiceClient interface {
 	// INVALID_PAGE_TOKEN); NOT_FOUND (reason WORKSPACE_NOT_FOUND);
 	// UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
 	ListConversations(ctx context.Context, in *ListConversationsRequest, opts ...grpc.CallOption) (*ListConversationsResponse, error)
-	// Changes the title and/or system prompt of a conversation.
+	// Changes the title, system prompt and/or tools of a conversation.
 	//
 	// Errors: INVALID_ARGUMENT (BadRequest on `update_mask` or new values);
 	// NOT_FOUND (reason CONVERSATION_NOT_FOUND); PERMISSION_DENIED (reason
@@ -59,11 +59,22 @@ type ConversationServiceClient interface {
 	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
 	// Stores a user message and streams the assistant's reply.
 	//
-	// Frames, in order: exactly one `user_message` (the stored user message);
-	// zero or more `delta`s (reply text, in order; concatenated they equal the
-	// final content); at most one `usage`; exactly one `completion` (the stored
-	// assistant message and why it ended), after which the server closes the
-	// stream with OK. `heartbeat` frames may come at any point after
+	// Frames, in order: exactly one `user_message` (the stored user message;
+	// absent when the request only carries `approvals`); zero or more `delta`s
+	// (reply text, in order; concatenated they equal the final content); when
+	// the conversation has `tools`, any number of steps in which the model
+	// calls tools: a `tool_call` per call, then a `tool_result` per call that
+	// ran (or was denied), then more `delta`s; at most one `usage`; exactly one
+	// `completion` (the stored assistant message and why it ended), after
+	// which the server closes the stream with OK. Each step is stored as its
+	// own message (an assistant message with `tool_calls`, then one
+	// MESSAGE_ROLE_TOOL message per result), so ListMessages and the context
+	// window include them. The loop is bounded: a reply that uses all its
+	// steps ends with FINISH_REASON_STEP_LIMIT. A call to a tool with
+	// `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
+	// and the pending calls in the completion's message; the client continues
+	// with `approvals`, and a new message with `content` instead denies every
+	// pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
 	// `user_message` while the model is slow. A model or provider failure after
 	// the user message is stored is not a stream error: it ends with a
 	// `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client
@@ -207,7 +218,7 @@ type ConversationServiceServer interface {
 	// INVALID_PAGE_TOKEN); NOT_FOUND (reason WORKSPACE_NOT_FOUND);
 	// UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
 	ListConversations(context.Context, *ListConversationsRequest) (*ListConversationsResponse, error)
-	// Changes the title and/or system prompt of a conversation.
+	// Changes the title, system prompt and/or tools of a conversation.
 	//
 	// Errors: INVALID_ARGUMENT (BadRequest on `update_mask` or new values);
 	// NOT_FOUND (reason CONVERSATION_NOT_FOUND); PERMISSION_DENIED (reason
@@ -230,11 +241,22 @@ type ConversationServiceServer interface {
 	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
 	// Stores a user message and streams the assistant's reply.
 	//
-	// Frames, in order: exactly one `user_message` (the stored user message);
-	// zero or more `delta`s (reply text, in order; concatenated they equal the
-	// final content); at most one `usage`; exactly one `completion` (the stored
-	// assistant message and why it ended), after which the server closes the
-	// stream with OK. `heartbeat` frames may come at any point after
+	// Frames, in order: exactly one `user_message` (the stored user message;
+	// absent when the request only carries `approvals`); zero or more `delta`s
+	// (reply text, in order; concatenated they equal the final content); when
+	// the conversation has `tools`, any number of steps in which the model
+	// calls tools: a `tool_call` per call, then a `tool_result` per call that
+	// ran (or was denied), then more `delta`s; at most one `usage`; exactly one
+	// `completion` (the stored assistant message and why it ended), after
+	// which the server closes the stream with OK. Each step is stored as its
+	// own message (an assistant message with `tool_calls`, then one
+	// MESSAGE_ROLE_TOOL message per result), so ListMessages and the context
+	// window include them. The loop is bounded: a reply that uses all its
+	// steps ends with FINISH_REASON_STEP_LIMIT. A call to a tool with
+	// `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
+	// and the pending calls in the completion's message; the client continues
+	// with `approvals`, and a new message with `content` instead denies every
+	// pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
 	// `user_message` while the model is slow. A model or provider failure after
 	// the user message is stored is not a stream error: it ends with a
 	// `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client

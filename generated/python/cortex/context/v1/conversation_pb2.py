@@ -27,7 +27,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$cortex/context/v1/conversation.proto\x12\x11\x63ortex.context.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x03\n\x0c\x43onversation\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rsystem_prompt\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12)\n\x07\x63reator\x18\x04 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12\x1b\n\rmessage_count\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12;\n\x11last_message_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12prompt_token_count\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16\x63ompletion_token_count\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03:n\xea\x41k\n\x17\x63ortex.dev/Conversation\x12\x33workspaces/{workspace}/conversations/{conversation}*\rconversations2\x0c\x63onversationBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/context/v1;contextv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$cortex/context/v1/conversation.proto\x12\x11\x63ortex.context.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x04\n\x0c\x43onversation\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rsystem_prompt\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12)\n\x07\x63reator\x18\x04 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12\x1b\n\rmessage_count\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12;\n\x11last_message_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12 \n\x12prompt_token_count\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12$\n\x16\x63ompletion_token_count\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\'\n\x05tools\x18\x0b \x03(\tB\x18\xe2\x41\x01\x01\xfa\x41\x11\n\x0f\x63ortex.dev/Tool:n\xea\x41k\n\x17\x63ortex.dev/Conversation\x12\x33workspaces/{workspace}/conversations/{conversation}*\rconversations2\x0c\x63onversationBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/context/v1;contextv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,8 +55,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERSATION'].fields_by_name['prompt_token_count']._serialized_options = b'\342A\001\003'
   _globals['_CONVERSATION'].fields_by_name['completion_token_count']._loaded_options = None
   _globals['_CONVERSATION'].fields_by_name['completion_token_count']._serialized_options = b'\342A\001\003'
+  _globals['_CONVERSATION'].fields_by_name['tools']._loaded_options = None
+  _globals['_CONVERSATION'].fields_by_name['tools']._serialized_options = b'\342A\001\001\372A\021\n\017cortex.dev/Tool'
   _globals['_CONVERSATION']._loaded_options = None
   _globals['_CONVERSATION']._serialized_options = b'\352Ak\n\027cortex.dev/Conversation\0223workspaces/{workspace}/conversations/{conversation}*\rconversations2\014conversation'
   _globals['_CONVERSATION']._serialized_start=153
-  _globals['_CONVERSATION']._serialized_end=664
+  _globals['_CONVERSATION']._serialized_end=705
 # @@protoc_insertion_point(module_scope)

@@ -21,9 +21,18 @@ class MessageOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_ORDER_UNSPECIFIED: _ClassVar[MessageOrder]
     MESSAGE_ORDER_OLDEST_FIRST: _ClassVar[MessageOrder]
     MESSAGE_ORDER_NEWEST_FIRST: _ClassVar[MessageOrder]
+
+class ToolApprovalDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOOL_APPROVAL_DECISION_UNSPECIFIED: _ClassVar[ToolApprovalDecision]
+    TOOL_APPROVAL_DECISION_APPROVE: _ClassVar[ToolApprovalDecision]
+    TOOL_APPROVAL_DECISION_DENY: _ClassVar[ToolApprovalDecision]
 MESSAGE_ORDER_UNSPECIFIED: MessageOrder
 MESSAGE_ORDER_OLDEST_FIRST: MessageOrder
 MESSAGE_ORDER_NEWEST_FIRST: MessageOrder
+TOOL_APPROVAL_DECISION_UNSPECIFIED: ToolApprovalDecision
+TOOL_APPROVAL_DECISION_APPROVE: ToolApprovalDecision
+TOOL_APPROVAL_DECISION_DENY: ToolApprovalDecision
 
 class CreateConversationRequest(_message.Message):
     __slots__ = ("parent", "conversation")
@@ -116,28 +125,42 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[_message_pb2.Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., previous_page_token: _Optional[str] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("conversation", "content", "idempotency_key")
+    __slots__ = ("conversation", "content", "idempotency_key", "approvals")
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
     conversation: str
     content: str
     idempotency_key: str
-    def __init__(self, conversation: _Optional[str] = ..., content: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    approvals: _containers.RepeatedCompositeFieldContainer[ToolApproval]
+    def __init__(self, conversation: _Optional[str] = ..., content: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., approvals: _Optional[_Iterable[_Union[ToolApproval, _Mapping]]] = ...) -> None: ...
+
+class ToolApproval(_message.Message):
+    __slots__ = ("tool_call_id", "decision")
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    tool_call_id: str
+    decision: ToolApprovalDecision
+    def __init__(self, tool_call_id: _Optional[str] = ..., decision: _Optional[_Union[ToolApprovalDecision, str]] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
-    __slots__ = ("user_message", "delta", "usage", "heartbeat", "completion")
+    __slots__ = ("user_message", "delta", "usage", "heartbeat", "completion", "tool_call", "tool_result")
     USER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     user_message: _message_pb2.Message
     delta: ReplyDelta
     usage: ReplyUsage
     heartbeat: Heartbeat
     completion: ReplyCompletion
-    def __init__(self, user_message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., delta: _Optional[_Union[ReplyDelta, _Mapping]] = ..., usage: _Optional[_Union[ReplyUsage, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., completion: _Optional[_Union[ReplyCompletion, _Mapping]] = ...) -> None: ...
+    tool_call: _message_pb2.ToolCall
+    tool_result: _message_pb2.ToolResult
+    def __init__(self, user_message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., delta: _Optional[_Union[ReplyDelta, _Mapping]] = ..., usage: _Optional[_Union[ReplyUsage, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., completion: _Optional[_Union[ReplyCompletion, _Mapping]] = ..., tool_call: _Optional[_Union[_message_pb2.ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[_message_pb2.ToolResult, _Mapping]] = ...) -> None: ...
 
 class ReplyDelta(_message.Message):
     __slots__ = ("text",)

@@ -5,7 +5,7 @@ import warnings
 
 from cortex.context.v1 import conversation_service_pb2 as cortex_dot_context_dot_v1_dot_conversation__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -113,7 +113,7 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateConversation(self, request, context):
-        """Changes the title and/or system prompt of a conversation.
+        """Changes the title, system prompt and/or tools of a conversation.
 
         Errors: INVALID_ARGUMENT (BadRequest on `update_mask` or new values);
         NOT_FOUND (reason CONVERSATION_NOT_FOUND); PERMISSION_DENIED (reason
@@ -151,11 +151,22 @@ class ConversationServiceServicer:
     def SendMessage(self, request, context):
         """Stores a user message and streams the assistant's reply.
 
-        Frames, in order: exactly one `user_message` (the stored user message);
-        zero or more `delta`s (reply text, in order; concatenated they equal the
-        final content); at most one `usage`; exactly one `completion` (the stored
-        assistant message and why it ended), after which the server closes the
-        stream with OK. `heartbeat` frames may come at any point after
+        Frames, in order: exactly one `user_message` (the stored user message;
+        absent when the request only carries `approvals`); zero or more `delta`s
+        (reply text, in order; concatenated they equal the final content); when
+        the conversation has `tools`, any number of steps in which the model
+        calls tools: a `tool_call` per call, then a `tool_result` per call that
+        ran (or was denied), then more `delta`s; at most one `usage`; exactly one
+        `completion` (the stored assistant message and why it ended), after
+        which the server closes the stream with OK. Each step is stored as its
+        own message (an assistant message with `tool_calls`, then one
+        MESSAGE_ROLE_TOOL message per result), so ListMessages and the context
+        window include them. The loop is bounded: a reply that uses all its
+        steps ends with FINISH_REASON_STEP_LIMIT. A call to a tool with
+        `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
+        and the pending calls in the completion's message; the client continues
+        with `approvals`, and a new message with `content` instead denies every
+        pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
         `user_message` while the model is slow. A model or provider failure after
         the user message is stored is not a stream error: it ends with a
         `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client

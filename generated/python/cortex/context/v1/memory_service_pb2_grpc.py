@@ -5,7 +5,7 @@ import warnings
 
 from cortex.context.v1 import memory_service_pb2 as cortex_dot_context_dot_v1_dot_memory__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -24,10 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ortex/context/v1/message.proto\x12\x11\x63ortex.context.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x04\n\x07Message\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x32\n\x04role\x18\x02 \x01(\x0e\x32\x1e.cortex.context.v1.MessageRoleB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32(.cortex.context.v1.Message.MetadataEntryB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0btoken_count\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12(\n\x06\x61uthor\x18\x07 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12<\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1f.cortex.context.v1.FinishReasonB\x04\xe2\x41\x01\x03\x12\x13\n\x05model\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:r\xea\x41o\n\x12\x63ortex.dev/Message\x12\x46workspaces/{workspace}/conversations/{conversation}/messages/{message}*\x08messages2\x07message*\x8e\x01\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x03\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x04*\xaf\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x18\n\x14\x46INISH_REASON_BUDGET\x10\x04\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x05\x42LZJgithub.com/cortexcore/cortex-core/generated/go/cortex/context/v1;contextv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63ortex/context/v1/message.proto\x12\x11\x63ortex.context.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8f\x05\n\x07Message\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x32\n\x04role\x18\x02 \x01(\x0e\x32\x1e.cortex.context.v1.MessageRoleB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63ontent\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32(.cortex.context.v1.Message.MetadataEntryB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0btoken_count\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12(\n\x06\x61uthor\x18\x07 \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12<\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1f.cortex.context.v1.FinishReasonB\x04\xe2\x41\x01\x03\x12\x13\n\x05model\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\ntool_calls\x18\n \x03(\x0b\x32\x1b.cortex.context.v1.ToolCallB\x04\xe2\x41\x01\x03\x12\x38\n\x0btool_result\x18\x0b \x01(\x0b\x32\x1d.cortex.context.v1.ToolResultB\x04\xe2\x41\x01\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01:r\xea\x41o\n\x12\x63ortex.dev/Message\x12\x46workspaces/{workspace}/conversations/{conversation}/messages/{message}*\x08messages2\x07message\"\x97\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04tool\x18\x02 \x01(\tB\x14\xfa\x41\x11\n\x0f\x63ortex.dev/Tool\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .cortex.context.v1.ToolCallState\"\x92\x01\n\nToolResult\x12\x14\n\x0ctool_call_id\x18\x01 \x01(\t\x12\"\n\x04tool\x18\x02 \x01(\tB\x14\xfa\x41\x11\n\x0f\x63ortex.dev/Tool\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status*\x8e\x01\n\rToolCallState\x12\x1f\n\x1bTOOL_CALL_STATE_UNSPECIFIED\x10\x00\x12$\n TOOL_CALL_STATE_PENDING_APPROVAL\x10\x01\x12\x1a\n\x16TOOL_CALL_STATE_CALLED\x10\x02\x12\x1a\n\x16TOOL_CALL_STATE_DENIED\x10\x03*\x8e\x01\n\x0bMessageRole\x12\x1c\n\x18MESSAGE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11MESSAGE_ROLE_USER\x10\x01\x12\x1a\n\x16MESSAGE_ROLE_ASSISTANT\x10\x02\x12\x17\n\x13MESSAGE_ROLE_SYSTEM\x10\x03\x12\x15\n\x11MESSAGE_ROLE_TOOL\x10\x04*\x90\x02\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x12\x18\n\x14\x46INISH_REASON_BUDGET\x10\x04\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x05\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x06\x12#\n\x1f\x46INISH_REASON_APPROVAL_REQUIRED\x10\x07\x12\x1c\n\x18\x46INISH_REASON_STEP_LIMIT\x10\x08\x42LZJgithub.com/cortexcore/cortex-core/generated/go/cortex/context/v1;contextv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,14 +57,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE'].fields_by_name['finish_reason']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE'].fields_by_name['model']._loaded_options = None
   _globals['_MESSAGE'].fields_by_name['model']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['tool_calls']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['tool_calls']._serialized_options = b'\342A\001\003'
+  _globals['_MESSAGE'].fields_by_name['tool_result']._loaded_options = None
+  _globals['_MESSAGE'].fields_by_name['tool_result']._serialized_options = b'\342A\001\003'
   _globals['_MESSAGE']._loaded_options = None
   _globals['_MESSAGE']._serialized_options = b'\352Ao\n\022cortex.dev/Message\022Fworkspaces/{workspace}/conversations/{conversation}/messages/{message}*\010messages2\007message'
-  _globals['_MESSAGEROLE']._serialized_start=693
-  _globals['_MESSAGEROLE']._serialized_end=835
-  _globals['_FINISHREASON']._serialized_start=838
-  _globals['_FINISHREASON']._serialized_end=1013
-  _globals['_MESSAGE']._serialized_start=148
-  _globals['_MESSAGE']._serialized_end=690
-  _globals['_MESSAGE_METADATAENTRY']._serialized_start=527
-  _globals['_MESSAGE_METADATAENTRY']._serialized_end=574
+  _globals['_TOOLCALL'].fields_by_name['tool']._loaded_options = None
+  _globals['_TOOLCALL'].fields_by_name['tool']._serialized_options = b'\372A\021\n\017cortex.dev/Tool'
+  _globals['_TOOLRESULT'].fields_by_name['tool']._loaded_options = None
+  _globals['_TOOLRESULT'].fields_by_name['tool']._serialized_options = b'\372A\021\n\017cortex.dev/Tool'
+  _globals['_TOOLCALLSTATE']._serialized_start=1164
+  _globals['_TOOLCALLSTATE']._serialized_end=1306
+  _globals['_MESSAGEROLE']._serialized_start=1309
+  _globals['_MESSAGEROLE']._serialized_end=1451
+  _globals['_FINISHREASON']._serialized_start=1454
+  _globals['_FINISHREASON']._serialized_end=1726
+  _globals['_MESSAGE']._serialized_start=203
+  _globals['_MESSAGE']._serialized_end=858
+  _globals['_MESSAGE_METADATAENTRY']._serialized_start=695
+  _globals['_MESSAGE_METADATAENTRY']._serialized_end=742
+  _globals['_TOOLCALL']._serialized_start=861
+  _globals['_TOOLCALL']._serialized_end=1012
+  _globals['_TOOLRESULT']._serialized_start=1015
+  _globals['_TOOLRESULT']._serialized_end=1161
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ortex/events/v1/event.proto\x12\x10\x63ortex.events.v1\x1a$cortex/context/v1/conversation.proto\x1a\x1e\x63ortex/context/v1/memory.proto\x1a\x1f\x63ortex/context/v1/message.proto\x1a\x1c\x63ortex/experts/v1/task.proto\x1a\"cortex/sessions/v1/workspace.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa7\n\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12)\n\x04type\x18\x07 \x01(\x0e\x32\x1b.cortex.events.v1.EventType\x12?\n\x11workspace_created\x18\n \x01(\x0b\x32\".cortex.events.v1.WorkspaceCreatedH\x00\x12?\n\x11workspace_updated\x18\x0b \x01(\x0b\x32\".cortex.events.v1.WorkspaceUpdatedH\x00\x12?\n\x11workspace_deleted\x18\x0c \x01(\x0b\x32\".cortex.events.v1.WorkspaceDeletedH\x00\x12\x35\n\x0cmember_added\x18\r \x01(\x0b\x32\x1d.cortex.events.v1.MemberAddedH\x00\x12\x39\n\x0emember_removed\x18\x0e \x01(\x0b\x32\x1f.cortex.events.v1.MemberRemovedH\x00\x12\x45\n\x14\x63onversation_created\x18\x0f \x01(\x0b\x32%.cortex.events.v1.ConversationCreatedH\x00\x12\x45\n\x14\x63onversation_updated\x18\x10 \x01(\x0b\x32%.cortex.events.v1.ConversationUpdatedH\x00\x12\x45\n\x14\x63onversation_deleted\x18\x11 \x01(\x0b\x32%.cortex.events.v1.ConversationDeletedH\x00\x12;\n\x0fmessage_created\x18\x12 \x01(\x0b\x32 .cortex.events.v1.MessageCreatedH\x00\x12;\n\x0fsession_created\x18\x13 \x01(\x0b\x32 .cortex.events.v1.SessionCreatedH\x00\x12;\n\x0fsession_revoked\x18\x14 \x01(\x0b\x32 .cortex.events.v1.SessionRevokedH\x00\x12=\n\x10password_changed\x18\x15 \x01(\x0b\x32!.cortex.events.v1.PasswordChangedH\x00\x12\x37\n\rreply_started\x18\x16 \x01(\x0b\x32\x1e.cortex.events.v1.ReplyStartedH\x00\x12\x33\n\x0breply_delta\x18\x17 \x01(\x0b\x32\x1c.cortex.events.v1.ReplyDeltaH\x00\x12;\n\x0freply_completed\x18\x18 \x01(\x0b\x32 .cortex.events.v1.ReplyCompletedH\x00\x12\x39\n\x0ememory_created\x18\x19 \x01(\x0b\x32\x1f.cortex.events.v1.MemoryCreatedH\x00\x12\x39\n\x0ememory_deleted\x18\x1a \x01(\x0b\x32\x1f.cortex.events.v1.MemoryDeletedH\x00\x12@\n\x12task_state_changed\x18\x1b \x01(\x0b\x32\".cortex.events.v1.TaskStateChangedH\x00\x42\t\n\x07payload\"D\n\x10WorkspaceCreated\x12\x30\n\tworkspace\x18\x01 \x01(\x0b\x32\x1d.cortex.sessions.v1.Workspace\"u\n\x10WorkspaceUpdated\x12\x30\n\tworkspace\x18\x01 \x01(\x0b\x32\x1d.cortex.sessions.v1.Workspace\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x10WorkspaceDeleted\x12\x11\n\tworkspace\x18\x01 \x01(\t\"B\n\x0bMemberAdded\x12\x33\n\x06member\x18\x01 \x01(\x0b\x32#.cortex.sessions.v1.WorkspaceMember\"D\n\rMemberRemoved\x12\x33\n\x06member\x18\x01 \x01(\x0b\x32#.cortex.sessions.v1.WorkspaceMember\"L\n\x13\x43onversationCreated\x12\x35\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1f.cortex.context.v1.Conversation\"}\n\x13\x43onversationUpdated\x12\x35\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1f.cortex.context.v1.Conversation\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"+\n\x13\x43onversationDeleted\x12\x14\n\x0c\x63onversation\x18\x01 \x01(\t\"=\n\x0eMessageCreated\x12+\n\x07message\x18\x01 \x01(\x0b\x32\x1a.cortex.context.v1.Message\"M\n\x0eSessionCreated\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\"X\n\x0eSessionRevoked\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x35\n\x06reason\x18\x02 \x01(\x0e\x32%.cortex.events.v1.SessionRevokeReason\"A\n\x0fPasswordChanged\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1d\n\x15revoked_session_count\x18\x02 \x01(\x05\"K\n\x0cReplyStarted\x12\x14\n\x0c\x63onversation\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0cuser_message\x18\x03 \x01(\t\"+\n\nReplyDelta\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x98\x01\n\x0eReplyCompleted\x12+\n\x07message\x18\x01 \x01(\x0b\x32\x1a.cortex.context.v1.Message\x12\x36\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1f.cortex.context.v1.FinishReason\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\":\n\rMemoryCreated\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.cortex.context.v1.Memory\"0\n\rMemoryDeleted\x12\x0e\n\x06memory\x18\x01 \x01(\t\x12\x0f\n\x07\x65xpired\x18\x02 \x01(\x08\"o\n\x10TaskStateChanged\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\x12\x34\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x1c.cortex.experts.v1.TaskState*\xf4\x04\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1c\x45VENT_TYPE_WORKSPACE_CREATED\x10\x01\x12 \n\x1c\x45VENT_TYPE_WORKSPACE_UPDATED\x10\x02\x12 \n\x1c\x45VENT_TYPE_WORKSPACE_DELETED\x10\x03\x12\x1b\n\x17\x45VENT_TYPE_MEMBER_ADDED\x10\x04\x12\x1d\n\x19\x45VENT_TYPE_MEMBER_REMOVED\x10\x05\x12#\n\x1f\x45VENT_TYPE_CONVERSATION_CREATED\x10\x06\x12#\n\x1f\x45VENT_TYPE_CONVERSATION_UPDATED\x10\x07\x12#\n\x1f\x45VENT_TYPE_CONVERSATION_DELETED\x10\x08\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_CREATED\x10\t\x12\x1e\n\x1a\x45VENT_TYPE_SESSION_CREATED\x10\n\x12\x1e\n\x1a\x45VENT_TYPE_SESSION_REVOKED\x10\x0b\x12\x1f\n\x1b\x45VENT_TYPE_PASSWORD_CHANGED\x10\x0c\x12\x1c\n\x18\x45VENT_TYPE_REPLY_STARTED\x10\r\x12\x1a\n\x16\x45VENT_TYPE_REPLY_DELTA\x10\x0e\x12\x1e\n\x1a\x45VENT_TYPE_REPLY_COMPLETED\x10\x0f\x12\x1d\n\x19\x45VENT_TYPE_MEMORY_CREATED\x10\x10\x12\x1d\n\x19\x45VENT_TYPE_MEMORY_DELETED\x10\x11\x12!\n\x1d\x45VENT_TYPE_TASK_STATE_CHANGED\x10\x12*\xdd\x01\n\x13SessionRevokeReason\x12%\n!SESSION_REVOKE_REASON_UNSPECIFIED\x10\x00\x12 \n\x1cSESSION_REVOKE_REASON_LOGOUT\x10\x01\x12!\n\x1dSESSION_REVOKE_REASON_REVOKED\x10\x02\x12.\n*SESSION_REVOKE_REASON_REFRESH_TOKEN_REUSED\x10\x03\x12*\n&SESSION_REVOKE_REASON_PASSWORD_CHANGED\x10\x04\x42JZHgithub.com/cortexcore/cortex-core/generated/go/cortex/events/v1;eventsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ortex/events/v1/event.proto\x12\x10\x63ortex.events.v1\x1a$cortex/context/v1/conversation.proto\x1a\x1e\x63ortex/context/v1/memory.proto\x1a\x1f\x63ortex/context/v1/message.proto\x1a\x1c\x63ortex/experts/v1/task.proto\x1a\"cortex/sessions/v1/workspace.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xaf\x0b\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tworkspace\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12)\n\x04type\x18\x07 \x01(\x0e\x32\x1b.cortex.events.v1.EventType\x12?\n\x11workspace_created\x18\n \x01(\x0b\x32\".cortex.events.v1.WorkspaceCreatedH\x00\x12?\n\x11workspace_updated\x18\x0b \x01(\x0b\x32\".cortex.events.v1.WorkspaceUpdatedH\x00\x12?\n\x11workspace_deleted\x18\x0c \x01(\x0b\x32\".cortex.events.v1.WorkspaceDeletedH\x00\x12\x35\n\x0cmember_added\x18\r \x01(\x0b\x32\x1d.cortex.events.v1.MemberAddedH\x00\x12\x39\n\x0emember_removed\x18\x0e \x01(\x0b\x32\x1f.cortex.events.v1.MemberRemovedH\x00\x12\x45\n\x14\x63onversation_created\x18\x0f \x01(\x0b\x32%.cortex.events.v1.ConversationCreatedH\x00\x12\x45\n\x14\x63onversation_updated\x18\x10 \x01(\x0b\x32%.cortex.events.v1.ConversationUpdatedH\x00\x12\x45\n\x14\x63onversation_deleted\x18\x11 \x01(\x0b\x32%.cortex.events.v1.ConversationDeletedH\x00\x12;\n\x0fmessage_created\x18\x12 \x01(\x0b\x32 .cortex.events.v1.MessageCreatedH\x00\x12;\n\x0fsession_created\x18\x13 \x01(\x0b\x32 .cortex.events.v1.SessionCreatedH\x00\x12;\n\x0fsession_revoked\x18\x14 \x01(\x0b\x32 .cortex.events.v1.SessionRevokedH\x00\x12=\n\x10password_changed\x18\x15 \x01(\x0b\x32!.cortex.events.v1.PasswordChangedH\x00\x12\x37\n\rreply_started\x18\x16 \x01(\x0b\x32\x1e.cortex.events.v1.ReplyStartedH\x00\x12\x33\n\x0breply_delta\x18\x17 \x01(\x0b\x32\x1c.cortex.events.v1.ReplyDeltaH\x00\x12;\n\x0freply_completed\x18\x18 \x01(\x0b\x32 .cortex.events.v1.ReplyCompletedH\x00\x12\x39\n\x0ememory_created\x18\x19 \x01(\x0b\x32\x1f.cortex.events.v1.MemoryCreatedH\x00\x12\x39\n\x0ememory_deleted\x18\x1a \x01(\x0b\x32\x1f.cortex.events.v1.MemoryDeletedH\x00\x12@\n\x12task_state_changed\x18\x1b \x01(\x0b\x32\".cortex.events.v1.TaskStateChangedH\x00\x12\x42\n\x13tool_call_requested\x18\x1c \x01(\x0b\x32#.cortex.events.v1.ToolCallRequestedH\x00\x12\x42\n\x13tool_call_completed\x18\x1d \x01(\x0b\x32#.cortex.events.v1.ToolCallCompletedH\x00\x42\t\n\x07payload\"D\n\x10WorkspaceCreated\x12\x30\n\tworkspace\x18\x01 \x01(\x0b\x32\x1d.cortex.sessions.v1.Workspace\"u\n\x10WorkspaceUpdated\x12\x30\n\tworkspace\x18\x01 \x01(\x0b\x32\x1d.cortex.sessions.v1.Workspace\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"%\n\x10WorkspaceDeleted\x12\x11\n\tworkspace\x18\x01 \x01(\t\"B\n\x0bMemberAdded\x12\x33\n\x06member\x18\x01 \x01(\x0b\x32#.cortex.sessions.v1.WorkspaceMember\"D\n\rMemberRemoved\x12\x33\n\x06member\x18\x01 \x01(\x0b\x32#.cortex.sessions.v1.WorkspaceMember\"L\n\x13\x43onversationCreated\x12\x35\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1f.cortex.context.v1.Conversation\"}\n\x13\x43onversationUpdated\x12\x35\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x1f.cortex.context.v1.Conversation\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"+\n\x13\x43onversationDeleted\x12\x14\n\x0c\x63onversation\x18\x01 \x01(\t\"=\n\x0eMessageCreated\x12+\n\x07message\x18\x01 \x01(\x0b\x32\x1a.cortex.context.v1.Message\"M\n\x0eSessionCreated\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\"X\n\x0eSessionRevoked\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x35\n\x06reason\x18\x02 \x01(\x0e\x32%.cortex.events.v1.SessionRevokeReason\"A\n\x0fPasswordChanged\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x1d\n\x15revoked_session_count\x18\x02 \x01(\x05\"K\n\x0cReplyStarted\x12\x14\n\x0c\x63onversation\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0cuser_message\x18\x03 \x01(\t\"+\n\nReplyDelta\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x98\x01\n\x0eReplyCompleted\x12+\n\x07message\x18\x01 \x01(\x0b\x32\x1a.cortex.context.v1.Message\x12\x36\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1f.cortex.context.v1.FinishReason\x12!\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"j\n\x11ToolCallRequested\x12\x14\n\x0c\x63onversation\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\ttool_call\x18\x03 \x01(\x0b\x32\x1b.cortex.context.v1.ToolCall\"i\n\x11ToolCallCompleted\x12\x14\n\x0c\x63onversation\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12-\n\x06result\x18\x03 \x01(\x0b\x32\x1d.cortex.context.v1.ToolResult\":\n\rMemoryCreated\x12)\n\x06memory\x18\x01 \x01(\x0b\x32\x19.cortex.context.v1.Memory\"0\n\rMemoryDeleted\x12\x0e\n\x06memory\x18\x01 \x01(\t\x12\x0f\n\x07\x65xpired\x18\x02 \x01(\x08\"o\n\x10TaskStateChanged\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\x12\x34\n\x0eprevious_state\x18\x02 \x01(\x0e\x32\x1c.cortex.experts.v1.TaskState*\xbc\x05\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1c\x45VENT_TYPE_WORKSPACE_CREATED\x10\x01\x12 \n\x1c\x45VENT_TYPE_WORKSPACE_UPDATED\x10\x02\x12 \n\x1c\x45VENT_TYPE_WORKSPACE_DELETED\x10\x03\x12\x1b\n\x17\x45VENT_TYPE_MEMBER_ADDED\x10\x04\x12\x1d\n\x19\x45VENT_TYPE_MEMBER_REMOVED\x10\x05\x12#\n\x1f\x45VENT_TYPE_CONVERSATION_CREATED\x10\x06\x12#\n\x1f\x45VENT_TYPE_CONVERSATION_UPDATED\x10\x07\x12#\n\x1f\x45VENT_TYPE_CONVERSATION_DELETED\x10\x08\x12\x1e\n\x1a\x45VENT_TYPE_MESSAGE_CREATED\x10\t\x12\x1e\n\x1a\x45VENT_TYPE_SESSION_CREATED\x10\n\x12\x1e\n\x1a\x45VENT_TYPE_SESSION_REVOKED\x10\x0b\x12\x1f\n\x1b\x45VENT_TYPE_PASSWORD_CHANGED\x10\x0c\x12\x1c\n\x18\x45VENT_TYPE_REPLY_STARTED\x10\r\x12\x1a\n\x16\x45VENT_TYPE_REPLY_DELTA\x10\x0e\x12\x1e\n\x1a\x45VENT_TYPE_REPLY_COMPLETED\x10\x0f\x12\x1d\n\x19\x45VENT_TYPE_MEMORY_CREATED\x10\x10\x12\x1d\n\x19\x45VENT_TYPE_MEMORY_DELETED\x10\x11\x12!\n\x1d\x45VENT_TYPE_TASK_STATE_CHANGED\x10\x12\x12\"\n\x1e\x45VENT_TYPE_TOOL_CALL_REQUESTED\x10\x13\x12\"\n\x1e\x45VENT_TYPE_TOOL_CALL_COMPLETED\x10\x14*\xdd\x01\n\x13SessionRevokeReason\x12%\n!SESSION_REVOKE_REASON_UNSPECIFIED\x10\x00\x12 \n\x1cSESSION_REVOKE_REASON_LOGOUT\x10\x01\x12!\n\x1dSESSION_REVOKE_REASON_REVOKED\x10\x02\x12.\n*SESSION_REVOKE_REASON_REFRESH_TOKEN_REUSED\x10\x03\x12*\n&SESSION_REVOKE_REASON_PASSWORD_CHANGED\x10\x04\x42JZHgithub.com/cortexcore/cortex-core/generated/go/cortex/events/v1;eventsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,46 +40,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cortex.events.v1.event_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZHgithub.com/cortexcore/cortex-core/generated/go/cortex/events/v1;eventsv1'
-  _globals['_EVENTTYPE']._serialized_start=3049
-  _globals['_EVENTTYPE']._serialized_end=3677
-  _globals['_SESSIONREVOKEREASON']._serialized_start=3680
-  _globals['_SESSIONREVOKEREASON']._serialized_end=3901
+  _globals['_EVENTTYPE']._serialized_start=3400
+  _globals['_EVENTTYPE']._serialized_end=4100
+  _globals['_SESSIONREVOKEREASON']._serialized_start=4103
+  _globals['_SESSIONREVOKEREASON']._serialized_end=4324
   _globals['_EVENT']._serialized_start=312
-  _globals['_EVENT']._serialized_end=1631
-  _globals['_WORKSPACECREATED']._serialized_start=1633
-  _globals['_WORKSPACECREATED']._serialized_end=1701
-  _globals['_WORKSPACEUPDATED']._serialized_start=1703
-  _globals['_WORKSPACEUPDATED']._serialized_end=1820
-  _globals['_WORKSPACEDELETED']._serialized_start=1822
-  _globals['_WORKSPACEDELETED']._serialized_end=1859
-  _globals['_MEMBERADDED']._serialized_start=1861
-  _globals['_MEMBERADDED']._serialized_end=1927
-  _globals['_MEMBERREMOVED']._serialized_start=1929
-  _globals['_MEMBERREMOVED']._serialized_end=1997
-  _globals['_CONVERSATIONCREATED']._serialized_start=1999
-  _globals['_CONVERSATIONCREATED']._serialized_end=2075
-  _globals['_CONVERSATIONUPDATED']._serialized_start=2077
-  _globals['_CONVERSATIONUPDATED']._serialized_end=2202
-  _globals['_CONVERSATIONDELETED']._serialized_start=2204
-  _globals['_CONVERSATIONDELETED']._serialized_end=2247
-  _globals['_MESSAGECREATED']._serialized_start=2249
-  _globals['_MESSAGECREATED']._serialized_end=2310
-  _globals['_SESSIONCREATED']._serialized_start=2312
-  _globals['_SESSIONCREATED']._serialized_end=2389
-  _globals['_SESSIONREVOKED']._serialized_start=2391
-  _globals['_SESSIONREVOKED']._serialized_end=2479
-  _globals['_PASSWORDCHANGED']._serialized_start=2481
-  _globals['_PASSWORDCHANGED']._serialized_end=2546
-  _globals['_REPLYSTARTED']._serialized_start=2548
-  _globals['_REPLYSTARTED']._serialized_end=2623
-  _globals['_REPLYDELTA']._serialized_start=2625
-  _globals['_REPLYDELTA']._serialized_end=2668
-  _globals['_REPLYCOMPLETED']._serialized_start=2671
-  _globals['_REPLYCOMPLETED']._serialized_end=2823
-  _globals['_MEMORYCREATED']._serialized_start=2825
-  _globals['_MEMORYCREATED']._serialized_end=2883
-  _globals['_MEMORYDELETED']._serialized_start=2885
-  _globals['_MEMORYDELETED']._serialized_end=2933
-  _globals['_TASKSTATECHANGED']._serialized_start=2935
-  _globals['_TASKSTATECHANGED']._serialized_end=3046
+  _globals['_EVENT']._serialized_end=1767
+  _globals['_WORKSPACECREATED']._serialized_start=1769
+  _globals['_WORKSPACECREATED']._serialized_end=1837
+  _globals['_WORKSPACEUPDATED']._serialized_start=1839
+  _globals['_WORKSPACEUPDATED']._serialized_end=1956
+  _globals['_WORKSPACEDELETED']._serialized_start=1958
+  _globals['_WORKSPACEDELETED']._serialized_end=1995
+  _globals['_MEMBERADDED']._serialized_start=1997
+  _globals['_MEMBERADDED']._serialized_end=2063
+  _globals['_MEMBERREMOVED']._serialized_start=2065
+  _globals['_MEMBERREMOVED']._serialized_end=2133
+  _globals['_CONVERSATIONCREATED']._serialized_start=2135
+  _globals['_CONVERSATIONCREATED']._serialized_end=2211
+  _globals['_CONVERSATIONUPDATED']._serialized_start=2213
+  _globals['_CONVERSATIONUPDATED']._serialized_end=2338
+  _globals['_CONVERSATIONDELETED']._serialized_start=2340
+  _globals['_CONVERSATIONDELETED']._serialized_end=2383
+  _globals['_MESSAGECREATED']._serialized_start=2385
+  _globals['_MESSAGECREATED']._serialized_end=2446
+  _globals['_SESSIONCREATED']._serialized_start=2448
+  _globals['_SESSIONCREATED']._serialized_end=2525
+  _globals['_SESSIONREVOKED']._serialized_start=2527
+  _globals['_SESSIONREVOKED']._serialized_end=2615
+  _globals['_PASSWORDCHANGED']._serialized_start=2617
+  _globals['_PASSWORDCHANGED']._serialized_end=2682
+  _globals['_REPLYSTARTED']._serialized_start=2684
+  _globals['_REPLYSTARTED']._serialized_end=2759
+  _globals['_REPLYDELTA']._serialized_start=2761
+  _globals['_REPLYDELTA']._serialized_end=2804
+  _globals['_REPLYCOMPLETED']._serialized_start=2807
+  _globals['_REPLYCOMPLETED']._serialized_end=2959
+  _globals['_TOOLCALLREQUESTED']._serialized_start=2961
+  _globals['_TOOLCALLREQUESTED']._serialized_end=3067
+  _globals['_TOOLCALLCOMPLETED']._serialized_start=3069
+  _globals['_TOOLCALLCOMPLETED']._serialized_end=3174
+  _globals['_MEMORYCREATED']._serialized_start=3176
+  _globals['_MEMORYCREATED']._serialized_end=3234
+  _globals['_MEMORYDELETED']._serialized_start=3236
+  _globals['_MEMORYDELETED']._serialized_end=3284
+  _globals['_TASKSTATECHANGED']._serialized_start=3286
+  _globals['_TASKSTATECHANGED']._serialized_end=3397
 # @@protoc_insertion_point(module_scope)

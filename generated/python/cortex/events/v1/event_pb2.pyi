@@ -37,6 +37,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_MEMORY_CREATED: _ClassVar[EventType]
     EVENT_TYPE_MEMORY_DELETED: _ClassVar[EventType]
     EVENT_TYPE_TASK_STATE_CHANGED: _ClassVar[EventType]
+    EVENT_TYPE_TOOL_CALL_REQUESTED: _ClassVar[EventType]
+    EVENT_TYPE_TOOL_CALL_COMPLETED: _ClassVar[EventType]
 
 class SessionRevokeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +66,8 @@ EVENT_TYPE_REPLY_COMPLETED: EventType
 EVENT_TYPE_MEMORY_CREATED: EventType
 EVENT_TYPE_MEMORY_DELETED: EventType
 EVENT_TYPE_TASK_STATE_CHANGED: EventType
+EVENT_TYPE_TOOL_CALL_REQUESTED: EventType
+EVENT_TYPE_TOOL_CALL_COMPLETED: EventType
 SESSION_REVOKE_REASON_UNSPECIFIED: SessionRevokeReason
 SESSION_REVOKE_REASON_LOGOUT: SessionRevokeReason
 SESSION_REVOKE_REASON_REVOKED: SessionRevokeReason
@@ -71,7 +75,7 @@ SESSION_REVOKE_REASON_REFRESH_TOKEN_REUSED: SessionRevokeReason
 SESSION_REVOKE_REASON_PASSWORD_CHANGED: SessionRevokeReason
 
 class Event(_message.Message):
-    __slots__ = ("id", "workspace", "sequence", "resume_token", "create_time", "actor", "type", "workspace_created", "workspace_updated", "workspace_deleted", "member_added", "member_removed", "conversation_created", "conversation_updated", "conversation_deleted", "message_created", "session_created", "session_revoked", "password_changed", "reply_started", "reply_delta", "reply_completed", "memory_created", "memory_deleted", "task_state_changed")
+    __slots__ = ("id", "workspace", "sequence", "resume_token", "create_time", "actor", "type", "workspace_created", "workspace_updated", "workspace_deleted", "member_added", "member_removed", "conversation_created", "conversation_updated", "conversation_deleted", "message_created", "session_created", "session_revoked", "password_changed", "reply_started", "reply_delta", "reply_completed", "memory_created", "memory_deleted", "task_state_changed", "tool_call_requested", "tool_call_completed")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +101,8 @@ class Event(_message.Message):
     MEMORY_CREATED_FIELD_NUMBER: _ClassVar[int]
     MEMORY_DELETED_FIELD_NUMBER: _ClassVar[int]
     TASK_STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     id: str
     workspace: str
     sequence: int
@@ -122,7 +128,9 @@ class Event(_message.Message):
     memory_created: MemoryCreated
     memory_deleted: MemoryDeleted
     task_state_changed: TaskStateChanged
-    def __init__(self, id: _Optional[str] = ..., workspace: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_token: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., workspace_created: _Optional[_Union[WorkspaceCreated, _Mapping]] = ..., workspace_updated: _Optional[_Union[WorkspaceUpdated, _Mapping]] = ..., workspace_deleted: _Optional[_Union[WorkspaceDeleted, _Mapping]] = ..., member_added: _Optional[_Union[MemberAdded, _Mapping]] = ..., member_removed: _Optional[_Union[MemberRemoved, _Mapping]] = ..., conversation_created: _Optional[_Union[ConversationCreated, _Mapping]] = ..., conversation_updated: _Optional[_Union[ConversationUpdated, _Mapping]] = ..., conversation_deleted: _Optional[_Union[ConversationDeleted, _Mapping]] = ..., message_created: _Optional[_Union[MessageCreated, _Mapping]] = ..., session_created: _Optional[_Union[SessionCreated, _Mapping]] = ..., session_revoked: _Optional[_Union[SessionRevoked, _Mapping]] = ..., password_changed: _Optional[_Union[PasswordChanged, _Mapping]] = ..., reply_started: _Optional[_Union[ReplyStarted, _Mapping]] = ..., reply_delta: _Optional[_Union[ReplyDelta, _Mapping]] = ..., reply_completed: _Optional[_Union[ReplyCompleted, _Mapping]] = ..., memory_created: _Optional[_Union[MemoryCreated, _Mapping]] = ..., memory_deleted: _Optional[_Union[MemoryDeleted, _Mapping]] = ..., task_state_changed: _Optional[_Union[TaskStateChanged, _Mapping]] = ...) -> None: ...
+    tool_call_requested: ToolCallRequested
+    tool_call_completed: ToolCallCompleted
+    def __init__(self, id: _Optional[str] = ..., workspace: _Optional[str] = ..., sequence: _Optional[int] = ..., resume_token: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., workspace_created: _Optional[_Union[WorkspaceCreated, _Mapping]] = ..., workspace_updated: _Optional[_Union[WorkspaceUpdated, _Mapping]] = ..., workspace_deleted: _Optional[_Union[WorkspaceDeleted, _Mapping]] = ..., member_added: _Optional[_Union[MemberAdded, _Mapping]] = ..., member_removed: _Optional[_Union[MemberRemoved, _Mapping]] = ..., conversation_created: _Optional[_Union[ConversationCreated, _Mapping]] = ..., conversation_updated: _Optional[_Union[ConversationUpdated, _Mapping]] = ..., conversation_deleted: _Optional[_Union[ConversationDeleted, _Mapping]] = ..., message_created: _Optional[_Union[MessageCreated, _Mapping]] = ..., session_created: _Optional[_Union[SessionCreated, _Mapping]] = ..., session_revoked: _Optional[_Union[SessionRevoked, _Mapping]] = ..., password_changed: _Optional[_Union[PasswordChanged, _Mapping]] = ..., reply_started: _Optional[_Union[ReplyStarted, _Mapping]] = ..., reply_delta: _Optional[_Union[ReplyDelta, _Mapping]] = ..., reply_completed: _Optional[_Union[ReplyCompleted, _Mapping]] = ..., memory_created: _Optional[_Union[MemoryCreated, _Mapping]] = ..., memory_deleted: _Optional[_Union[MemoryDeleted, _Mapping]] = ..., task_state_changed: _Optional[_Union[TaskStateChanged, _Mapping]] = ..., tool_call_requested: _Optional[_Union[ToolCallRequested, _Mapping]] = ..., tool_call_completed: _Optional[_Union[ToolCallCompleted, _Mapping]] = ...) -> None: ...
 
 class WorkspaceCreated(_message.Message):
     __slots__ = ("workspace",)
@@ -235,6 +243,26 @@ class ReplyCompleted(_message.Message):
     finish_reason: _message_pb2.FinishReason
     error: _status_pb2.Status
     def __init__(self, message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., finish_reason: _Optional[_Union[_message_pb2.FinishReason, str]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class ToolCallRequested(_message.Message):
+    __slots__ = ("conversation", "message", "tool_call")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    conversation: str
+    message: str
+    tool_call: _message_pb2.ToolCall
+    def __init__(self, conversation: _Optional[str] = ..., message: _Optional[str] = ..., tool_call: _Optional[_Union[_message_pb2.ToolCall, _Mapping]] = ...) -> None: ...
+
+class ToolCallCompleted(_message.Message):
+    __slots__ = ("conversation", "message", "result")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    conversation: str
+    message: str
+    result: _message_pb2.ToolResult
+    def __init__(self, conversation: _Optional[str] = ..., message: _Optional[str] = ..., result: _Optional[_Union[_message_pb2.ToolResult, _Mapping]] = ...) -> None: ...
 
 class MemoryCreated(_message.Message):
     __slots__ = ("memory",)

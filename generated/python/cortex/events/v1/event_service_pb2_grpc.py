@@ -5,7 +5,7 @@ import warnings
 
 from cortex.events.v1 import event_service_pb2 as cortex_dot_events_dot_v1_dot_event__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ortex/experts/v1/tool.proto\x12\x11\x63ortex.experts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xed\x01\n\x04Tool\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x34\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03:/\xea\x41,\n\x0f\x63ortex.dev/Tool\x12\x0ctools/{tool}*\x05tools2\x04toolBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ortex/experts/v1/tool.proto\x12\x11\x63ortex.experts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xf0\x02\n\x04Tool\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x34\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x1f\n\x11requires_approval\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x18\n\nidempotent\x18\x07 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x30\n\x07timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x14\n\x06server\x18\t \x01(\tB\x04\xe2\x41\x01\x03:/\xea\x41,\n\x0f\x63ortex.dev/Tool\x12\x0ctools/{tool}*\x05tools2\x04toolBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,8 +46,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOL'].fields_by_name['input_schema']._serialized_options = b'\342A\001\003'
   _globals['_TOOL'].fields_by_name['output_schema']._loaded_options = None
   _globals['_TOOL'].fields_by_name['output_schema']._serialized_options = b'\342A\001\003'
+  _globals['_TOOL'].fields_by_name['requires_approval']._loaded_options = None
+  _globals['_TOOL'].fields_by_name['requires_approval']._serialized_options = b'\342A\001\003'
+  _globals['_TOOL'].fields_by_name['idempotent']._loaded_options = None
+  _globals['_TOOL'].fields_by_name['idempotent']._serialized_options = b'\342A\001\003'
+  _globals['_TOOL'].fields_by_name['timeout']._loaded_options = None
+  _globals['_TOOL'].fields_by_name['timeout']._serialized_options = b'\342A\001\003'
+  _globals['_TOOL'].fields_by_name['server']._loaded_options = None
+  _globals['_TOOL'].fields_by_name['server']._serialized_options = b'\342A\001\003'
   _globals['_TOOL']._loaded_options = None
   _globals['_TOOL']._serialized_options = b'\352A,\n\017cortex.dev/Tool\022\014tools/{tool}*\005tools2\004tool'
-  _globals['_TOOL']._serialized_start=142
-  _globals['_TOOL']._serialized_end=379
+  _globals['_TOOL']._serialized_start=174
+  _globals['_TOOL']._serialized_end=542
 # @@protoc_insertion_point(module_scope)

@@ -102,6 +102,15 @@ export declare type Conversation = Message<"cortex.context.v1.Conversation"> & {
    * @generated from field: int64 completion_token_count = 10;
    */
   completionTokenCount: bigint;
+
+  /**
+   * The tools this conversation's replies may call, as `tools/{tool}` names
+   * (at most 64). Empty (the default) means no tools: a reply is plain text.
+   * Every name must be a tool that ListTools returns.
+   *
+   * @generated from field: repeated string tools = 11;
+   */
+  tools: string[];
 };
 
 /**

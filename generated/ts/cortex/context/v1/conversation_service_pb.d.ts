@@ -26,7 +26,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { Conversation } from "./conversation_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { FinishReason, Message as Message$1 } from "./message_pb.js";
+import type { FinishReason, Message as Message$1, ToolCall, ToolResult } from "./message_pb.js";
 import type { Status } from "../../../google/rpc/status_pb.js";
 
 /**
@@ -198,8 +198,8 @@ export declare type UpdateConversationRequest = Message<"cortex.context.v1.Updat
   conversation?: Conversation | undefined;
 
   /**
-   * Fields to change: `title` and/or `system_prompt`. Empty or `*` means
-   * every updatable field.
+   * Fields to change: `title`, `system_prompt` and/or `tools`. Empty or `*`
+   * means every updatable field.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -360,7 +360,8 @@ export declare type SendMessageRequest = Message<"cortex.context.v1.SendMessageR
   conversation: string;
 
   /**
-   * The user's message text, 1 to 100000 characters.
+   * The user's message text, 1 to 100000 characters. Must be empty when
+   * `approvals` is set, and set otherwise.
    *
    * @generated from field: string content = 2;
    */
@@ -373,6 +374,18 @@ export declare type SendMessageRequest = Message<"cortex.context.v1.SendMessageR
    * @generated from field: string idempotency_key = 3;
    */
   idempotencyKey: string;
+
+  /**
+   * Decisions on the tool calls of the conversation's last reply, which
+   * ended with FINISH_REASON_APPROVAL_REQUIRED: one per pending call id. A
+   * pending call with no decision is denied. Approved calls run, denied ones
+   * are answered to the model as denied, and the reply continues. Errors:
+   * FAILED_PRECONDITION (reason NO_PENDING_TOOL_CALLS) when nothing is
+   * pending; INVALID_ARGUMENT for an unknown or repeated `tool_call_id`.
+   *
+   * @generated from field: repeated cortex.context.v1.ToolApproval approvals = 4;
+   */
+  approvals: ToolApproval[];
 };
 
 /**
@@ -380,6 +393,33 @@ export declare type SendMessageRequest = Message<"cortex.context.v1.SendMessageR
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export declare const SendMessageRequestSchema: GenMessage<SendMessageRequest>;
+
+/**
+ * A decision on one pending tool call.
+ *
+ * @generated from message cortex.context.v1.ToolApproval
+ */
+export declare type ToolApproval = Message<"cortex.context.v1.ToolApproval"> & {
+  /**
+   * The pending call's `ToolCall.id`.
+   *
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * Whether the call may run.
+   *
+   * @generated from field: cortex.context.v1.ToolApprovalDecision decision = 2;
+   */
+  decision: ToolApprovalDecision;
+};
+
+/**
+ * Describes the message cortex.context.v1.ToolApproval.
+ * Use `create(ToolApprovalSchema)` to create a new message.
+ */
+export declare const ToolApprovalSchema: GenMessage<ToolApproval>;
 
 /**
  * One frame of the SendMessage stream. Exactly one field of `frame` is set.
@@ -432,6 +472,24 @@ export declare type SendMessageResponse = Message<"cortex.context.v1.SendMessage
      */
     value: ReplyCompletion;
     case: "completion";
+  } | {
+    /**
+     * The model asked to call a tool (arguments complete). A call in
+     * TOOL_CALL_STATE_PENDING_APPROVAL waits for approval and gets no
+     * `tool_result` in this reply.
+     *
+     * @generated from field: cortex.context.v1.ToolCall tool_call = 6;
+     */
+    value: ToolCall;
+    case: "toolCall";
+  } | {
+    /**
+     * A tool call's result (or why it did not run).
+     *
+     * @generated from field: cortex.context.v1.ToolResult tool_result = 7;
+     */
+    value: ToolResult;
+    case: "toolResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -596,6 +654,39 @@ export enum MessageOrder {
 export declare const MessageOrderSchema: GenEnum<MessageOrder>;
 
 /**
+ * What a person decided about a tool call.
+ *
+ * @generated from enum cortex.context.v1.ToolApprovalDecision
+ */
+export enum ToolApprovalDecision {
+  /**
+   * Not set; INVALID_ARGUMENT.
+   *
+   * @generated from enum value: TOOL_APPROVAL_DECISION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The call may run.
+   *
+   * @generated from enum value: TOOL_APPROVAL_DECISION_APPROVE = 1;
+   */
+  APPROVE = 1,
+
+  /**
+   * The call must not run; the model is told it was denied.
+   *
+   * @generated from enum value: TOOL_APPROVAL_DECISION_DENY = 2;
+   */
+  DENY = 2,
+}
+
+/**
+ * Describes the enum cortex.context.v1.ToolApprovalDecision.
+ */
+export declare const ToolApprovalDecisionSchema: GenEnum<ToolApprovalDecision>;
+
+/**
  * Conversations in a workspace and the messages in them. Reading requires any
  * workspace role; writing requires WORKSPACE_ROLE_EDITOR or above.
  *
@@ -646,7 +737,7 @@ export declare const ConversationService: GenService<{
     output: typeof ListConversationsResponseSchema;
   },
   /**
-   * Changes the title and/or system prompt of a conversation.
+   * Changes the title, system prompt and/or tools of a conversation.
    *
    * Errors: INVALID_ARGUMENT (BadRequest on `update_mask` or new values);
    * NOT_FOUND (reason CONVERSATION_NOT_FOUND); PERMISSION_DENIED (reason
@@ -693,11 +784,22 @@ export declare const ConversationService: GenService<{
   /**
    * Stores a user message and streams the assistant's reply.
    *
-   * Frames, in order: exactly one `user_message` (the stored user message);
-   * zero or more `delta`s (reply text, in order; concatenated they equal the
-   * final content); at most one `usage`; exactly one `completion` (the stored
-   * assistant message and why it ended), after which the server closes the
-   * stream with OK. `heartbeat` frames may come at any point after
+   * Frames, in order: exactly one `user_message` (the stored user message;
+   * absent when the request only carries `approvals`); zero or more `delta`s
+   * (reply text, in order; concatenated they equal the final content); when
+   * the conversation has `tools`, any number of steps in which the model
+   * calls tools: a `tool_call` per call, then a `tool_result` per call that
+   * ran (or was denied), then more `delta`s; at most one `usage`; exactly one
+   * `completion` (the stored assistant message and why it ended), after
+   * which the server closes the stream with OK. Each step is stored as its
+   * own message (an assistant message with `tool_calls`, then one
+   * MESSAGE_ROLE_TOOL message per result), so ListMessages and the context
+   * window include them. The loop is bounded: a reply that uses all its
+   * steps ends with FINISH_REASON_STEP_LIMIT. A call to a tool with
+   * `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
+   * and the pending calls in the completion's message; the client continues
+   * with `approvals`, and a new message with `content` instead denies every
+   * pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
    * `user_message` while the model is slow. A model or provider failure after
    * the user message is stored is not a stream error: it ends with a
    * `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client

@@ -14,8 +14,9 @@
 /* eslint-disable */
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import type { Message as Message$1 } from "@bufbuild/protobuf";
+import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Status } from "../../../google/rpc/status_pb.js";
 
 /**
  * Describes the file cortex/context/v1/message.proto.
@@ -99,6 +100,25 @@ export declare type Message = Message$1<"cortex.context.v1.Message"> & {
    * @generated from field: string model = 9;
    */
   model: string;
+
+  /**
+   * For MESSAGE_ROLE_ASSISTANT: the tools the model asked to call in this
+   * step, in the order it asked. A message that ends with
+   * FINISH_REASON_TOOL_CALLS is followed by one MESSAGE_ROLE_TOOL message per
+   * call; one that ends with FINISH_REASON_APPROVAL_REQUIRED holds calls in
+   * TOOL_CALL_STATE_PENDING_APPROVAL until the next SendMessage decides them.
+   *
+   * @generated from field: repeated cortex.context.v1.ToolCall tool_calls = 10;
+   */
+  toolCalls: ToolCall[];
+
+  /**
+   * For MESSAGE_ROLE_TOOL: the result of one call in the previous assistant
+   * message's `tool_calls`.
+   *
+   * @generated from field: cortex.context.v1.ToolResult tool_result = 11;
+   */
+  toolResult?: ToolResult | undefined;
 };
 
 /**
@@ -106,6 +126,133 @@ export declare type Message = Message$1<"cortex.context.v1.Message"> & {
  * Use `create(MessageSchema)` to create a new message.
  */
 export declare const MessageSchema: GenMessage<Message>;
+
+/**
+ * A tool call the model made.
+ *
+ * @generated from message cortex.context.v1.ToolCall
+ */
+export declare type ToolCall = Message$1<"cortex.context.v1.ToolCall"> & {
+  /**
+   * Identifier of the call, unique within its conversation (the model's own
+   * id when it gives one). Approvals and results refer to it.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The tool, `tools/{tool}`.
+   *
+   * @generated from field: string tool = 2;
+   */
+  tool: string;
+
+  /**
+   * The arguments the model passed (a JSON object).
+   *
+   * @generated from field: google.protobuf.Struct arguments = 3;
+   */
+  arguments?: JsonObject | undefined;
+
+  /**
+   * Where the call stands.
+   *
+   * @generated from field: cortex.context.v1.ToolCallState state = 4;
+   */
+  state: ToolCallState;
+};
+
+/**
+ * Describes the message cortex.context.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export declare const ToolCallSchema: GenMessage<ToolCall>;
+
+/**
+ * The result of one tool call.
+ *
+ * @generated from message cortex.context.v1.ToolResult
+ */
+export declare type ToolResult = Message$1<"cortex.context.v1.ToolResult"> & {
+  /**
+   * The `ToolCall.id` this answers.
+   *
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * The tool, `tools/{tool}`.
+   *
+   * @generated from field: string tool = 2;
+   */
+  tool: string;
+
+  /**
+   * The tool's output when it succeeded; unset when `error` is set.
+   *
+   * @generated from field: google.protobuf.Struct output = 3;
+   */
+  output?: JsonObject | undefined;
+
+  /**
+   * Set when the call failed, was denied or timed out, with an ErrorInfo
+   * (domain "cortex"; reasons TOOL_FAILED, TOOL_DENIED, TOOL_TIMEOUT,
+   * TOOL_UNAVAILABLE, TOOL_NOT_ALLOWED, INVALID_TOOL_INPUT). The model is
+   * told the same.
+   *
+   * @generated from field: google.rpc.Status error = 4;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message cortex.context.v1.ToolResult.
+ * Use `create(ToolResultSchema)` to create a new message.
+ */
+export declare const ToolResultSchema: GenMessage<ToolResult>;
+
+/**
+ * Where a tool call stands.
+ *
+ * @generated from enum cortex.context.v1.ToolCallState
+ */
+export enum ToolCallState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: TOOL_CALL_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The tool needs approval and nobody has decided yet.
+   *
+   * @generated from enum value: TOOL_CALL_STATE_PENDING_APPROVAL = 1;
+   */
+  PENDING_APPROVAL = 1,
+
+  /**
+   * The call was made (or is being made); its result follows.
+   *
+   * @generated from enum value: TOOL_CALL_STATE_CALLED = 2;
+   */
+  CALLED = 2,
+
+  /**
+   * A person denied the call (explicitly, or by sending a new message while
+   * it was pending); it did not run.
+   *
+   * @generated from enum value: TOOL_CALL_STATE_DENIED = 3;
+   */
+  DENIED = 3,
+}
+
+/**
+ * Describes the enum cortex.context.v1.ToolCallState.
+ */
+export declare const ToolCallStateSchema: GenEnum<ToolCallState>;
 
 /**
  * The author role of a message, as passed to the model.
@@ -204,6 +351,30 @@ export enum FinishReason {
    * @generated from enum value: FINISH_REASON_ERROR = 5;
    */
   ERROR = 5,
+
+  /**
+   * This step of the reply ended by calling tools; their results follow as
+   * MESSAGE_ROLE_TOOL messages and the reply goes on. Only on stored
+   * intermediate messages, never a completion's `finish_reason`.
+   *
+   * @generated from enum value: FINISH_REASON_TOOL_CALLS = 6;
+   */
+  TOOL_CALLS = 6,
+
+  /**
+   * The model called a tool that needs approval; the reply stops until a
+   * SendMessage carries the decisions (see SendMessageRequest.approvals).
+   *
+   * @generated from enum value: FINISH_REASON_APPROVAL_REQUIRED = 7;
+   */
+  APPROVAL_REQUIRED = 7,
+
+  /**
+   * The reply used all its steps (model turns) without finishing.
+   *
+   * @generated from enum value: FINISH_REASON_STEP_LIMIT = 8;
+   */
+  STEP_LIMIT = 8,
 }
 
 /**

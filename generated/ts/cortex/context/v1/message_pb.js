@@ -16,13 +16,14 @@
 import { enumDesc, fileDesc, messageDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_field_behavior } from "../../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../../google/api/resource_pb.js";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_rpc_status } from "../../../google/rpc/status_pb.js";
 
 /**
  * Describes the file cortex/context/v1/message.proto.
  */
 export const file_cortex_context_v1_message = /*@__PURE__*/
-  fileDesc("Ch9jb3J0ZXgvY29udGV4dC92MS9tZXNzYWdlLnByb3RvEhFjb3J0ZXguY29udGV4dC52MSKeBAoHTWVzc2FnZRISCgRuYW1lGAEgASgJQgTiQQEIEjIKBHJvbGUYAiABKA4yHi5jb3J0ZXguY29udGV4dC52MS5NZXNzYWdlUm9sZUIE4kEBAxIVCgdjb250ZW50GAMgASgJQgTiQQEDEkAKCG1ldGFkYXRhGAQgAygLMiguY29ydGV4LmNvbnRleHQudjEuTWVzc2FnZS5NZXRhZGF0YUVudHJ5QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIZCgt0b2tlbl9jb3VudBgGIAEoBUIE4kEBAxIoCgZhdXRob3IYByABKAlCGOJBAQP6QREKD2NvcnRleC5kZXYvVXNlchI8Cg1maW5pc2hfcmVhc29uGAggASgOMh8uY29ydGV4LmNvbnRleHQudjEuRmluaXNoUmVhc29uQgTiQQEDEhMKBW1vZGVsGAkgASgJQgTiQQEDGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATpy6kFvChJjb3J0ZXguZGV2L01lc3NhZ2USRndvcmtzcGFjZXMve3dvcmtzcGFjZX0vY29udmVyc2F0aW9ucy97Y29udmVyc2F0aW9ufS9tZXNzYWdlcy97bWVzc2FnZX0qCG1lc3NhZ2VzMgdtZXNzYWdlKo4BCgtNZXNzYWdlUm9sZRIcChhNRVNTQUdFX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX1JPTEVfVVNFUhABEhoKFk1FU1NBR0VfUk9MRV9BU1NJU1RBTlQQAhIXChNNRVNTQUdFX1JPTEVfU1lTVEVNEAMSFQoRTUVTU0FHRV9ST0xFX1RPT0wQBCqvAQoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAMSGAoURklOSVNIX1JFQVNPTl9CVURHRVQQBBIXChNGSU5JU0hfUkVBU09OX0VSUk9SEAVCTFpKZ2l0aHViLmNvbS9jb3J0ZXhjb3JlL2NvcnRleC1jb3JlL2dlbmVyYXRlZC9nby9jb3J0ZXgvY29udGV4dC92MTtjb250ZXh0djFiBnByb3RvMw", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_timestamp]);
+  fileDesc("Ch9jb3J0ZXgvY29udGV4dC92MS9tZXNzYWdlLnByb3RvEhFjb3J0ZXguY29udGV4dC52MSKPBQoHTWVzc2FnZRISCgRuYW1lGAEgASgJQgTiQQEIEjIKBHJvbGUYAiABKA4yHi5jb3J0ZXguY29udGV4dC52MS5NZXNzYWdlUm9sZUIE4kEBAxIVCgdjb250ZW50GAMgASgJQgTiQQEDEkAKCG1ldGFkYXRhGAQgAygLMiguY29ydGV4LmNvbnRleHQudjEuTWVzc2FnZS5NZXRhZGF0YUVudHJ5QgTiQQEDEjUKC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIE4kEBAxIZCgt0b2tlbl9jb3VudBgGIAEoBUIE4kEBAxIoCgZhdXRob3IYByABKAlCGOJBAQP6QREKD2NvcnRleC5kZXYvVXNlchI8Cg1maW5pc2hfcmVhc29uGAggASgOMh8uY29ydGV4LmNvbnRleHQudjEuRmluaXNoUmVhc29uQgTiQQEDEhMKBW1vZGVsGAkgASgJQgTiQQEDEjUKCnRvb2xfY2FsbHMYCiADKAsyGy5jb3J0ZXguY29udGV4dC52MS5Ub29sQ2FsbEIE4kEBAxI4Cgt0b29sX3Jlc3VsdBgLIAEoCzIdLmNvcnRleC5jb250ZXh0LnYxLlRvb2xSZXN1bHRCBOJBAQMaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBOnLqQW8KEmNvcnRleC5kZXYvTWVzc2FnZRJGd29ya3NwYWNlcy97d29ya3NwYWNlfS9jb252ZXJzYXRpb25zL3tjb252ZXJzYXRpb259L21lc3NhZ2VzL3ttZXNzYWdlfSoIbWVzc2FnZXMyB21lc3NhZ2UilwEKCFRvb2xDYWxsEgoKAmlkGAEgASgJEiIKBHRvb2wYAiABKAlCFPpBEQoPY29ydGV4LmRldi9Ub29sEioKCWFyZ3VtZW50cxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLwoFc3RhdGUYBCABKA4yIC5jb3J0ZXguY29udGV4dC52MS5Ub29sQ2FsbFN0YXRlIpIBCgpUb29sUmVzdWx0EhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIiCgR0b29sGAIgASgJQhT6QREKD2NvcnRleC5kZXYvVG9vbBInCgZvdXRwdXQYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiEKBWVycm9yGAQgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMqjgEKDVRvb2xDYWxsU3RhdGUSHwobVE9PTF9DQUxMX1NUQVRFX1VOU1BFQ0lGSUVEEAASJAogVE9PTF9DQUxMX1NUQVRFX1BFTkRJTkdfQVBQUk9WQUwQARIaChZUT09MX0NBTExfU1RBVEVfQ0FMTEVEEAISGgoWVE9PTF9DQUxMX1NUQVRFX0RFTklFRBADKo4BCgtNZXNzYWdlUm9sZRIcChhNRVNTQUdFX1JPTEVfVU5TUEVDSUZJRUQQABIVChFNRVNTQUdFX1JPTEVfVVNFUhABEhoKFk1FU1NBR0VfUk9MRV9BU1NJU1RBTlQQAhIXChNNRVNTQUdFX1JPTEVfU1lTVEVNEAMSFQoRTUVTU0FHRV9ST0xFX1RPT0wQBCqQAgoMRmluaXNoUmVhc29uEh0KGUZJTklTSF9SRUFTT05fVU5TUEVDSUZJRUQQABIWChJGSU5JU0hfUkVBU09OX1NUT1AQARIYChRGSU5JU0hfUkVBU09OX0xFTkdUSBACEhsKF0ZJTklTSF9SRUFTT05fQ0FOQ0VMTEVEEAMSGAoURklOSVNIX1JFQVNPTl9CVURHRVQQBBIXChNGSU5JU0hfUkVBU09OX0VSUk9SEAUSHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAYSIwofRklOSVNIX1JFQVNPTl9BUFBST1ZBTF9SRVFVSVJFRBAHEhwKGEZJTklTSF9SRUFTT05fU1RFUF9MSU1JVBAIQkxaSmdpdGh1Yi5jb20vY29ydGV4Y29yZS9jb3J0ZXgtY29yZS9nZW5lcmF0ZWQvZ28vY29ydGV4L2NvbnRleHQvdjE7Y29udGV4dHYxYgZwcm90bzM", [file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * Describes the message cortex.context.v1.Message.
@@ -32,10 +33,38 @@ export const MessageSchema = /*@__PURE__*/
   messageDesc(file_cortex_context_v1_message, 0);
 
 /**
+ * Describes the message cortex.context.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema = /*@__PURE__*/
+  messageDesc(file_cortex_context_v1_message, 1);
+
+/**
+ * Describes the message cortex.context.v1.ToolResult.
+ * Use `create(ToolResultSchema)` to create a new message.
+ */
+export const ToolResultSchema = /*@__PURE__*/
+  messageDesc(file_cortex_context_v1_message, 2);
+
+/**
+ * Describes the enum cortex.context.v1.ToolCallState.
+ */
+export const ToolCallStateSchema = /*@__PURE__*/
+  enumDesc(file_cortex_context_v1_message, 0);
+
+/**
+ * Where a tool call stands.
+ *
+ * @generated from enum cortex.context.v1.ToolCallState
+ */
+export const ToolCallState = /*@__PURE__*/
+  tsEnum(ToolCallStateSchema);
+
+/**
  * Describes the enum cortex.context.v1.MessageRole.
  */
 export const MessageRoleSchema = /*@__PURE__*/
-  enumDesc(file_cortex_context_v1_message, 0);
+  enumDesc(file_cortex_context_v1_message, 1);
 
 /**
  * The author role of a message, as passed to the model.
@@ -49,7 +78,7 @@ export const MessageRole = /*@__PURE__*/
  * Describes the enum cortex.context.v1.FinishReason.
  */
 export const FinishReasonSchema = /*@__PURE__*/
-  enumDesc(file_cortex_context_v1_message, 1);
+  enumDesc(file_cortex_context_v1_message, 2);
 
 /**
  * Why an assistant reply ended.

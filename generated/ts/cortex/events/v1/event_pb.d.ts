@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Workspace, WorkspaceMember } from "../../sessions/v1/workspace_pb.js";
 import type { Conversation } from "../../context/v1/conversation_pb.js";
-import type { FinishReason, Message as Message$1 } from "../../context/v1/message_pb.js";
+import type { FinishReason, Message as Message$1, ToolCall, ToolResult } from "../../context/v1/message_pb.js";
 import type { Status } from "../../../google/rpc/status_pb.js";
 import type { Memory } from "../../context/v1/memory_pb.js";
 import type { Task, TaskState } from "../../experts/v1/task_pb.js";
@@ -242,6 +242,22 @@ export declare type Event = Message<"cortex.events.v1.Event"> & {
      */
     value: TaskStateChanged;
     case: "taskStateChanged";
+  } | {
+    /**
+     * The assistant asked to call a tool in a reply.
+     *
+     * @generated from field: cortex.events.v1.ToolCallRequested tool_call_requested = 28;
+     */
+    value: ToolCallRequested;
+    case: "toolCallRequested";
+  } | {
+    /**
+     * A tool call in a reply ended (ran, failed or was denied).
+     *
+     * @generated from field: cortex.events.v1.ToolCallCompleted tool_call_completed = 29;
+     */
+    value: ToolCallCompleted;
+    case: "toolCallCompleted";
   } | { case: undefined; value?: undefined };
 };
 
@@ -632,6 +648,74 @@ export declare type ReplyCompleted = Message<"cortex.events.v1.ReplyCompleted"> 
 export declare const ReplyCompletedSchema: GenMessage<ReplyCompleted>;
 
 /**
+ * Payload: the assistant asked to call a tool.
+ *
+ * @generated from message cortex.events.v1.ToolCallRequested
+ */
+export declare type ToolCallRequested = Message<"cortex.events.v1.ToolCallRequested"> & {
+  /**
+   * The conversation, `workspaces/{w}/conversations/{c}`.
+   *
+   * @generated from field: string conversation = 1;
+   */
+  conversation: string;
+
+  /**
+   * The assistant message that holds the call.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * The call (state PENDING_APPROVAL when it waits for a person).
+   *
+   * @generated from field: cortex.context.v1.ToolCall tool_call = 3;
+   */
+  toolCall?: ToolCall | undefined;
+};
+
+/**
+ * Describes the message cortex.events.v1.ToolCallRequested.
+ * Use `create(ToolCallRequestedSchema)` to create a new message.
+ */
+export declare const ToolCallRequestedSchema: GenMessage<ToolCallRequested>;
+
+/**
+ * Payload: a tool call ended.
+ *
+ * @generated from message cortex.events.v1.ToolCallCompleted
+ */
+export declare type ToolCallCompleted = Message<"cortex.events.v1.ToolCallCompleted"> & {
+  /**
+   * The conversation, `workspaces/{w}/conversations/{c}`.
+   *
+   * @generated from field: string conversation = 1;
+   */
+  conversation: string;
+
+  /**
+   * The MESSAGE_ROLE_TOOL message that stores the result.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * The result.
+   *
+   * @generated from field: cortex.context.v1.ToolResult result = 3;
+   */
+  result?: ToolResult | undefined;
+};
+
+/**
+ * Describes the message cortex.events.v1.ToolCallCompleted.
+ * Use `create(ToolCallCompletedSchema)` to create a new message.
+ */
+export declare const ToolCallCompletedSchema: GenMessage<ToolCallCompleted>;
+
+/**
  * Payload: a memory was created.
  *
  * @generated from message cortex.events.v1.MemoryCreated
@@ -844,6 +928,20 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_TASK_STATE_CHANGED = 18;
    */
   TASK_STATE_CHANGED = 18,
+
+  /**
+   * Payload `tool_call_requested`.
+   *
+   * @generated from enum value: EVENT_TYPE_TOOL_CALL_REQUESTED = 19;
+   */
+  TOOL_CALL_REQUESTED = 19,
+
+  /**
+   * Payload `tool_call_completed`.
+   *
+   * @generated from enum value: EVENT_TYPE_TOOL_CALL_COMPLETED = 20;
+   */
+  TOOL_CALL_COMPLETED = 20,
 }
 
 /**

@@ -15,6 +15,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file cortex/experts/v1/tool.proto.
@@ -22,15 +23,18 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
 export declare const file_cortex_experts_v1_tool: GenFile;
 
 /**
- * A function that experts (and clients, through InvokeTool) can call, with a
- * typed input and output. Tools are configured by the operator.
+ * A function that replies, experts and clients (through InvokeTool) can call,
+ * with a typed input and output. Tools are built into Cortex (`tools/cortex.*`)
+ * or served by an MCP server the operator configured (`tools/{server}.{tool}`).
  *
  * @generated from message cortex.experts.v1.Tool
  */
 export declare type Tool = Message<"cortex.experts.v1.Tool"> & {
   /**
-   * Resource name, `tools/{tool}`, where `{tool}` is a stable slug such as
-   * `web-search`.
+   * Resource name, `tools/{tool}`. `{tool}` is `cortex.<name>` for a
+   * built-in tool (for example `tools/cortex.current_time`) and
+   * `<server>.<name>` for a tool of the MCP server configured as `<server>`
+   * (for example `tools/search.web_search`).
    *
    * @generated from field: string name = 1;
    */
@@ -63,6 +67,40 @@ export declare type Tool = Message<"cortex.experts.v1.Tool"> & {
    * @generated from field: google.protobuf.Struct output_schema = 5;
    */
   outputSchema?: JsonObject | undefined;
+
+  /**
+   * True when every call needs a person's approval before it runs: a reply
+   * that calls it ends with FINISH_REASON_APPROVAL_REQUIRED, and a task waits
+   * in TASK_STATE_INPUT_REQUIRED. InvokeTool is itself an explicit request
+   * and runs it.
+   *
+   * @generated from field: bool requires_approval = 6;
+   */
+  requiresApproval: boolean;
+
+  /**
+   * True when calling it twice with the same input has the same effect as
+   * calling it once (safe to retry).
+   *
+   * @generated from field: bool idempotent = 7;
+   */
+  idempotent: boolean;
+
+  /**
+   * How long one call may run before it fails with DEADLINE_EXCEEDED (the
+   * call's own deadline applies too, whichever is sooner).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 8;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * Where the tool runs: `cortex` for built-in tools, otherwise the name of
+   * the MCP server that serves it.
+   *
+   * @generated from field: string server = 9;
+   */
+  server: string;
 };
 
 /**

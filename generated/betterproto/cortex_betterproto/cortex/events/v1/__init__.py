@@ -89,6 +89,12 @@ class EventType(betterproto.Enum):
     TASK_STATE_CHANGED = 18
     """Payload `task_state_changed`."""
 
+    TOOL_CALL_REQUESTED = 19
+    """Payload `tool_call_requested`."""
+
+    TOOL_CALL_COMPLETED = 20
+    """Payload `tool_call_completed`."""
+
 
 class SessionRevokeReason(betterproto.Enum):
     """Why a session was revoked."""
@@ -221,6 +227,16 @@ class Event(betterproto.Message):
         27, group="payload"
     )
     """An expert task changed state or attempt."""
+
+    tool_call_requested: "ToolCallRequested" = betterproto.message_field(
+        28, group="payload"
+    )
+    """The assistant asked to call a tool in a reply."""
+
+    tool_call_completed: "ToolCallCompleted" = betterproto.message_field(
+        29, group="payload"
+    )
+    """A tool call in a reply ended (ran, failed or was denied)."""
 
 
 @dataclass(eq=False, repr=False)
@@ -391,6 +407,34 @@ class ReplyCompleted(betterproto.Message):
     """
     Set for FINISH_REASON_ERROR and FINISH_REASON_BUDGET: what went wrong.
     """
+
+
+@dataclass(eq=False, repr=False)
+class ToolCallRequested(betterproto.Message):
+    """Payload: the assistant asked to call a tool."""
+
+    conversation: str = betterproto.string_field(1)
+    """The conversation, `workspaces/{w}/conversations/{c}`."""
+
+    message: str = betterproto.string_field(2)
+    """The assistant message that holds the call."""
+
+    tool_call: "__context_v1__.ToolCall" = betterproto.message_field(3)
+    """The call (state PENDING_APPROVAL when it waits for a person)."""
+
+
+@dataclass(eq=False, repr=False)
+class ToolCallCompleted(betterproto.Message):
+    """Payload: a tool call ended."""
+
+    conversation: str = betterproto.string_field(1)
+    """The conversation, `workspaces/{w}/conversations/{c}`."""
+
+    message: str = betterproto.string_field(2)
+    """The MESSAGE_ROLE_TOOL message that stores the result."""
+
+    result: "__context_v1__.ToolResult" = betterproto.message_field(3)
+    """The result."""
 
 
 @dataclass(eq=False, repr=False)

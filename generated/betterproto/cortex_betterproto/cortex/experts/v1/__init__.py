@@ -4,7 +4,10 @@
 # This file has been @generated
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import (
+    datetime,
+    timedelta,
+)
 from typing import (
     TYPE_CHECKING,
     AsyncIterator,
@@ -355,14 +358,17 @@ class CancelTaskResponse(betterproto.Message):
 @dataclass(eq=False, repr=False)
 class Tool(betterproto.Message):
     """
-    A function that experts (and clients, through InvokeTool) can call, with a
-     typed input and output. Tools are configured by the operator.
+    A function that replies, experts and clients (through InvokeTool) can call,
+     with a typed input and output. Tools are built into Cortex (`tools/cortex.*`)
+     or served by an MCP server the operator configured (`tools/{server}.{tool}`).
     """
 
     name: str = betterproto.string_field(1)
     """
-    Resource name, `tools/{tool}`, where `{tool}` is a stable slug such as
-     `web-search`.
+    Resource name, `tools/{tool}`. `{tool}` is `cortex.<name>` for a
+     built-in tool (for example `tools/cortex.current_time`) and
+     `<server>.<name>` for a tool of the MCP server configured as `<server>`
+     (for example `tools/search.web_search`).
     """
 
     display_name: str = betterproto.string_field(2)
@@ -380,6 +386,32 @@ class Tool(betterproto.Message):
         5
     )
     """JSON Schema (draft 2020-12) that InvokeTool's `output` satisfies."""
+
+    requires_approval: bool = betterproto.bool_field(6)
+    """
+    True when every call needs a person's approval before it runs: a reply
+     that calls it ends with FINISH_REASON_APPROVAL_REQUIRED, and a task waits
+     in TASK_STATE_INPUT_REQUIRED. InvokeTool is itself an explicit request
+     and runs it.
+    """
+
+    idempotent: bool = betterproto.bool_field(7)
+    """
+    True when calling it twice with the same input has the same effect as
+     calling it once (safe to retry).
+    """
+
+    timeout: timedelta = betterproto.message_field(8)
+    """
+    How long one call may run before it fails with DEADLINE_EXCEEDED (the
+     call's own deadline applies too, whichever is sooner).
+    """
+
+    server: str = betterproto.string_field(9)
+    """
+    Where the tool runs: `cortex` for built-in tools, otherwise the name of
+     the MCP server that serves it.
+    """
 
 
 @dataclass(eq=False, repr=False)
