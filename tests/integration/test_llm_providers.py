@@ -139,7 +139,8 @@ async def test_anthropic_gets_system_messages_in_the_system_parameter_and_stream
     assert chunks[-1] == Chunk(finish=FinishReason.STOP)
     (request,) = anthropic_server.requests
     assert request.path == "/v1/messages"
-    assert request.headers["x-api-key"] == "ak-test"
+    # anthropic 2.x sends the key as a bearer token
+    assert request.headers["authorization"] == "Bearer ak-test"
     assert "anthropic-version" in request.headers
     assert request.body["system"] == "You are terse.\n\nRelevant memory: likes tea"
     assert request.body["messages"] == [
