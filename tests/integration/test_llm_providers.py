@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,36 +31,6 @@ PROMPT = [
     PromptMessage("user", "Tea?"),
 ]
 FAST = Backoff(initial=0.01, maximum=0.05, jitter=0.0)
-
-
-@pytest.fixture
-async def openai_server() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def anthropic_server() -> AsyncIterator[FakeAnthropicServer]:
-    async with FakeAnthropicServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def openai(openai_server: FakeOpenAIServer) -> AsyncIterator[OpenAICompatibleProvider]:
-    provider = OpenAICompatibleProvider(
-        model="gpt-fake", base_url=openai_server.base_url, api_key="sk-test", timeout=2.0
-    )
-    yield provider
-    await provider.aclose()
-
-
-@pytest.fixture
-async def anthropic(anthropic_server: FakeAnthropicServer) -> AsyncIterator[AnthropicProvider]:
-    provider = AnthropicProvider(
-        model="claude-fake", base_url=anthropic_server.base_url, api_key="ak-test", timeout=2.0
-    )
-    yield provider
-    await provider.aclose()
 
 
 async def collect(provider: LlmProvider, max_tokens: int = 100) -> list[Chunk]:

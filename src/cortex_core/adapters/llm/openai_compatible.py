@@ -200,9 +200,8 @@ def _message(message: PromptMessage) -> ChatCompletionMessageParam:
     if message.role == "assistant":
         return {"role": "assistant", "content": message.content}
     if message.role == "tool":
-        # The API has no error flag on a result: the text says it.
-        content = f"The call failed: {message.content}" if message.tool_error else message.content
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": content}
+        # The API has no error flag on a result: its JSON says so ({"error": ...}).
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     return {"role": "user", "content": message.content}
 
 
