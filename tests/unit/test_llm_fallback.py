@@ -51,11 +51,7 @@ class Scripted:
         return f"{self._name}-model"
 
     async def stream(
-        self,
-        messages: Sequence[PromptMessage],
-        *,
-        max_tokens: int,
-        tools: Sequence[ToolSpec] = (),
+        self, messages: Sequence[PromptMessage], *, max_tokens: int, tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[Chunk, None]:
         self.calls.append(time.monotonic())
         chunks, reason = self.outcomes.popleft() if self.outcomes else (REPLY, None)

@@ -137,7 +137,7 @@ class FallbackProvider:
                 name, model = provider.name, provider.model
                 try:
                     async for chunk in inner:
-                        if not started and not (chunk.text or chunk.tool_calls):
+                        if not started and not chunk.text and not chunk.tool_calls:
                             pending.append(chunk)  # usage/finish of an empty reply
                             continue
                         if not started:
