@@ -346,10 +346,11 @@ class LlmProvider(Protocol):
         max_tokens: int,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
-        """Stream the reply: text chunks and complete tool calls (only of ``tools``,
-        named by ``ToolSpec.id``), then usage (when known) and a finish reason
-        (TOOL_CALLS when the model stopped to call tools). Closing the iterator
-        cancels the request."""
+        """Stream the reply: text chunks and complete tool calls (named by
+        ``ToolSpec.id``; a call the model got wrong, an unknown name or arguments
+        that are not a JSON object, carries ``ToolCall.error``), then usage (when
+        known) and a finish reason (TOOL_CALLS when the model stopped to call
+        tools). Closing the iterator cancels the request."""
         ...
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,36 +31,6 @@ PROMPT = [
     PromptMessage("user", "Tea?"),
 ]
 FAST = Backoff(initial=0.01, maximum=0.05, jitter=0.0)
-
-
-@pytest.fixture
-async def openai_server() -> AsyncIterator[FakeOpenAIServer]:
-    async with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def anthropic_server() -> AsyncIterator[FakeAnthropicServer]:
-    async with FakeAnthropicServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def openai(openai_server: FakeOpenAIServer) -> AsyncIterator[OpenAICompatibleProvider]:
-    provider = OpenAICompatibleProvider(
-        model="gpt-fake", base_url=openai_server.base_url, api_key="sk-test", timeout=2.0
-    )
-    yield provider
-    await provider.aclose()
-
-
-@pytest.fixture
-async def anthropic(anthropic_server: FakeAnthropicServer) -> AsyncIterator[AnthropicProvider]:
-    provider = AnthropicProvider(
-        model="claude-fake", base_url=anthropic_server.base_url, api_key="ak-test", timeout=2.0
-    )
-    yield provider
-    await provider.aclose()
 
 
 async def collect(provider: LlmProvider, max_tokens: int = 100) -> list[Chunk]:
@@ -139,7 +109,8 @@ async def test_anthropic_gets_system_messages_in_the_system_parameter_and_stream
     assert chunks[-1] == Chunk(finish=FinishReason.STOP)
     (request,) = anthropic_server.requests
     assert request.path == "/v1/messages"
-    assert request.headers["x-api-key"] == "ak-test"
+    # anthropic 2.x sends the key as a bearer token
+    assert request.headers["authorization"] == "Bearer ak-test"
     assert "anthropic-version" in request.headers
     assert request.body["system"] == "You are terse.\n\nRelevant memory: likes tea"
     assert request.body["messages"] == [

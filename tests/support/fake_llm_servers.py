@@ -4,6 +4,14 @@ A small asyncio HTTP/1.1 server (keep-alive, chunked server-sent events) so the 
 ``openai`` and ``anthropic`` SDKs can be pointed at ``127.0.0.1``. Each request is
 answered by the next queued :class:`Script` (or ``default``), and recorded with what
 the client sent and whether, and when, the client closed the connection mid-reply.
+
+A script streams text, then tool calls (:class:`ScriptedCall`) whose argument JSON is
+split into the fragments given, framed as each API frames them: OpenAI
+``delta.tool_calls`` entries by ``index`` (id, type and name in a call's first entry,
+``finish_reason: "tool_calls"``); Anthropic ``content_block_start`` of a ``tool_use``
+block, ``input_json_delta`` deltas, ``content_block_stop`` and ``stop_reason:
+"tool_use"``. The servers refuse (HTTP 400, in the API's error format) a request whose
+tool history breaks the rule the real API enforces, so a wrong shape cannot pass.
 """
 
 from __future__ import annotations
@@ -21,19 +29,35 @@ from typing import Any, Self
 
 
 @dataclasses.dataclass(frozen=True)
+class ScriptedCall:
+    """One tool call a script streams: ``arguments`` are the JSON text's fragments."""
+
+    name: str
+    arguments: Sequence[str] = ("{}",)
+    id: str = ""  # empty: the server makes one up (``call_…``, ``toolu_…``)
+
+
+@dataclasses.dataclass(frozen=True)
 class Script:
-    """What the fake server does for one request."""
+    """What the fake server does for one request.
+
+    The reply is a sequence of pieces: each text token, each tool call's start and
+    each of its argument fragments. ``cut_after``, ``hang_after`` and ``error_after``
+    count pieces; ``interval`` paces them."""
 
     tokens: Sequence[str] = ("Hello", ",", " world")
+    tool_calls: Sequence[ScriptedCall] = ()
     status: int = 200  # anything else: an error body in the provider's format
-    finish: str | None = "stop"  # None: the stream ends without a finish reason
+    # "auto": the API's own stop (OpenAI ``stop``/``tool_calls``, Anthropic
+    # ``end_turn``/``tool_use``); None: the stream ends without a finish reason.
+    finish: str | None = "auto"
     usage: tuple[int, int] | None = (11, 3)  # (prompt, completion) or not reported
-    interval: float = 0.0  # seconds between token events
+    interval: float = 0.0  # seconds between pieces
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     headers_delay: float = 0.0  # seconds before the response starts
-    cut_after: int | None = None  # drop the connection after this many tokens
+    cut_after: int | None = None  # drop the connection after this many pieces
     hang_after: int | None = None  # stop sending (connection kept open) after this many
-    error_after: int | None = None  # an in-stream error event after this many tokens
+    error_after: int | None = None  # an in-stream error event after this many pieces
 
 
 @dataclasses.dataclass
@@ -47,6 +71,7 @@ class Recorded:
     disconnected: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     disconnected_at: float | None = None
     completed: bool = False  # the whole response was sent
+    refused: str | None = None  # why the request was answered 400, as the real API would
 
 
 class _FakeServer:
@@ -128,8 +153,12 @@ class _FakeServer:
         """Answer one request; False when the connection is done for."""
         await asyncio.sleep(script.headers_delay)
         extra = "".join(f"{k}: {v}\r\n" for k, v in script.headers.items())
+        problem = self.request_problem(recorded.body)
+        if problem is not None:
+            recorded.refused = problem
+            script = dataclasses.replace(script, status=400)
         if script.status != 200:
-            payload = json.dumps(self.error_body(script.status)).encode()
+            payload = json.dumps(self.error_body(script.status, problem)).encode()
             writer.write(
                 f"HTTP/1.1 {script.status} Error\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(payload)}\r\n{extra}\r\n".encode()
@@ -146,7 +175,8 @@ class _FakeServer:
         try:
             for event in self.opening(script):
                 await _send(writer, event)
-            for index, token in enumerate(script.tokens):
+            pieces = self.pieces(script)
+            for index, piece in enumerate(pieces):
                 if index == script.cut_after:
                     writer.transport.abort()
                     return False
@@ -158,12 +188,13 @@ class _FakeServer:
                     break
                 if index:
                     await asyncio.sleep(script.interval)
-                await _send(writer, self.token(token))
+                for event in piece:
+                    await _send(writer, event)
             else:
-                if script.cut_after == len(script.tokens):
+                if script.cut_after == len(pieces):
                     writer.transport.abort()
                     return False
-                if script.hang_after == len(script.tokens):
+                if script.hang_after == len(pieces):
                     await recorded.disconnected.wait()
                     return False
                 for event in self.closing(script):
@@ -193,13 +224,18 @@ class _FakeServer:
 
     # --- the wire format of each provider -----------------------------------------
 
-    def error_body(self, status: int) -> dict[str, Any]:
+    def request_problem(self, body: dict[str, Any]) -> str | None:
+        """Why the real API would refuse this request (400), or None."""
+        raise NotImplementedError
+
+    def error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
     def opening(self, script: Script) -> list[str]:
         raise NotImplementedError
 
-    def token(self, text: str) -> str:
+    def pieces(self, script: Script) -> list[list[str]]:
+        """The reply's pieces (text tokens, then tool calls), each a list of events."""
         raise NotImplementedError
 
     def error_event(self) -> str:
@@ -231,19 +267,43 @@ class FakeOpenAIServer(_FakeServer):
         }
         return f"data: {json.dumps(body)}\n\n"
 
-    def error_body(self, status: int) -> dict[str, Any]:
+    def _delta(self, delta: dict[str, Any], finish: str | None = None) -> str:
+        return self._chunk(
+            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
+
+    def request_problem(self, body: dict[str, Any]) -> str | None:
+        return openai_history_problem(body)
+
+    def error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
         kind = "rate_limit_exceeded" if status == 429 else "server_error"
-        return {"error": {"message": f"fake {status}", "type": kind, "param": None, "code": None}}
+        if status == 400:
+            kind = "invalid_request_error"
+        text = message or f"fake {status}"
+        return {"error": {"message": text, "type": kind, "param": None, "code": None}}
 
     def opening(self, script: Script) -> list[str]:
-        delta = {"role": "assistant", "content": "", "refusal": None}
-        return [
-            self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-        ]
+        if not script.tokens and script.tool_calls:
+            return []  # the first tool call's chunk carries the role
+        return [self._delta({"role": "assistant", "content": "", "refusal": None})]
 
-    def token(self, text: str) -> str:
-        delta = {"content": text}
-        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+    def pieces(self, script: Script) -> list[list[str]]:
+        pieces = [[self._delta({"content": text})] for text in script.tokens]
+        for index, call in enumerate(script.tool_calls):
+            head = {
+                "index": index,
+                "id": call.id or f"call_fake{index}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            delta: dict[str, Any] = {"tool_calls": [head]}
+            if index == 0 and not script.tokens:
+                delta = {"role": "assistant", "content": None, **delta, "refusal": None}
+            pieces.append([self._delta(delta)])
+            for fragment in call.arguments:
+                more = {"index": index, "function": {"arguments": fragment}}
+                pieces.append([self._delta({"tool_calls": [more]})])
+        return pieces
 
     def error_event(self) -> str:
         body = {"error": {"message": "The server had an error", "type": "server_error"}}
@@ -251,12 +311,11 @@ class FakeOpenAIServer(_FakeServer):
 
     def closing(self, script: Script) -> list[str]:
         events = []
-        if script.finish is not None:
-            events.append(
-                self._chunk(
-                    [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": script.finish}]
-                )
-            )
+        finish = script.finish
+        if finish == "auto":
+            finish = "tool_calls" if script.tool_calls else "stop"
+        if finish is not None:
+            events.append(self._delta({}, finish))
         if script.usage is not None:
             prompt, completion = script.usage
             usage = {
@@ -265,7 +324,7 @@ class FakeOpenAIServer(_FakeServer):
                 "total_tokens": prompt + completion,
             }
             events.append(self._chunk([], usage))
-        if script.finish is not None:
+        if finish is not None:
             events.append("data: [DONE]\n\n")
         return events
 
@@ -284,7 +343,25 @@ class FakeAnthropicServer(_FakeServer):
     def _event(name: str, body: dict[str, Any]) -> str:
         return f"event: {name}\ndata: {json.dumps(body)}\n\n"
 
-    def error_body(self, status: int) -> dict[str, Any]:
+    def _block_start(self, index: int, block: dict[str, Any]) -> str:
+        body = {"type": "content_block_start", "index": index, "content_block": block}
+        return self._event("content_block_start", body)
+
+    def _block_delta(self, index: int, delta: dict[str, Any]) -> str:
+        body = {"type": "content_block_delta", "index": index, "delta": delta}
+        return self._event("content_block_delta", body)
+
+    def _block_stop(self, index: int) -> str:
+        return self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+    @staticmethod
+    def _has_text_block(script: Script) -> bool:
+        return bool(script.tokens) or not script.tool_calls
+
+    def request_problem(self, body: dict[str, Any]) -> str | None:
+        return anthropic_history_problem(body)
+
+    def error_body(self, status: int, message: str | None = None) -> dict[str, Any]:
         kind = {
             400: "invalid_request_error",
             401: "authentication_error",
@@ -295,7 +372,10 @@ class FakeAnthropicServer(_FakeServer):
         }
         return {
             "type": "error",
-            "error": {"type": kind.get(status, "api_error"), "message": f"fake {status}"},
+            "error": {
+                "type": kind.get(status, "api_error"),
+                "message": message or f"fake {status}",
+            },
         }
 
     def opening(self, script: Script) -> list[str]:
@@ -315,32 +395,45 @@ class FakeAnthropicServer(_FakeServer):
                 "cache_read_input_tokens": 0,
             },
         }
-        return [
-            self._event("message_start", {"type": "message_start", "message": message}),
-            self._event(
-                "content_block_start",
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-            ),
-            self._event("ping", {"type": "ping"}),
-        ]
+        events = [self._event("message_start", {"type": "message_start", "message": message})]
+        if self._has_text_block(script):
+            events.append(self._block_start(0, {"type": "text", "text": ""}))
+        events.append(self._event("ping", {"type": "ping"}))
+        return events
 
-    def token(self, text: str) -> str:
-        delta = {"type": "text_delta", "text": text}
-        return self._event(
-            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-        )
+    def pieces(self, script: Script) -> list[list[str]]:
+        pieces = [
+            [self._block_delta(0, {"type": "text_delta", "text": text})] for text in script.tokens
+        ]
+        first = 1 if self._has_text_block(script) else 0
+        for number, call in enumerate(script.tool_calls):
+            index = first + number
+            block = {
+                "type": "tool_use",
+                "id": call.id or f"toolu_fake{number}",
+                "name": call.name,
+                "input": {},
+            }
+            start = [self._block_stop(index - 1)] if index else []
+            start.append(self._block_start(index, block))
+            start.append(self._block_delta(index, {"type": "input_json_delta", "partial_json": ""}))
+            pieces.append(start)
+            for fragment in call.arguments:
+                delta = {"type": "input_json_delta", "partial_json": fragment}
+                pieces.append([self._block_delta(index, delta)])
+        return pieces
 
     def error_event(self) -> str:
         body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
         return self._event("error", body)
 
     def closing(self, script: Script) -> list[str]:
-        events = [self._event("content_block_stop", {"type": "content_block_stop", "index": 0})]
-        if script.finish is None:
+        last = len(script.tool_calls) - (0 if self._has_text_block(script) else 1)
+        events = [self._block_stop(last)]
+        finish = script.finish
+        if finish == "auto":
+            finish = "tool_use" if script.tool_calls else "end_turn"
+        if finish is None:
             return events
         output = script.usage[1] if script.usage else 1
         events.append(
@@ -348,13 +441,96 @@ class FakeAnthropicServer(_FakeServer):
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": script.finish, "stop_sequence": None},
+                    "delta": {"stop_reason": finish, "stop_sequence": None},
                     "usage": {"output_tokens": output},
                 },
             )
         )
         events.append(self._event("message_stop", {"type": "message_stop"}))
         return events
+
+
+# --- the tool-history rules the real APIs enforce with a 400 ---------------------------
+
+
+def openai_history_problem(body: dict[str, Any]) -> str | None:
+    """An assistant message's ``tool_calls`` must each be answered by a ``tool``
+    message right after it; a ``tool`` message must answer such a call; arguments
+    are JSON text; a tool is a function with parameters."""
+    for tool in body.get("tools", ()):
+        if tool.get("type") != "function" or "parameters" not in tool.get("function", {}):
+            return "Invalid 'tools': expected a function with parameters."
+    waiting: list[str] = []
+    for number, message in enumerate(body.get("messages", ())):
+        role = message.get("role")
+        if role == "tool":
+            if message.get("tool_call_id") not in waiting:
+                return (
+                    f"Invalid parameter: messages[{number}] with role 'tool' must be a response "
+                    "to a preceeding message with 'tool_calls'."
+                )
+            waiting.remove(message["tool_call_id"])
+            continue
+        if waiting:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'. Missing: {', '.join(waiting)}"
+            )
+        if role == "assistant" and message.get("tool_calls"):
+            for call in message["tool_calls"]:
+                try:
+                    json.loads(call["function"]["arguments"])
+                except ValueError:
+                    return f"messages[{number}]: function arguments are not JSON"
+            waiting = [call["id"] for call in message["tool_calls"]]
+    if waiting:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            f"responding to each 'tool_call_id'. Missing: {', '.join(waiting)}"
+        )
+    return None
+
+
+def anthropic_history_problem(body: dict[str, Any]) -> str | None:
+    """``tool_use`` blocks need ``tools``; each must be answered by a ``tool_result``
+    block in the next (user) turn, those results first in it; a ``tool_result`` must
+    answer a ``tool_use`` of the turn just before."""
+    messages = body.get("messages", ())
+    uses_tools = any(
+        isinstance(m.get("content"), list)
+        and any(b.get("type") in ("tool_use", "tool_result") for b in m["content"])
+        for m in messages
+    )
+    if uses_tools and not body.get("tools"):
+        return "Requests which include `tool_use` or `tool_result` blocks must define tools."
+    previous: set[str] = set()
+    for number, message in enumerate(messages):
+        blocks = message["content"] if isinstance(message.get("content"), list) else []
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        if previous:
+            answered = {b["tool_use_id"] for b in results}
+            if message.get("role") != "user" or not previous <= answered:
+                return (
+                    f"messages.{number}: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(sorted(previous - answered))}"
+                )
+        kinds = [b.get("type") for b in blocks]
+        if results and kinds[: len(results)] != ["tool_result"] * len(results):
+            return f"messages.{number}: tool_result blocks must come first in the content"
+        stray = {b["tool_use_id"] for b in results} - previous
+        if stray:
+            return (
+                f"messages.{number}.content: unexpected `tool_use_id` found in `tool_result` "
+                f"blocks: {', '.join(sorted(stray))}"
+            )
+        previous = (
+            {b["id"] for b in blocks if b.get("type") == "tool_use"}
+            if message.get("role") == "assistant"
+            else set()
+        )
+    if previous:
+        return "the last assistant turn has tool_use blocks without results"
+    return None
 
 
 async def _send(writer: asyncio.StreamWriter, event: str) -> None:
@@ -390,4 +566,11 @@ def unused_port() -> int:
     return port
 
 
-__all__ = ["FakeAnthropicServer", "FakeOpenAIServer", "Recorded", "Script", "unused_port"]
+__all__ = [
+    "FakeAnthropicServer",
+    "FakeOpenAIServer",
+    "Recorded",
+    "Script",
+    "ScriptedCall",
+    "unused_port",
+]

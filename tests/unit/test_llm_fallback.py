@@ -21,6 +21,7 @@ from cortex_core.adapters.llm.fallback import (
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.tools import ToolCall, ToolSpec
 
 PROMPT = [PromptMessage("user", "hello there")]
 NO_WAIT = Backoff(initial=0.001, maximum=0.001, jitter=0.0)
@@ -50,7 +51,7 @@ class Scripted:
         return f"{self._name}-model"
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self, messages: Sequence[PromptMessage], *, max_tokens: int, tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[Chunk, None]:
         self.calls.append(time.monotonic())
         chunks, reason = self.outcomes.popleft() if self.outcomes else (REPLY, None)
@@ -137,7 +138,11 @@ async def test_an_empty_reply_still_gives_its_usage_and_finish() -> None:
 async def test_an_unexpected_exception_is_not_mistaken_for_a_provider_failure() -> None:
     class Broken(Scripted):
         async def stream(
-            self, messages: Sequence[PromptMessage], *, max_tokens: int
+            self,
+            messages: Sequence[PromptMessage],
+            *,
+            max_tokens: int,
+            tools: Sequence[ToolSpec] = (),
         ) -> AsyncGenerator[Chunk, None]:
             raise RuntimeError("a bug")
             yield Chunk()
@@ -223,6 +228,49 @@ async def test_a_failure_after_text_is_raised_after_that_text() -> None:
     assert seen == ["Par", "tial"]
     assert caught.value.reason == "PROVIDER_FAILED"
     assert caught.value.metadata == {"provider": "a"}
+
+
+async def test_a_failure_after_a_tool_call_is_raised_after_it_and_never_repeated_elsewhere() -> (
+    None
+):
+    call = ToolCall("call_1", "cortex.remember", {"fact": "likes tea"})
+    cut = Scripted("a", ([Chunk(tool_calls=(call,))], "PROVIDER_UNREACHABLE"))
+    other = Scripted("b")
+    chain = FallbackProvider([cut, other], retries=2, backoff=NO_WAIT)
+    seen: list[Chunk] = []
+
+    with pytest.raises(ProviderFailure) as caught:
+        async for chunk in chain.stream(PROMPT, max_tokens=5):
+            seen.append(chunk)
+
+    assert [c.tool_calls for c in seen] == [(call,)]
+    assert (seen[0].provider, seen[0].model) == ("a", "a-model")
+    assert caught.value.reason == "PROVIDER_FAILED"
+    assert not caught.value.before_first_token
+    assert len(cut.calls) == 1  # not retried into a second, duplicate call
+    assert other.calls == []
+
+
+async def test_a_reply_of_only_tool_calls_is_an_answer_that_closes_a_half_open_circuit() -> None:
+    now = [0.0]
+    call = ToolCall("call_1", "cortex.now")
+    done = [Chunk(tool_calls=(call,)), Chunk(finish=FinishReason.TOOL_CALLS)]
+    a = Scripted("a", fails(), (done, None))
+    chain = FallbackProvider(
+        [a, Scripted("b")],
+        retries=0,
+        breaker=BreakerPolicy(failure_threshold=1, reset_after=5),
+        monotonic=lambda: now[0],
+    )
+    await collect(chain)
+    assert chain.states()["a"] == "open"
+    now[0] = 5.0
+
+    chunks = await collect(chain)
+
+    assert [c.tool_calls for c in chunks if c.tool_calls] == [(call,)]
+    assert chunks[-1].finish is FinishReason.TOOL_CALLS
+    assert chain.states()["a"] == "closed"
 
 
 def test_half_open_lets_one_probe_through_at_a_time() -> None:

@@ -67,12 +67,21 @@ class ToolCallState(enum.Enum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A call the model asked for: ``tool`` is a tool id, ``arguments`` a JSON object."""
+    """A call the model asked for: ``tool`` is a tool id, ``arguments`` a JSON object.
+
+    ``error`` is set by the model provider when the call cannot run as the model
+    wrote it, and is then the call's result (nothing is invoked): an unknown
+    tool name (``TOOL_NOT_FOUND``; ``tool`` is the name as the model wrote it,
+    which never resolves to a tool id) or arguments that are not a JSON object
+    (``INVALID_TOOL_INPUT``; ``arguments`` is empty and the message quotes the
+    start of the model's text). Stored calls have no error.
+    """
 
     id: str
     tool: str
     arguments: JsonObject = dataclasses.field(default_factory=lambda: _frozen(None))
     state: ToolCallState = ToolCallState.CALLED
+    error: ToolError | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -93,7 +93,12 @@ class ToolInvoker:
     async def run(
         self, call: ToolCall, context: ToolContext, *, time_left: float | None = None
     ) -> ToolResult:
-        """Run a model's call; every outcome is a ``ToolResult`` (cancellation propagates)."""
+        """Run a model's call; every outcome is a ``ToolResult`` (cancellation propagates).
+
+        A call the model provider could not read (``call.error``: malformed
+        arguments, an unknown name) is answered with that error and never invoked."""
+        if call.error is not None:
+            return ToolResult(call_id=call.id, tool=call.tool, error=call.error)
         try:
             output = await self.invoke(call.tool, call.arguments, context, time_left=time_left)
         except errors.InvalidArgument as exc:

@@ -64,7 +64,7 @@ _NOT_THE_PROVIDERS_FAULT = frozenset({"PROVIDER_BAD_REQUEST"})
 class ProviderError(Unavailable):
     """One provider's request failed.
 
-    ``before_first_token`` is True when no text had been yielded yet, so the request
+    ``before_first_token`` is True when no text or tool call had been yielded yet, so the request
     can be retried or handed to another provider without the caller noticing.
     ``retry_after`` is the provider's own hint in seconds (``Retry-After``), if any.
     """

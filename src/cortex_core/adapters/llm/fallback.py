@@ -2,15 +2,18 @@
 
 Rules, for one reply:
 
-* A provider that fails before its first token with a retryable error (connection,
-  timeout, 429, 5xx, truncated stream) is tried again after an exponential backoff
-  (``retries`` times, waiting at least its ``Retry-After`` unless that is longer than
-  the backoff's maximum, in which case the chain moves on at once). A non-retryable
-  error (bad key, unknown model, bad request) moves on at once.
+* A provider that fails before its first token (text or a tool call) with a
+  retryable error (connection, timeout, 429, 5xx, truncated stream) is tried again
+  after an exponential backoff (``retries`` times, waiting at least its
+  ``Retry-After`` unless that is longer than the backoff's maximum, in which case
+  the chain moves on at once). A non-retryable error (bad key, unknown model, bad
+  request) moves on at once.
 * Then the next provider takes over. Nothing of a failed attempt reaches the caller.
-* A failure after text has been streamed cannot be hidden: ``stream`` raises
-  :class:`ProviderFailure` (``PROVIDER_FAILED``, ``before_first_token`` False)
-  after the text it already yielded. It never ends the stream silently.
+* A failure after text or a tool call has been streamed cannot be hidden:
+  ``stream`` raises :class:`ProviderFailure` (``PROVIDER_FAILED``,
+  ``before_first_token`` False) after what it already yielded. It never ends the
+  stream silently, and never asks another provider, which could repeat the text
+  or make the same tool call a second time.
 * When no provider produced a first token, ``stream`` raises :class:`ProviderFailure`
   (``NO_PROVIDER_AVAILABLE``) before yielding anything.
 * Each provider has a :class:`~cortex_core.adapters.circuit.CircuitBreaker` (the
@@ -134,18 +137,18 @@ class FallbackProvider:
                 name, model = provider.name, provider.model
                 try:
                     async for chunk in inner:
-                        if not started and not chunk.text:
+                        if not started and not chunk.text and not chunk.tool_calls:
                             pending.append(chunk)  # usage/finish of an empty reply
                             continue
                         if not started:
                             started = settled = True
                             _record_success(breaker)
-                        yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
+                        yield dataclasses.replace(chunk, provider=name, model=model)
                     if not started:
                         settled = True
                         _record_success(breaker)
                         for chunk in pending:
-                            yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
+                            yield dataclasses.replace(chunk, provider=name, model=model)
                     return
                 except ProviderError as exc:
                     settled = True

@@ -1,0 +1,69 @@
+"""Every third-party package the server imports is declared in pyproject, and
+nothing imports the old ``httpx`` (the SDKs, mcp and Cortex share ``httpx2``)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRST_PARTY = {"cortex_core", "cortex", "support", "bench", "cortex_betterproto"}
+
+
+def _imported(tree: Path) -> dict[str, Path]:
+    """Top-level module name → one file that imports it (absolute imports only)."""
+    found: dict[str, Path] = {}
+    for path in sorted(tree.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                found.setdefault(name.split(".")[0], path)
+    return found
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = project["dependencies"]
+    return {_normal(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_package_src_imports_is_a_declared_dependency() -> None:
+    providers = importlib.metadata.packages_distributions()
+    declared = _declared()
+    third_party = {
+        name: path
+        for name, path in _imported(ROOT / "src").items()
+        if name not in sys.stdlib_module_names and name not in FIRST_PARTY | {"__future__"}
+    }
+
+    undeclared = {
+        name: str(path.relative_to(ROOT))
+        for name, path in third_party.items()
+        if not {_normal(d) for d in providers.get(name, [name])} & declared
+    }
+
+    assert "httpx2" in third_party  # the adapters use it: it must be declared itself
+    assert undeclared == {}
+
+
+def test_nothing_imports_the_old_httpx() -> None:
+    users = {
+        str(path.relative_to(ROOT))
+        for tree in ("src", "tests", "bench")
+        for name, path in _imported(ROOT / tree).items()
+        if name == "httpx"
+    }
+
+    assert users == set()
