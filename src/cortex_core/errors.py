@@ -13,9 +13,9 @@ is safe to show to a caller. They never carry a transport status code::
     ├── Unauthenticated        no, bad, expired or revoked credentials
     ├── ResourceExhausted      throttled or over a quota; carries retry_after
     ├── Aborted                a concurrent change won; retry may succeed
-    ├── DeadlineExceeded       the work outlived its deadline or its own timeout
-    ├── ToolFailed             a tool ran and reported an error (InvokeTool returns it in
+    │   └── ToolFailed         a tool ran and reported an error (InvokeTool returns it in
     │                          the response's `error`; replies hand it to the model)
+    ├── DeadlineExceeded       the work outlived its deadline or its own timeout
     └── Unavailable            a dependency (database, Redis, provider, MCP server) is down
 """
 
@@ -117,8 +117,10 @@ class DeadlineExceeded(CortexError):
     default_reason = "DEADLINE_EXCEEDED"
 
 
-class ToolFailed(CortexError):
-    """A tool ran and reported a failure. ``code`` is the tool's own error code
+class ToolFailed(Aborted):
+    """A tool ran and reported a failure (an Aborted: the work was attempted and
+    did not complete; where it is an RPC's error rather than a result it is sent as
+    ABORTED). ``code`` is the tool's own error code
     (kept in ``metadata["code"]``); ``message`` is what the tool said, trimmed, never
     a stack trace."""
 

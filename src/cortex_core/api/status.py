@@ -37,7 +37,6 @@ _CODES: tuple[tuple[type[errors.CortexError], grpc.StatusCode], ...] = (
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Aborted, grpc.StatusCode.ABORTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.ToolFailed, grpc.StatusCode.ABORTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.CortexError, grpc.StatusCode.INTERNAL),
 )
