@@ -27,7 +27,7 @@ from cortex_core.domain.context_window import (
 from cortex_core.domain.conversations import Conversation, Message, MessageRole, Summary
 from cortex_core.domain.events import SummaryWritten
 from cortex_core.domain.identity import Caller, User, new_id
-from cortex_core.domain.llm import PromptMessage
+from cortex_core.domain.llm import PromptMessage, tool_message
 from cortex_core.ports import (
     Cache,
     Clock,
@@ -295,11 +295,21 @@ class ContextManager:
 
 
 def prompt_of(window: ContextWindow) -> list[PromptMessage]:
-    """The messages sent to the model for ``window``."""
+    """The messages sent to the model for ``window``: stored tool steps become an
+    assistant message with its ``tool_calls`` and one ``tool`` message per result
+    (the tool loop makes the whole prompt well formed before it is sent)."""
     prompt: list[PromptMessage] = []
     for candidate in window.included:
         if candidate.kind is ItemKind.MESSAGE:
-            prompt.append(PromptMessage(candidate.role, candidate.text))
+            result = candidate.tool_result
+            if result is not None:
+                prompt.append(tool_message(result))
+            elif candidate.text or candidate.tool_calls:
+                # An empty assistant message (a step limit, a cancel before any
+                # text) tells the model nothing; some APIs refuse it.
+                prompt.append(
+                    PromptMessage(candidate.role, candidate.text, tool_calls=candidate.tool_calls)
+                )
         elif candidate.kind is ItemKind.SUMMARY:
             prompt.append(PromptMessage("system", f"Summary of earlier messages: {candidate.text}"))
         elif candidate.kind is ItemKind.MEMORY:
