@@ -134,18 +134,18 @@ class FallbackProvider:
                 name, model = provider.name, provider.model
                 try:
                     async for chunk in inner:
-                        if not started and not chunk.text:
+                        if not started and not chunk.text and not chunk.tool_calls:
                             pending.append(chunk)  # usage/finish of an empty reply
                             continue
                         if not started:
                             started = settled = True
                             _record_success(breaker)
-                        yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
+                        yield dataclasses.replace(chunk, provider=name, model=model)
                     if not started:
                         settled = True
                         _record_success(breaker)
                         for chunk in pending:
-                            yield Chunk(chunk.text, chunk.usage, chunk.finish, name, model)
+                            yield dataclasses.replace(chunk, provider=name, model=model)
                     return
                 except ProviderError as exc:
                     settled = True
