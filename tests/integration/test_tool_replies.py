@@ -170,14 +170,17 @@ async def test_a_reply_with_one_tool_call_streams_and_stores_each_step(
     stream, _ = await _live_events(chat)
     frames = await chat.send('What is this?\n/call testing.echo {"word": "ping"}')
     kinds = _kinds(frames)
-    assert kinds[0] == "user_message" and kinds[-2:] == ["usage", "completion"]
+    assert kinds[0] == "user_message"
+    assert kinds[-2:] == ["usage", "completion"]
     call_at, result_at = kinds.index("tool_call"), kinds.index("tool_result")
-    assert "delta" in kinds[1:call_at] and call_at < result_at
+    assert "delta" in kinds[1:call_at]
+    assert call_at < result_at
     assert kinds.count("tool_call") == kinds.count("tool_result") == 1
     call, result = frames[call_at].tool_call, frames[result_at].tool_result
     assert (call.tool, json_format.MessageToDict(call.arguments)) == (ECHO, {"word": "ping"})
     assert call.state == message_pb2.TOOL_CALL_STATE_CALLED
-    assert result.tool_call_id == call.id and _output(result) == {"echo": {"word": "ping"}}
+    assert result.tool_call_id == call.id
+    assert _output(result) == {"echo": {"word": "ping"}}
     completion = frames[-1].completion
     assert completion.finish_reason == message_pb2.FINISH_REASON_STOP
     # The result reached the model: the local provider quotes it in its answer.
@@ -205,7 +208,8 @@ async def test_a_reply_with_one_tool_call_streams_and_stores_each_step(
     kinds_of_events = [e.WhichOneof("payload") for e in events]
     requested = kinds_of_events.index("tool_call_requested")
     completed = kinds_of_events.index("tool_call_completed")
-    assert kinds_of_events[0] == "message_created" and requested < completed
+    assert kinds_of_events[0] == "message_created"
+    assert requested < completed
     assert events[requested].tool_call_requested.message == step.name
     assert events[requested].tool_call_requested.tool_call.id == call.id
     assert events[completed].tool_call_completed.message == tool_message.name
@@ -229,7 +233,8 @@ async def test_parallel_calls_run_at_once_up_to_the_cap(
         frames = await chat.send(directives)
         took = loop.time() - began
     results = [f.tool_result for f in frames if f.WhichOneof("frame") == "tool_result"]
-    assert len(results) == 5 and all(_output(r) == {"slept": 0.3} for r in results)
+    assert len(results) == 5
+    assert all(_output(r) == {"slept": 0.3} for r in results)
     assert tools.most_at_once == 2
     assert took >= 0.9  # three rounds of 0.3 s with two at a time
     assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
@@ -249,7 +254,8 @@ async def test_a_reply_that_keeps_calling_tools_ends_at_the_step_limit(
     assert _kinds(frames).count("tool_call") == _kinds(frames).count("tool_result") == 3
     assert tools.calls["echo"] == 3
     steps = [m for m in stored if m.finish_reason == message_pb2.FINISH_REASON_TOOL_CALLS]
-    assert len(steps) == 3 and len(stored) == 1 + 3 * 2 + 1
+    assert len(steps) == 3
+    assert len(stored) == 1 + 3 * 2 + 1
     assert stored[-1].finish_reason == message_pb2.FINISH_REASON_STEP_LIMIT
 
 
@@ -327,7 +333,8 @@ async def test_an_approval_survives_a_restart_and_the_approved_call_runs(
         frames = await chat.send(approvals=[(pending, APPROVE)])
         stored = await chat.messages()
     kinds = _kinds(frames)
-    assert "user_message" not in kinds and kinds[-1] == "completion"
+    assert "user_message" not in kinds
+    assert kinds[-1] == "completion"
     (result,) = [f.tool_result for f in frames if f.WhichOneof("frame") == "tool_result"]
     assert (result.tool_call_id, _output(result)) == (pending, {"echo": {"n": 1}})
     assert restarted.calls["guarded"] == 1
@@ -384,7 +391,8 @@ async def test_a_plain_message_denies_every_pending_call_so_nothing_wedges(
     assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
     stored = await chat.messages()
     denied = [m for m in stored if m.tool_result.tool_call_id == pending]
-    assert len(denied) == 1 and denied[0].tool_result.error.message.startswith("denied")
+    assert len(denied) == 1
+    assert denied[0].tool_result.error.message.startswith("denied")
     user = next(i for i, m in enumerate(stored) if m.content == "never mind, just say hi")
     assert stored.index(denied[0]) < user  # decided before the new message
     assert tools.calls["guarded"] == 0
@@ -439,7 +447,8 @@ async def test_cancelling_mid_tool_cancels_the_call_and_stores_the_partial_reply
         message_pb2.MESSAGE_ROLE_ASSISTANT,
     ]
     cancelled = stored[-2].tool_result
-    assert cancelled.tool == SLOW and "cancelled" in cancelled.error.message
+    assert cancelled.tool == SLOW
+    assert "cancelled" in cancelled.error.message
     info = _error_info(cancelled.error)
     assert info["reason"] == "TOOL_CANCELLED"
     # The conversation goes on.
@@ -505,7 +514,8 @@ async def test_a_conversations_tools_are_validated_stored_and_returned(
             )
         )
     ).conversation
-    assert list(updated.tools) == [SLOW] and updated.title == "live"
+    assert list(updated.tools) == [SLOW]
+    assert updated.title == "live"
     async with asyncio.timeout(10):
         async for frame in stream:
             if frame.WhichOneof("frame") == "event" and frame.event.HasField(
@@ -543,4 +553,33 @@ def test_local_tool_directives_are_read_from_the_last_user_message() -> None:
         ("testing.slow", {}),
     ]
     assert len({c.id for c in calls}) == 2
-    assert found[-1].finish is not None and found[-1].finish.value == "tool_calls"
+    assert found[-1].finish is not None
+    assert found[-1].finish.value == "tool_calls"
+
+
+async def test_the_chat_client_shows_tool_calls_and_continues_after_an_approval(
+    db_url: str, tmp_path: Path, tools: RecordingTools
+) -> None:
+    import io
+
+    from cortex_core.clients.chat import Chat as ChatClient
+
+    out = io.StringIO()
+    async with _server(tmp_path, db_url, tools) as address:
+        client = ChatClient(address, out)
+        try:
+            await client.sign_in("chatter@example.com", "correct horse battery staple 42", "C")
+            await client.open(None, [GUARDED])
+            await client.send('/call testing.guarded {"x": 1}')
+            assert len(client.pending) == 1
+            assert f"[waiting for approval: /approve {client.pending[0]}" in out.getvalue()
+            await client.send("/approve", client.approvals("/approve"))
+        finally:
+            await client.close()
+    text = out.getvalue()
+    assert "[tool call " in text
+    assert "tools/testing.guarded" in text
+    assert "[tool result " in text
+    assert '{"echo": {"x": 1.0}}' in text  # Struct numbers are doubles
+    assert tools.calls["guarded"] == 1
+    assert client.pending == []

@@ -21,6 +21,7 @@ from cortex_core.adapters.llm.fallback import (
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.tools import ToolSpec
 
 PROMPT = [PromptMessage("user", "hello there")]
 NO_WAIT = Backoff(initial=0.001, maximum=0.001, jitter=0.0)
@@ -50,7 +51,7 @@ class Scripted:
         return f"{self._name}-model"
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self, messages: Sequence[PromptMessage], *, max_tokens: int, tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[Chunk, None]:
         self.calls.append(time.monotonic())
         chunks, reason = self.outcomes.popleft() if self.outcomes else (REPLY, None)
@@ -137,7 +138,11 @@ async def test_an_empty_reply_still_gives_its_usage_and_finish() -> None:
 async def test_an_unexpected_exception_is_not_mistaken_for_a_provider_failure() -> None:
     class Broken(Scripted):
         async def stream(
-            self, messages: Sequence[PromptMessage], *, max_tokens: int
+            self,
+            messages: Sequence[PromptMessage],
+            *,
+            max_tokens: int,
+            tools: Sequence[ToolSpec] = (),
         ) -> AsyncGenerator[Chunk, None]:
             raise RuntimeError("a bug")
             yield Chunk()
