@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,22 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from cortex.auth.v1 import auth_service_pb2
 from cortex.context.v1 import conversation_pb2, message_pb2
 from cortex.context.v1 import conversation_service_pb2 as cpb
 from cortex.context.v1 import conversation_service_pb2_grpc as cgrpc
 from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from google.protobuf import field_mask_pb2, json_format
+from google.rpc import error_details_pb2
 from support.clients import Account, Client, authenticated_channel
 from support.databases import require_env
 from support.inprocess import running_app
 from support.rpc import details
 from support.tool_sources import RecordingTools
+
+from cortex_core.adapters.llm.local import LocalDevelopmentProvider
+from cortex_core.clients.chat import Chat as ChatClient
+from cortex_core.domain.llm import PromptMessage
 
 ECHO, SLOW, GUARDED, BROKEN = (f"tools/testing.{n}" for n in ("echo", "slow", "guarded", "broken"))
 ALL_TOOLS = [ECHO, SLOW, GUARDED, BROKEN]
@@ -132,14 +139,13 @@ def _output(result: Any) -> dict[str, Any]:
     return json_format.MessageToDict(result.output)
 
 
-async def _live_events(chat: Chat) -> tuple[Any, list[Any]]:
+async def _live_events(chat: Chat) -> Any:
     """A subscription to the conversation's events, proven live."""
     stream = chat.events.SubscribeEvents(
         event_service_pb2.SubscribeEventsRequest(
             workspaces=[chat.workspace], conversation=chat.conversation
         )
     )
-    seen: list[Any] = []
     await chat.stub.UpdateConversation(
         cpb.UpdateConversationRequest(
             conversation=conversation_pb2.Conversation(name=chat.conversation, title="live"),
@@ -149,7 +155,7 @@ async def _live_events(chat: Chat) -> tuple[Any, list[Any]]:
     async for frame in stream:
         if frame.WhichOneof("frame") == "event" and frame.event.HasField("conversation_updated"):
             break
-    return stream, seen
+    return stream
 
 
 async def _events_until_completed(stream: Any) -> list[Any]:
@@ -167,7 +173,7 @@ async def _events_until_completed(stream: Any) -> list[Any]:
 async def test_a_reply_with_one_tool_call_streams_and_stores_each_step(
     chat: Chat, tools: RecordingTools
 ) -> None:
-    stream, _ = await _live_events(chat)
+    stream = await _live_events(chat)
     frames = await chat.send('What is this?\n/call testing.echo {"word": "ping"}')
     kinds = _kinds(frames)
     assert kinds[0] == "user_message"
@@ -459,8 +465,6 @@ async def test_cancelling_mid_tool_cancels_the_call_and_stores_the_partial_reply
 def _error_info(status: Any) -> dict[str, Any]:
     for detail in status.details:
         if detail.type_url.endswith("google.rpc.ErrorInfo"):
-            from google.rpc import error_details_pb2
-
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             return {"reason": info.reason, "domain": info.domain}
@@ -505,7 +509,7 @@ async def test_a_conversations_tools_are_validated_stored_and_returned(
     assert [v.field for v in details(caught.value)["BadRequest"].field_violations] == [
         "conversation.tools"
     ]
-    stream, _ = await _live_events(chat)
+    stream = await _live_events(chat)
     updated = (
         await chat.stub.UpdateConversation(
             cpb.UpdateConversationRequest(
@@ -537,9 +541,6 @@ async def test_a_conversations_tools_are_validated_stored_and_returned(
 
 
 def test_local_tool_directives_are_read_from_the_last_user_message() -> None:
-    from cortex_core.adapters.llm.local import LocalDevelopmentProvider
-    from cortex_core.domain.llm import PromptMessage
-
     async def chunks() -> list[Any]:
         provider = LocalDevelopmentProvider()
         spec = RecordingTools().tools()[0]
@@ -560,10 +561,6 @@ def test_local_tool_directives_are_read_from_the_last_user_message() -> None:
 async def test_the_chat_client_shows_tool_calls_and_continues_after_an_approval(
     db_url: str, tmp_path: Path, tools: RecordingTools
 ) -> None:
-    import io
-
-    from cortex_core.clients.chat import Chat as ChatClient
-
     out = io.StringIO()
     async with _server(tmp_path, db_url, tools) as address:
         client = ChatClient(address, out)
@@ -583,3 +580,35 @@ async def test_the_chat_client_shows_tool_calls_and_continues_after_an_approval(
     assert '{"echo": {"x": 1.0}}' in text  # Struct numbers are doubles
     assert tools.calls["guarded"] == 1
     assert client.pending == []
+
+
+async def test_logging_out_mid_tool_ends_the_reply_and_cancels_the_call(
+    db_url: str, tmp_path: Path, tools: RecordingTools
+) -> None:
+    async with _server(tmp_path, db_url, tools) as address, _chat(address) as chat:
+        await chat.create()
+        call = chat.call('/call testing.slow {"seconds": 30}')
+        async with asyncio.timeout(10):
+            await tools.slow_started.wait()
+        client = Client(address)
+        try:
+            await client.auth.Logout(
+                auth_service_pb2.LogoutRequest(), metadata=chat.account.metadata(), timeout=10
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async with asyncio.timeout(10):
+                    async for _ in call:
+                        pass
+            assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert details(caught.value)["ErrorInfo"].reason == "SESSION_REVOKED"
+            assert tools.slow_cancelled.is_set()
+            again = await client.login(chat.account)
+            async with authenticated_channel(address, again.access_token) as channel:
+                listed = await cgrpc.ConversationServiceStub(channel).ListMessages(
+                    cpb.ListMessagesRequest(parent=chat.conversation)
+                )
+        finally:
+            await client.close()
+    stored = list(listed.messages)
+    assert _error_info(stored[-2].tool_result.error)["reason"] == "TOOL_CANCELLED"
+    assert stored[-1].finish_reason == message_pb2.FINISH_REASON_CANCELLED

@@ -228,7 +228,7 @@ class ContextManager:
         prompt = [PromptMessage("system", f"{SUMMARY_INSTRUCTION}, keeping facts and decisions.")]
         if previous is not None:
             prompt.append(PromptMessage("system", f"Earlier summary: {previous.text}"))
-        prompt.extend(PromptMessage(m.role.value, m.content) for m in fresh)
+        prompt.extend(_summary_line(m) for m in fresh)
         text, served_by = await self._complete(prompt)
         first = previous.first_position if previous else fresh[0].position
         first_id = previous.first_message_id if previous else fresh[0].id
@@ -292,6 +292,19 @@ class ContextManager:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_interval)
+
+
+def _summary_line(message: Message) -> PromptMessage:
+    """A message as a summary's input: tool steps as plain text (a summary request
+    offers no tools, and APIs refuse tool messages without their calls)."""
+    if message.tool_result is not None:
+        return PromptMessage(
+            "assistant", f"(tool {message.tool_result.tool} answered: {message.content})"
+        )
+    if message.tool_calls:
+        called = ", ".join(call.tool for call in message.tool_calls)
+        return PromptMessage("assistant", f"{message.content} (called tools: {called})".strip())
+    return PromptMessage(message.role.value, message.content)
 
 
 def prompt_of(window: ContextWindow) -> list[PromptMessage]:
