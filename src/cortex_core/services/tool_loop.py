@@ -149,7 +149,11 @@ class ToolLoop:
                 async for piece in pieces:
                     yield piece
             if turn.error is not None or not turn.calls:
-                yield LoopFinished(turn.finish, turn.usage, turn.error)
+                # TOOL_CALLS with no call is a provider's slip: the model did stop.
+                stopped = (
+                    FinishReason.STOP if turn.finish is FinishReason.TOOL_CALLS else turn.finish
+                )
+                yield LoopFinished(stopped, turn.usage, turn.error)
                 return
             turns += 1
             calls = self._decide(turn.calls, offered)
