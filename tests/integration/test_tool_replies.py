@@ -612,3 +612,44 @@ async def test_logging_out_mid_tool_ends_the_reply_and_cancels_the_call(
     stored = list(listed.messages)
     assert _error_info(stored[-2].tool_result.error)["reason"] == "TOOL_CANCELLED"
     assert stored[-1].finish_reason == message_pb2.FINISH_REASON_CANCELLED
+
+
+async def test_a_listed_tool_whose_server_is_gone_is_answered_unavailable(
+    db_url: str, tmp_path: Path, tools: RecordingTools
+) -> None:
+    other = RecordingTools(server="other")
+    async with (
+        running_app(tmp_path, tool_sources=[tools, other], **_settings(db_url)) as running,
+        _chat(running.address) as chat,
+    ):
+        await chat.create(tools=[ECHO, "tools/other.echo"])
+        account, conversation = chat.account, chat.conversation
+    async with _server(tmp_path, db_url, tools) as address, _chat(address, account) as chat:
+        chat.conversation = conversation  # its tools still list other.echo
+        frames = await chat.send("/call other.echo {}\n/call testing.echo {}")
+    results = {
+        f.tool_result.tool: f.tool_result for f in frames if f.WhichOneof("frame") == "tool_result"
+    }
+    assert _error_info(results["tools/other.echo"].error)["reason"] == "TOOL_UNAVAILABLE"
+    assert results["tools/other.echo"].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert _output(results[ECHO]) == {"echo": {}}
+    assert other.calls["echo"] == 0
+    assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
+
+
+async def test_a_retry_with_the_same_key_joins_a_tool_reply_in_progress(
+    chat: Chat, tools: RecordingTools
+) -> None:
+    first = chat.call('/call testing.slow {"seconds": 0.5}', key="k-tools")
+    async with asyncio.timeout(10):
+        await tools.slow_started.wait()
+    retried = chat.call('/call testing.slow {"seconds": 0.5}', key="k-tools")
+    original = [f async for f in first]
+    joined = [f async for f in retried]
+    assert _kinds(joined) == _kinds(original)
+    assert [f.tool_result.tool_call_id for f in joined if f.HasField("tool_result")] == [
+        f.tool_result.tool_call_id for f in original if f.HasField("tool_result")
+    ]
+    assert tools.calls["slow"] == 1
+    again = await chat.send('/call testing.slow {"seconds": 0.5}')  # a new message, no key
+    assert again[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP

@@ -24,10 +24,10 @@ _OBJECT = {"type": "object"}
 SERVER = "testing"
 
 
-def _tool(name: str, description: str, **extra: Any) -> ToolSpec:
+def _tool(server: str, name: str, description: str, **extra: Any) -> ToolSpec:
     return ToolSpec(
-        id=f"{SERVER}.{name}",
-        server=SERVER,
+        id=f"{server}.{name}",
+        server=server,
         remote_name=name,
         display_name=name,
         description=description,
@@ -37,20 +37,25 @@ def _tool(name: str, description: str, **extra: Any) -> ToolSpec:
 
 
 class RecordingTools:
-    """The ``testing`` server: in process, deterministic, observable."""
+    """The ``testing`` server (or another name): in process, deterministic, observable."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = SERVER) -> None:
+        self._server = server
         self._tools = (
-            _tool("echo", "Returns its arguments."),
+            _tool(server, "echo", "Returns its arguments."),
             _tool(
+                server,
                 "slow",
                 "Waits, then answers.",
                 input_schema={"type": "object", "properties": {"seconds": {"type": "number"}}},
             ),
             _tool(
-                "guarded", "Returns its arguments, once a person approves.", requires_approval=True
+                server,
+                "guarded",
+                "Returns its arguments, once a person approves.",
+                requires_approval=True,
             ),
-            _tool("broken", "Always fails."),
+            _tool(server, "broken", "Always fails."),
         )
         self.calls: collections.Counter[str] = collections.Counter()
         self.contexts: list[ToolContext] = []
@@ -61,7 +66,7 @@ class RecordingTools:
 
     @property
     def server(self) -> str:
-        return SERVER
+        return self._server
 
     def tools(self) -> Sequence[ToolSpec]:
         return self._tools
