@@ -98,7 +98,7 @@ async def run(data_dir: Path, samples: int, database_url: str) -> tuple[list[Rep
     settings = Settings(
         grpc_address="127.0.0.1:0", data_dir=data_dir, database_url=database_url, access_log=False
     )
-    running = await start(bootstrap(settings, tool_sources=[tools]))
+    running = await start(bootstrap(settings, extra_tool_sources=[tools]))
     channel = grpc.aio.insecure_channel(running.address)
     with_tool: list[Reply] = []
     without: list[Reply] = []

@@ -107,10 +107,10 @@ def bootstrap(
     database: Database | None = None,
     clock: Clock | None = None,
     provider: LlmProvider | None = None,
-    tool_sources: Sequence[ToolSource] = (),
+    extra_tool_sources: Sequence[ToolSource] = (),
 ) -> App:
     """Build the application for ``settings``; ports may be overridden by tests
-    (``tool_sources`` are added to the server's own)."""
+    (``extra_tool_sources`` are added to the server's own tool sources)."""
     clock = clock or SystemClock()
     if not settings.database_url or not settings.jwt_secret:
         prepare_data_dir(settings.data_dir)
@@ -195,7 +195,7 @@ def bootstrap(
         events=bus,
         memories=relevant_memories,
     )
-    tool_invoker = ToolInvoker([*tool_sources])
+    tool_invoker = ToolInvoker([*extra_tool_sources])
     conversations = Conversations(
         uow=database.unit_of_work, clock=clock, events=bus, tools=tool_invoker
     )

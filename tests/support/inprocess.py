@@ -35,7 +35,7 @@ async def running_app(
         Settings(**values),  # type: ignore[arg-type]
         clock=clock,
         provider=provider,
-        tool_sources=tool_sources,
+        extra_tool_sources=tool_sources,
     )
     app.servicers.update(servicers or {})
     running = await start(app)
