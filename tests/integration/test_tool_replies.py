@@ -26,7 +26,7 @@ from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grp
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
 from support.clients import Account, Client, authenticated_channel
-from support.databases import require_env
+from support.events import own_redis
 from support.inprocess import running_app
 from support.rpc import details
 from support.tool_sources import RecordingTools
@@ -87,21 +87,24 @@ class Chat:
         await self.channel.close()
 
 
-def _settings(db_url: str) -> dict[str, object]:
-    values: dict[str, object] = {"database_url": db_url}
-    if db_url.startswith("postgresql"):
-        values["redis_url"] = require_env("CORTEX_TEST_REDIS_URL")
-        # The shared Redis counts every suite's sign-ups from 127.0.0.1.
-        values["register_address_attempts"] = 1_000_000
-    return values
+@pytest.fixture
+async def backend(db_url: str, tmp_path: Path) -> AsyncIterator[dict[str, object]]:
+    """The server's storage settings: SQLite alone, or PostgreSQL with a Redis of
+    the test's own (sign-ups from 127.0.0.1 are throttled in Redis, and a shared
+    one is filled by every other suite)."""
+    if not db_url.startswith("postgresql"):
+        yield {"database_url": db_url}
+        return
+    async with own_redis(tmp_path / "redis") as redis:
+        yield {"database_url": db_url, "redis_url": redis.url}
 
 
 @contextlib.asynccontextmanager
 async def _server(
-    tmp_path: Path, db_url: str, tools: RecordingTools, **settings: object
+    tmp_path: Path, backend: dict[str, object], tools: RecordingTools, **settings: object
 ) -> AsyncIterator[str]:
     async with running_app(
-        tmp_path, tool_sources=[tools], **_settings(db_url), **settings
+        tmp_path / "server", tool_sources=[tools], **backend, **settings
     ) as running:
         yield running.address
 
@@ -127,8 +130,10 @@ def tools() -> RecordingTools:
 
 
 @pytest.fixture
-async def chat(db_url: str, tmp_path: Path, tools: RecordingTools) -> AsyncIterator[Chat]:
-    async with _server(tmp_path, db_url, tools) as address, _chat(address) as chat:
+async def chat(
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
+) -> AsyncIterator[Chat]:
+    async with _server(tmp_path, backend, tools) as address, _chat(address) as chat:
         await chat.create()
         yield chat
 
@@ -228,10 +233,10 @@ async def test_a_reply_with_one_tool_call_streams_and_stores_each_step(
 
 
 async def test_parallel_calls_run_at_once_up_to_the_cap(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
     async with (
-        _server(tmp_path, db_url, tools, tool_parallel=2) as address,
+        _server(tmp_path, backend, tools, tool_parallel=2) as address,
         _chat(address) as chat,
     ):
         await chat.create()
@@ -249,10 +254,10 @@ async def test_parallel_calls_run_at_once_up_to_the_cap(
 
 
 async def test_a_reply_that_keeps_calling_tools_ends_at_the_step_limit(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
     async with (
-        _server(tmp_path, db_url, tools, tool_max_steps=3) as address,
+        _server(tmp_path, backend, tools, tool_max_steps=3) as address,
         _chat(address) as chat,
     ):
         await chat.create()
@@ -284,9 +289,9 @@ async def test_a_failing_tool_is_answered_to_the_model_as_an_error(
 
 
 async def test_a_tool_the_conversation_does_not_allow_is_refused_without_running(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
-    async with _server(tmp_path, db_url, tools) as address, _chat(address) as chat:
+    async with _server(tmp_path, backend, tools) as address, _chat(address) as chat:
         await chat.create(tools=[ECHO])
         frames = await chat.send("/call testing.broken {}\n/call testing.echo {}")
     results = {
@@ -319,9 +324,9 @@ async def _wait_for_approval(chat: Chat) -> tuple[Any, list[Any]]:
 
 
 async def test_an_approval_survives_a_restart_and_the_approved_call_runs(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
-    async with _server(tmp_path, db_url, tools) as address, _chat(address) as chat:
+    async with _server(tmp_path, backend, tools) as address, _chat(address) as chat:
         await chat.create()
         completion, frames = await _wait_for_approval(chat)
         account, conversation = chat.account, chat.conversation
@@ -336,7 +341,7 @@ async def test_an_approval_survives_a_restart_and_the_approved_call_runs(
     pending = next(c.id for c in completion.message.tool_calls if c.tool == GUARDED)
 
     restarted = RecordingTools()
-    async with _server(tmp_path, db_url, restarted) as address, _chat(address, account) as chat:
+    async with _server(tmp_path, backend, restarted) as address, _chat(address, account) as chat:
         chat.conversation = conversation
         frames = await chat.send(approvals=[(pending, APPROVE)])
         stored = await chat.messages()
@@ -356,7 +361,7 @@ async def test_an_approval_survives_a_restart_and_the_approved_call_runs(
         message_pb2.TOOL_CALL_STATE_CALLED
     )
     # A second continuation finds nothing pending: the call never runs twice.
-    async with _server(tmp_path, db_url, restarted) as address, _chat(address, account) as chat:
+    async with _server(tmp_path, backend, restarted) as address, _chat(address, account) as chat:
         chat.conversation = conversation
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await chat.send(approvals=[(pending, APPROVE)])
@@ -366,14 +371,14 @@ async def test_an_approval_survives_a_restart_and_the_approved_call_runs(
 
 
 async def test_a_denied_call_is_answered_as_denied_after_a_restart(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
-    async with _server(tmp_path, db_url, tools) as address, _chat(address) as chat:
+    async with _server(tmp_path, backend, tools) as address, _chat(address) as chat:
         await chat.create()
         completion, _ = await _wait_for_approval(chat)
         account, conversation = chat.account, chat.conversation
     pending = next(c.id for c in completion.message.tool_calls if c.tool == GUARDED)
-    async with _server(tmp_path, db_url, tools) as address, _chat(address, account) as chat:
+    async with _server(tmp_path, backend, tools) as address, _chat(address, account) as chat:
         chat.conversation = conversation
         frames = await chat.send(approvals=[(pending, DENY)])
         stored = await chat.messages()
@@ -561,10 +566,10 @@ def test_local_tool_directives_are_read_from_the_last_user_message() -> None:
 
 
 async def test_the_chat_client_shows_tool_calls_and_continues_after_an_approval(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
     out = io.StringIO()
-    async with _server(tmp_path, db_url, tools) as address:
+    async with _server(tmp_path, backend, tools) as address:
         client = ChatClient(address, out)
         try:
             await client.sign_in("chatter@example.com", "correct horse battery staple 42", "C")
@@ -585,9 +590,9 @@ async def test_the_chat_client_shows_tool_calls_and_continues_after_an_approval(
 
 
 async def test_logging_out_mid_tool_ends_the_reply_and_cancels_the_call(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
-    async with _server(tmp_path, db_url, tools) as address, _chat(address) as chat:
+    async with _server(tmp_path, backend, tools) as address, _chat(address) as chat:
         await chat.create()
         call = chat.call('/call testing.slow {"seconds": 30}')
         async with asyncio.timeout(10):
@@ -617,16 +622,16 @@ async def test_logging_out_mid_tool_ends_the_reply_and_cancels_the_call(
 
 
 async def test_a_listed_tool_whose_server_is_gone_is_answered_unavailable(
-    db_url: str, tmp_path: Path, tools: RecordingTools
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
     other = RecordingTools(server="other")
     async with (
-        running_app(tmp_path, tool_sources=[tools, other], **_settings(db_url)) as running,
+        running_app(tmp_path / "server", tool_sources=[tools, other], **backend) as running,
         _chat(running.address) as chat,
     ):
         await chat.create(tools=[ECHO, "tools/other.echo"])
         account, conversation = chat.account, chat.conversation
-    async with _server(tmp_path, db_url, tools) as address, _chat(address, account) as chat:
+    async with _server(tmp_path, backend, tools) as address, _chat(address, account) as chat:
         chat.conversation = conversation  # its tools still list other.echo
         frames = await chat.send("/call other.echo {}\n/call testing.echo {}")
     results = {
