@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +53,7 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
+    ToolSource,
     UnitOfWork,
 )
 from cortex_core.services import reactions
@@ -68,6 +69,8 @@ from cortex_core.services.replies import Replies
 from cortex_core.services.session_guard import SessionWatcher
 from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
+from cortex_core.services.tool_invoker import ToolInvoker
+from cortex_core.services.tool_loop import LoopLimits
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
@@ -104,8 +107,10 @@ def bootstrap(
     database: Database | None = None,
     clock: Clock | None = None,
     provider: LlmProvider | None = None,
+    extra_tool_sources: Sequence[ToolSource] = (),
 ) -> App:
-    """Build the application for ``settings``; ports may be overridden by tests."""
+    """Build the application for ``settings``; ports may be overridden by tests
+    (``extra_tool_sources`` are added to the server's own tool sources)."""
     clock = clock or SystemClock()
     if not settings.database_url or not settings.jwt_secret:
         prepare_data_dir(settings.data_dir)
@@ -190,7 +195,10 @@ def bootstrap(
         events=bus,
         memories=relevant_memories,
     )
-    conversations = Conversations(uow=database.unit_of_work, clock=clock, events=bus)
+    tool_invoker = ToolInvoker([*extra_tool_sources])
+    conversations = Conversations(
+        uow=database.unit_of_work, clock=clock, events=bus, tools=tool_invoker
+    )
     replies = Replies(
         uow=database.unit_of_work,
         clock=clock,
@@ -200,6 +208,8 @@ def bootstrap(
         context=context,
         sessions=sessions,
         max_active=settings.max_active_replies,
+        tools=tool_invoker,
+        limits=LoopLimits(max_steps=settings.tool_max_steps, parallel=settings.tool_parallel),
     )
 
     async def close_hasher() -> None:
@@ -263,8 +273,10 @@ def bootstrap(
             lambda: check_redis(redis, settings.redis_url),
             hasher.warm_up,
             load_password_list,
+            *(source.start for source in tool_invoker.sources),
         ],
         closers=[
+            *(source.close for source in tool_invoker.sources),
             close_hasher,
             chain.aclose,
             hub.aclose,

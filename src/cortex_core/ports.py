@@ -28,7 +28,7 @@ from cortex_core.domain.identity import (
 from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
-from cortex_core.domain.tools import ToolContext, ToolSpec
+from cortex_core.domain.tools import ToolCall, ToolContext, ToolSpec
 
 
 class Clock(Protocol):
@@ -273,6 +273,13 @@ class ConversationRepository(Protocol):
         """Store ``message`` as the conversation's next one (its ``position`` is
         assigned here, atomically) and bump the conversation's counters. Raises
         AlreadyExists when its idempotency key was used in the conversation."""
+        ...
+
+    async def set_tool_calls(
+        self, conversation_id: str, message_id: str, calls: tuple[ToolCall, ...]
+    ) -> None:
+        """Replace the ``tool_calls`` of a stored message (their states change when a
+        person decides on pending calls; nothing else of a message ever changes)."""
         ...
 
     async def get_message_by_key(

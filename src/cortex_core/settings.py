@@ -290,6 +290,15 @@ class Settings:
         "replies streamed at once per process; one more SendMessage is refused up front with "
         "RESOURCE_EXHAUSTED and RetryInfo (docs/context.md)",
     )
+    tool_max_steps: int = _setting(
+        8,
+        _positive_int,
+        "model turns one reply may end by calling tools; the next ends it with "
+        "FINISH_REASON_STEP_LIMIT (docs/context.md)",
+    )
+    tool_parallel: int = _setting(
+        4, _positive_int, "tool calls of one model turn that run at once (docs/context.md)"
+    )
     trusted_proxies: tuple[IPNetwork, ...] = _setting(
         (),
         _networks,

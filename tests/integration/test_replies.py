@@ -28,7 +28,7 @@ class BreaksAfterTwoWords:
     model = "breaking-1"
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self, messages: Sequence[PromptMessage], *, max_tokens: int, tools: Sequence[Any] = ()
     ) -> AsyncGenerator[Chunk, None]:
         yield Chunk(text="Hello")
         yield Chunk(text=" there")
@@ -43,7 +43,7 @@ class Watched(LocalDevelopmentProvider):
         self.closed = asyncio.Event()
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self, messages: Sequence[PromptMessage], *, max_tokens: int, tools: Sequence[Any] = ()
     ) -> AsyncGenerator[Chunk, None]:
         try:
             async for chunk in super().stream(messages, max_tokens=max_tokens):

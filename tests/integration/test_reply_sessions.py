@@ -37,7 +37,7 @@ class SaysOneWordThenThinks:
         self.cancelled = asyncio.Event()
 
     async def stream(
-        self, messages: Sequence[PromptMessage], *, max_tokens: int
+        self, messages: Sequence[PromptMessage], *, max_tokens: int, tools: Sequence[Any] = ()
     ) -> AsyncGenerator[Chunk, None]:
         yield Chunk(text="Well")
         try:

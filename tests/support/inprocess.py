@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from cortex_core.bootstrap import App, bootstrap
-from cortex_core.ports import Clock, LlmProvider
+from cortex_core.ports import Clock, LlmProvider, ToolSource
 from cortex_core.server import RunningServer, start
 from cortex_core.settings import Settings
 
@@ -21,6 +21,7 @@ async def running_app(
     *,
     clock: Clock | None = None,
     provider: LlmProvider | None = None,
+    tool_sources: Sequence[ToolSource] = (),
     **settings: object,
 ) -> AsyncIterator[RunningServer]:
     values: dict[str, object] = {
@@ -30,7 +31,12 @@ async def running_app(
         "access_log": False,
     }
     values.update(settings)
-    app: App = bootstrap(Settings(**values), clock=clock, provider=provider)  # type: ignore[arg-type]
+    app: App = bootstrap(
+        Settings(**values),  # type: ignore[arg-type]
+        clock=clock,
+        provider=provider,
+        extra_tool_sources=tool_sources,
+    )
     app.servicers.update(servicers or {})
     running = await start(app)
     try:

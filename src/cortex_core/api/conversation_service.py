@@ -13,6 +13,7 @@ from cortex_core.api import convert_conversations as cc
 from cortex_core.api.context import ServicerContext, current_caller
 from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
+from cortex_core.domain.tools import ToolApproval
 from cortex_core.services import conversations as uc
 from cortex_core.services import replies
 
@@ -37,6 +38,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
                 workspace_id,
                 request.conversation.title,
                 request.conversation.system_prompt,
+                list(request.conversation.tools),
             )
         except errors.InvalidArgument as exc:
             raise convert.prefix_violations(exc, "conversation.") from None
@@ -72,6 +74,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
                 *ids,
                 title=request.conversation.title,
                 system_prompt=request.conversation.system_prompt,
+                tools=list(request.conversation.tools),
                 fields=[p for p in request.update_mask.paths if p != "*"],
             )
         except errors.InvalidArgument as exc:
@@ -106,12 +109,25 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
         self, request: pb.SendMessageRequest, context: ServicerContext
     ) -> AsyncIterator[pb.SendMessageResponse]:
         workspace_id, conv_id = conversation_id(request.conversation, "conversation")
+        approvals = [
+            ToolApproval(a.tool_call_id, cc.approval_decision(a.decision))
+            for a in request.approvals
+        ]
         steps = self._replies.send(
-            current_caller(), workspace_id, conv_id, request.content, request.idempotency_key
+            current_caller(),
+            workspace_id,
+            conv_id,
+            request.content,
+            request.idempotency_key,
+            approvals,
         )
         async for step in steps:
             if isinstance(step, replies.ReplyText):
                 yield pb.SendMessageResponse(delta=pb.ReplyDelta(text=step.text))
+            elif isinstance(step, replies.ToolCallAsked):
+                yield pb.SendMessageResponse(tool_call=cc.tool_call(step.call))
+            elif isinstance(step, replies.ToolCallAnswered):
+                yield pb.SendMessageResponse(tool_result=cc.tool_result(step.result))
             elif isinstance(step, replies.UserMessageStored):
                 yield pb.SendMessageResponse(user_message=cc.message(step.message))
             elif isinstance(step, replies.ReplyUsage):

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from cortex.context.v1 import context_window_pb2, conversation_pb2, message_pb2, summary_pb2
+from collections.abc import Mapping
+from typing import Any
 
+from cortex.context.v1 import context_window_pb2, conversation_pb2, message_pb2, summary_pb2
+from cortex.context.v1 import conversation_service_pb2 as cpb
+from google.protobuf import json_format, struct_pb2
+from google.rpc import status_pb2
+
+from cortex_core import errors
+from cortex_core.api import status
 from cortex_core.api.convert import timestamp
 from cortex_core.domain import names
 from cortex_core.domain.context_window import ContextWindow, Decision, Item, ItemKind
@@ -14,6 +22,7 @@ from cortex_core.domain.conversations import (
     MessageRole,
     Summary,
 )
+from cortex_core.domain.tools import ApprovalDecision, ToolCall, ToolCallState, ToolResult
 
 _ROLES = {
     MessageRole.USER: message_pb2.MESSAGE_ROLE_USER,
@@ -28,6 +37,24 @@ FINISH_REASONS = {
     FinishReason.CANCELLED: message_pb2.FINISH_REASON_CANCELLED,
     FinishReason.BUDGET: message_pb2.FINISH_REASON_BUDGET,
     FinishReason.ERROR: message_pb2.FINISH_REASON_ERROR,
+    FinishReason.TOOL_CALLS: message_pb2.FINISH_REASON_TOOL_CALLS,
+    FinishReason.APPROVAL_REQUIRED: message_pb2.FINISH_REASON_APPROVAL_REQUIRED,
+    FinishReason.STEP_LIMIT: message_pb2.FINISH_REASON_STEP_LIMIT,
+}
+_CALL_STATES = {
+    ToolCallState.PENDING_APPROVAL: message_pb2.TOOL_CALL_STATE_PENDING_APPROVAL,
+    ToolCallState.CALLED: message_pb2.TOOL_CALL_STATE_CALLED,
+    ToolCallState.DENIED: message_pb2.TOOL_CALL_STATE_DENIED,
+}
+# The error class whose status code a tool result's reason gets (api/status.py maps it).
+_TOOL_ERRORS: dict[str, type[errors.CortexError]] = {
+    "TOOL_DENIED": errors.PermissionDenied,
+    "TOOL_NOT_ALLOWED": errors.PermissionDenied,
+    "TOOL_TIMEOUT": errors.DeadlineExceeded,
+    "TOOL_UNAVAILABLE": errors.Unavailable,
+    "TOOL_NOT_FOUND": errors.NotFound,
+    "INVALID_TOOL_INPUT": errors.InvalidArgument,
+    "TOOL_CANCELLED": errors.Aborted,
 }
 _KINDS = {
     ItemKind.SYSTEM_PROMPT: context_window_pb2.CONTEXT_ITEM_KIND_SYSTEM_PROMPT,
@@ -55,6 +82,7 @@ def conversation(value: Conversation) -> conversation_pb2.Conversation:
         last_message_time=timestamp(value.last_message_time),
         prompt_token_count=value.prompt_tokens,
         completion_token_count=value.completion_tokens,
+        tools=[names.tool_name(tool_id) for tool_id in value.tools],
     )
 
 
@@ -69,7 +97,49 @@ def message(value: Message) -> message_pb2.Message:
         author=names.user_name(value.author_id) if value.author_id else "",
         finish_reason=FINISH_REASONS[value.finish_reason],
         model=value.model,
+        tool_calls=[tool_call(call) for call in value.tool_calls],
+        tool_result=tool_result(value.tool_result) if value.tool_result else None,
     )
+
+
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    json_format.ParseDict(dict(value), struct)
+    return struct
+
+
+def tool_call(value: ToolCall) -> message_pb2.ToolCall:
+    return message_pb2.ToolCall(
+        id=value.id,
+        tool=names.tool_name(value.tool),
+        arguments=_struct(value.arguments),
+        state=_CALL_STATES[value.state],
+    )
+
+
+def tool_result(value: ToolResult) -> message_pb2.ToolResult:
+    error: status_pb2.Status | None = None
+    if value.error is not None:
+        kind = _TOOL_ERRORS.get(value.error.reason, errors.ToolFailed)
+        problem = kind(value.error.message, reason=value.error.reason)
+        if isinstance(problem, errors.Unavailable):
+            problem.retry_after = value.error.retry_after
+        error = status.to_status_proto(problem)
+    return message_pb2.ToolResult(
+        tool_call_id=value.call_id,
+        tool=names.tool_name(value.tool),
+        output=_struct(value.output or {}) if value.error is None else None,
+        error=error,
+    )
+
+
+def approval_decision(value: int) -> ApprovalDecision | None:
+    """The decision of a ``ToolApprovalDecision`` (None for UNSPECIFIED or unknown)."""
+    if value == cpb.TOOL_APPROVAL_DECISION_APPROVE:
+        return ApprovalDecision.APPROVE
+    if value == cpb.TOOL_APPROVAL_DECISION_DENY:
+        return ApprovalDecision.DENY
+    return None
 
 
 def summary(value: Summary) -> summary_pb2.Summary:

@@ -60,7 +60,7 @@ def _payload(change: c.Change) -> Any:
         return pb.ReplyStarted(
             conversation=change.conversation.name,
             message=f"{change.conversation.name}/messages/{change.reply_id}",
-            user_message=change.user_message.name,
+            user_message=change.user_message.name if change.user_message else "",
         )
     if isinstance(change, c.ReplyDelta):
         return pb.ReplyDelta(
@@ -70,6 +70,18 @@ def _payload(change: c.Change) -> Any:
         return pb.ReplyCompleted(
             message=cc.message(change.message),
             finish_reason=cc.FINISH_REASONS[change.message.finish_reason],
+        )
+    if isinstance(change, c.ToolCallRequested):
+        return pb.ToolCallRequested(
+            conversation=change.message.conversation_name,
+            message=change.message.name,
+            tool_call=cc.tool_call(change.tool_call),
+        )
+    if isinstance(change, c.ToolCallCompleted):
+        return pb.ToolCallCompleted(
+            conversation=change.message.conversation_name,
+            message=change.message.name,
+            result=cc.tool_result(change.result),
         )
     if isinstance(change, c.SessionCreated):
         return pb.SessionCreated(

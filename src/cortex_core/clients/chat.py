@@ -9,6 +9,13 @@ call (the server stores the partial reply) and returns to the prompt; Ctrl-C at 
 prompt exits 130. Errors print the gRPC status, the ``ErrorInfo`` reason and
 one line per ``BadRequest`` field violation (``  password: is too common …``).
 
+Tools: ``--tool tools/ID`` (repeatable) lets a new conversation's replies call
+that tool. Each call and result prints as a dim line; a reply that stops for
+approval lists the pending call ids, and ``/approve ID`` or ``/deny ID`` (one
+line per decision, or ``/approve`` alone for every pending call) continues it.
+With the local development provider, a line ``/call cortex.current_time {}``
+makes it call a tool (docs/context.md).
+
 Before asking for anything it checks that the server answers (the standard
 health ``Check``), so a wrong address fails at once instead of after typing a
 password. The password is asked with ``getpass``; for scripted use it is read
@@ -37,6 +44,7 @@ from cortex.context.v1 import (
     message_pb2,
 )
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
+from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -71,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         default=None,
         help="workspaces/W/conversations/C to continue (default: a new one in the first workspace)",
+    )
+    parser.add_argument(
+        "--tool",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="tools/ID a new conversation's replies may call (repeatable)",
     )
 
 
@@ -124,6 +139,7 @@ class Chat:
         self._refresh = ""
         self._expires = 0.0
         self.conversation = ""
+        self.pending: list[str] = []  # ids of the calls the last reply left waiting
 
     @property
     def _chan(self) -> grpc.aio.Channel:
@@ -182,7 +198,7 @@ class Chat:
             )
         )
 
-    async def open(self, name: str | None) -> str:
+    async def open(self, name: str | None, tools: list[str] | None = None) -> str:
         stub = conversation_service_pb2_grpc.ConversationServiceStub(self._chan)
         if name:
             found = await stub.GetConversation(
@@ -203,7 +219,9 @@ class Chat:
         created = await stub.CreateConversation(
             conversation_service_pb2.CreateConversationRequest(
                 parent=listed.workspaces[0].name,
-                conversation=conversation_pb2.Conversation(title="cortex-core chat"),
+                conversation=conversation_pb2.Conversation(
+                    title="cortex-core chat", tools=tools or []
+                ),
             ),
             metadata=self._metadata(),
             timeout=CALL_TIMEOUT,
@@ -218,15 +236,32 @@ class Chat:
     def _note(self, text: str) -> None:
         self._print(f"\x1b[2m{text}\x1b[0m\n" if self._dim else f"{text}\n")
 
-    async def send(self, content: str) -> None:
+    def approvals(self, line: str) -> list[conversation_service_pb2.ToolApproval] | None:
+        """The decisions a ``/approve ID`` or ``/deny ID`` line makes, or None."""
+        verb, _, rest = line.partition(" ")
+        decision = {
+            "/approve": conversation_service_pb2.TOOL_APPROVAL_DECISION_APPROVE,
+            "/deny": conversation_service_pb2.TOOL_APPROVAL_DECISION_DENY,
+        }.get(verb)
+        if decision is None:
+            return None
+        ids = rest.split() or self.pending
+        return [
+            conversation_service_pb2.ToolApproval(tool_call_id=i, decision=decision) for i in ids
+        ]
+
+    async def send(
+        self, content: str, approvals: list[conversation_service_pb2.ToolApproval] | None = None
+    ) -> None:
         """Stream one reply; cancelling this coroutine cancels the call."""
         await self._fresh()
         stub = conversation_service_pb2_grpc.ConversationServiceStub(self._chan)
         call = stub.SendMessage(
             conversation_service_pb2.SendMessageRequest(
                 conversation=self.conversation,
-                content=content,
+                content="" if approvals else content,
                 idempotency_key=uuid.uuid4().hex,
+                approvals=approvals or [],
             ),
             metadata=self._metadata(),
             timeout=REPLY_TIMEOUT,
@@ -239,6 +274,11 @@ class Chat:
                 if kind == "delta" and frame.delta.text:
                     self._print(frame.delta.text)
                     at_line_start = frame.delta.text.endswith("\n")
+                elif kind in ("tool_call", "tool_result"):
+                    if not at_line_start:
+                        self._print("\n")
+                        at_line_start = True
+                    self._note(_tool_line(frame))
                 elif kind == "usage":
                     usage = (
                         f"{frame.usage.prompt_tokens} prompt + "
@@ -260,12 +300,34 @@ class Chat:
                         reason = status_reason(done.error)
                         parts.append(f"{code} ({reason}): {done.error.message}")
                     self._note("[" + " · ".join(parts) + "]")
+                    self.pending = [
+                        c.id
+                        for c in done.message.tool_calls
+                        if c.state == message_pb2.TOOL_CALL_STATE_PENDING_APPROVAL
+                    ]
+                    if self.pending:
+                        ids = " ".join(self.pending)
+                        self._note(f"[waiting for approval: /approve {ids} · /deny {ids}]")
         except asyncio.CancelledError:
             call.cancel()
             if not at_line_start:
                 self._print("\n")
             self._note("[cancelled · the partial reply is stored]")
             raise
+
+
+def _tool_line(frame: Any) -> str:
+    if frame.WhichOneof("frame") == "tool_call":
+        call = frame.tool_call
+        arguments = json_format.MessageToJson(call.arguments, indent=None)
+        state = message_pb2.ToolCallState.Name(call.state).removeprefix("TOOL_CALL_STATE_")
+        return f"[tool call {call.id}: {call.tool} {arguments} · {state.lower()}]"
+    result = frame.tool_result
+    if result.HasField("error"):
+        outcome = f"{status_reason(result.error)}: {result.error.message}"
+    else:
+        outcome = json_format.MessageToJson(result.output, indent=None)
+    return f"[tool result {result.tool_call_id}: {outcome}]"
 
 
 def _ask(prompt: str) -> str:
@@ -295,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
             if args.register:
                 display_name = args.display_name or _ask("display name: ")
             runner.run(chat.sign_in(email, password, display_name))
-            name = runner.run(chat.open(args.conversation))
+            name = runner.run(chat.open(args.conversation, args.tool))
             print(f"conversation {name} (/quit or end of input to leave)", file=err)
             while True:
                 try:
@@ -308,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
                 if not content:
                     continue
                 try:
-                    runner.run(chat.send(content))
+                    runner.run(chat.send(content, chat.approvals(content)))
                 except KeyboardInterrupt:
                     continue
                 except grpc.RpcError as error:

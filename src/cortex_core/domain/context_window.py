@@ -12,6 +12,10 @@ The window is filled in priority order, never past the budget:
    covers are *summarized* (its text stands in for them); others that do not
    fit are *pruned*.
 
+A step of a reply that called tools (the assistant message with ``tool_calls``
+and the tool messages with their results) is one unit for 2 and 6: it is taken
+or left out whole, so the model never sees a result without its call.
+
 Items come back in prompt order (system, summary, profile, memories, messages
 oldest first), each with its token count, decision and reason.
 """
@@ -22,7 +26,8 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 
-from cortex_core.domain.conversations import Message, Summary
+from cortex_core.domain.conversations import Message, MessageRole, Summary
+from cortex_core.domain.tools import ToolCall, ToolResult
 
 MEMORY_SHARE = 0.25
 
@@ -48,6 +53,8 @@ class Candidate:
     text: str
     token_count: int
     role: str = "system"
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message's calls
+    tool_result: ToolResult | None = None  # a tool message's result
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,8 +88,32 @@ class ContextWindow:
 
 def message_candidate(message: Message) -> Candidate:
     return Candidate(
-        ItemKind.MESSAGE, message.name, message.content, message.token_count, message.role.value
+        ItemKind.MESSAGE,
+        message.name,
+        message.content,
+        message.token_count,
+        message.role.value,
+        message.tool_calls,
+        message.tool_result,
     )
+
+
+def _steps(messages: Sequence[Message]) -> list[list[int]]:
+    """Indices of ``messages`` grouped into units: a tool message joins the
+    assistant message with calls before it (and that message's other results)."""
+    units: list[list[int]] = []
+    for index, message in enumerate(messages):
+        joins = (
+            message.role is MessageRole.TOOL
+            and units
+            and messages[units[-1][0]].role is MessageRole.ASSISTANT
+            and bool(messages[units[-1][0]].tool_calls)
+        )
+        if joins:
+            units[-1].append(index)
+        else:
+            units.append([index])
+    return units
 
 
 def assemble(
@@ -154,9 +185,10 @@ def _assemble(
         order.append(system_prompt)
         take(system_prompt, "the conversation's system prompt always comes first")
     message_candidates = [message_candidate(m) for m in messages]
-    newest = message_candidates[-1] if message_candidates else None
-    if newest is not None:
-        take(newest, "the newest message is the one being answered")
+    units = _steps(messages)
+    newest = units.pop() if units else []
+    for index in newest:
+        take(message_candidates[index], "the newest message is the one being answered")
     covered_up_to = 0
     if summary is not None:
         checkpoint, candidate = summary
@@ -186,21 +218,27 @@ def _assemble(
     # History stays contiguous: once one message does not fit, every older one
     # is pruned too (a gap in the middle of a dialogue misleads the model).
     stopped = False
-    for message, candidate in zip(reversed(messages), reversed(message_candidates), strict=True):
-        if candidate is newest:
+    for unit in reversed(units):
+        members = [message_candidates[i] for i in unit]
+        if messages[unit[0]].position <= covered_up_to:
+            for candidate in members:
+                decided[id(candidate)] = Item(
+                    candidate, Decision.SUMMARIZED, "covered by the included summary checkpoint"
+                )
             continue
-        if message.position <= covered_up_to:
-            decided[id(candidate)] = Item(
-                candidate, Decision.SUMMARIZED, "covered by the included summary checkpoint"
-            )
-            continue
-        if not stopped and take(candidate, "recent enough to fit the budget"):
+        cost = sum(c.token_count for c in members)
+        if not stopped and cost <= left:
+            for candidate in members:
+                take(candidate, "recent enough to fit the budget")
             continue
         stopped = True
-        decided[id(candidate)] = Item(
-            candidate,
-            Decision.PRUNED,
-            f"older than the messages that fit ({candidate.token_count} tokens, {left} left)",
-        )
+        for candidate in members:
+            decided[id(candidate)] = Item(
+                candidate,
+                Decision.PRUNED,
+                f"older than the messages that fit ({candidate.token_count} tokens, {left} left)"
+                if len(members) == 1
+                else f"its tool step ({cost} tokens) does not fit ({left} left)",
+            )
     order.extend(message_candidates)
     return ContextWindow(tuple(decided[id(c)] for c in order), budget)

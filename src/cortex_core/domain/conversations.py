@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cortex_core.domain import names
+from cortex_core.domain.tools import ToolCall, ToolCallState, ToolResult
 
 MAX_TITLE = 200
 MAX_SYSTEM_PROMPT = 20_000
@@ -47,6 +48,7 @@ class Conversation:
     last_message_time: datetime | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tools: tuple[str, ...] = ()  # tool ids (`<server>.<name>`) its replies may call
 
     @property
     def name(self) -> str:
@@ -69,6 +71,13 @@ class Message:
     metadata: Any = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     idempotency_key: str | None = None
     reply_to: str | None = None  # an assistant message: the user message it answers
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant message: the calls of its step
+    tool_result: ToolResult | None = None  # a tool message: the result of one call
+
+    @property
+    def pending_calls(self) -> tuple[ToolCall, ...]:
+        """The calls of this message that wait for a person's decision."""
+        return tuple(c for c in self.tool_calls if c.state is ToolCallState.PENDING_APPROVAL)
 
     @property
     def conversation_name(self) -> str:

@@ -53,6 +53,8 @@ class EventKind(enum.Enum):
     MEMORY_CREATED = "memory_created"
     MEMORY_DELETED = "memory_deleted"
     TASK_STATE_CHANGED = "task_state_changed"
+    TOOL_CALL_REQUESTED = "tool_call_requested"
+    TOOL_CALL_COMPLETED = "tool_call_completed"
 
 
 _SEPARATOR = "\x1f"  # never in an id, a kind or a stream name

@@ -17,6 +17,7 @@ from cortex_core.domain.conversations import Conversation, Message
 from cortex_core.domain.event_records import EventEnvelope, EventKind
 from cortex_core.domain.identity import MemberView, Session, Workspace
 from cortex_core.domain.memories import Memory
+from cortex_core.domain.tools import ToolCall, ToolResult
 
 
 def workspace_stream(workspace_id: str) -> str:
@@ -153,7 +154,7 @@ class ReplyStarted(_AboutConversation, Change):
     KIND = EventKind.REPLY_STARTED
     conversation: Conversation
     reply_id: str
-    user_message: Message
+    user_message: Message | None  # None: a reply continued after approvals
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +171,25 @@ class ReplyDelta(_AboutConversation, Change):
 class ReplyCompleted(_AboutMessage, Change):
     KIND = EventKind.REPLY_COMPLETED
     message: Message
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallRequested(_AboutMessage, Change):
+    """The model asked for ``tool_call`` in the stored assistant ``message``."""
+
+    KIND = EventKind.TOOL_CALL_REQUESTED
+    message: Message
+    tool_call: ToolCall
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallCompleted(_AboutMessage, Change):
+    """A call ended (ran, failed, was denied or cancelled); ``message`` is the
+    stored tool message that holds ``result``."""
+
+    KIND = EventKind.TOOL_CALL_COMPLETED
+    message: Message
+    result: ToolResult
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ CONVERSATION = "workspaces/{}/conversations/{}"
 MESSAGE = "workspaces/{}/conversations/{}/messages/{}"
 SUMMARY = "workspaces/{}/conversations/{}/summaries/{}"
 MEMORY = "workspaces/{}/memories/{}"
+TOOL = "tools/{}"
 
 
 def user_name(user_id: str) -> str:
@@ -48,3 +49,7 @@ def summary_name(workspace_id: str, conversation_id: str, summary_id: str) -> st
 
 def memory_name(workspace_id: str, memory_id: str) -> str:
     return MEMORY.format(workspace_id, memory_id)
+
+
+def tool_name(tool_id: str) -> str:
+    return TOOL.format(tool_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -122,3 +123,27 @@ class ToolContext:
 class ApprovalDecision(enum.Enum):
     APPROVE = "approve"
     DENY = "deny"
+
+
+def result_text(result: ToolResult) -> str:
+    """What the model is told about ``result``: the output as compact JSON, or
+    ``{"error": {"reason": ..., "message": ...}}`` when it produced none."""
+    if result.error is None:
+        return json.dumps(dict(result.output or {}), separators=(",", ":"), default=str)
+    error = {"reason": result.error.reason, "message": result.error.message}
+    return json.dumps({"error": error}, separators=(",", ":"))
+
+
+def failed_result(call: ToolCall, reason: str, message: str) -> ToolResult:
+    """The result of a call that did not run (denied, not allowed, cancelled)."""
+    return ToolResult(
+        call_id=call.id, tool=call.tool, error=ToolError(reason=reason, message=message)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolApproval:
+    """A person's decision on one pending call (``decision`` None: not given)."""
+
+    call_id: str
+    decision: ApprovalDecision | None

@@ -27,7 +27,7 @@ from cortex_core.domain.context_window import (
 from cortex_core.domain.conversations import Conversation, Message, MessageRole, Summary
 from cortex_core.domain.events import SummaryWritten
 from cortex_core.domain.identity import Caller, User, new_id
-from cortex_core.domain.llm import PromptMessage
+from cortex_core.domain.llm import PromptMessage, tool_message
 from cortex_core.ports import (
     Cache,
     Clock,
@@ -228,7 +228,7 @@ class ContextManager:
         prompt = [PromptMessage("system", f"{SUMMARY_INSTRUCTION}, keeping facts and decisions.")]
         if previous is not None:
             prompt.append(PromptMessage("system", f"Earlier summary: {previous.text}"))
-        prompt.extend(PromptMessage(m.role.value, m.content) for m in fresh)
+        prompt.extend(_summary_line(m) for m in fresh)
         text, served_by = await self._complete(prompt)
         first = previous.first_position if previous else fresh[0].position
         first_id = previous.first_message_id if previous else fresh[0].id
@@ -294,12 +294,35 @@ class ContextManager:
                 await asyncio.wait_for(self._wake.wait(), poll_interval)
 
 
+def _summary_line(message: Message) -> PromptMessage:
+    """A message as a summary's input: tool steps as plain text (a summary request
+    offers no tools, and APIs refuse tool messages without their calls)."""
+    if message.tool_result is not None:
+        return PromptMessage(
+            "assistant", f"(tool {message.tool_result.tool} answered: {message.content})"
+        )
+    if message.tool_calls:
+        called = ", ".join(call.tool for call in message.tool_calls)
+        return PromptMessage("assistant", f"{message.content} (called tools: {called})".strip())
+    return PromptMessage(message.role.value, message.content)
+
+
 def prompt_of(window: ContextWindow) -> list[PromptMessage]:
-    """The messages sent to the model for ``window``."""
+    """The messages sent to the model for ``window``: stored tool steps become an
+    assistant message with its ``tool_calls`` and one ``tool`` message per result
+    (the tool loop makes the whole prompt well formed before it is sent)."""
     prompt: list[PromptMessage] = []
     for candidate in window.included:
         if candidate.kind is ItemKind.MESSAGE:
-            prompt.append(PromptMessage(candidate.role, candidate.text))
+            result = candidate.tool_result
+            if result is not None:
+                prompt.append(tool_message(result))
+            elif candidate.text or candidate.tool_calls:
+                # An empty assistant message (a step limit, a cancel before any
+                # text) tells the model nothing; some APIs refuse it.
+                prompt.append(
+                    PromptMessage(candidate.role, candidate.text, tool_calls=candidate.tool_calls)
+                )
         elif candidate.kind is ItemKind.SUMMARY:
             prompt.append(PromptMessage("system", f"Summary of earlier messages: {candidate.text}"))
         elif candidate.kind is ItemKind.MEMORY:

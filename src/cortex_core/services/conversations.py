@@ -10,9 +10,10 @@ context windows it affects.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, MutableSequence, Sequence
 
 from cortex_core import errors
+from cortex_core.domain import names
 from cortex_core.domain.conversations import (
     MAX_SYSTEM_PROMPT,
     MAX_TITLE,
@@ -29,11 +30,14 @@ from cortex_core.domain.paging import (
     invalid_page_token,
     token_number,
 )
+from cortex_core.domain.tools import MAX_CONVERSATION_TOOLS
 from cortex_core.ports import Clock, UnitOfWorkFactory
 from cortex_core.services.access import require_conversation, require_role
 from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.tool_invoker import ToolInvoker
 
-UPDATABLE_FIELDS = frozenset({"title", "system_prompt"})
+UPDATABLE_FIELDS = frozenset({"title", "system_prompt", "tools"})
+_TOOL_PREFIX = names.TOOL.format("")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,15 +54,23 @@ class Conversations:
         uow: UnitOfWorkFactory,
         clock: Clock,
         events: EventBus,
+        tools: ToolInvoker,
     ) -> None:
         self._uow = uow
         self._clock = clock
         self._events = events
+        self._tools = tools
 
     async def create(
-        self, caller: Caller, workspace_id: str, title: str, system_prompt: str
+        self,
+        caller: Caller,
+        workspace_id: str,
+        title: str,
+        system_prompt: str,
+        tools: Collection[str] = (),
     ) -> Conversation:
-        _validate(title, system_prompt, UPDATABLE_FIELDS)
+        """``tools`` are ``tools/{tool}`` names; each must be a tool the invoker knows."""
+        tool_ids = self._validate(title, system_prompt, tools, UPDATABLE_FIELDS)
         now = self._clock.now()
         conversation = Conversation(
             id=new_id(),
@@ -69,6 +81,7 @@ class Conversations:
             message_count=0,
             create_time=now,
             update_time=now,
+            tools=tool_ids,
         )
         async with self._uow() as uow:
             await require_role(uow, caller, workspace_id, write=True)
@@ -98,6 +111,7 @@ class Conversations:
         *,
         title: str,
         system_prompt: str,
+        tools: Collection[str] = (),
         fields: Collection[str],
     ) -> Conversation:
         unknown = sorted(set(fields) - UPDATABLE_FIELDS)
@@ -107,7 +121,7 @@ class Conversations:
                 [errors.FieldViolation("update_mask", f"'{f}' cannot be updated") for f in unknown],
             )
         chosen = set(fields) or set(UPDATABLE_FIELDS)
-        _validate(title, system_prompt, chosen)
+        tool_ids = self._validate(title, system_prompt, tools, chosen)
         async with self._uow() as uow:
             conversation = await require_conversation(
                 uow, caller, workspace_id, conversation_id, write=True
@@ -118,6 +132,7 @@ class Conversations:
                 system_prompt=system_prompt
                 if "system_prompt" in chosen
                 else conversation.system_prompt,
+                tools=tool_ids if "tools" in chosen else conversation.tools,
                 update_time=self._clock.now(),
             )
             await uow.conversations.update(conversation)
@@ -199,10 +214,11 @@ class Conversations:
             token("prev", rows[0]) if has_previous else "",
         )
 
-
-def _validate(title: str, system_prompt: str, fields: Collection[str]) -> None:
-    reject(
-        [
+    def _validate(
+        self, title: str, system_prompt: str, tools: Collection[str], fields: Collection[str]
+    ) -> tuple[str, ...]:
+        """Raise InvalidArgument naming every bad field; return the tool ids."""
+        violations = [
             text_violation(title, "title", required=False, limit=MAX_TITLE)
             if "title" in fields
             else None,
@@ -210,4 +226,31 @@ def _validate(title: str, system_prompt: str, fields: Collection[str]) -> None:
             if "system_prompt" in fields
             else None,
         ]
-    )
+        tool_ids: MutableSequence[str] = []
+        if "tools" in fields:
+            violations.extend(self._tool_violations(tuple(tools), tool_ids))
+        reject(violations)
+        return tuple(tool_ids)
+
+    def _tool_violations(
+        self, tools: Sequence[str], tool_ids: MutableSequence[str]
+    ) -> Sequence[errors.FieldViolation | None]:
+        if len(tools) > MAX_CONVERSATION_TOOLS:
+            return [
+                errors.FieldViolation(
+                    "tools", f"must name at most {MAX_CONVERSATION_TOOLS} tools", "TOO_MANY"
+                )
+            ]
+        found: MutableSequence[errors.FieldViolation | None] = []
+        for index, name in enumerate(tools):
+            field = f"tools[{index}]"
+            tool_id = name.removeprefix(_TOOL_PREFIX)
+            if not name.startswith(_TOOL_PREFIX) or self._tools.get(tool_id) is None:
+                found.append(
+                    errors.FieldViolation(field, f"{name!r} is not a known tool", "TOOL_NOT_FOUND")
+                )
+            elif tool_id in tool_ids:
+                found.append(errors.FieldViolation(field, f"{name!r} is listed twice", "DUPLICATE"))
+            else:
+                tool_ids.append(tool_id)
+        return found

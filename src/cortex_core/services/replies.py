@@ -36,6 +36,17 @@ cancellation that stops the provider and keeps the partial reply.
 * **Failures.** A provider failure ends the reply with an explicit completion:
   finish reason ERROR and the error (reason NO_PROVIDER_AVAILABLE when it failed
   before the first token), with whatever text had arrived stored.
+* **Tools.** The reply is one run of the bounded tool loop
+  (:mod:`cortex_core.services.tool_loop`) over the conversation's ``tools``.
+  Each step is stored as it ends, in its own transaction, and announced: the
+  assistant message with its ``tool_calls`` (finish TOOL_CALLS), then one tool
+  message per result (:mod:`cortex_core.services.reply_tools`). The message that
+  ends the reply (the completion's) has the id the lease names; a reply that
+  needs approval ends with that message holding the pending calls. A send with
+  ``approvals`` continues it (no user message: the decided calls run first), a
+  send with content denies every pending call first. Cancellation cancels the
+  running calls and stores a TOOL_CANCELLED result for each, then the partial
+  reply. Usage is summed over the steps.
 """
 
 from __future__ import annotations
@@ -44,25 +55,50 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
 
 from cortex_core import errors
 from cortex_core.domain.conversations import (
-    MAX_CONTENT,
     Conversation,
     FinishReason,
     Message,
     MessageRole,
 )
-from cortex_core.domain.events import MessageCreated, ReplyCompleted, ReplyDelta, ReplyStarted
+from cortex_core.domain.events import (
+    Change,
+    MessageCreated,
+    ReplyCompleted,
+    ReplyDelta,
+    ReplyStarted,
+    ToolCallCompleted,
+    ToolCallRequested,
+)
 from cortex_core.domain.identity import Caller, new_id, reject, text_violation
 from cortex_core.domain.llm import Usage
-from cortex_core.ports import Clock, LlmProvider, TokenCounter, UnitOfWorkFactory
+from cortex_core.domain.tools import (
+    ApprovalDecision,
+    ToolApproval,
+    ToolCall,
+    ToolCallState,
+    ToolContext,
+    ToolResult,
+    failed_result,
+)
+from cortex_core.ports import Clock, LlmProvider, TokenCounter, UnitOfWork, UnitOfWorkFactory
+from cortex_core.services import reply_tools
 from cortex_core.services.access import conversation_access
 from cortex_core.services.context import HISTORY_LIMIT, ContextManager, Sources, prompt_of
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.session_guard import SessionWatcher, Watch
+from cortex_core.services.tool_invoker import ToolInvoker
+from cortex_core.services.tool_loop import (
+    CallResult,
+    LoopLimits,
+    ModelTurn,
+    TextPiece,
+    ToolLoop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +122,16 @@ class ReplyText:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ToolCallAsked:
+    call: ToolCall
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolCallAnswered:
+    result: ToolResult
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReplyUsage:
     usage: Usage
 
@@ -99,18 +145,35 @@ class ReplyFinished:
     error: errors.CortexError | None = None
 
 
-ReplyStep = UserMessageStored | ReplyText | ReplyUsage | ReplyFinished
+ReplyStep = (
+    UserMessageStored | ReplyText | ToolCallAsked | ToolCallAnswered | ReplyUsage | ReplyFinished
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Started:
-    """A send that stored its user message and holds the conversation's lease."""
+    """A send that stored its user message (or its decisions) and holds the
+    conversation's lease."""
 
     conversation: Conversation
-    user_message: Message
+    user_message: Message | None  # None: a continuation with approvals
     reply_id: str
     budget: int | None  # tokens the workspace has left (None: no limit)
     sources: Sources
+    decided: list[Message] = dataclasses.field(default_factory=list)  # denied results stored
+    resume: tuple[ToolCall, ...] = ()  # approved calls, to run first
+
+
+@dataclasses.dataclass(slots=True)
+class _Progress:
+    """What one reply has done so far (for the completion, or a cancel)."""
+
+    parts: list[str] = dataclasses.field(default_factory=list)  # this step's text
+    running: dict[str, ToolCall] = dataclasses.field(default_factory=dict)  # no result yet
+    final: Message | None = None  # the reply's message, when stored before the end
+    finish: FinishReason = FinishReason.STOP
+    error: errors.CortexError | None = None
+    last_turn: Usage | None = None
 
 
 class _Broadcast:
@@ -172,6 +235,8 @@ class Replies:
         context: ContextManager,
         sessions: SessionWatcher,
         max_active: int,
+        tools: ToolInvoker,
+        limits: LoopLimits | None = None,
         lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self._uow = uow
@@ -182,6 +247,8 @@ class Replies:
         self._context = context
         self._sessions = sessions
         self._max_active = max_active
+        self._tools = tools
+        self._limits = limits or LoopLimits()
         self._lease = lease
         self._live: dict[str, _Broadcast] = {}
         self._active = 0
@@ -193,18 +260,22 @@ class Replies:
         conversation_id: str,
         content: str,
         idempotency_key: str,
+        approvals: Sequence[ToolApproval] = (),
     ) -> AsyncIterator[ReplyStep]:
-        """The reply's steps: the stored user message, text, usage, the completion.
+        """The reply's steps: the stored user message, text, tool calls and their
+        results, usage, the completion. With ``approvals`` (and no content) it
+        continues the reply that is waiting for them.
 
         Raise (before any step) InvalidArgument, NotFound (CONVERSATION_NOT_FOUND),
         PermissionDenied (EDITOR_REQUIRED), ResourceExhausted
         (TOO_MANY_ACTIVE_REPLIES, TOKEN_BUDGET_EXHAUSTED), FailedPrecondition
-        (REPLY_IN_PROGRESS) or Aborted (IDEMPOTENCY_KEY_REUSED); mid-stream,
-        Unauthenticated when the caller's session ends.
+        (REPLY_IN_PROGRESS, NO_PENDING_TOOL_CALLS) or Aborted
+        (IDEMPOTENCY_KEY_REUSED); mid-stream, Unauthenticated when the caller's
+        session ends.
         """
         reject(
             [
-                text_violation(content, "content", required=True, limit=MAX_CONTENT),
+                *reply_tools.request_violations(content, approvals),
                 text_violation(
                     idempotency_key, "idempotency_key", required=False, limit=MAX_IDEMPOTENCY_KEY
                 ),
@@ -219,7 +290,7 @@ class Replies:
         self._active += 1
         try:
             started = await self._begin(
-                caller, workspace_id, conversation_id, content, idempotency_key
+                caller, workspace_id, conversation_id, content, idempotency_key, approvals
             )
             with self._sessions.watch(caller) as watch:
                 steps = (
@@ -240,9 +311,10 @@ class Replies:
         conversation_id: str,
         content: str,
         idempotency_key: str,
+        approvals: Sequence[ToolApproval],
     ) -> _Started | Message:
-        """Store the user message and take the lease, in one transaction; or return
-        the earlier message of a retried idempotency key."""
+        """Store the user message (or apply the approvals) and take the lease, in
+        one transaction; or return the earlier message of a retried idempotency key."""
         for attempt in range(2):
             now = self._clock.now()
             reply_id = new_id()
@@ -250,7 +322,7 @@ class Replies:
                 workspace, conversation = await conversation_access(
                     uow, caller, workspace_id, conversation_id, write=True
                 )
-                if idempotency_key:
+                if idempotency_key and not approvals:
                     earlier = await uow.conversations.get_message_by_key(
                         conversation_id, idempotency_key
                     )
@@ -261,33 +333,31 @@ class Replies:
                     raise errors.ResourceExhausted(
                         "the workspace's token budget is spent", reason="TOKEN_BUDGET_EXHAUSTED"
                     )
-                # Reads first: the write lock is then held only for the two writes.
-                sources = await self._context.read(
-                    uow, conversation, query=content, empty=conversation.message_count == 0
-                )
-                running = await uow.conversations.claim_reply(
-                    conversation_id, reply_id, now, now + self._lease
-                )
-                if running is None:
-                    user_message = await uow.conversations.append_message(
-                        Message(
-                            id=new_id(),
-                            conversation_id=conversation.id,
-                            workspace_id=workspace_id,
-                            position=0,
-                            role=MessageRole.USER,
-                            content=content,
-                            token_count=self._counter.count(content),
-                            create_time=now,
-                            author_id=caller.user_id,
-                            idempotency_key=idempotency_key or None,
-                            metadata={"reply": reply_id},
-                        )
+                if approvals:
+                    running = await uow.conversations.claim_reply(
+                        conversation_id, reply_id, now, now + self._lease
                     )
-                    await uow.commit()
-                    sources.messages.append(user_message)
-                    del sources.messages[:-HISTORY_LIMIT]
-                    return _Started(conversation, user_message, reply_id, budget, sources)
+                    if running is None:
+                        return await self._continue(uow, conversation, reply_id, budget, approvals)
+                else:
+                    # Reads first: the write lock is then held only for the writes.
+                    sources = await self._context.read(
+                        uow, conversation, query=content, empty=conversation.message_count == 0
+                    )
+                    running = await uow.conversations.claim_reply(
+                        conversation_id, reply_id, now, now + self._lease
+                    )
+                    if running is None:
+                        return await self._store_user_message(
+                            uow,
+                            caller,
+                            conversation,
+                            reply_id,
+                            budget,
+                            sources,
+                            content,
+                            idempotency_key,
+                        )
             # A reply whose caller just cancelled it (here) is only storing what it
             # said: wait for it rather than refuse the caller's next message.
             live = self._live.get(running)
@@ -302,6 +372,82 @@ class Replies:
                 metadata={"reply": f"{conversation.name}/messages/{running}"},
             )
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    async def _store_user_message(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        conversation: Conversation,
+        reply_id: str,
+        budget: int | None,
+        sources: Sources,
+        content: str,
+        idempotency_key: str,
+    ) -> _Started:
+        """Under the lease: deny whatever was pending, store the user message, commit."""
+        now = self._clock.now()
+        decided: list[Message] = []
+        if reply_tools.newest_pending(sources.messages) is not None:
+            pending = await reply_tools.pending_message(uow, conversation.id)  # as of now
+            if pending is not None:
+                decided, _ = await reply_tools.decide(
+                    uow,
+                    pending,
+                    {call.id: ApprovalDecision.DENY for call in pending.pending_calls},
+                    now=now,
+                    counter=self._counter,
+                    denied_because=reply_tools.DENIED_BY_MESSAGE,
+                )
+                sources.messages.extend(decided)
+        user_message = await uow.conversations.append_message(
+            Message(
+                id=new_id(),
+                conversation_id=conversation.id,
+                workspace_id=conversation.workspace_id,
+                position=0,
+                role=MessageRole.USER,
+                content=content,
+                token_count=self._counter.count(content),
+                create_time=now,
+                author_id=caller.user_id,
+                idempotency_key=idempotency_key or None,
+                metadata={"reply": reply_id},
+            )
+        )
+        await uow.commit()
+        sources.messages.append(user_message)
+        del sources.messages[:-HISTORY_LIMIT]
+        return _Started(conversation, user_message, reply_id, budget, sources, decided)
+
+    async def _continue(
+        self,
+        uow: UnitOfWork,
+        conversation: Conversation,
+        reply_id: str,
+        budget: int | None,
+        approvals: Sequence[ToolApproval],
+    ) -> _Started:
+        """Under the lease: apply the approvals to the pending calls, commit.
+
+        Raise FailedPrecondition (NO_PENDING_TOOL_CALLS) or InvalidArgument (an
+        approval for a call that is not pending); the lease is not taken then."""
+        pending = await reply_tools.pending_message(uow, conversation.id)
+        if pending is None:
+            raise errors.FailedPrecondition(
+                "no tool call in this conversation is waiting for approval",
+                reason="NO_PENDING_TOOL_CALLS",
+            )
+        decided, approved = await reply_tools.decide(
+            uow,
+            pending,
+            reply_tools.decisions_for(pending, approvals),
+            now=self._clock.now(),
+            counter=self._counter,
+            denied_because=reply_tools.DENIED_BY_PERSON,
+        )
+        sources = await self._context.read(uow, conversation)
+        await uow.commit()
+        return _Started(conversation, None, reply_id, budget, sources, decided, approved)
 
     async def _replay(
         self, earlier: Message, content: str, watch: Watch
@@ -341,122 +487,97 @@ class Replies:
         """Stream and store one reply. The reply stops with BUDGET when prompt plus
         streamed pieces reach the workspace's budget (a streamed piece counts as
         one token)."""
-        conversation, user_message, reply_id = (
-            started.conversation,
-            started.user_message,
-            started.reply_id,
-        )
-        budget = started.budget
+        conversation, reply_id, budget = started.conversation, started.reply_id, started.budget
         broadcast = self._live[reply_id] = _Broadcast()
-        parts: list[str] = []
-        usage: Usage | None = None
-        finish = FinishReason.STOP
-        error: errors.CortexError | None = None
-        provider, model = self._provider.name, self._provider.model
+        progress = _Progress(running={call.id: call for call in started.resume})
+        loop = ToolLoop(
+            provider=self._provider,
+            invoker=self._tools,
+            counter=self._counter,
+            limits=self._limits,
+            max_tokens=MAX_REPLY_TOKENS,
+        )
         stored = False
         try:
             window = await self._context.assemble(
                 conversation, caller.user, self._context.default_budget, started.sources
             )
-            await self._events.publish(
-                [
-                    MessageCreated(
-                        actor_id=caller.user_id, time=user_message.create_time, message=user_message
-                    ),
-                    ReplyStarted(
-                        actor_id=caller.user_id,
-                        time=user_message.create_time,
-                        conversation=conversation,
-                        reply_id=reply_id,
-                        user_message=user_message,
-                    ),
-                ]
+            await self._events.publish(self._start_events(caller, started))
+            first: list[ReplyStep] = (
+                [UserMessageStored(started.user_message)]
+                if started.user_message is not None
+                else [ToolCallAnswered(m.tool_result) for m in started.decided if m.tool_result]
             )
-            step: ReplyStep = UserMessageStored(user_message)
-            broadcast.add(step)
-            yield step
+            for step in first:
+                broadcast.add(step)
+                yield step
             unpublished: list[str] = []
-            loop = asyncio.get_running_loop()
-            last_publish = loop.time()
-            try:
-                stream = self._provider.stream(prompt_of(window), max_tokens=MAX_REPLY_TOKENS)
-                async with contextlib.aclosing(stream) as chunks:
-                    while True:
-                        try:
-                            chunk = await watch.interruptible(anext(chunks))
-                        except StopAsyncIteration:
+            clock = asyncio.get_running_loop()
+            last_publish = clock.time()
+            steps = loop.run(
+                prompt_of(window),
+                allowed=conversation.tools,
+                context=ToolContext(conversation.workspace_id, caller.user_id, conversation.id),
+                resume=started.resume,
+            )
+            async with contextlib.aclosing(steps) as running:
+                while True:
+                    try:
+                        item = await watch.interruptible(anext(running))
+                    except StopAsyncIteration:
+                        break
+                    watch.check()
+                    if isinstance(item, TextPiece):
+                        progress.parts.append(item.text)
+                        unpublished.append(item.text)
+                        step = ReplyText(item.text)
+                        broadcast.add(step)
+                        yield step
+                        if budget is not None and (
+                            window.total_token_count + loop.generated >= budget
+                        ):
+                            progress.finish = FinishReason.BUDGET
                             break
-                        watch.check()
-                        if chunk.provider:
-                            provider, model = chunk.provider, chunk.model
-                        if chunk.text:
-                            parts.append(chunk.text)
-                            unpublished.append(chunk.text)
-                            step = ReplyText(chunk.text)
-                            broadcast.add(step)
-                            yield step
-                            if budget is not None and (
-                                window.total_token_count + len(parts) >= budget
-                            ):
-                                finish = FinishReason.BUDGET
-                                break
-                            now = loop.time()
-                            if now - last_publish >= DELTA_EVENT_INTERVAL:
-                                await self._publish_delta(conversation, reply_id, unpublished)
-                                last_publish = now
-                        if chunk.usage is not None:
-                            usage = chunk.usage
-                        if chunk.finish is not None:
-                            finish = chunk.finish
-            except errors.Unauthenticated as exc:
-                if exc is watch.ended:
-                    raise
-                finish, error = FinishReason.ERROR, exc
-            except Exception as exc:  # the provider's failure becomes an explicit completion
-                log.warning("reply failed", exc_info=exc, extra={"reply": reply_id})
-                finish = FinishReason.ERROR
-                if isinstance(exc, errors.CortexError):
-                    error = exc
-                elif parts:
-                    error = errors.Unavailable(
-                        "the model failed while replying", reason="PROVIDER_FAILED"
-                    )
-                else:
-                    error = errors.Unavailable(
-                        "no model provider is available", reason="NO_PROVIDER_AVAILABLE"
-                    )
+                        now = clock.time()
+                        if now - last_publish >= DELTA_EVENT_INTERVAL:
+                            await self._publish_delta(conversation, reply_id, unpublished)
+                            last_publish = now
+                        continue
+                    if isinstance(item, ModelTurn):
+                        await self._publish_delta(conversation, reply_id, unpublished)
+                        await self._store_turn(started, progress, item, loop)
+                        asked: list[ReplyStep] = [ToolCallAsked(call) for call in item.calls]
+                    elif isinstance(item, CallResult):
+                        await self._store_result(conversation, progress, item.result)
+                        asked = [ToolCallAnswered(item.result)]
+                    else:
+                        progress.finish, progress.error = item.finish, item.error
+                        progress.last_turn = item.usage
+                        asked = []
+                    for step in asked:
+                        broadcast.add(step)
+                        yield step
             await self._publish_delta(conversation, reply_id, unpublished)
-            usage = usage or Usage(window.total_token_count, self._counter.count("".join(parts)))
+            usage = loop.usage
             step = ReplyUsage(usage)
             broadcast.add(step)
             yield step
-            reply = await self._store(
-                conversation, user_message, reply_id, parts, finish, usage, (provider, model)
-            )
+            reply = await self._finish(started, progress, usage, (loop.provider, loop.model))
             stored = True
-            step = ReplyFinished(reply, finish, provider, model, error)
+            step = ReplyFinished(reply, progress.finish, loop.provider, loop.model, progress.error)
             broadcast.add(step)
             yield step
         except BaseException as exc:
-            # The caller went away (the provider stream is already closed by
-            # aclosing) or its session ended: keep what was said, with the usage so far.
+            # The caller went away (the provider stream and the running tool calls
+            # are already closed by aclosing) or its session ended: keep what was
+            # said and what the tools answered, with the usage so far.
             if stored or not (
                 isinstance(exc, asyncio.CancelledError | GeneratorExit) or exc is watch.ended
             ):
                 raise
             broadcast.cancelled = True
-            partial = Usage(0, self._counter.count("".join(parts)))
-            await asyncio.shield(
-                self._store(
-                    conversation,
-                    user_message,
-                    reply_id,
-                    parts,
-                    FinishReason.CANCELLED,
-                    partial,
-                    (provider, model),
-                )
-            )
+            progress.finish, progress.last_turn = FinishReason.CANCELLED, None
+            await asyncio.shield(self._cancel(started, progress, loop))
             stored = True
             raise
         finally:
@@ -468,6 +589,116 @@ class Replies:
                 # Only now: a follower or a waiting next send must find the lease free.
                 broadcast.finish()
                 self._live.pop(reply_id, None)
+
+    def _start_events(self, caller: Caller, started: _Started) -> list[Change]:
+        """What the begin transaction stored, and that the reply started."""
+        user_message, time = started.user_message, self._clock.now()
+        changes: list[Change] = []
+        for message in started.decided:
+            changes.extend(_result_events(message))
+        if user_message is not None:
+            time = user_message.create_time
+            changes.append(MessageCreated(actor_id=caller.user_id, time=time, message=user_message))
+        changes.append(
+            ReplyStarted(
+                actor_id=caller.user_id,
+                time=time,
+                conversation=started.conversation,
+                reply_id=started.reply_id,
+                user_message=user_message,
+            )
+        )
+        return changes
+
+    async def _store_turn(
+        self, started: _Started, progress: _Progress, turn: ModelTurn, loop: ToolLoop
+    ) -> None:
+        """Store a model turn that called tools: an intermediate step (TOOL_CALLS),
+        or the reply's own message when it waits for approval."""
+        waits = turn.finish is FinishReason.APPROVAL_REQUIRED
+        message = self._assistant_message(
+            started,
+            message_id=started.reply_id if waits else new_id(),
+            text=turn.text,
+            finish=turn.finish,
+            token_count=turn.usage.completion_tokens,
+            served_by=(loop.provider, loop.model),
+            calls=turn.calls,
+            final=waits,
+        )
+        async with self._uow() as uow:
+            message = await uow.conversations.append_message(message)
+            await uow.commit()
+        progress.parts = []
+        progress.running.update(
+            (call.id, call) for call in turn.calls if call.state is ToolCallState.CALLED
+        )
+        if waits:
+            progress.final = message
+        await self._events.publish(
+            [
+                MessageCreated(actor_id="", time=message.create_time, message=message),
+                *(
+                    ToolCallRequested(
+                        actor_id="", time=message.create_time, message=message, tool_call=call
+                    )
+                    for call in turn.calls
+                ),
+            ]
+        )
+
+    async def _store_result(
+        self, conversation: Conversation, progress: _Progress, result: ToolResult
+    ) -> None:
+        message = reply_tools.result_message(
+            conversation, result, now=self._clock.now(), counter=self._counter
+        )
+        async with self._uow() as uow:
+            message = await uow.conversations.append_message(message)
+            await uow.commit()
+        progress.running.pop(result.call_id, None)
+        await self._events.publish(_result_events(message))
+
+    async def _cancel(self, started: _Started, progress: _Progress, loop: ToolLoop) -> None:
+        """After a cancel: a TOOL_CANCELLED result for every call that had none,
+        then the partial reply."""
+        for call in list(progress.running.values()):
+            result = failed_result(call, "TOOL_CANCELLED", "the reply was cancelled")
+            await self._store_result(started.conversation, progress, result)
+        await self._finish(started, progress, loop.usage, (loop.provider, loop.model))
+
+    def _assistant_message(
+        self,
+        started: _Started,
+        *,
+        message_id: str,
+        text: str,
+        finish: FinishReason,
+        token_count: int,
+        served_by: tuple[str, str],
+        calls: tuple[ToolCall, ...] = (),
+        final: bool,
+    ) -> Message:
+        provider, model = served_by
+        metadata = (
+            {"provider": provider} if final else {"provider": provider, "reply": started.reply_id}
+        )
+        user_message = started.user_message
+        return Message(
+            id=message_id,
+            conversation_id=started.conversation.id,
+            workspace_id=started.conversation.workspace_id,
+            position=0,
+            role=MessageRole.ASSISTANT,
+            content=text,
+            token_count=token_count,
+            create_time=self._clock.now(),
+            finish_reason=finish,
+            model=model,
+            reply_to=user_message.id if final and user_message is not None else None,
+            metadata=metadata,
+            tool_calls=calls,
+        )
 
     async def _release(self, conversation_id: str, reply_id: str) -> None:
         async with self._uow() as uow:
@@ -494,46 +725,55 @@ class Replies:
             ]
         )
 
-    async def _store(
+    async def _finish(
         self,
-        conversation: Conversation,
-        user_message: Message,
-        reply_id: str,
-        parts: list[str],
-        finish: FinishReason,
+        started: _Started,
+        progress: _Progress,
         usage: Usage,
         served_by: tuple[str, str],
     ) -> Message:
-        """Store the reply, count its usage and release the lease, in one transaction."""
-        provider, model = served_by
-        reply = Message(
-            id=reply_id,
-            conversation_id=conversation.id,
-            workspace_id=conversation.workspace_id,
-            position=0,
-            role=MessageRole.ASSISTANT,
-            content="".join(parts),
-            token_count=usage.completion_tokens,  # the provider's count wins
-            create_time=self._clock.now(),
-            finish_reason=finish,
-            model=model,
-            reply_to=user_message.id,
-            metadata={"provider": provider},
-        )
+        """Store the reply's message (unless a wait for approval stored it already),
+        count its usage and release the lease, in one transaction."""
+        conversation = started.conversation
+        reply = progress.final
+        new = reply is None
+        if reply is None:
+            text = "".join(progress.parts)
+            last = progress.last_turn
+            reply = self._assistant_message(
+                started,
+                message_id=started.reply_id,
+                text=text,
+                finish=progress.finish,
+                # the provider's count of the last turn wins
+                token_count=last.completion_tokens if last else self._counter.count(text),
+                served_by=served_by,
+                final=True,
+            )
         async with self._uow() as uow:
-            reply = await uow.conversations.append_message(reply)
+            if new:
+                reply = await uow.conversations.append_message(reply)
             await uow.conversations.record_usage(
                 conversation.workspace_id,
                 conversation.id,
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
-            await uow.conversations.release_reply(conversation.id, reply_id)
+            await uow.conversations.release_reply(conversation.id, started.reply_id)
             await uow.commit()
-        await self._events.publish(
-            [
-                MessageCreated(actor_id="", time=reply.create_time, message=reply),
-                ReplyCompleted(actor_id="", time=reply.create_time, message=reply),
-            ]
-        )
+        changes: list[Change] = [ReplyCompleted(actor_id="", time=reply.create_time, message=reply)]
+        if new:
+            changes.insert(0, MessageCreated(actor_id="", time=reply.create_time, message=reply))
+        await self._events.publish(changes)
         return reply
+
+
+def _result_events(message: Message) -> list[Change]:
+    changes: list[Change] = [MessageCreated(actor_id="", time=message.create_time, message=message)]
+    if message.tool_result is not None:
+        changes.append(
+            ToolCallCompleted(
+                actor_id="", time=message.create_time, message=message, result=message.tool_result
+            )
+        )
+    return changes

@@ -5,17 +5,33 @@ It is the embedded default so that ``make run`` works offline, and it is named
 and the text of every reply) so nobody mistakes it for a model. It answers
 by describing what it received, word by word; asked for a summary (the system
 message starts with :data:`SUMMARY_INSTRUCTION`) it writes an extractive one.
+
+Tool mode (only when ``tools`` are offered), so the whole tool loop runs with no
+model. The last user message may hold directives, one per line:
+
+* ``/call <tool-id> {json arguments}``: the next turn calls that tool (several
+  lines: several calls in one turn, which run in parallel); once the results
+  are in, it answers with a text that quotes every result it got.
+* ``/loop <tool-id> {json arguments}``: like ``/call``, but every turn calls
+  again, so the reply runs until its step limit.
+
+The arguments default to ``{}``. The tool id is not checked against the offered
+tools, so a directive can show what happens to a call the conversation does not
+allow. Call ids are derived from the prompt, so a replay of a prompt gives the
+same ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from collections.abc import AsyncGenerator, Sequence
 
 from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
-from cortex_core.domain.tools import ToolSpec
+from cortex_core.domain.tools import ToolCall, ToolSpec
 
 SUMMARY_INSTRUCTION = "Summarize the conversation below"
 _WORDS_PER_MESSAGE_IN_SUMMARY = 8
@@ -44,7 +60,11 @@ class LocalDevelopmentProvider:
         max_tokens: int,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncGenerator[Chunk, None]:
-        words = self._reply(messages).split(" ")
+        calls = _directed_calls(messages) if tools else ()
+        text = self._reply(messages) if not calls else _calling_text(calls)
+        if tools and not calls and messages and messages[-1].role == "tool":
+            text = _results_text(messages)
+        words = text.split(" ")
         prompt_tokens = sum(self._counter.count(m.content) for m in messages)
         sent = 0
         finish = FinishReason.STOP
@@ -55,6 +75,9 @@ class LocalDevelopmentProvider:
             await asyncio.sleep(self._delay)
             yield Chunk(text=word if index == 0 else " " + word)
             sent += 1
+        if calls and finish is FinishReason.STOP:
+            yield Chunk(tool_calls=calls)
+            finish = FinishReason.TOOL_CALLS
         yield Chunk(usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=sent))
         yield Chunk(finish=finish)
 
@@ -77,3 +100,49 @@ class LocalDevelopmentProvider:
             f"[local-dev reply] You said: {quoted} "
             f"(this is the local development provider; {len(messages)} prompt items)"
         )
+
+
+def _directed_calls(messages: Sequence[PromptMessage]) -> tuple[ToolCall, ...]:
+    """The calls the last user message directs for this turn: its ``/call`` lines
+    while no result came back since, its ``/loop`` lines on every turn."""
+    last_user = next(
+        (i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), -1
+    )
+    if last_user < 0:
+        return ()
+    answered = any(m.role == "tool" for m in messages[last_user + 1 :])
+    seed = hashlib.sha256(
+        "\x1f".join(f"{m.role}:{m.content}" for m in messages).encode()
+    ).hexdigest()[:16]
+    calls: list[ToolCall] = []
+    for line in messages[last_user].content.splitlines():
+        verb, _, rest = line.strip().partition(" ")
+        if verb not in ("/call", "/loop") or (verb == "/call" and answered):
+            continue
+        tool_id, _, raw = rest.strip().partition(" ")
+        if not tool_id:
+            continue
+        try:
+            arguments = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            arguments = {"text": raw.strip()}
+        if not isinstance(arguments, dict):
+            arguments = {"value": arguments}
+        calls.append(ToolCall(id=f"call_{seed}_{len(calls)}", tool=tool_id, arguments=arguments))
+    return tuple(calls)
+
+
+def _calling_text(calls: Sequence[ToolCall]) -> str:
+    names = ", ".join(call.tool for call in calls)
+    return f"[local-dev] calling {names}"
+
+
+def _results_text(messages: Sequence[PromptMessage]) -> str:
+    """A reply that quotes the results after the last assistant turn."""
+    results = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.append(f"{message.tool_name} -> {message.content}")
+    quoted = "; ".join(reversed(results))
+    return f"[local-dev reply] Tool results: {quoted}"

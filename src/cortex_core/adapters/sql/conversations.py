@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from cortex_core import errors
-from cortex_core.adapters.sql import tables
+from cortex_core.adapters.sql import tables, tool_codec
 from cortex_core.adapters.sql.connection import Connection
 from cortex_core.adapters.sql.paging import paginate
 from cortex_core.domain.conversations import (
@@ -22,6 +22,7 @@ from cortex_core.domain.conversations import (
     Summary,
 )
 from cortex_core.domain.paging import Page, PageRequest
+from cortex_core.domain.tools import ToolCall
 
 c, m, s, j = tables.conversations, tables.messages, tables.summaries, tables.summary_jobs
 
@@ -42,6 +43,7 @@ class SqlConversationRepository:
                 create_time=conversation.create_time,
                 update_time=conversation.update_time,
                 last_message_time=conversation.last_message_time,
+                tools=json.dumps(list(conversation.tools)),
             )
         )
 
@@ -57,6 +59,7 @@ class SqlConversationRepository:
             .values(
                 title=conversation.title,
                 system_prompt=conversation.system_prompt,
+                tools=json.dumps(list(conversation.tools)),
                 update_time=conversation.update_time,
             )
         )
@@ -111,6 +114,8 @@ class SqlConversationRepository:
                         idempotency_key=stored.idempotency_key,
                         create_time=stored.create_time,
                         reply_to=stored.reply_to,
+                        tool_calls=tool_codec.calls_json(stored.tool_calls),
+                        tool_result=tool_codec.result_json(stored.tool_result),
                     )
                 )
         except exc.IntegrityError:
@@ -118,6 +123,15 @@ class SqlConversationRepository:
                 "this idempotency key was already used", reason="IDEMPOTENCY_KEY_USED"
             ) from None
         return stored
+
+    async def set_tool_calls(
+        self, conversation_id: str, message_id: str, calls: tuple[ToolCall, ...]
+    ) -> None:
+        await self._conn.execute(
+            m.update()
+            .where(m.c.conversation_id == conversation_id, m.c.id == message_id)
+            .values(tool_calls=tool_codec.calls_json(calls))
+        )
 
     async def get_message_by_key(
         self, conversation_id: str, idempotency_key: str
@@ -275,6 +289,7 @@ def _conversation(row: Any) -> Conversation:
         last_message_time=row.last_message_time,
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
+        tools=tuple(json.loads(row.tools or "[]")),
     )
 
 
@@ -294,6 +309,8 @@ def _message(row: Any) -> Message:
         metadata=json.loads(row.metadata or "{}"),
         idempotency_key=row.idempotency_key,
         reply_to=row.reply_to,
+        tool_calls=tool_codec.calls_of(row.tool_calls),
+        tool_result=tool_codec.result_of(row.tool_result),
     )
 
 

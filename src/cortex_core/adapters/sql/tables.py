@@ -151,6 +151,7 @@ conversations = sa.Table(
     sa.Column("reply_lease_until", UtcDateTime, nullable=True),
     sa.Column("prompt_tokens", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("completion_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("tools", sa.Text(), nullable=False, server_default="[]"),  # JSON list of tool ids
     sa.Index(None, "workspace_id", "update_time"),
 )
 
@@ -170,11 +171,13 @@ messages = sa.Table(
     sa.Column("metadata", sa.Text(), nullable=False, server_default="{}"),
     sa.Column("token_count", sa.Integer(), nullable=False),
     sa.Column("author_id", sa.String(64), nullable=False, server_default=""),
-    sa.Column("finish_reason", sa.String(16), nullable=False, server_default=""),
+    sa.Column("finish_reason", sa.String(32), nullable=False, server_default=""),
     sa.Column("model", sa.String(200), nullable=False, server_default=""),
     sa.Column("idempotency_key", sa.String(128), nullable=True),
     sa.Column("create_time", UtcDateTime, nullable=False),
     sa.Column("reply_to", sa.String(64), nullable=True),
+    sa.Column("tool_calls", sa.Text(), nullable=False, server_default="[]"),  # JSON, see codec
+    sa.Column("tool_result", sa.Text(), nullable=True),  # JSON, see codec
     sa.UniqueConstraint("conversation_id", "position"),
     sa.UniqueConstraint("conversation_id", "idempotency_key"),
 )
