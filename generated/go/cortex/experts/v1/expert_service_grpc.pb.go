@@ -48,30 +48,54 @@ type ExpertServiceClient interface {
 	// reason INVALID_PAGE_TOKEN); NOT_FOUND (reason WORKSPACE_NOT_FOUND);
 	// UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
-	// Streams a task's changes until it reaches a terminal state.
+	// Streams a task's changes until it reaches a terminal state, resumable.
 	//
-	// Frames: the first is always a `task` snapshot of the current state;
-	// another `task` snapshot follows every state or attempt change;
-	// `progress` frames report work within an attempt (not replayed, may be
-	// skipped for slow readers); `heartbeat` frames keep idle streams alive.
-	// After the snapshot showing a terminal state the server closes the stream
-	// with OK (immediately, for a task that is already terminal).
+	// Every frame except `heartbeat` carries the task's journal `sequence`
+	// (1, 2, 3 … per task, durable, shared by every replica). Without
+	// `after_sequence` the stream starts with a `task` snapshot and goes on
+	// live; with `after_sequence` it replays every journaled frame after it,
+	// in order, then goes live, with no gap and no duplicate, whichever replica
+	// serves it. Journaled frames: `task` snapshots (every state or attempt
+	// change), `progress`, `output_delta` (output text, possibly coalesced),
+	// `tool_call` and `tool_result`. When frames after `after_sequence` were
+	// pruned, the first frame is `journal_pruned` (what is lost) followed by a
+	// `task` snapshot; nothing is skipped silently. `heartbeat` frames keep
+	// idle streams alive. After the frame showing a terminal state the server
+	// closes the stream with OK (immediately, for a task already terminal
+	// whose journal has been replayed).
 	//
-	// Errors: INVALID_ARGUMENT (malformed `name`); NOT_FOUND (reason
-	// TASK_NOT_FOUND); UNAUTHENTICATED (also mid-stream, reason
-	// SESSION_REVOKED or TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reason
-	// TOO_MANY_STREAMS); UNAVAILABLE (reconnect and watch again).
+	// Errors: INVALID_ARGUMENT (malformed `name`, negative `after_sequence`,
+	// or one beyond the journal's end); NOT_FOUND (reason TASK_NOT_FOUND);
+	// UNAUTHENTICATED (also mid-stream, reason SESSION_REVOKED or
+	// TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reasons TOO_MANY_STREAMS,
+	// SUBSCRIBER_TOO_SLOW with the resume point in ErrorInfo.metadata
+	// `after_sequence`); UNAVAILABLE (reconnect with the last `sequence` seen
+	// as `after_sequence`).
 	WatchTask(ctx context.Context, in *WatchTaskRequest, opts ...grpc.CallOption) (ExpertService_WatchTaskClient, error)
-	// Cancels a task. A queued task becomes TASK_STATE_CANCELLED at once; a
-	// running one is asked to stop and becomes TASK_STATE_CANCELLED when its
-	// attempt ends (the returned task may still be RUNNING). Cancelling a
-	// cancelled task succeeds (idempotent).
+	// Cancels a task. A queued task or one waiting for input becomes
+	// TASK_STATE_CANCELLED at once; a running one is stopped on whichever
+	// replica runs it (its model stream closed, its tool calls cancelled, its
+	// partial output kept) and becomes TASK_STATE_CANCELLED within about a
+	// second (the returned task may still be RUNNING). Cancelling a cancelled
+	// task succeeds (idempotent). A terminal state never changes again.
 	//
 	// Errors: INVALID_ARGUMENT; NOT_FOUND (reason TASK_NOT_FOUND);
 	// PERMISSION_DENIED (reason EDITOR_REQUIRED); FAILED_PRECONDITION (reason
 	// TASK_ALREADY_COMPLETED, for SUCCEEDED or FAILED tasks); UNAUTHENTICATED;
 	// RESOURCE_EXHAUSTED; UNAVAILABLE.
 	CancelTask(ctx context.Context, in *CancelTaskRequest, opts ...grpc.CallOption) (*CancelTaskResponse, error)
+	// Answers a task waiting in TASK_STATE_INPUT_REQUIRED: the answer is
+	// stored and the task is queued to resume, exactly once (a second answer to
+	// the same request fails).
+	//
+	// Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the
+	// request's `answer_schema`, or a malformed `name`); NOT_FOUND (reason
+	// TASK_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
+	// FAILED_PRECONDITION (reasons TASK_NOT_WAITING when the task waits for
+	// nothing, INPUT_REQUEST_MISMATCH when `input_request_id` is not the
+	// pending request, INPUT_REQUEST_EXPIRED); UNAUTHENTICATED;
+	// RESOURCE_EXHAUSTED; UNAVAILABLE.
+	ProvideTaskInput(ctx context.Context, in *ProvideTaskInputRequest, opts ...grpc.CallOption) (*ProvideTaskInputResponse, error)
 }
 
 type expertServiceClient struct {
@@ -168,6 +192,15 @@ func (c *expertServiceClient) CancelTask(ctx context.Context, in *CancelTaskRequ
 	return out, nil
 }
 
+func (c *expertServiceClient) ProvideTaskInput(ctx context.Context, in *ProvideTaskInputRequest, opts ...grpc.CallOption) (*ProvideTaskInputResponse, error) {
+	out := new(ProvideTaskInputResponse)
+	err := c.cc.Invoke(ctx, "/cortex.experts.v1.ExpertService/ProvideTaskInput", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ExpertServiceServer is the server API for ExpertService service.
 // All implementations must embed UnimplementedExpertServiceServer
 // for forward compatibility
@@ -203,30 +236,54 @@ type ExpertServiceServer interface {
 	// reason INVALID_PAGE_TOKEN); NOT_FOUND (reason WORKSPACE_NOT_FOUND);
 	// UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
-	// Streams a task's changes until it reaches a terminal state.
+	// Streams a task's changes until it reaches a terminal state, resumable.
 	//
-	// Frames: the first is always a `task` snapshot of the current state;
-	// another `task` snapshot follows every state or attempt change;
-	// `progress` frames report work within an attempt (not replayed, may be
-	// skipped for slow readers); `heartbeat` frames keep idle streams alive.
-	// After the snapshot showing a terminal state the server closes the stream
-	// with OK (immediately, for a task that is already terminal).
+	// Every frame except `heartbeat` carries the task's journal `sequence`
+	// (1, 2, 3 … per task, durable, shared by every replica). Without
+	// `after_sequence` the stream starts with a `task` snapshot and goes on
+	// live; with `after_sequence` it replays every journaled frame after it,
+	// in order, then goes live, with no gap and no duplicate, whichever replica
+	// serves it. Journaled frames: `task` snapshots (every state or attempt
+	// change), `progress`, `output_delta` (output text, possibly coalesced),
+	// `tool_call` and `tool_result`. When frames after `after_sequence` were
+	// pruned, the first frame is `journal_pruned` (what is lost) followed by a
+	// `task` snapshot; nothing is skipped silently. `heartbeat` frames keep
+	// idle streams alive. After the frame showing a terminal state the server
+	// closes the stream with OK (immediately, for a task already terminal
+	// whose journal has been replayed).
 	//
-	// Errors: INVALID_ARGUMENT (malformed `name`); NOT_FOUND (reason
-	// TASK_NOT_FOUND); UNAUTHENTICATED (also mid-stream, reason
-	// SESSION_REVOKED or TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reason
-	// TOO_MANY_STREAMS); UNAVAILABLE (reconnect and watch again).
+	// Errors: INVALID_ARGUMENT (malformed `name`, negative `after_sequence`,
+	// or one beyond the journal's end); NOT_FOUND (reason TASK_NOT_FOUND);
+	// UNAUTHENTICATED (also mid-stream, reason SESSION_REVOKED or
+	// TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reasons TOO_MANY_STREAMS,
+	// SUBSCRIBER_TOO_SLOW with the resume point in ErrorInfo.metadata
+	// `after_sequence`); UNAVAILABLE (reconnect with the last `sequence` seen
+	// as `after_sequence`).
 	WatchTask(*WatchTaskRequest, ExpertService_WatchTaskServer) error
-	// Cancels a task. A queued task becomes TASK_STATE_CANCELLED at once; a
-	// running one is asked to stop and becomes TASK_STATE_CANCELLED when its
-	// attempt ends (the returned task may still be RUNNING). Cancelling a
-	// cancelled task succeeds (idempotent).
+	// Cancels a task. A queued task or one waiting for input becomes
+	// TASK_STATE_CANCELLED at once; a running one is stopped on whichever
+	// replica runs it (its model stream closed, its tool calls cancelled, its
+	// partial output kept) and becomes TASK_STATE_CANCELLED within about a
+	// second (the returned task may still be RUNNING). Cancelling a cancelled
+	// task succeeds (idempotent). A terminal state never changes again.
 	//
 	// Errors: INVALID_ARGUMENT; NOT_FOUND (reason TASK_NOT_FOUND);
 	// PERMISSION_DENIED (reason EDITOR_REQUIRED); FAILED_PRECONDITION (reason
 	// TASK_ALREADY_COMPLETED, for SUCCEEDED or FAILED tasks); UNAUTHENTICATED;
 	// RESOURCE_EXHAUSTED; UNAVAILABLE.
 	CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error)
+	// Answers a task waiting in TASK_STATE_INPUT_REQUIRED: the answer is
+	// stored and the task is queued to resume, exactly once (a second answer to
+	// the same request fails).
+	//
+	// Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the
+	// request's `answer_schema`, or a malformed `name`); NOT_FOUND (reason
+	// TASK_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
+	// FAILED_PRECONDITION (reasons TASK_NOT_WAITING when the task waits for
+	// nothing, INPUT_REQUEST_MISMATCH when `input_request_id` is not the
+	// pending request, INPUT_REQUEST_EXPIRED); UNAUTHENTICATED;
+	// RESOURCE_EXHAUSTED; UNAVAILABLE.
+	ProvideTaskInput(context.Context, *ProvideTaskInputRequest) (*ProvideTaskInputResponse, error)
 	mustEmbedUnimplementedExpertServiceServer()
 }
 
@@ -254,6 +311,9 @@ func (UnimplementedExpertServiceServer) WatchTask(*WatchTaskRequest, ExpertServi
 }
 func (UnimplementedExpertServiceServer) CancelTask(context.Context, *CancelTaskRequest) (*CancelTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelTask not implemented")
+}
+func (UnimplementedExpertServiceServer) ProvideTaskInput(context.Context, *ProvideTaskInputRequest) (*ProvideTaskInputResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ProvideTaskInput not implemented")
 }
 func (UnimplementedExpertServiceServer) mustEmbedUnimplementedExpertServiceServer() {}
 
@@ -397,6 +457,24 @@ func _ExpertService_CancelTask_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ExpertService_ProvideTaskInput_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProvideTaskInputRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExpertServiceServer).ProvideTaskInput(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/cortex.experts.v1.ExpertService/ProvideTaskInput",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExpertServiceServer).ProvideTaskInput(ctx, req.(*ProvideTaskInputRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _ExpertService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "cortex.experts.v1.ExpertService",
 	HandlerType: (*ExpertServiceServer)(nil),
@@ -424,6 +502,10 @@ var _ExpertService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelTask",
 			Handler:    _ExpertService_CancelTask_Handler,
+		},
+		{
+			MethodName: "ProvideTaskInput",
+			Handler:    _ExpertService_ProvideTaskInput_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63ortex/experts/v1/expert.proto\x12\x11\x63ortex.experts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc6\x02\n\x06\x45xpert\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x34\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\'\n\x05tools\x18\x06 \x03(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/Tool\x12\"\n\x14\x64\x65\x66\x61ult_max_attempts\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03:9\xea\x41\x36\n\x11\x63ortex.dev/Expert\x12\x10\x65xperts/{expert}*\x07\x65xperts2\x06\x65xpertBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63ortex/experts/v1/expert.proto\x12\x11\x63ortex.experts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xce\x03\n\x06\x45xpert\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\x0cinput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x34\n\routput_schema\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\'\n\x05tools\x18\x06 \x03(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/Tool\x12\"\n\x14\x64\x65\x66\x61ult_max_attempts\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x38\n\x0f\x61ttempt_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x17\n\tmax_steps\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0ctoken_budget\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x17\n\tproviders\x18\x0b \x03(\tB\x04\xe2\x41\x01\x03:9\xea\x41\x36\n\x11\x63ortex.dev/Expert\x12\x10\x65xperts/{expert}*\x07\x65xperts2\x06\x65xpertBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,8 +50,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPERT'].fields_by_name['tools']._serialized_options = b'\342A\001\003\372A\021\n\017cortex.dev/Tool'
   _globals['_EXPERT'].fields_by_name['default_max_attempts']._loaded_options = None
   _globals['_EXPERT'].fields_by_name['default_max_attempts']._serialized_options = b'\342A\001\003'
+  _globals['_EXPERT'].fields_by_name['attempt_timeout']._loaded_options = None
+  _globals['_EXPERT'].fields_by_name['attempt_timeout']._serialized_options = b'\342A\001\003'
+  _globals['_EXPERT'].fields_by_name['max_steps']._loaded_options = None
+  _globals['_EXPERT'].fields_by_name['max_steps']._serialized_options = b'\342A\001\003'
+  _globals['_EXPERT'].fields_by_name['token_budget']._loaded_options = None
+  _globals['_EXPERT'].fields_by_name['token_budget']._serialized_options = b'\342A\001\003'
+  _globals['_EXPERT'].fields_by_name['providers']._loaded_options = None
+  _globals['_EXPERT'].fields_by_name['providers']._serialized_options = b'\342A\001\003'
   _globals['_EXPERT']._loaded_options = None
   _globals['_EXPERT']._serialized_options = b'\352A6\n\021cortex.dev/Expert\022\020experts/{expert}*\007experts2\006expert'
-  _globals['_EXPERT']._serialized_start=144
-  _globals['_EXPERT']._serialized_end=470
+  _globals['_EXPERT']._serialized_start=176
+  _globals['_EXPERT']._serialized_end=638
 # @@protoc_insertion_point(module_scope)

@@ -22,14 +22,16 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cortex.context.v1 import message_pb2 as cortex_dot_context_dot_v1_dot_message__pb2
 from cortex.experts.v1 import expert_pb2 as cortex_dot_experts_dot_v1_dot_expert__pb2
 from cortex.experts.v1 import task_pb2 as cortex_dot_experts_dot_v1_dot_task__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cortex/experts/v1/expert_service.proto\x12\x11\x63ortex.experts.v1\x1a\x1e\x63ortex/experts/v1/expert.proto\x1a\x1c\x63ortex/experts/v1/task.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x12ListExpertsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x13ListExpertsResponse\x12*\n\x07\x65xperts\x18\x01 \x03(\x0b\x32\x19.cortex.experts.v1.Expert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x10GetExpertRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63ortex.dev/Expert\">\n\x11GetExpertResponse\x12)\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x19.cortex.experts.v1.Expert\"\x89\x01\n\x11\x43reateTaskRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ortex.dev/Workspace\x12+\n\x04task\x18\x02 \x01(\x0b\x32\x17.cortex.experts.v1.TaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\";\n\x12\x43reateTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\"8\n\x0eGetTaskRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\"8\n\x0fGetTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\"\xc7\x01\n\x10ListTasksRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ortex.dev/Workspace\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\x1c.cortex.experts.v1.TaskStateB\x04\xe2\x41\x01\x01\x12*\n\x06\x65xpert\x18\x05 \x01(\tB\x1a\xe2\x41\x01\x01\xfa\x41\x13\n\x11\x63ortex.dev/Expert\"T\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.cortex.experts.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x10WatchTaskRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\"\xad\x01\n\x11WatchTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.TaskH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.cortex.experts.v1.TaskProgressH\x00\x12\x31\n\theartbeat\x18\x03 \x01(\x0b\x32\x1c.cortex.experts.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame\"s\n\x0cTaskProgress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12/\n\x0breport_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11\x43\x61ncelTaskRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\";\n\x12\x43\x61ncelTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task2\xff\x04\n\rExpertService\x12\\\n\x0bListExperts\x12%.cortex.experts.v1.ListExpertsRequest\x1a&.cortex.experts.v1.ListExpertsResponse\x12V\n\tGetExpert\x12#.cortex.experts.v1.GetExpertRequest\x1a$.cortex.experts.v1.GetExpertResponse\x12Y\n\nCreateTask\x12$.cortex.experts.v1.CreateTaskRequest\x1a%.cortex.experts.v1.CreateTaskResponse\x12P\n\x07GetTask\x12!.cortex.experts.v1.GetTaskRequest\x1a\".cortex.experts.v1.GetTaskResponse\x12V\n\tListTasks\x12#.cortex.experts.v1.ListTasksRequest\x1a$.cortex.experts.v1.ListTasksResponse\x12X\n\tWatchTask\x12#.cortex.experts.v1.WatchTaskRequest\x1a$.cortex.experts.v1.WatchTaskResponse0\x01\x12Y\n\nCancelTask\x12$.cortex.experts.v1.CancelTaskRequest\x1a%.cortex.experts.v1.CancelTaskResponseBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&cortex/experts/v1/expert_service.proto\x12\x11\x63ortex.experts.v1\x1a\x1f\x63ortex/context/v1/message.proto\x1a\x1e\x63ortex/experts/v1/expert.proto\x1a\x1c\x63ortex/experts/v1/task.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x12ListExpertsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x13ListExpertsResponse\x12*\n\x07\x65xperts\x18\x01 \x03(\x0b\x32\x19.cortex.experts.v1.Expert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x10GetExpertRequest\x12(\n\x04name\x18\x01 \x01(\tB\x1a\xe2\x41\x01\x02\xfa\x41\x13\n\x11\x63ortex.dev/Expert\">\n\x11GetExpertResponse\x12)\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x19.cortex.experts.v1.Expert\"\x89\x01\n\x11\x43reateTaskRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ortex.dev/Workspace\x12+\n\x04task\x18\x02 \x01(\x0b\x32\x17.cortex.experts.v1.TaskB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\";\n\x12\x43reateTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\"8\n\x0eGetTaskRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\"8\n\x0fGetTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\"\xc7\x01\n\x10ListTasksRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ortex.dev/Workspace\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\x1c.cortex.experts.v1.TaskStateB\x04\xe2\x41\x01\x01\x12*\n\x06\x65xpert\x18\x05 \x01(\tB\x1a\xe2\x41\x01\x01\xfa\x41\x13\n\x11\x63ortex.dev/Expert\"T\n\x11ListTasksResponse\x12&\n\x05tasks\x18\x01 \x03(\x0b\x32\x17.cortex.experts.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x10WatchTaskRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\"\x9f\x03\n\x11WatchTaskResponse\x12\'\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.TaskH\x00\x12\x33\n\x08progress\x18\x02 \x01(\x0b\x32\x1f.cortex.experts.v1.TaskProgressH\x00\x12\x31\n\theartbeat\x18\x03 \x01(\x0b\x32\x1c.cortex.experts.v1.HeartbeatH\x00\x12:\n\x0coutput_delta\x18\x04 \x01(\x0b\x32\".cortex.experts.v1.TaskOutputDeltaH\x00\x12\x30\n\ttool_call\x18\x05 \x01(\x0b\x32\x1b.cortex.context.v1.ToolCallH\x00\x12\x34\n\x0btool_result\x18\x06 \x01(\x0b\x32\x1d.cortex.context.v1.ToolResultH\x00\x12:\n\x0ejournal_pruned\x18\x07 \x01(\x0b\x32 .cortex.experts.v1.JournalPrunedH\x00\x12\x10\n\x08sequence\x18\n \x01(\x03\x42\x07\n\x05\x66rame\"0\n\x0fTaskOutputDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"(\n\rJournalPruned\x12\x17\n\x0foldest_sequence\x18\x01 \x01(\x03\"s\n\x0cTaskProgress\x12\x10\n\x08\x66raction\x18\x01 \x01(\x01\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12/\n\x0breport_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x11\x43\x61ncelTaskRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\"\x8f\x01\n\x17ProvideTaskInputRequest\x12&\n\x04name\x18\x01 \x01(\tB\x18\xe2\x41\x01\x02\xfa\x41\x11\n\x0f\x63ortex.dev/Task\x12\x1e\n\x10input_request_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x02\"A\n\x18ProvideTaskInputResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task\";\n\x12\x43\x61ncelTaskResponse\x12%\n\x04task\x18\x01 \x01(\x0b\x32\x17.cortex.experts.v1.Task2\xec\x05\n\rExpertService\x12\\\n\x0bListExperts\x12%.cortex.experts.v1.ListExpertsRequest\x1a&.cortex.experts.v1.ListExpertsResponse\x12V\n\tGetExpert\x12#.cortex.experts.v1.GetExpertRequest\x1a$.cortex.experts.v1.GetExpertResponse\x12Y\n\nCreateTask\x12$.cortex.experts.v1.CreateTaskRequest\x1a%.cortex.experts.v1.CreateTaskResponse\x12P\n\x07GetTask\x12!.cortex.experts.v1.GetTaskRequest\x1a\".cortex.experts.v1.GetTaskResponse\x12V\n\tListTasks\x12#.cortex.experts.v1.ListTasksRequest\x1a$.cortex.experts.v1.ListTasksResponse\x12X\n\tWatchTask\x12#.cortex.experts.v1.WatchTaskRequest\x1a$.cortex.experts.v1.WatchTaskResponse0\x01\x12Y\n\nCancelTask\x12$.cortex.experts.v1.CancelTaskRequest\x1a%.cortex.experts.v1.CancelTaskResponse\x12k\n\x10ProvideTaskInput\x12*.cortex.experts.v1.ProvideTaskInputRequest\x1a+.cortex.experts.v1.ProvideTaskInputResponseBLZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,40 +57,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTASKSREQUEST'].fields_by_name['expert']._serialized_options = b'\342A\001\001\372A\023\n\021cortex.dev/Expert'
   _globals['_WATCHTASKREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_WATCHTASKREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\021\n\017cortex.dev/Task'
+  _globals['_WATCHTASKREQUEST'].fields_by_name['after_sequence']._loaded_options = None
+  _globals['_WATCHTASKREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\001'
   _globals['_CANCELTASKREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CANCELTASKREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\021\n\017cortex.dev/Task'
-  _globals['_LISTEXPERTSREQUEST']._serialized_start=216
-  _globals['_LISTEXPERTSREQUEST']._serialized_end=275
-  _globals['_LISTEXPERTSRESPONSE']._serialized_start=277
-  _globals['_LISTEXPERTSRESPONSE']._serialized_end=367
-  _globals['_GETEXPERTREQUEST']._serialized_start=369
-  _globals['_GETEXPERTREQUEST']._serialized_end=429
-  _globals['_GETEXPERTRESPONSE']._serialized_start=431
-  _globals['_GETEXPERTRESPONSE']._serialized_end=493
-  _globals['_CREATETASKREQUEST']._serialized_start=496
-  _globals['_CREATETASKREQUEST']._serialized_end=633
-  _globals['_CREATETASKRESPONSE']._serialized_start=635
-  _globals['_CREATETASKRESPONSE']._serialized_end=694
-  _globals['_GETTASKREQUEST']._serialized_start=696
-  _globals['_GETTASKREQUEST']._serialized_end=752
-  _globals['_GETTASKRESPONSE']._serialized_start=754
-  _globals['_GETTASKRESPONSE']._serialized_end=810
-  _globals['_LISTTASKSREQUEST']._serialized_start=813
-  _globals['_LISTTASKSREQUEST']._serialized_end=1012
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1014
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1098
-  _globals['_WATCHTASKREQUEST']._serialized_start=1100
-  _globals['_WATCHTASKREQUEST']._serialized_end=1158
-  _globals['_WATCHTASKRESPONSE']._serialized_start=1161
-  _globals['_WATCHTASKRESPONSE']._serialized_end=1334
-  _globals['_TASKPROGRESS']._serialized_start=1336
-  _globals['_TASKPROGRESS']._serialized_end=1451
-  _globals['_HEARTBEAT']._serialized_start=1453
-  _globals['_HEARTBEAT']._serialized_end=1513
-  _globals['_CANCELTASKREQUEST']._serialized_start=1515
-  _globals['_CANCELTASKREQUEST']._serialized_end=1574
-  _globals['_CANCELTASKRESPONSE']._serialized_start=1576
-  _globals['_CANCELTASKRESPONSE']._serialized_end=1635
-  _globals['_EXPERTSERVICE']._serialized_start=1638
-  _globals['_EXPERTSERVICE']._serialized_end=2277
+  _globals['_PROVIDETASKINPUTREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_PROVIDETASKINPUTREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\021\n\017cortex.dev/Task'
+  _globals['_PROVIDETASKINPUTREQUEST'].fields_by_name['input_request_id']._loaded_options = None
+  _globals['_PROVIDETASKINPUTREQUEST'].fields_by_name['input_request_id']._serialized_options = b'\342A\001\002'
+  _globals['_PROVIDETASKINPUTREQUEST'].fields_by_name['input']._loaded_options = None
+  _globals['_PROVIDETASKINPUTREQUEST'].fields_by_name['input']._serialized_options = b'\342A\001\002'
+  _globals['_LISTEXPERTSREQUEST']._serialized_start=279
+  _globals['_LISTEXPERTSREQUEST']._serialized_end=338
+  _globals['_LISTEXPERTSRESPONSE']._serialized_start=340
+  _globals['_LISTEXPERTSRESPONSE']._serialized_end=430
+  _globals['_GETEXPERTREQUEST']._serialized_start=432
+  _globals['_GETEXPERTREQUEST']._serialized_end=492
+  _globals['_GETEXPERTRESPONSE']._serialized_start=494
+  _globals['_GETEXPERTRESPONSE']._serialized_end=556
+  _globals['_CREATETASKREQUEST']._serialized_start=559
+  _globals['_CREATETASKREQUEST']._serialized_end=696
+  _globals['_CREATETASKRESPONSE']._serialized_start=698
+  _globals['_CREATETASKRESPONSE']._serialized_end=757
+  _globals['_GETTASKREQUEST']._serialized_start=759
+  _globals['_GETTASKREQUEST']._serialized_end=815
+  _globals['_GETTASKRESPONSE']._serialized_start=817
+  _globals['_GETTASKRESPONSE']._serialized_end=873
+  _globals['_LISTTASKSREQUEST']._serialized_start=876
+  _globals['_LISTTASKSREQUEST']._serialized_end=1075
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1077
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1161
+  _globals['_WATCHTASKREQUEST']._serialized_start=1163
+  _globals['_WATCHTASKREQUEST']._serialized_end=1251
+  _globals['_WATCHTASKRESPONSE']._serialized_start=1254
+  _globals['_WATCHTASKRESPONSE']._serialized_end=1669
+  _globals['_TASKOUTPUTDELTA']._serialized_start=1671
+  _globals['_TASKOUTPUTDELTA']._serialized_end=1719
+  _globals['_JOURNALPRUNED']._serialized_start=1721
+  _globals['_JOURNALPRUNED']._serialized_end=1761
+  _globals['_TASKPROGRESS']._serialized_start=1763
+  _globals['_TASKPROGRESS']._serialized_end=1878
+  _globals['_HEARTBEAT']._serialized_start=1880
+  _globals['_HEARTBEAT']._serialized_end=1940
+  _globals['_CANCELTASKREQUEST']._serialized_start=1942
+  _globals['_CANCELTASKREQUEST']._serialized_end=2001
+  _globals['_PROVIDETASKINPUTREQUEST']._serialized_start=2004
+  _globals['_PROVIDETASKINPUTREQUEST']._serialized_end=2147
+  _globals['_PROVIDETASKINPUTRESPONSE']._serialized_start=2149
+  _globals['_PROVIDETASKINPUTRESPONSE']._serialized_end=2214
+  _globals['_CANCELTASKRESPONSE']._serialized_start=2216
+  _globals['_CANCELTASKRESPONSE']._serialized_end=2275
+  _globals['_EXPERTSERVICE']._serialized_start=2278
+  _globals['_EXPERTSERVICE']._serialized_end=3026
 # @@protoc_insertion_point(module_scope)

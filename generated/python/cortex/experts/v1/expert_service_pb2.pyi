@@ -1,9 +1,11 @@
 import datetime
 
+from cortex.context.v1 import message_pb2 as _message_pb2
 from cortex.experts.v1 import expert_pb2 as _expert_pb2
 from cortex.experts.v1 import task_pb2 as _task_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.api import resource_pb2 as _resource_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -92,20 +94,46 @@ class ListTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[_task_pb2.Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "after_sequence")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    after_sequence: int
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class WatchTaskResponse(_message.Message):
-    __slots__ = ("task", "progress", "heartbeat")
+    __slots__ = ("task", "progress", "heartbeat", "output_delta", "tool_call", "tool_result", "journal_pruned", "sequence")
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DELTA_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_PRUNED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     task: _task_pb2.Task
     progress: TaskProgress
     heartbeat: Heartbeat
-    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    output_delta: TaskOutputDelta
+    tool_call: _message_pb2.ToolCall
+    tool_result: _message_pb2.ToolResult
+    journal_pruned: JournalPruned
+    sequence: int
+    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., output_delta: _Optional[_Union[TaskOutputDelta, _Mapping]] = ..., tool_call: _Optional[_Union[_message_pb2.ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[_message_pb2.ToolResult, _Mapping]] = ..., journal_pruned: _Optional[_Union[JournalPruned, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class TaskOutputDelta(_message.Message):
+    __slots__ = ("text", "attempt")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    attempt: int
+    def __init__(self, text: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class JournalPruned(_message.Message):
+    __slots__ = ("oldest_sequence",)
+    OLDEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    oldest_sequence: int
+    def __init__(self, oldest_sequence: _Optional[int] = ...) -> None: ...
 
 class TaskProgress(_message.Message):
     __slots__ = ("fraction", "message", "attempt", "report_time")
@@ -130,6 +158,22 @@ class CancelTaskRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ProvideTaskInputRequest(_message.Message):
+    __slots__ = ("name", "input_request_id", "input")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input_request_id: str
+    input: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., input_request_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class ProvideTaskInputResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: _task_pb2.Task
+    def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class CancelTaskResponse(_message.Message):
     __slots__ = ("task",)

@@ -72,6 +72,11 @@ class ExpertServiceStub:
                 request_serializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.CancelTaskResponse.FromString,
                 _registered_method=True)
+        self.ProvideTaskInput = channel.unary_unary(
+                '/cortex.experts.v1.ExpertService/ProvideTaskInput',
+                request_serializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.ProvideTaskInputRequest.SerializeToString,
+                response_deserializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.ProvideTaskInputResponse.FromString,
+                _registered_method=True)
 
 
 class ExpertServiceServicer:
@@ -137,33 +142,62 @@ class ExpertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
-        """Streams a task's changes until it reaches a terminal state.
+        """Streams a task's changes until it reaches a terminal state, resumable.
 
-        Frames: the first is always a `task` snapshot of the current state;
-        another `task` snapshot follows every state or attempt change;
-        `progress` frames report work within an attempt (not replayed, may be
-        skipped for slow readers); `heartbeat` frames keep idle streams alive.
-        After the snapshot showing a terminal state the server closes the stream
-        with OK (immediately, for a task that is already terminal).
+        Every frame except `heartbeat` carries the task's journal `sequence`
+        (1, 2, 3 … per task, durable, shared by every replica). Without
+        `after_sequence` the stream starts with a `task` snapshot and goes on
+        live; with `after_sequence` it replays every journaled frame after it,
+        in order, then goes live, with no gap and no duplicate, whichever replica
+        serves it. Journaled frames: `task` snapshots (every state or attempt
+        change), `progress`, `output_delta` (output text, possibly coalesced),
+        `tool_call` and `tool_result`. When frames after `after_sequence` were
+        pruned, the first frame is `journal_pruned` (what is lost) followed by a
+        `task` snapshot; nothing is skipped silently. `heartbeat` frames keep
+        idle streams alive. After the frame showing a terminal state the server
+        closes the stream with OK (immediately, for a task already terminal
+        whose journal has been replayed).
 
-        Errors: INVALID_ARGUMENT (malformed `name`); NOT_FOUND (reason
-        TASK_NOT_FOUND); UNAUTHENTICATED (also mid-stream, reason
-        SESSION_REVOKED or TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reason
-        TOO_MANY_STREAMS); UNAVAILABLE (reconnect and watch again).
+        Errors: INVALID_ARGUMENT (malformed `name`, negative `after_sequence`,
+        or one beyond the journal's end); NOT_FOUND (reason TASK_NOT_FOUND);
+        UNAUTHENTICATED (also mid-stream, reason SESSION_REVOKED or
+        TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reasons TOO_MANY_STREAMS,
+        SUBSCRIBER_TOO_SLOW with the resume point in ErrorInfo.metadata
+        `after_sequence`); UNAVAILABLE (reconnect with the last `sequence` seen
+        as `after_sequence`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelTask(self, request, context):
-        """Cancels a task. A queued task becomes TASK_STATE_CANCELLED at once; a
-        running one is asked to stop and becomes TASK_STATE_CANCELLED when its
-        attempt ends (the returned task may still be RUNNING). Cancelling a
-        cancelled task succeeds (idempotent).
+        """Cancels a task. A queued task or one waiting for input becomes
+        TASK_STATE_CANCELLED at once; a running one is stopped on whichever
+        replica runs it (its model stream closed, its tool calls cancelled, its
+        partial output kept) and becomes TASK_STATE_CANCELLED within about a
+        second (the returned task may still be RUNNING). Cancelling a cancelled
+        task succeeds (idempotent). A terminal state never changes again.
 
         Errors: INVALID_ARGUMENT; NOT_FOUND (reason TASK_NOT_FOUND);
         PERMISSION_DENIED (reason EDITOR_REQUIRED); FAILED_PRECONDITION (reason
         TASK_ALREADY_COMPLETED, for SUCCEEDED or FAILED tasks); UNAUTHENTICATED;
+        RESOURCE_EXHAUSTED; UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProvideTaskInput(self, request, context):
+        """Answers a task waiting in TASK_STATE_INPUT_REQUIRED: the answer is
+        stored and the task is queued to resume, exactly once (a second answer to
+        the same request fails).
+
+        Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the
+        request's `answer_schema`, or a malformed `name`); NOT_FOUND (reason
+        TASK_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
+        FAILED_PRECONDITION (reasons TASK_NOT_WAITING when the task waits for
+        nothing, INPUT_REQUEST_MISMATCH when `input_request_id` is not the
+        pending request, INPUT_REQUEST_EXPIRED); UNAUTHENTICATED;
         RESOURCE_EXHAUSTED; UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -207,6 +241,11 @@ def add_ExpertServiceServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.CancelTaskRequest.FromString,
                     response_serializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.CancelTaskResponse.SerializeToString,
+            ),
+            'ProvideTaskInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvideTaskInput,
+                    request_deserializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.ProvideTaskInputRequest.FromString,
+                    response_serializer=cortex_dot_experts_dot_v1_dot_expert__service__pb2.ProvideTaskInputResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -401,6 +440,33 @@ class ExpertService:
             '/cortex.experts.v1.ExpertService/CancelTask',
             cortex_dot_experts_dot_v1_dot_expert__service__pb2.CancelTaskRequest.SerializeToString,
             cortex_dot_experts_dot_v1_dot_expert__service__pb2.CancelTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvideTaskInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cortex.experts.v1.ExpertService/ProvideTaskInput',
+            cortex_dot_experts_dot_v1_dot_expert__service__pb2.ProvideTaskInputRequest.SerializeToString,
+            cortex_dot_experts_dot_v1_dot_expert__service__pb2.ProvideTaskInputResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cortex.context.v1 import message_pb2 as cortex_dot_context_dot_v1_dot_message__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
@@ -29,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ortex/experts/v1/task.proto\x12\x11\x63ortex.experts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xd5\x04\n\x04Task\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12+\n\x06\x65xpert\x18\x02 \x01(\tB\x1b\xe2\x41\x02\x02\x05\xfa\x41\x13\n\x11\x63ortex.dev/Expert\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.cortex.experts.v1.TaskStateB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1b\n\x0cmax_attempts\x18\x05 \x01(\x05\x42\x05\xe2\x41\x02\x01\x05\x12-\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x05\xe2\x41\x02\x02\x05\x12-\n\x06output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12)\n\x07\x63reator\x18\x0c \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User:F\xea\x41\x43\n\x0f\x63ortex.dev/Task\x12#workspaces/{workspace}/tasks/{task}*\x05tasks2\x04task*\xa1\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05\x42LZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63ortex/experts/v1/task.proto\x12\x11\x63ortex.experts.v1\x1a\x1f\x63ortex/context/v1/message.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa9\x06\n\x04Task\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12+\n\x06\x65xpert\x18\x02 \x01(\tB\x1b\xe2\x41\x02\x02\x05\xfa\x41\x13\n\x11\x63ortex.dev/Expert\x12\x31\n\x05state\x18\x03 \x01(\x0e\x32\x1c.cortex.experts.v1.TaskStateB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1b\n\x0cmax_attempts\x18\x05 \x01(\x05\x42\x05\xe2\x41\x02\x01\x05\x12-\n\x05input\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x05\xe2\x41\x02\x02\x05\x12-\n\x06output\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12)\n\x07\x63reator\x18\x0c \x01(\tB\x18\xe2\x41\x01\x03\xfa\x41\x11\n\x0f\x63ortex.dev/User\x12@\n\rinput_request\x18\r \x01(\x0b\x32#.cortex.experts.v1.TaskInputRequestB\x04\xe2\x41\x01\x03\x12\x36\n\x08\x61ttempts\x18\x0e \x03(\x0b\x32\x1e.cortex.experts.v1.TaskAttemptB\x04\xe2\x41\x01\x03\x12;\n\x11next_attempt_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rlast_sequence\x18\x10 \x01(\x03\x42\x04\xe2\x41\x01\x03:F\xea\x41\x43\n\x0f\x63ortex.dev/Task\x12#workspaces/{workspace}/tasks/{task}*\x05tasks2\x04task\"\xc0\x01\n\x10TaskInputRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12.\n\ranswer_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ttool_call\x18\x05 \x01(\x0b\x32\x1b.cortex.context.v1.ToolCall\"\x9f\x01\n\x0bTaskAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status*\xc0\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05\x12\x1d\n\x19TASK_STATE_INPUT_REQUIRED\x10\x06\x42LZJgithub.com/cortexcore/cortex-core/generated/go/cortex/experts/v1;expertsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,10 +62,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['complete_time']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['creator']._loaded_options = None
   _globals['_TASK'].fields_by_name['creator']._serialized_options = b'\342A\001\003\372A\021\n\017cortex.dev/User'
+  _globals['_TASK'].fields_by_name['input_request']._loaded_options = None
+  _globals['_TASK'].fields_by_name['input_request']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['attempts']._loaded_options = None
+  _globals['_TASK'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['next_attempt_time']._loaded_options = None
+  _globals['_TASK'].fields_by_name['next_attempt_time']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['last_sequence']._loaded_options = None
+  _globals['_TASK'].fields_by_name['last_sequence']._serialized_options = b'\342A\001\003'
   _globals['_TASK']._loaded_options = None
   _globals['_TASK']._serialized_options = b'\352AC\n\017cortex.dev/Task\022#workspaces/{workspace}/tasks/{task}*\005tasks2\004task'
-  _globals['_TASKSTATE']._serialized_start=800
-  _globals['_TASKSTATE']._serialized_end=961
-  _globals['_TASK']._serialized_start=200
-  _globals['_TASK']._serialized_end=797
+  _globals['_TASKSTATE']._serialized_start=1402
+  _globals['_TASKSTATE']._serialized_end=1594
+  _globals['_TASK']._serialized_start=233
+  _globals['_TASK']._serialized_end=1042
+  _globals['_TASKINPUTREQUEST']._serialized_start=1045
+  _globals['_TASKINPUTREQUEST']._serialized_end=1237
+  _globals['_TASKATTEMPT']._serialized_start=1240
+  _globals['_TASKATTEMPT']._serialized_end=1399
 # @@protoc_insertion_point(module_scope)

@@ -15,6 +15,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
+import type { Duration } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file cortex/experts/v1/expert.proto.
@@ -78,6 +79,38 @@ export declare type Expert = Message<"cortex.experts.v1.Expert"> & {
    * @generated from field: int32 default_max_attempts = 7;
    */
   defaultMaxAttempts: number;
+
+  /**
+   * How long one attempt may run before it fails (retryably) with reason
+   * ATTEMPT_TIMEOUT.
+   *
+   * @generated from field: google.protobuf.Duration attempt_timeout = 8;
+   */
+  attemptTimeout?: Duration | undefined;
+
+  /**
+   * Model turns one attempt may take (each turn may call tools) before it
+   * fails with reason STEP_LIMIT.
+   *
+   * @generated from field: int32 max_steps = 9;
+   */
+  maxSteps: number;
+
+  /**
+   * Tokens (prompt plus completion, over every step) one attempt may use
+   * before it fails with reason TOKEN_BUDGET_EXHAUSTED; 0 means no limit.
+   *
+   * @generated from field: int64 token_budget = 10;
+   */
+  tokenBudget: bigint;
+
+  /**
+   * The model providers the expert uses, in fallback order, as named in the
+   * LLM configuration (for example `openai`, `anthropic`, `local`).
+   *
+   * @generated from field: repeated string providers = 11;
+   */
+  providers: string[];
 };
 
 /**

@@ -23,9 +23,10 @@
 /* eslint-disable */
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Expert } from "./expert_pb.js";
 import type { Task, TaskState } from "./task_pb.js";
+import type { ToolCall, ToolResult } from "../../context/v1/message_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -315,6 +316,14 @@ export declare type WatchTaskRequest = Message<"cortex.experts.v1.WatchTaskReque
    * @generated from field: string name = 1;
    */
   name: string;
+
+  /**
+   * Resume after this journal sequence (the last `sequence` the client
+   * saw); 0 starts with a snapshot of the current state.
+   *
+   * @generated from field: int64 after_sequence = 2;
+   */
+  afterSequence: bigint;
 };
 
 /**
@@ -352,13 +361,52 @@ export declare type WatchTaskResponse = Message<"cortex.experts.v1.WatchTaskResp
     case: "progress";
   } | {
     /**
-     * Keep-alive; carries no content.
+     * Keep-alive; carries no content (and no `sequence`).
      *
      * @generated from field: cortex.experts.v1.Heartbeat heartbeat = 3;
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * More output text of the running attempt.
+     *
+     * @generated from field: cortex.experts.v1.TaskOutputDelta output_delta = 4;
+     */
+    value: TaskOutputDelta;
+    case: "outputDelta";
+  } | {
+    /**
+     * The expert asked to call a tool.
+     *
+     * @generated from field: cortex.context.v1.ToolCall tool_call = 5;
+     */
+    value: ToolCall;
+    case: "toolCall";
+  } | {
+    /**
+     * A tool call's result (or why it did not run).
+     *
+     * @generated from field: cortex.context.v1.ToolResult tool_result = 6;
+     */
+    value: ToolResult;
+    case: "toolResult";
+  } | {
+    /**
+     * Frames after `after_sequence` are gone from the journal; see there.
+     *
+     * @generated from field: cortex.experts.v1.JournalPruned journal_pruned = 7;
+     */
+    value: JournalPruned;
+    case: "journalPruned";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * The frame's place in the task's journal (0 for `heartbeat`).
+   *
+   * @generated from field: int64 sequence = 10;
+   */
+  sequence: bigint;
 };
 
 /**
@@ -366,6 +414,54 @@ export declare type WatchTaskResponse = Message<"cortex.experts.v1.WatchTaskResp
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export declare const WatchTaskResponseSchema: GenMessage<WatchTaskResponse>;
+
+/**
+ * Output text of a running attempt.
+ *
+ * @generated from message cortex.experts.v1.TaskOutputDelta
+ */
+export declare type TaskOutputDelta = Message<"cortex.experts.v1.TaskOutputDelta"> & {
+  /**
+   * Text to append to what this attempt has produced so far.
+   *
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * The attempt it belongs to (1-based).
+   *
+   * @generated from field: int32 attempt = 2;
+   */
+  attempt: number;
+};
+
+/**
+ * Describes the message cortex.experts.v1.TaskOutputDelta.
+ * Use `create(TaskOutputDeltaSchema)` to create a new message.
+ */
+export declare const TaskOutputDeltaSchema: GenMessage<TaskOutputDelta>;
+
+/**
+ * Says that part of a task's journal was pruned before it could be replayed.
+ *
+ * @generated from message cortex.experts.v1.JournalPruned
+ */
+export declare type JournalPruned = Message<"cortex.experts.v1.JournalPruned"> & {
+  /**
+   * The oldest sequence still in the journal; frames after the requested
+   * `after_sequence` and before this one are lost.
+   *
+   * @generated from field: int64 oldest_sequence = 1;
+   */
+  oldestSequence: bigint;
+};
+
+/**
+ * Describes the message cortex.experts.v1.JournalPruned.
+ * Use `create(JournalPrunedSchema)` to create a new message.
+ */
+export declare const JournalPrunedSchema: GenMessage<JournalPruned>;
 
 /**
  * Progress of a running attempt, as reported by the expert.
@@ -449,6 +545,60 @@ export declare type CancelTaskRequest = Message<"cortex.experts.v1.CancelTaskReq
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export declare const CancelTaskRequestSchema: GenMessage<CancelTaskRequest>;
+
+/**
+ * Request for ExpertService.ProvideTaskInput.
+ *
+ * @generated from message cortex.experts.v1.ProvideTaskInputRequest
+ */
+export declare type ProvideTaskInputRequest = Message<"cortex.experts.v1.ProvideTaskInputRequest"> & {
+  /**
+   * The task, `workspaces/{workspace}/tasks/{task}`.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The pending `Task.input_request.id` being answered.
+   *
+   * @generated from field: string input_request_id = 2;
+   */
+  inputRequestId: string;
+
+  /**
+   * The answer; must satisfy the request's `answer_schema`.
+   *
+   * @generated from field: google.protobuf.Struct input = 3;
+   */
+  input?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message cortex.experts.v1.ProvideTaskInputRequest.
+ * Use `create(ProvideTaskInputRequestSchema)` to create a new message.
+ */
+export declare const ProvideTaskInputRequestSchema: GenMessage<ProvideTaskInputRequest>;
+
+/**
+ * Response for ExpertService.ProvideTaskInput.
+ *
+ * @generated from message cortex.experts.v1.ProvideTaskInputResponse
+ */
+export declare type ProvideTaskInputResponse = Message<"cortex.experts.v1.ProvideTaskInputResponse"> & {
+  /**
+   * The task after the answer (TASK_STATE_QUEUED to resume).
+   *
+   * @generated from field: cortex.experts.v1.Task task = 1;
+   */
+  task?: Task | undefined;
+};
+
+/**
+ * Describes the message cortex.experts.v1.ProvideTaskInputResponse.
+ * Use `create(ProvideTaskInputResponseSchema)` to create a new message.
+ */
+export declare const ProvideTaskInputResponseSchema: GenMessage<ProvideTaskInputResponse>;
 
 /**
  * Response for ExpertService.CancelTask.
@@ -551,19 +701,29 @@ export declare const ExpertService: GenService<{
     output: typeof ListTasksResponseSchema;
   },
   /**
-   * Streams a task's changes until it reaches a terminal state.
+   * Streams a task's changes until it reaches a terminal state, resumable.
    *
-   * Frames: the first is always a `task` snapshot of the current state;
-   * another `task` snapshot follows every state or attempt change;
-   * `progress` frames report work within an attempt (not replayed, may be
-   * skipped for slow readers); `heartbeat` frames keep idle streams alive.
-   * After the snapshot showing a terminal state the server closes the stream
-   * with OK (immediately, for a task that is already terminal).
+   * Every frame except `heartbeat` carries the task's journal `sequence`
+   * (1, 2, 3 … per task, durable, shared by every replica). Without
+   * `after_sequence` the stream starts with a `task` snapshot and goes on
+   * live; with `after_sequence` it replays every journaled frame after it,
+   * in order, then goes live, with no gap and no duplicate, whichever replica
+   * serves it. Journaled frames: `task` snapshots (every state or attempt
+   * change), `progress`, `output_delta` (output text, possibly coalesced),
+   * `tool_call` and `tool_result`. When frames after `after_sequence` were
+   * pruned, the first frame is `journal_pruned` (what is lost) followed by a
+   * `task` snapshot; nothing is skipped silently. `heartbeat` frames keep
+   * idle streams alive. After the frame showing a terminal state the server
+   * closes the stream with OK (immediately, for a task already terminal
+   * whose journal has been replayed).
    *
-   * Errors: INVALID_ARGUMENT (malformed `name`); NOT_FOUND (reason
-   * TASK_NOT_FOUND); UNAUTHENTICATED (also mid-stream, reason
-   * SESSION_REVOKED or TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reason
-   * TOO_MANY_STREAMS); UNAVAILABLE (reconnect and watch again).
+   * Errors: INVALID_ARGUMENT (malformed `name`, negative `after_sequence`,
+   * or one beyond the journal's end); NOT_FOUND (reason TASK_NOT_FOUND);
+   * UNAUTHENTICATED (also mid-stream, reason SESSION_REVOKED or
+   * TOKEN_EXPIRED); RESOURCE_EXHAUSTED (reasons TOO_MANY_STREAMS,
+   * SUBSCRIBER_TOO_SLOW with the resume point in ErrorInfo.metadata
+   * `after_sequence`); UNAVAILABLE (reconnect with the last `sequence` seen
+   * as `after_sequence`).
    *
    * @generated from rpc cortex.experts.v1.ExpertService.WatchTask
    */
@@ -573,10 +733,12 @@ export declare const ExpertService: GenService<{
     output: typeof WatchTaskResponseSchema;
   },
   /**
-   * Cancels a task. A queued task becomes TASK_STATE_CANCELLED at once; a
-   * running one is asked to stop and becomes TASK_STATE_CANCELLED when its
-   * attempt ends (the returned task may still be RUNNING). Cancelling a
-   * cancelled task succeeds (idempotent).
+   * Cancels a task. A queued task or one waiting for input becomes
+   * TASK_STATE_CANCELLED at once; a running one is stopped on whichever
+   * replica runs it (its model stream closed, its tool calls cancelled, its
+   * partial output kept) and becomes TASK_STATE_CANCELLED within about a
+   * second (the returned task may still be RUNNING). Cancelling a cancelled
+   * task succeeds (idempotent). A terminal state never changes again.
    *
    * Errors: INVALID_ARGUMENT; NOT_FOUND (reason TASK_NOT_FOUND);
    * PERMISSION_DENIED (reason EDITOR_REQUIRED); FAILED_PRECONDITION (reason
@@ -589,6 +751,26 @@ export declare const ExpertService: GenService<{
     methodKind: "unary";
     input: typeof CancelTaskRequestSchema;
     output: typeof CancelTaskResponseSchema;
+  },
+  /**
+   * Answers a task waiting in TASK_STATE_INPUT_REQUIRED: the answer is
+   * stored and the task is queued to resume, exactly once (a second answer to
+   * the same request fails).
+   *
+   * Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the
+   * request's `answer_schema`, or a malformed `name`); NOT_FOUND (reason
+   * TASK_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
+   * FAILED_PRECONDITION (reasons TASK_NOT_WAITING when the task waits for
+   * nothing, INPUT_REQUEST_MISMATCH when `input_request_id` is not the
+   * pending request, INPUT_REQUEST_EXPIRED); UNAUTHENTICATED;
+   * RESOURCE_EXHAUSTED; UNAVAILABLE.
+   *
+   * @generated from rpc cortex.experts.v1.ExpertService.ProvideTaskInput
+   */
+  provideTaskInput: {
+    methodKind: "unary";
+    input: typeof ProvideTaskInputRequestSchema;
+    output: typeof ProvideTaskInputResponseSchema;
   },
 }>;
 

@@ -17,6 +17,7 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 import type { Status } from "../../../google/rpc/status_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { ToolCall } from "../../context/v1/message_pb.js";
 
 /**
  * Describes the file cortex/experts/v1/task.proto.
@@ -25,8 +26,9 @@ export declare const file_cortex_experts_v1_task: GenFile;
 
 /**
  * A unit of work delegated to an expert, run in the background with retries.
- * State moves QUEUED -> RUNNING -> (SUCCEEDED | FAILED | CANCELLED); a failed
- * attempt with attempts left goes back to QUEUED.
+ * State moves QUEUED -> RUNNING -> (INPUT_REQUIRED -> QUEUED -> RUNNING ->)
+ * (SUCCEEDED | FAILED | CANCELLED); a retryable failure with attempts left goes
+ * back to QUEUED after a backoff. A terminal state never changes again.
  *
  * @generated from message cortex.experts.v1.Task
  */
@@ -119,6 +121,36 @@ export declare type Task = Message<"cortex.experts.v1.Task"> & {
    * @generated from field: string creator = 12;
    */
   creator: string;
+
+  /**
+   * Set only in TASK_STATE_INPUT_REQUIRED: what the task waits for. Answer it
+   * with ProvideTaskInput before `input_request.expire_time`.
+   *
+   * @generated from field: cortex.experts.v1.TaskInputRequest input_request = 13;
+   */
+  inputRequest?: TaskInputRequest | undefined;
+
+  /**
+   * Every attempt started so far, oldest first.
+   *
+   * @generated from field: repeated cortex.experts.v1.TaskAttempt attempts = 14;
+   */
+  attempts: TaskAttempt[];
+
+  /**
+   * While QUEUED for a retry: the earliest time the next attempt may start.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 15;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * The newest `sequence` of the task's WatchTask journal (pass it as
+   * `after_sequence` to watch only what comes next).
+   *
+   * @generated from field: int64 last_sequence = 16;
+   */
+  lastSequence: bigint;
 };
 
 /**
@@ -126,6 +158,100 @@ export declare type Task = Message<"cortex.experts.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export declare const TaskSchema: GenMessage<Task>;
+
+/**
+ * What a task in TASK_STATE_INPUT_REQUIRED waits for.
+ *
+ * @generated from message cortex.experts.v1.TaskInputRequest
+ */
+export declare type TaskInputRequest = Message<"cortex.experts.v1.TaskInputRequest"> & {
+  /**
+   * Identifier of the request; ProvideTaskInput names it, so an answer meant
+   * for an earlier request is refused.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * What is asked, for a person.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * JSON Schema (draft 2020-12) the answer must satisfy.
+   *
+   * @generated from field: google.protobuf.Struct answer_schema = 3;
+   */
+  answerSchema?: JsonObject | undefined;
+
+  /**
+   * When the request expires: the task then fails with reason
+   * INPUT_REQUEST_EXPIRED.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * Set when the request asks to approve a tool call (the tool has
+   * `requires_approval`); the answer is `{"approve": true|false}`.
+   *
+   * @generated from field: cortex.context.v1.ToolCall tool_call = 5;
+   */
+  toolCall?: ToolCall | undefined;
+};
+
+/**
+ * Describes the message cortex.experts.v1.TaskInputRequest.
+ * Use `create(TaskInputRequestSchema)` to create a new message.
+ */
+export declare const TaskInputRequestSchema: GenMessage<TaskInputRequest>;
+
+/**
+ * One attempt at running a task.
+ *
+ * @generated from message cortex.experts.v1.TaskAttempt
+ */
+export declare type TaskAttempt = Message<"cortex.experts.v1.TaskAttempt"> & {
+  /**
+   * 1-based attempt number.
+   *
+   * @generated from field: int32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * When the attempt started.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 2;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * When it ended; unset while it runs.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Why it failed, with an ErrorInfo (for example PROVIDER_UNAVAILABLE,
+   * ATTEMPT_TIMEOUT, WORKER_LOST, OUTPUT_SCHEMA_MISMATCH); unset for the
+   * attempt that succeeded, is running, or was cancelled.
+   *
+   * @generated from field: google.rpc.Status error = 4;
+   */
+  error?: Status | undefined;
+};
+
+/**
+ * Describes the message cortex.experts.v1.TaskAttempt.
+ * Use `create(TaskAttemptSchema)` to create a new message.
+ */
+export declare const TaskAttemptSchema: GenMessage<TaskAttempt>;
 
 /**
  * Lifecycle state of a task.
@@ -175,6 +301,13 @@ export enum TaskState {
    * @generated from enum value: TASK_STATE_CANCELLED = 5;
    */
   CANCELLED = 5,
+
+  /**
+   * Waiting for a person (see `Task.input_request`); holds no worker.
+   *
+   * @generated from enum value: TASK_STATE_INPUT_REQUIRED = 6;
+   */
+  INPUT_REQUIRED = 6,
 }
 
 /**

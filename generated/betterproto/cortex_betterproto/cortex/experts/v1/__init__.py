@@ -22,6 +22,7 @@ import grpclib
 from betterproto.grpc.grpclib_server import ServiceBase
 
 from ....google import rpc as ___google_rpc__
+from ...context import v1 as __context_v1__
 
 if TYPE_CHECKING:
     import grpclib.server
@@ -53,13 +54,17 @@ class TaskState(betterproto.Enum):
     CANCELLED = 5
     """Cancelled by CancelTask (or its workspace's deletion). Terminal."""
 
+    INPUT_REQUIRED = 6
+    """Waiting for a person (see `Task.input_request`); holds no worker."""
+
 
 @dataclass(eq=False, repr=False)
 class Task(betterproto.Message):
     """
     A unit of work delegated to an expert, run in the background with retries.
-     State moves QUEUED -> RUNNING -> (SUCCEEDED | FAILED | CANCELLED); a failed
-     attempt with attempts left goes back to QUEUED.
+     State moves QUEUED -> RUNNING -> (INPUT_REQUIRED -> QUEUED -> RUNNING ->)
+     (SUCCEEDED | FAILED | CANCELLED); a retryable failure with attempts left goes
+     back to QUEUED after a backoff. A terminal state never changes again.
     """
 
     name: str = betterproto.string_field(1)
@@ -113,6 +118,78 @@ class Task(betterproto.Message):
     creator: str = betterproto.string_field(12)
     """The user who created the task, `users/{user}`."""
 
+    input_request: "TaskInputRequest" = betterproto.message_field(13)
+    """
+    Set only in TASK_STATE_INPUT_REQUIRED: what the task waits for. Answer it
+     with ProvideTaskInput before `input_request.expire_time`.
+    """
+
+    attempts: List["TaskAttempt"] = betterproto.message_field(14)
+    """Every attempt started so far, oldest first."""
+
+    next_attempt_time: datetime = betterproto.message_field(15)
+    """
+    While QUEUED for a retry: the earliest time the next attempt may start.
+    """
+
+    last_sequence: int = betterproto.int64_field(16)
+    """
+    The newest `sequence` of the task's WatchTask journal (pass it as
+     `after_sequence` to watch only what comes next).
+    """
+
+
+@dataclass(eq=False, repr=False)
+class TaskInputRequest(betterproto.Message):
+    """What a task in TASK_STATE_INPUT_REQUIRED waits for."""
+
+    id: str = betterproto.string_field(1)
+    """
+    Identifier of the request; ProvideTaskInput names it, so an answer meant
+     for an earlier request is refused.
+    """
+
+    message: str = betterproto.string_field(2)
+    """What is asked, for a person."""
+
+    answer_schema: "betterproto_lib_google_protobuf.Struct" = betterproto.message_field(
+        3
+    )
+    """JSON Schema (draft 2020-12) the answer must satisfy."""
+
+    expire_time: datetime = betterproto.message_field(4)
+    """
+    When the request expires: the task then fails with reason
+     INPUT_REQUEST_EXPIRED.
+    """
+
+    tool_call: "__context_v1__.ToolCall" = betterproto.message_field(5)
+    """
+    Set when the request asks to approve a tool call (the tool has
+     `requires_approval`); the answer is `{"approve": true|false}`.
+    """
+
+
+@dataclass(eq=False, repr=False)
+class TaskAttempt(betterproto.Message):
+    """One attempt at running a task."""
+
+    attempt: int = betterproto.int32_field(1)
+    """1-based attempt number."""
+
+    start_time: datetime = betterproto.message_field(2)
+    """When the attempt started."""
+
+    end_time: datetime = betterproto.message_field(3)
+    """When it ended; unset while it runs."""
+
+    error: "___google_rpc__.Status" = betterproto.message_field(4)
+    """
+    Why it failed, with an ErrorInfo (for example PROVIDER_UNAVAILABLE,
+     ATTEMPT_TIMEOUT, WORKER_LOST, OUTPUT_SCHEMA_MISMATCH); unset for the
+     attempt that succeeded, is running, or was cancelled.
+    """
+
 
 @dataclass(eq=False, repr=False)
 class Expert(betterproto.Message):
@@ -151,6 +228,30 @@ class Expert(betterproto.Message):
 
     default_max_attempts: int = betterproto.int32_field(7)
     """Default `max_attempts` for tasks that do not set one."""
+
+    attempt_timeout: timedelta = betterproto.message_field(8)
+    """
+    How long one attempt may run before it fails (retryably) with reason
+     ATTEMPT_TIMEOUT.
+    """
+
+    max_steps: int = betterproto.int32_field(9)
+    """
+    Model turns one attempt may take (each turn may call tools) before it
+     fails with reason STEP_LIMIT.
+    """
+
+    token_budget: int = betterproto.int64_field(10)
+    """
+    Tokens (prompt plus completion, over every step) one attempt may use
+     before it fails with reason TOKEN_BUDGET_EXHAUSTED; 0 means no limit.
+    """
+
+    providers: List[str] = betterproto.string_field(11)
+    """
+    The model providers the expert uses, in fallback order, as named in the
+     LLM configuration (for example `openai`, `anthropic`, `local`).
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -286,6 +387,12 @@ class WatchTaskRequest(betterproto.Message):
     name: str = betterproto.string_field(1)
     """The task, `workspaces/{workspace}/tasks/{task}`."""
 
+    after_sequence: int = betterproto.int64_field(2)
+    """
+    Resume after this journal sequence (the last `sequence` the client
+     saw); 0 starts with a snapshot of the current state.
+    """
+
 
 @dataclass(eq=False, repr=False)
 class WatchTaskResponse(betterproto.Message):
@@ -300,7 +407,48 @@ class WatchTaskResponse(betterproto.Message):
     """Progress within the current attempt."""
 
     heartbeat: "Heartbeat" = betterproto.message_field(3, group="frame")
-    """Keep-alive; carries no content."""
+    """Keep-alive; carries no content (and no `sequence`)."""
+
+    output_delta: "TaskOutputDelta" = betterproto.message_field(4, group="frame")
+    """More output text of the running attempt."""
+
+    tool_call: "__context_v1__.ToolCall" = betterproto.message_field(5, group="frame")
+    """The expert asked to call a tool."""
+
+    tool_result: "__context_v1__.ToolResult" = betterproto.message_field(
+        6, group="frame"
+    )
+    """A tool call's result (or why it did not run)."""
+
+    journal_pruned: "JournalPruned" = betterproto.message_field(7, group="frame")
+    """Frames after `after_sequence` are gone from the journal; see there."""
+
+    sequence: int = betterproto.int64_field(10)
+    """The frame's place in the task's journal (0 for `heartbeat`)."""
+
+
+@dataclass(eq=False, repr=False)
+class TaskOutputDelta(betterproto.Message):
+    """Output text of a running attempt."""
+
+    text: str = betterproto.string_field(1)
+    """Text to append to what this attempt has produced so far."""
+
+    attempt: int = betterproto.int32_field(2)
+    """The attempt it belongs to (1-based)."""
+
+
+@dataclass(eq=False, repr=False)
+class JournalPruned(betterproto.Message):
+    """
+    Says that part of a task's journal was pruned before it could be replayed.
+    """
+
+    oldest_sequence: int = betterproto.int64_field(1)
+    """
+    The oldest sequence still in the journal; frames after the requested
+     `after_sequence` and before this one are lost.
+    """
 
 
 @dataclass(eq=False, repr=False)
@@ -342,6 +490,28 @@ class CancelTaskRequest(betterproto.Message):
 
     name: str = betterproto.string_field(1)
     """The task, `workspaces/{workspace}/tasks/{task}`."""
+
+
+@dataclass(eq=False, repr=False)
+class ProvideTaskInputRequest(betterproto.Message):
+    """Request for ExpertService.ProvideTaskInput."""
+
+    name: str = betterproto.string_field(1)
+    """The task, `workspaces/{workspace}/tasks/{task}`."""
+
+    input_request_id: str = betterproto.string_field(2)
+    """The pending `Task.input_request.id` being answered."""
+
+    input: "betterproto_lib_google_protobuf.Struct" = betterproto.message_field(3)
+    """The answer; must satisfy the request's `answer_schema`."""
+
+
+@dataclass(eq=False, repr=False)
+class ProvideTaskInputResponse(betterproto.Message):
+    """Response for ExpertService.ProvideTaskInput."""
+
+    task: "Task" = betterproto.message_field(1)
+    """The task after the answer (TASK_STATE_QUEUED to resume)."""
 
 
 @dataclass(eq=False, repr=False)
@@ -591,6 +761,23 @@ class ExpertServiceStub(betterproto.ServiceStub):
             metadata=metadata,
         )
 
+    async def provide_task_input(
+        self,
+        provide_task_input_request: "ProvideTaskInputRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ProvideTaskInputResponse":
+        return await self._unary_unary(
+            "/cortex.experts.v1.ExpertService/ProvideTaskInput",
+            provide_task_input_request,
+            ProvideTaskInputResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ToolServiceStub(betterproto.ServiceStub):
     async def list_tools(
@@ -664,6 +851,11 @@ class ExpertServiceBase(ServiceBase):
     ) -> "CancelTaskResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def provide_task_input(
+        self, provide_task_input_request: "ProvideTaskInputRequest"
+    ) -> "ProvideTaskInputResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_list_experts(
         self, stream: "grpclib.server.Stream[ListExpertsRequest, ListExpertsResponse]"
     ) -> None:
@@ -716,6 +908,14 @@ class ExpertServiceBase(ServiceBase):
         response = await self.cancel_task(request)
         await stream.send_message(response)
 
+    async def __rpc_provide_task_input(
+        self,
+        stream: "grpclib.server.Stream[ProvideTaskInputRequest, ProvideTaskInputResponse]",
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.provide_task_input(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/cortex.experts.v1.ExpertService/ListExperts": grpclib.const.Handler(
@@ -759,6 +959,12 @@ class ExpertServiceBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 CancelTaskRequest,
                 CancelTaskResponse,
+            ),
+            "/cortex.experts.v1.ExpertService/ProvideTaskInput": grpclib.const.Handler(
+                self.__rpc_provide_task_input,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ProvideTaskInputRequest,
+                ProvideTaskInputResponse,
             ),
         }
 
