@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.llm.config import chain_from_config
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
+from cortex_core.adapters.mcp.source import McpToolSource, loop_name
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
@@ -43,6 +45,7 @@ from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
+from cortex_core.api.tool_service import ToolService
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
 from cortex_core.domain.events import Change
@@ -53,10 +56,12 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
+    ToolSource,
     UnitOfWork,
 )
 from cortex_core.services import reactions
 from cortex_core.services.authentication import Authenticator
+from cortex_core.services.builtin_tools import BuiltinTools
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
@@ -68,6 +73,8 @@ from cortex_core.services.replies import Replies
 from cortex_core.services.session_guard import SessionWatcher
 from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
+from cortex_core.services.tool_invoker import ToolInvoker
+from cortex_core.services.tools import Tools
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
@@ -92,6 +99,8 @@ class App:
     access_log: AccessLog | None
     authenticator: Authenticator | None
     servicers: dict[str, object]
+    #: The one invoker of every tool call (InvokeTool, replies, tasks).
+    tool_invoker: ToolInvoker
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -202,6 +211,22 @@ def bootstrap(
         max_active=settings.max_active_replies,
     )
 
+    supervisor = Supervisor(on_change=lambda state: health.background_changed(state))
+
+    async def tool_server_changed(server: str, up: bool) -> None:
+        await health.tool_server_changed(server, up)
+
+    mcp_sources = [
+        McpToolSource(
+            server,
+            on_state=tool_server_changed,
+            retry_hint=functools.partial(supervisor.retry_in, loop_name(server.name)),
+        )
+        for server in settings.mcp_config.servers
+    ]
+    tool_sources: list[ToolSource] = [BuiltinTools(memories=memories, clock=clock), *mcp_sources]
+    tool_invoker = ToolInvoker(tool_sources)
+
     async def close_hasher() -> None:
         hasher.close()
 
@@ -216,9 +241,14 @@ def bootstrap(
         "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
         "cortex.context.v1.ContextService": ContextService(context),
         "cortex.context.v1.MemoryService": MemoryService(memories),
+        "cortex.experts.v1.ToolService": ToolService(
+            Tools(uow=database.unit_of_work, invoker=tool_invoker)
+        ),
     }
     health = HealthReporter(
-        list(servicers), [name for name in service_names() if name not in servicers]
+        list(servicers),
+        [name for name in service_names() if name not in servicers],
+        tool_servers=[source.server for source in mcp_sources],
     )
     access_log = AccessLog(settings.log_format) if settings.access_log else None
     background = [
@@ -243,6 +273,8 @@ def bootstrap(
     ]
     if access_log is not None:
         background.append(Loop("access-log", access_log.run))
+    # One owner task per MCP server: its session lives and reconnects in this loop.
+    background += [Loop(source.loop_name, source.run) for source in mcp_sources]
 
     return App(
         settings=settings,
@@ -257,14 +289,17 @@ def bootstrap(
         access_log=access_log,
         authenticator=authenticator,
         servicers=servicers,
+        tool_invoker=tool_invoker,
         background=background,
-        supervisor=Supervisor(on_change=health.background_changed),
+        supervisor=supervisor,
         starters=[
             lambda: check_redis(redis, settings.redis_url),
             hasher.warm_up,
             load_password_list,
+            *(source.start for source in tool_sources),
         ],
         closers=[
+            *(source.close for source in tool_sources),
             close_hasher,
             chain.aclose,
             hub.aclose,
