@@ -104,7 +104,8 @@ async def _prepare(address: str) -> tuple[str, str, list[str]]:
         workspace = await client.first_workspace(account)
     finally:
         await client.close()
-    names = [workspace.name, account.user, account.session, "users/-"]
+    tools = ["tools/cortex.current_time", "tools/cortex.search_memories", "tools/cortex.remember"]
+    names = [workspace.name, account.user, account.session, "users/-", *tools]
     return account.email, account.access_token, names
 
 
