@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jsonschema
 import mcp_types as types
 
 from cortex_core import errors
@@ -40,6 +41,9 @@ def tool_specs(config: McpServerConfig, listed: Iterable[types.Tool]) -> tuple[T
         if not TOOL_ID.match(tool_id):
             log.warning("MCP server %s lists a tool Cortex cannot name: %r", config.name, tool.name)
             continue
+        if not _usable_schemas(tool):
+            log.warning("MCP server %s lists %r with an invalid JSON Schema", config.name, tool.name)
+            continue
         hints = tool.annotations
         hinted = bool(hints and (hints.idempotent_hint or hints.read_only_hint))
         specs[tool_id] = ToolSpec(
@@ -55,6 +59,18 @@ def tool_specs(config: McpServerConfig, listed: Iterable[types.Tool]) -> tuple[T
             timeout=config.timeout_of(tool.name),
         )
     return tuple(specs[key] for key in sorted(specs))
+
+
+def _usable_schemas(tool: types.Tool) -> bool:
+    """Whether the tool's schemas are valid JSON Schemas (a call could not be checked)."""
+    for schema in (tool.input_schema, tool.output_schema):
+        if schema is None:
+            continue
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except (jsonschema.SchemaError, TypeError, ValueError):
+            return False
+    return True
 
 
 def output_of(tool: ToolSpec, result: types.CallToolResult) -> Mapping[str, Any]:
