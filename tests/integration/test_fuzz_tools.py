@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ from google.protobuf import json_format, struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.clients import Client
-from support.databases import database_url
-from support.inprocess import running_app
+from support.inprocess import server_thread
 from support.mcp import config, stdio_table
 from support.rpc import details
+
+from cortex_core.server import RunningServer
 
 EXAMPLES_PER_BACKEND = 80
 TOOLS = ["cortex.search_memories", "cortex.remember", "cortex.current_time", "local.echo"]
@@ -46,46 +46,23 @@ _VALUES = st.one_of(
 _INPUTS = st.dictionaries(_KEYS | st.text(max_size=10), _VALUES, max_size=4)
 
 
+async def _prepare(running: RunningServer) -> tuple[str, str]:
+    client = Client(running.address)
+    account = await client.register()
+    workspace = (await client.first_workspace(account)).name
+    await client.close()
+    for _ in range(300):  # until the stdio server is listed
+        if running.app.tool_invoker.get("local.echo") is not None:
+            break
+        await asyncio.sleep(0.05)
+    return account.access_token, workspace
+
+
 @contextlib.contextmanager
 def _server(kind: str, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def serve() -> None:
-        servers = config(local=stdio_table(tmp_path / "record.txt"))
-        try:
-            async with (
-                database_url(kind, tmp_path) as url,
-                running_app(tmp_path / "cortex", database_url=url, mcp_config=servers) as running,
-            ):
-                client = Client(running.address)
-                account = await client.register()
-                workspace = (await client.first_workspace(account)).name
-                await client.close()
-                for _ in range(300):  # until the stdio server is listed
-                    if running.app.tool_invoker.get("local.echo") is not None:
-                        break
-                    await asyncio.sleep(0.05)
-                box["target"] = (running.address, account.access_token, workspace)
-                box["stop"] = stop = asyncio.Event()
-                box["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await stop.wait()
-        except BaseException as exc:
-            box["error"] = exc
-            ready.set()
-            raise
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(120)
-    if "error" in box:
-        raise box["error"]
-    try:
-        yield box["target"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(60)
+    servers = config(local=stdio_table(tmp_path / "record.txt"))
+    with server_thread(kind, tmp_path, _prepare, mcp_config=servers) as (address, prepared):
+        yield (address, *prepared)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
