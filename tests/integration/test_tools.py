@@ -139,8 +139,19 @@ async def cortex(
 ) -> AsyncIterator[RunningServer]:
     """Cortex with the test server twice: `local` over stdio and `remote` over HTTP."""
     servers = config(
-        local=stdio_table(record, tmp_path / "local.pid", timeout=5),
-        remote={"url": f"http://127.0.0.1:{http.port}/mcp", "timeout": 5},
+        local=stdio_table(
+            record,
+            tmp_path / "local.pid",
+            timeout=5,
+            tool_timeouts={"slow": 60},
+            require_approval=["fail"],
+            idempotent=["echo"],
+        ),
+        remote={
+            "url": f"http://127.0.0.1:{http.port}/mcp",
+            "timeout": 5,
+            "tool_timeouts": {"slow": 60},
+        },
     )
     async with running_app(tmp_path / "cortex", mcp_config=servers, **backend) as running:
         await until_serving(running, "local")
@@ -172,6 +183,16 @@ async def test_tools_of_every_server_and_the_built_ins_are_listed_by_name_page_b
     assert json_format.MessageToDict(echo.input_schema)["required"] == ["text"]
     assert json_format.MessageToDict(echo.output_schema)["properties"]["text"]["type"] == "string"
     assert not echo.requires_approval
+    listed = {t.name: t for t in (await user.list(page_size=1000)).tools}
+    assert listed["tools/local.echo"].idempotent  # configured
+    assert not listed["tools/remote.echo"].idempotent
+    assert listed["tools/remote.plain"].idempotent  # the server's readOnlyHint
+    assert listed["tools/local.fail"].requires_approval
+    assert not listed["tools/remote.fail"].requires_approval
+    assert listed["tools/local.slow"].timeout.seconds == 60
+    assert listed["tools/cortex.current_time"].server == "cortex"
+    assert listed["tools/cortex.current_time"].idempotent
+    assert not listed["tools/cortex.remember"].idempotent
 
 
 @pytest.mark.parametrize("server", ["local", "remote"])
