@@ -102,3 +102,28 @@ def _exists(path: Path) -> bool:
 
 def _exists_line(path: Path, line: str) -> bool:
     return path.exists() and line in path.read_text().splitlines()
+
+
+async def test_a_server_that_does_not_connect_in_time_is_stopped_and_tried_again(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "mute.pid"
+    mute = {
+        "command": sys.executable,
+        "args": ["-c", f"import os,time; open({str(pid_file)!r},'w').write(str(os.getpid())); "
+                 "time.sleep(600)"],
+        "connect_timeout": 1,
+    }  # fmt: skip
+    async with running_app(tmp_path / "cortex", mcp_config=config(mute=mute)) as running:
+        await eventually(lambda: _async(_exists(pid_file)))
+        first = int(pid_file.read_text())
+
+        async def backing_off() -> bool:
+            return await health(running, "cortex.background.mcp-mute") == NOT_SERVING
+
+        await eventually(backing_off, 10)  # the connect deadline passed: a failure
+        await eventually(
+            lambda: _async(_exists(pid_file) and int(pid_file.read_text()) != first), 15
+        )
+        assert not _alive(first)  # the process that did not answer was stopped, not left behind
+        assert await health(running, "cortex.tools.mute") == NOT_SERVING
