@@ -19,6 +19,12 @@ from support.mcp import config, stdio_table
 from test_tools import NOT_SERVING, SERVING, _async, eventually, health, sign_up, until_serving
 
 
+def _mute(pid_file: Path, **keys: object) -> dict[str, object]:
+    """A child that never speaks MCP: it only writes its pid and sleeps."""
+    code = f"import os,time; open({str(pid_file)!r},'w').write(str(os.getpid())); time.sleep(600)"
+    return {"command": sys.executable, "args": ["-c", code], **keys}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -31,13 +37,7 @@ async def test_start_does_not_wait_for_a_server_that_never_answers_and_shutdown_
     tmp_path: Path,
 ) -> None:
     pid_file = tmp_path / "mute.pid"
-    # A child that never speaks MCP: it only writes its pid and sleeps.
-    mute = {
-        "command": sys.executable,
-        "args": ["-c", f"import os,time; open({str(pid_file)!r},'w').write(str(os.getpid())); "
-                 "time.sleep(600)"],
-        "connect_timeout": 30,
-    }  # fmt: skip
+    mute = _mute(pid_file, connect_timeout=30)
     started = time.monotonic()
     async with running_app(tmp_path / "cortex", mcp_config=config(mute=mute)) as running:
         assert time.monotonic() - started < 15
@@ -108,12 +108,7 @@ async def test_a_server_that_does_not_connect_in_time_is_stopped_and_tried_again
     tmp_path: Path,
 ) -> None:
     pid_file = tmp_path / "mute.pid"
-    mute = {
-        "command": sys.executable,
-        "args": ["-c", f"import os,time; open({str(pid_file)!r},'w').write(str(os.getpid())); "
-                 "time.sleep(600)"],
-        "connect_timeout": 1,
-    }  # fmt: skip
+    mute = _mute(pid_file, connect_timeout=1)
     async with running_app(tmp_path / "cortex", mcp_config=config(mute=mute)) as running:
         await eventually(lambda: _async(_exists(pid_file)))
         first = int(pid_file.read_text())

@@ -42,7 +42,9 @@ def tool_specs(config: McpServerConfig, listed: Iterable[types.Tool]) -> tuple[T
             log.warning("MCP server %s lists a tool Cortex cannot name: %r", config.name, tool.name)
             continue
         if not _usable_schemas(tool):
-            log.warning("MCP server %s lists %r with an invalid JSON Schema", config.name, tool.name)
+            log.warning(
+                "MCP server %s lists %r with an invalid JSON Schema", config.name, tool.name
+            )
             continue
         hints = tool.annotations
         hinted = bool(hints and (hints.idempotent_hint or hints.read_only_hint))
