@@ -250,6 +250,19 @@ async def test_a_tool_that_fails_answers_with_an_error_status_not_a_failed_rpc(
     assert unpacked.metadata["code"] == "QUOTA"
 
 
+async def test_a_failing_tools_stack_trace_never_reaches_the_client(cortex: RunningServer) -> None:
+    user = await sign_up(cortex)
+    leaky = (
+        "database is locked\nTraceback (most recent call last):\n"
+        '  File "/srv/app/db.py", line 12, in query\n    raise Locked()\nLocked'
+    )
+    response = await user.invoke("local.fail", {"code": "LOCKED", "message": leaky})
+    assert response.error.message == "database is locked"
+    js = "boom: ECONNRESET\n    at Socket.onend (node:net:1:1)\n    at emit (node:events:2:2)"
+    response = await user.invoke("remote.fail", {"message": js})
+    assert response.error.message == "boom: ECONNRESET"
+
+
 async def test_unknown_tools_and_malformed_names_are_refused(cortex: RunningServer) -> None:
     user = await sign_up(cortex)
     with pytest.raises(grpc.aio.AioRpcError) as caught:

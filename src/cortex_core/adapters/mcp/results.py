@@ -7,8 +7,8 @@
 * A result becomes a JSON object: its ``structuredContent`` when the server sent
   one, else ``{"content": [...]}`` with each content block as its MCP JSON.
 * A result with ``isError`` becomes :class:`errors.ToolFailed`: the text the tool
-  gave, on one line and trimmed; its ``code`` (``structuredContent.code``, when a
-  string or number) in the error's metadata.
+  gave, cut where a stack trace starts, on one line and trimmed; its ``code``
+  (``structuredContent.code``, when a string or number) in the error's metadata.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURE_TEXT = 512
 _SPACE = re.compile(r"\s+")
+# Where a stack trace starts: Python's header or frame lines, JavaScript's and Java's frames.
+_STACK = re.compile(r"Traceback \(most recent call last\)|^\s*File \"|^\s+at \S", re.MULTILINE)
 
 
 def tool_specs(config: McpServerConfig, listed: Iterable[types.Tool]) -> tuple[ToolSpec, ...]:
@@ -86,7 +88,7 @@ def output_of(tool: ToolSpec, result: types.CallToolResult) -> Mapping[str, Any]
 
 def failure(tool: ToolSpec, result: types.CallToolResult) -> errors.ToolFailed:
     texts = [block.text for block in result.content if isinstance(block, types.TextContent)]
-    said = _SPACE.sub(" ", " ".join(texts)).strip() or "the tool reported an error"
+    said = _SPACE.sub(" ", _without_stack("\n".join(texts))).strip() or "the tool reported an error"
     if len(said) > MAX_FAILURE_TEXT:
         said = said[: MAX_FAILURE_TEXT - 1] + "…"
     metadata = {"tool": tool.id}
@@ -95,6 +97,12 @@ def failure(tool: ToolSpec, result: types.CallToolResult) -> errors.ToolFailed:
     if isinstance(code, str | int) and not isinstance(code, bool):
         metadata["code"] = str(code)[:64]
     return errors.ToolFailed(said, metadata=metadata)
+
+
+def _without_stack(text: str) -> str:
+    """The text before any stack trace in it (a tool's error is shown to clients)."""
+    found = _STACK.search(text)
+    return text[: found.start()] if found else text
 
 
 def _block(block: types.ContentBlock) -> dict[str, Any]:
