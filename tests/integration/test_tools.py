@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import grpc.aio
@@ -31,6 +32,7 @@ from support.rpc import details
 from cortex_core.server import RunningServer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+TOOLS_REDIS_DB = 11
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -41,8 +43,10 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     async with database_url(kind, tmp_path) as url:
         extra: dict[str, Any] = {"database_url": url}
         if kind == "postgresql":
-            extra["redis_url"] = require_env("CORTEX_TEST_REDIS_URL")
-            # Sign-up limits live in the shared Redis, across tests and runs, per address.
+            # Sign-up limits live in Redis, per client address (127.0.0.1 for every test
+            # on this machine, whoever runs it): a database of its own, and no limit.
+            shared = urlsplit(require_env("CORTEX_TEST_REDIS_URL"))
+            extra["redis_url"] = urlunsplit(shared._replace(path=f"/{TOOLS_REDIS_DB}"))
             extra["register_address_attempts"] = 1_000_000
         yield extra
 
