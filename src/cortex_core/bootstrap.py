@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.llm.config import chain_from_config
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
+from cortex_core.adapters.mcp.source import McpToolSource, loop_name
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
@@ -43,6 +45,7 @@ from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
+from cortex_core.api.tool_service import ToolService
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
 from cortex_core.domain.events import Change
@@ -58,6 +61,7 @@ from cortex_core.ports import (
 )
 from cortex_core.services import reactions
 from cortex_core.services.authentication import Authenticator
+from cortex_core.services.builtin_tools import BuiltinTools
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
@@ -71,6 +75,7 @@ from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
+from cortex_core.services.tools import Tools
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
@@ -95,6 +100,8 @@ class App:
     access_log: AccessLog | None
     authenticator: Authenticator | None
     servicers: dict[str, object]
+    #: The one invoker of every tool call (InvokeTool, replies, tasks).
+    tool_invoker: ToolInvoker
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -195,7 +202,25 @@ def bootstrap(
         events=bus,
         memories=relevant_memories,
     )
-    tool_invoker = ToolInvoker([*extra_tool_sources])
+    supervisor = Supervisor(on_change=lambda state: health.background_changed(state))
+
+    async def tool_server_changed(server: str, up: bool) -> None:
+        await health.tool_server_changed(server, up)
+
+    mcp_sources = [
+        McpToolSource(
+            server,
+            on_state=tool_server_changed,
+            retry_hint=functools.partial(supervisor.retry_in, loop_name(server.name)),
+        )
+        for server in settings.mcp_config.servers
+    ]
+    tool_sources: list[ToolSource] = [
+        BuiltinTools(memories=memories, clock=clock),
+        *mcp_sources,
+        *extra_tool_sources,
+    ]
+    tool_invoker = ToolInvoker(tool_sources)
     conversations = Conversations(
         uow=database.unit_of_work, clock=clock, events=bus, tools=tool_invoker
     )
@@ -226,9 +251,14 @@ def bootstrap(
         "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
         "cortex.context.v1.ContextService": ContextService(context),
         "cortex.context.v1.MemoryService": MemoryService(memories),
+        "cortex.experts.v1.ToolService": ToolService(
+            Tools(uow=database.unit_of_work, invoker=tool_invoker)
+        ),
     }
     health = HealthReporter(
-        list(servicers), [name for name in service_names() if name not in servicers]
+        list(servicers),
+        [name for name in service_names() if name not in servicers],
+        tool_servers=[source.server for source in mcp_sources],
     )
     access_log = AccessLog(settings.log_format) if settings.access_log else None
     background = [
@@ -253,6 +283,8 @@ def bootstrap(
     ]
     if access_log is not None:
         background.append(Loop("access-log", access_log.run))
+    # One owner task per MCP server: its session lives and reconnects in this loop.
+    background += [Loop(source.loop_name, source.run) for source in mcp_sources]
 
     return App(
         settings=settings,
@@ -267,8 +299,9 @@ def bootstrap(
         access_log=access_log,
         authenticator=authenticator,
         servicers=servicers,
+        tool_invoker=tool_invoker,
         background=background,
-        supervisor=Supervisor(on_change=health.background_changed),
+        supervisor=supervisor,
         starters=[
             lambda: check_redis(redis, settings.redis_url),
             hasher.warm_up,

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
+import jsonschema.protocols
 from jsonschema import exceptions as schema_errors
 
 from cortex_core import errors
@@ -42,6 +43,9 @@ MAX_MESSAGE = 512  # characters of a tool's own error message kept
 class ToolInvoker:
     def __init__(self, sources: Sequence[ToolSource]) -> None:
         self._sources = {source.server: source for source in sources}
+        # Compiled validators by tool id, with the schema they were built from (a
+        # refreshed listing brings a new schema object and a new validator).
+        self._validators: dict[str, tuple[Mapping[str, Any], jsonschema.protocols.Validator]] = {}
 
     @property
     def sources(self) -> Sequence[ToolSource]:
@@ -79,7 +83,7 @@ class ToolInvoker:
         ``input``), ToolFailed, DeadlineExceeded (TOOL_TIMEOUT) or Unavailable
         (TOOL_UNAVAILABLE, with retry_after)."""
         tool = self.require(tool_id)
-        validate_input(tool, arguments)
+        validate_input(tool, arguments, self._validator(tool))
         source = self._sources[tool.server]
         limit = tool.timeout if time_left is None else max(0.0, min(tool.timeout, time_left))
         try:
@@ -89,6 +93,14 @@ class ToolInvoker:
             raise errors.DeadlineExceeded(
                 f"tool {tool.id!r} did not answer within {limit:g} s", reason="TOOL_TIMEOUT"
             ) from None
+
+    def _validator(self, tool: ToolSpec) -> jsonschema.protocols.Validator:
+        cached = self._validators.get(tool.id)
+        if cached is not None and cached[0] is tool.input_schema:
+            return cached[1]
+        validator = compile_schema(tool.input_schema)
+        self._validators[tool.id] = (tool.input_schema, validator)
+        return validator
 
     async def run(
         self, call: ToolCall, context: ToolContext, *, time_left: float | None = None
@@ -119,10 +131,19 @@ def _failed(
     return ToolResult(call_id=call.id, tool=call.tool, error=error)
 
 
-def validate_input(tool: ToolSpec, arguments: Mapping[str, Any]) -> None:
+def compile_schema(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator for ``schema`` (its ``$schema``'s draft, 2020-12 by default)."""
+    validator_class = jsonschema.validators.validator_for(schema)
+    return validator_class(schema)
+
+
+def validate_input(
+    tool: ToolSpec,
+    arguments: Mapping[str, Any],
+    validator: jsonschema.protocols.Validator | None = None,
+) -> None:
     """Raise InvalidArgument with one violation per schema problem (at most 10)."""
-    validator_class = jsonschema.validators.validator_for(tool.input_schema)
-    validator = validator_class(tool.input_schema)
+    validator = validator or compile_schema(tool.input_schema)
     problems = sorted(validator.iter_errors(dict(arguments)), key=schema_errors.relevance)
     if not problems:
         return
