@@ -272,7 +272,8 @@ class ConversationRepository(Protocol):
     async def append_message(self, message: Message) -> Message:
         """Store ``message`` as the conversation's next one (its ``position`` is
         assigned here, atomically) and bump the conversation's counters. Raises
-        AlreadyExists when its idempotency key was used in the conversation."""
+        AlreadyExists when its idempotency key was used in the conversation (the
+        unit of work then only rolls back)."""
         ...
 
     async def get_message_by_key(
