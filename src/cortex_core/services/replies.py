@@ -193,7 +193,7 @@ class Replies:
         conversation_id: str,
         content: str,
         idempotency_key: str,
-    ) -> AsyncIterator[ReplyStep]:
+    ) -> AsyncGenerator[ReplyStep, None]:
         """The reply's steps: the stored user message, text, usage, the completion.
 
         Raise (before any step) InvalidArgument, NotFound (CONVERSATION_NOT_FOUND),
