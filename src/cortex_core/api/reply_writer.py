@@ -23,6 +23,7 @@ client that stops reading holds back the reply as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from types import TracebackType
 from typing import Any, Self
@@ -37,8 +38,8 @@ WAITING_FRAMES = 16
 class ReplyWriter:
     """Writes ``SendMessageResponse`` frames to ``context``; see the module docstring.
 
-    Use as ``async with``; leaving it without an error flushes every frame,
-    leaving it with one stops the writer.
+    Use as ``async with``; leaving it normally or with an error of the reply's
+    flushes every frame, leaving it cancelled stops the writer.
     """
 
     def __init__(self, context: ServicerContext, *, limit: int = WAITING_FRAMES) -> None:
@@ -60,6 +61,11 @@ class ReplyWriter:
         if exc is None:
             await self.flush()
             return
+        if isinstance(exc, Exception):
+            # The reply failed (e.g. UNAUTHENTICATED): what it said before still goes
+            # out ahead of the status, as when every frame was written in the call.
+            with contextlib.suppress(Exception):
+                await self.flush()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
