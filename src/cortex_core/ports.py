@@ -76,6 +76,13 @@ class WorkspaceRepository(Protocol):
 
     async def get_membership(self, workspace_id: str, user_id: str) -> Membership | None: ...
 
+    async def get_as_member(
+        self, workspace_id: str, user_id: str
+    ) -> tuple[Workspace, Membership] | None:
+        """The workspace and ``user_id``'s membership of it, in one read; None when
+        either is missing."""
+        ...
+
     async def list_members(self, workspace_id: str, page: PageRequest) -> Page[MemberView]:
         """Members with their user's email and display name, oldest first."""
         ...
