@@ -163,7 +163,7 @@ class RunningServer:
             await _within(streams.idle(), deadline - loop.time())
         left = streams.calls
         await self.server.stop(max(deadline - loop.time(), 0.0))
-        await _within(asyncio.gather(*drains, return_exceptions=True), deadline - loop.time())
+        await _within(_all(drains), deadline - loop.time())
         for task in self._tasks:  # after the calls, so their access records are flushed
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -179,6 +179,13 @@ class RunningServer:
                 "drain_seconds": round(grace - (deadline - loop.time()), 3),
             },
         )
+
+
+async def _all(futures: Sequence[asyncio.Future[None]]) -> None:
+    """Wait for every future; their failures are logged, never raised."""
+    for outcome in await asyncio.gather(*futures, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            log.error("draining background work failed", exc_info=outcome)
 
 
 async def _within(awaitable: Awaitable[None], seconds: float) -> bool:
