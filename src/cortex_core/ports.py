@@ -567,7 +567,8 @@ class TaskRepository(Protocol):
     fenced (see :class:`~cortex_core.domain.tasks.Fence`)."""
 
     async def add(self, task: Task) -> None:
-        """Insert a new task (QUEUED, no attempts)."""
+        """Insert a new task (QUEUED, no attempts); raise AlreadyExists when its
+        ``request_id`` is taken in the workspace."""
         ...
 
     async def get(self, workspace_id: str, task_id: str) -> Task | None:

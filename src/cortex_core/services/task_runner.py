@@ -228,7 +228,9 @@ class TaskRunner:
     def _start(self, attempt: _Attempt) -> None:
         task_id = attempt.task.id
         attempt.stop = asyncio.get_running_loop().create_future()
-        running = asyncio.create_task(self._attempt(attempt), name=f"task:{task_id}")
+        running = asyncio.create_task(
+            self._attempt(attempt), name=f"task:{self.worker_id}:{task_id}"
+        )
         self._running[task_id] = (attempt, running)
         if self._draining:  # claimed while the drain began: give it straight back
             _set(attempt.stop, "handback")

@@ -30,7 +30,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
+from cortex_core import errors
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql import task_codec as codec
 from cortex_core.adapters.sql.connection import Connection
@@ -58,7 +60,13 @@ class SqlTaskRepository:
         self._conn = connection
 
     async def add(self, task: Task) -> None:
-        await self._conn.execute(t.insert().values(id=task.id, **_row(task)))
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(t.insert().values(id=task.id, **_row(task)))
+        except exc.IntegrityError:
+            raise errors.AlreadyExists(
+                "this request_id was just used in the workspace", reason="REQUEST_ID_USED"
+            ) from None
         await self._write_attempts(task, 1)
 
     async def get(self, workspace_id: str, task_id: str) -> Task | None:
