@@ -665,16 +665,16 @@ class TaskSignals(Protocol):
         """Tell idle workers (of every replica) that a task can be claimed."""
         ...
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return at a wake-up or after ``timeout`` seconds."""
+    async def wait_for_work(self, max_wait: float) -> None:
+        """Return at a wake-up or after ``max_wait`` seconds."""
         ...
 
     async def cancel(self, task_id: str) -> None:
         """Tell whichever worker runs ``task_id`` to stop it."""
         ...
 
-    async def wait_cancel(self, task_id: str, timeout: float) -> bool:
-        """Whether a cancel for ``task_id`` arrived within ``timeout`` seconds
+    async def wait_cancel(self, task_id: str, max_wait: float) -> bool:
+        """Whether a cancel for ``task_id`` arrived within ``max_wait`` seconds
         (False: none yet; callers loop)."""
         ...
 
@@ -682,9 +682,9 @@ class TaskSignals(Protocol):
         """Announce that ``task_id``'s journal reached ``sequence``."""
         ...
 
-    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+    async def wait_journal(self, task_id: str, after_sequence: int, max_wait: float) -> None:
         """Return once an entry after ``after_sequence`` was announced, or after
-        ``timeout`` seconds (callers read the journal either way)."""
+        ``max_wait`` seconds (callers read the journal either way)."""
         ...
 
     async def close(self) -> None: ...

@@ -39,13 +39,15 @@ async def test_a_task_runs_once_to_succeeded_and_its_journal_tells_every_step(
     caller = await seed(database)
     async with harness(database) as h:
         created = await h.tasks.create(caller, "w1", "echo", {"text": "hello there"})
-        assert created.state is TaskState.QUEUED and created.last_sequence == 1
+        assert created.state is TaskState.QUEUED
+        assert created.last_sequence == 1
         await h.runner().start()
         task = await wait_for(h.tasks, caller, created.id, DONE)
         assert task.state is TaskState.SUCCEEDED
         assert dict(task.output or {}) == {"text": "[local-dev] hello there"}
         assert [a.number for a in task.attempts] == [1]
-        assert task.attempts[0].end_time is not None and task.attempts[0].error is None
+        assert task.attempts[0].end_time is not None
+        assert task.attempts[0].error is None
         entries = await _journal(h, task.id)
         assert [e.sequence for e in entries] == list(range(1, len(entries) + 1))
         assert task.last_sequence == entries[-1].sequence
@@ -54,7 +56,7 @@ async def test_a_task_runs_once_to_succeeded_and_its_journal_tells_every_step(
         text = "".join(e.body for e in entries if e.kind is JournalKind.OUTPUT_DELTA)
         assert text == "[local-dev] hello there"
         changes = [e for e in h.published if isinstance(e, TaskStateChanged)]
-        assert [c.previous_state for c in changes][0] is None
+        assert changes[0].previous_state is None
         assert changes[-1].task.state is TaskState.SUCCEEDED
 
 
@@ -89,7 +91,8 @@ async def test_a_task_fails_when_its_attempts_are_spent(database: SqlDatabase) -
         task = await wait_for(h.tasks, caller, created.id, DONE)
         assert task.state is TaskState.FAILED
         assert task.attempt_count == 2
-        assert task.error is not None and task.error.reason == "PROVIDER_UNAVAILABLE"
+        assert task.error is not None
+        assert task.error.reason == "PROVIDER_UNAVAILABLE"
         assert task.complete_time is not None
 
 
@@ -134,12 +137,14 @@ async def test_a_queued_task_is_cancelled_at_once_and_stays_cancelled(
     async with harness(database) as h:
         created = await h.tasks.create(caller, "w1", "echo", {"text": "never run"})
         cancelled = await h.tasks.cancel(caller, "w1", created.id)
-        assert cancelled.state is TaskState.CANCELLED and cancelled.complete_time is not None
+        assert cancelled.state is TaskState.CANCELLED
+        assert cancelled.complete_time is not None
         assert (await h.tasks.cancel(caller, "w1", created.id)).state is TaskState.CANCELLED
         await h.runner().start()
         await asyncio.sleep(0.6)
         task = await h.tasks.get(caller, "w1", created.id)
-        assert task.state is TaskState.CANCELLED and task.attempt_count == 0
+        assert task.state is TaskState.CANCELLED
+        assert task.attempt_count == 0
 
 
 async def test_cancelling_a_running_task_stops_it_keeps_its_partial_output_and_never_succeeds(
@@ -152,7 +157,8 @@ async def test_cancelling_a_running_task_stops_it_keeps_its_partial_output_and_n
         created = await h.tasks.create(caller, "w1", "echo", {"text": words})
         await wait_for(h.tasks, caller, created.id, lambda t: t.last_sequence >= 4)
         returned = await h.tasks.cancel(caller, "w1", created.id)
-        assert returned.state is TaskState.RUNNING and returned.cancel_requested
+        assert returned.state is TaskState.RUNNING
+        assert returned.cancel_requested
         started = time.monotonic()
         task = await wait_for(h.tasks, caller, created.id, DONE, within=5)
         assert task.state is TaskState.CANCELLED
@@ -160,7 +166,8 @@ async def test_cancelling_a_running_task_stops_it_keeps_its_partial_output_and_n
         partial = "".join(
             e.body for e in await _journal(h, task.id) if e.kind is JournalKind.OUTPUT_DELTA
         )
-        assert partial.startswith("[local-dev] w0") and len(partial) < len(words)
+        assert partial.startswith("[local-dev] w0")
+        assert len(partial) < len(words)
         await asyncio.sleep(1.0)
         assert (await h.tasks.get(caller, "w1", created.id)).state is TaskState.CANCELLED
         with pytest.raises(errors.FailedPrecondition) as refused:
@@ -191,10 +198,12 @@ async def test_a_tool_that_needs_approval_waits_without_a_worker_and_resumes_onc
         )
         waiting = await wait_for(h.tasks, caller, created.id, in_state(TaskState.INPUT_REQUIRED))
         request = waiting.input_request
-        assert request is not None and request.tool_call is not None
+        assert request is not None
+        assert request.tool_call is not None
         assert request.tool_call.tool == "testing.guarded"
         assert dict(request.answer_schema)["required"] == ["approve"]
-        assert waiting.lease_owner == "" and first.runner.running == 0
+        assert waiting.lease_owner == ""
+        assert first.runner.running == 0
         assert h.tools.calls["guarded"] == 0
         await first.stop()  # the process goes away while the task waits
 
@@ -207,7 +216,8 @@ async def test_a_tool_that_needs_approval_waits_without_a_worker_and_resumes_onc
         queued = await h.tasks.provide_input(
             caller, "w1", created.id, request.id, {"approve": True}
         )
-        assert queued.state is TaskState.QUEUED and queued.input_request is None
+        assert queued.state is TaskState.QUEUED
+        assert queued.input_request is None
         with pytest.raises(errors.FailedPrecondition) as twice:
             await h.tasks.provide_input(caller, "w1", created.id, request.id, {"approve": True})
         assert twice.value.reason == "TASK_NOT_WAITING"
@@ -250,7 +260,8 @@ async def test_the_expert_itself_can_ask_and_the_answer_is_checked_against_its_s
         created = await h.tasks.create(caller, "w1", "echo", {"text": f"/ask {json.dumps(schema)}"})
         waiting = await wait_for(h.tasks, caller, created.id, in_state(TaskState.INPUT_REQUIRED))
         request = waiting.input_request
-        assert request is not None and request.tool_call is None
+        assert request is not None
+        assert request.tool_call is None
         assert dict(request.answer_schema) == schema
         with pytest.raises(errors.InvalidArgument) as bad:
             await h.tasks.provide_input(caller, "w1", created.id, request.id, {"town": "Oslo"})
@@ -272,7 +283,8 @@ async def test_an_unanswered_request_expires_on_time_and_fails_the_task(
         assert waiting.input_request is not None
         task = await wait_for(h.tasks, caller, created.id, DONE, within=5)
         assert task.state is TaskState.FAILED
-        assert task.error is not None and task.error.reason == "INPUT_REQUEST_EXPIRED"
+        assert task.error is not None
+        assert task.error.reason == "INPUT_REQUEST_EXPIRED"
         assert task.complete_time is not None
         assert task.complete_time - waiting.input_request.expire_time < _seconds(2)
         with pytest.raises(errors.FailedPrecondition):
@@ -316,7 +328,8 @@ async def test_a_workspace_queue_has_a_cap(database: SqlDatabase) -> None:
             await h.tasks.create(caller, "w1", "echo", {"text": str(n)})
         with pytest.raises(errors.ResourceExhausted) as full:
             await h.tasks.create(caller, "w1", "echo", {"text": "one more"})
-        assert full.value.reason == "TASK_QUEUE_FULL" and full.value.retry_after
+        assert full.value.reason == "TASK_QUEUE_FULL"
+        assert full.value.retry_after
 
 
 async def test_bad_input_names_the_fields_and_access_follows_the_workspace(
@@ -395,7 +408,8 @@ async def test_a_task_whose_worker_stops_answering_is_retried_by_another_worker(
         assert time.monotonic() - stopped < 30
         assert task.state is TaskState.SUCCEEDED
         assert [a.worker for a in task.attempts] == ["worker-a", "worker-b"]
-        assert task.attempts[0].error is not None and task.attempts[0].error.reason == WORKER_LOST
+        assert task.attempts[0].error is not None
+        assert task.attempts[0].error.reason == WORKER_LOST
 
 
 async def test_a_draining_runner_hands_its_running_task_back_without_counting_a_failure(
@@ -409,13 +423,15 @@ async def test_a_draining_runner_hands_its_running_task_back_without_counting_a_
         await wait_for(h.tasks, caller, created.id, in_state(TaskState.RUNNING))
         await leaving.drain(0.2)
         handed = await h.tasks.get(caller, "w1", created.id)
-        assert handed.state is TaskState.QUEUED and handed.lease_owner == ""
+        assert handed.state is TaskState.QUEUED
+        assert handed.lease_owner == ""
         assert handed.attempts[0].error is not None
         assert handed.attempts[0].error.reason == WORKER_SHUTDOWN
         assert handed.failed_attempts == 0
         await h.runner("worker-b").start()
         task = await wait_for(h.tasks, caller, created.id, DONE)
-        assert task.state is TaskState.SUCCEEDED and task.attempt_count == 2
+        assert task.state is TaskState.SUCCEEDED
+        assert task.attempt_count == 2
 
 
 async def test_a_journal_can_be_read_from_any_point_and_waited_on(database: SqlDatabase) -> None:
@@ -434,9 +450,9 @@ async def test_a_journal_can_be_read_from_any_point_and_waited_on(database: SqlD
                 seen.append(entry.sequence)
                 after = entry.sequence
             last = read.entries[-1] if read.entries else None
-            if last and last.kind is JournalKind.TASK and isinstance(last.body, Task):
-                if last.body.state.terminal:
-                    break
+            body = last.body if last is not None else None
+            if isinstance(body, Task) and body.state.terminal:
+                break
             if not read.entries:
                 await h.tasks.wait_journal(created.id, after, 1.0)
             assert time.monotonic() < deadline

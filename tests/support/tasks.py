@@ -13,8 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from support.tool_sources import RecordingTools
-
 from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.experts_config import DEFAULT_EXPERTS
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
@@ -30,6 +28,7 @@ from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.task_runner import RunnerPolicy, TaskRunner
 from cortex_core.services.tasks import Tasks
 from cortex_core.services.tool_invoker import ToolInvoker
+from support.tool_sources import RecordingTools
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TEXT = frozen({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]})

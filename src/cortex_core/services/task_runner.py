@@ -507,7 +507,8 @@ class TaskRunner:
                     TaskError(
                         ErrorCategory.INVALID_ARGUMENT,
                         "INVALID_INPUT_REQUEST",
-                        "the expert asked for input with an answer_schema that is not a JSON Schema",
+                        "the expert asked for input with an answer_schema that is not a"
+                        " JSON Schema",
                     ),
                     True,
                 )
@@ -720,7 +721,8 @@ def _over_budget(expert: Expert, used: int) -> _Failed | None:
             TaskError(
                 ErrorCategory.RESOURCE_EXHAUSTED,
                 "TOKEN_BUDGET_EXHAUSTED",
-                f"the attempt used {used} tokens, over the expert's budget of {expert.token_budget}",
+                f"the attempt used {used} tokens, over the expert's budget of"
+                f" {expert.token_budget}",
             ),
             False,
         )

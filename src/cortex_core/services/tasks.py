@@ -266,11 +266,11 @@ class Tasks:
                 task_id, after_sequence, max(0, min(limit, MAX_JOURNAL_READ))
             )
 
-    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+    async def wait_journal(self, task_id: str, after_sequence: int, max_wait: float) -> None:
         """Return when an entry after ``after_sequence`` may exist (a wake-up from
-        any replica) or after ``timeout`` seconds; holds no connection. Read with
+        any replica) or after ``max_wait`` seconds; holds no connection. Read with
         :meth:`read_journal` either way (wake-ups are hints)."""
-        await self.signals.wait_journal(task_id, after_sequence, timeout)
+        await self.signals.wait_journal(task_id, after_sequence, max_wait)
 
 
 # --- shared with the runner ------------------------------------------------------------
