@@ -50,6 +50,7 @@ from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
 from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
+from cortex_core.domain.tasks import TaskKind
 from cortex_core.ports import (
     Cache,
     Clock,
@@ -199,6 +200,7 @@ def bootstrap(
             for hit in found
         ]
 
+    signals, signals_loop = _task_signals(redis)
     context = ContextManager(
         uow=database.unit_of_work,
         clock=clock,
@@ -207,6 +209,7 @@ def bootstrap(
         default_budget=settings.context_budget,
         cache=cache,
         events=bus,
+        signals=signals,
         memories=relevant_memories,
     )
     tool_invoker = ToolInvoker([*extra_tool_sources])
@@ -233,7 +236,6 @@ def bootstrap(
         {e.id: expert_chains.get(e.id, provider) for e in settings.experts},
     )
     experts = Experts(catalog)
-    signals, signals_loop = _task_signals(redis)
     tasks = Tasks(
         uow=database.unit_of_work,
         clock=clock,
@@ -260,6 +262,7 @@ def bootstrap(
             retention=settings.task_retention,
             parallel_tools=settings.tool_parallel,
         ),
+        jobs={TaskKind.SUMMARY: context.run_summary_job},
     )
 
     async def close_hasher() -> None:
@@ -291,7 +294,6 @@ def bootstrap(
             ),
         ),
         Loop("event-relay", relay.drain_and_wait),
-        Loop("summaries", context.run_summary_jobs_once),
         Loop("tasks", runner.run),
         Loop("task-sweeper", every(TASK_SWEEP_INTERVAL, runner.sweep)),
         Loop(

@@ -332,16 +332,6 @@ class ConversationRepository(Protocol):
 
     async def add_summary(self, summary: Summary) -> None: ...
 
-    async def request_summary(self, conversation_id: str, token_budget: int, now: datetime) -> None:
-        """Queue a summary job (durable; one per conversation)."""
-        ...
-
-    async def pending_summaries(self, limit: int) -> list[tuple[str, str, int]]:
-        """Queued jobs as (workspace id, conversation id, token budget), oldest first."""
-        ...
-
-    async def finish_summary(self, conversation_id: str) -> None: ...
-
 
 class TokenCounter(Protocol):
     def count(self, text: str) -> int:
@@ -583,9 +573,13 @@ class TaskRepository(Protocol):
         """The task created in the workspace with ``request_id`` at or after ``since``."""
         ...
 
-    async def find_open(self, workspace_id: str, kind: TaskKind, key: str) -> Task | None:
-        """A QUEUED or RUNNING task of ``kind`` whose ``request_id`` is ``key``
-        (internal jobs use it to keep one per subject)."""
+    async def find_open(self, workspace_id: str, kind: TaskKind, subject: str) -> Task | None:
+        """A QUEUED or RUNNING internal job of ``kind`` about ``subject`` (its
+        ``expert_id`` column: e.g. the conversation of a summary job)."""
+        ...
+
+    async def count_open(self, kind: TaskKind) -> int:
+        """QUEUED or RUNNING tasks of ``kind`` in every workspace."""
         ...
 
     async def list(

@@ -87,15 +87,22 @@ class SqlTaskRepository:
             return None
         return task
 
-    async def find_open(self, workspace_id: str, kind: TaskKind, key: str) -> Task | None:
+    async def find_open(self, workspace_id: str, kind: TaskKind, subject: str) -> Task | None:
         return await self._load(
             sa.and_(
                 t.c.workspace_id == workspace_id,
                 t.c.kind == kind.value,
-                t.c.expert_id == key,
+                t.c.expert_id == subject,
                 t.c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
             )
         )
+
+    async def count_open(self, kind: TaskKind) -> int:
+        query = sa.select(sa.func.count()).where(
+            t.c.kind == kind.value,
+            t.c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
     async def list(
         self,
