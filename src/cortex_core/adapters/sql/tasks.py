@@ -64,9 +64,7 @@ class SqlTaskRepository:
             async with self._conn.begin_nested():
                 await self._conn.execute(t.insert().values(id=task.id, **_row(task)))
         except exc.IntegrityError:
-            raise errors.AlreadyExists(
-                "this request_id was just used in the workspace", reason="REQUEST_ID_USED"
-            ) from None
+            raise errors.AlreadyExists("this request_id was just used in the workspace") from None
         await self._write_attempts(task, 1)
 
     async def get(self, workspace_id: str, task_id: str) -> Task | None:
