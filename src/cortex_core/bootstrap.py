@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.llm.config import LlmConfig, chain_from_config
 from cortex_core.adapters.llm.fallback import FallbackProvider
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
+from cortex_core.adapters.mcp.source import McpToolSource, loop_name
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
@@ -46,6 +48,7 @@ from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
+from cortex_core.api.tool_service import ToolService
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
 from cortex_core.domain.events import Change
@@ -64,6 +67,7 @@ from cortex_core.ports import (
 )
 from cortex_core.services import reactions
 from cortex_core.services.authentication import Authenticator
+from cortex_core.services.builtin_tools import BuiltinTools
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
@@ -80,6 +84,7 @@ from cortex_core.services.task_runner import RunnerPolicy, TaskRunner
 from cortex_core.services.tasks import Tasks
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
+from cortex_core.services.tools import Tools
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
@@ -105,6 +110,8 @@ class App:
     access_log: AccessLog | None
     authenticator: Authenticator | None
     servicers: dict[str, object]
+    #: The one invoker of every tool call (InvokeTool, replies, tasks).
+    tool_invoker: ToolInvoker
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -212,7 +219,25 @@ def bootstrap(
         signals=signals,
         memories=relevant_memories,
     )
-    tool_invoker = ToolInvoker([*extra_tool_sources])
+    supervisor = Supervisor(on_change=lambda state: health.background_changed(state))
+
+    async def tool_server_changed(server: str, up: bool) -> None:
+        await health.tool_server_changed(server, up)
+
+    mcp_sources = [
+        McpToolSource(
+            server,
+            on_state=tool_server_changed,
+            retry_hint=functools.partial(supervisor.retry_in, loop_name(server.name)),
+        )
+        for server in settings.mcp_config.servers
+    ]
+    tool_sources: list[ToolSource] = [
+        BuiltinTools(memories=memories, clock=clock),
+        *mcp_sources,
+        *extra_tool_sources,
+    ]
+    tool_invoker = ToolInvoker(tool_sources)
     conversations = Conversations(
         uow=database.unit_of_work, clock=clock, events=bus, tools=tool_invoker
     )
@@ -279,9 +304,14 @@ def bootstrap(
         "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
         "cortex.context.v1.ContextService": ContextService(context),
         "cortex.context.v1.MemoryService": MemoryService(memories),
+        "cortex.experts.v1.ToolService": ToolService(
+            Tools(uow=database.unit_of_work, invoker=tool_invoker)
+        ),
     }
     health = HealthReporter(
-        list(servicers), [name for name in service_names() if name not in servicers]
+        list(servicers),
+        [name for name in service_names() if name not in servicers],
+        tool_servers=[source.server for source in mcp_sources],
     )
     access_log = AccessLog(settings.log_format) if settings.access_log else None
     background = [
@@ -309,6 +339,8 @@ def bootstrap(
         background.append(Loop("access-log", access_log.run))
     if signals_loop is not None:
         background.append(signals_loop)
+    # One owner task per MCP server: its session lives and reconnects in this loop.
+    background += [Loop(source.loop_name, source.run) for source in mcp_sources]
 
     return App(
         settings=settings,
@@ -323,8 +355,9 @@ def bootstrap(
         access_log=access_log,
         authenticator=authenticator,
         servicers=servicers,
+        tool_invoker=tool_invoker,
         background=background,
-        supervisor=Supervisor(on_change=health.background_changed),
+        supervisor=supervisor,
         experts=experts,
         tasks=tasks,
         drainers=[runner.drain],

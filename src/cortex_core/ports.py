@@ -367,7 +367,9 @@ class ToolSource(Protocol):
     """The tools of one server: the built-in tools, or one MCP server.
 
     ``tools()`` is a snapshot that the source keeps current (an MCP server's
-    ``list_changed`` refreshes it); it is empty while the server is down.
+    ``list_changed`` refreshes it). While an MCP server is down it keeps the last
+    listing, so calls to its tools raise ``Unavailable`` rather than look unknown;
+    it is empty until the server was reached once.
     """
 
     @property
