@@ -343,18 +343,17 @@ class TaskRunner:
                 _set(attempt.stop, "cancel")
                 return
             now = self._clock.now()
+            # Past this point another worker may soon claim the task: stop first.
+            stop_at = (attempt.renewed_until or now + lease) - lease * LEASE_MARGIN
             try:
-                async with self._uow() as uow:
-                    answer = await uow.tasks.heartbeat(
-                        task.id, self.worker_id, attempt.number, now + lease
-                    )
-                    await uow.commit()
-            except errors.Unavailable:
-                answer = False  # no news: keep running while the lease lasts
-                if (
-                    attempt.renewed_until is not None
-                    and now >= attempt.renewed_until - lease * LEASE_MARGIN
-                ):
+                async with asyncio.timeout(max((stop_at - now).total_seconds(), 0.05)):
+                    async with self._uow() as uow:
+                        answer = await uow.tasks.heartbeat(
+                            task.id, self.worker_id, attempt.number, now + lease
+                        )
+                        await uow.commit()
+            except (errors.Unavailable, TimeoutError):
+                if self._clock.now() >= stop_at:
                     log.warning("cannot renew a task lease; stopping the attempt")
                     _set(attempt.stop, "lost")
                     return
