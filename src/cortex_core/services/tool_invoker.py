@@ -26,17 +26,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jsonschema
 import jsonschema.protocols
-from jsonschema import exceptions as schema_errors
 
 from cortex_core import errors
 from cortex_core.domain.tools import ToolCall, ToolContext, ToolError, ToolResult, ToolSpec
 from cortex_core.ports import ToolSource
+from cortex_core.services.json_schemas import compile_schema, violations
 
 log = logging.getLogger(__name__)
 
-MAX_VIOLATIONS = 10
 MAX_MESSAGE = 512  # characters of a tool's own error message kept
 
 
@@ -131,30 +129,12 @@ def _failed(
     return ToolResult(call_id=call.id, tool=call.tool, error=error)
 
 
-def compile_schema(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
-    """A validator for ``schema`` (its ``$schema``'s draft, 2020-12 by default)."""
-    validator_class = jsonschema.validators.validator_for(schema)
-    return validator_class(schema)
-
-
 def validate_input(
     tool: ToolSpec,
     arguments: Mapping[str, Any],
     validator: jsonschema.protocols.Validator | None = None,
 ) -> None:
     """Raise InvalidArgument with one violation per schema problem (at most 10)."""
-    validator = validator or compile_schema(tool.input_schema)
-    problems = sorted(validator.iter_errors(dict(arguments)), key=schema_errors.relevance)
-    if not problems:
-        return
-    violations = [
-        errors.FieldViolation(
-            field=".".join(["input", *(str(part) for part in problem.absolute_path)]),
-            description=problem.message[:256],
-            reason="SCHEMA_MISMATCH",
-        )
-        for problem in problems[:MAX_VIOLATIONS]
-    ]
-    raise errors.InvalidArgument(
-        f"input does not match the input schema of {tool.id!r}", violations
-    )
+    found = violations(validator or compile_schema(tool.input_schema), arguments, "input")
+    if found:
+        raise errors.InvalidArgument(f"input does not match the input schema of {tool.id!r}", found)
