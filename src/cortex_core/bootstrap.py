@@ -235,6 +235,7 @@ def bootstrap(
         max_active=settings.max_active_replies,
         tools=tool_invoker,
         limits=LoopLimits(max_steps=settings.tool_max_steps, parallel=settings.tool_parallel),
+        heartbeat=settings.events_heartbeat,
     )
 
     async def close_hasher() -> None:

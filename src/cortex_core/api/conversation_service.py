@@ -120,6 +120,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
             request.content,
             request.idempotency_key,
             approvals,
+            time_left=context.time_remaining(),
         )
         async for step in steps:
             if isinstance(step, replies.ReplyText):
@@ -128,6 +129,10 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
                 yield pb.SendMessageResponse(tool_call=cc.tool_call(step.call))
             elif isinstance(step, replies.ToolCallAnswered):
                 yield pb.SendMessageResponse(tool_result=cc.tool_result(step.result))
+            elif isinstance(step, replies.ReplyHeartbeat):
+                yield pb.SendMessageResponse(
+                    heartbeat=pb.Heartbeat(server_time=convert.timestamp(step.time))
+                )
             elif isinstance(step, replies.UserMessageStored):
                 yield pb.SendMessageResponse(user_message=cc.message(step.message))
             elif isinstance(step, replies.ReplyUsage):
