@@ -26,7 +26,6 @@ from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grp
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
 from support.clients import Account, Client, authenticated_channel
-from support.events import own_redis
 from support.inprocess import running_app
 from support.rpc import details
 from support.tool_sources import RecordingTools
@@ -89,18 +88,6 @@ class Chat:
 
     async def close(self) -> None:
         await self.channel.close()
-
-
-@pytest.fixture
-async def backend(db_url: str, tmp_path: Path) -> AsyncIterator[dict[str, object]]:
-    """The server's storage settings: SQLite alone, or PostgreSQL with a Redis of
-    the test's own (sign-ups from 127.0.0.1 are throttled in Redis, and a shared
-    one is filled by every other suite)."""
-    if not db_url.startswith("postgresql"):
-        yield {"database_url": db_url}
-        return
-    async with own_redis(tmp_path / "redis") as redis:
-        yield {"database_url": db_url, "redis_url": redis.url}
 
 
 @contextlib.asynccontextmanager
