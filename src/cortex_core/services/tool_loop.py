@@ -52,7 +52,7 @@ from collections.abc import AsyncGenerator, Collection, Sequence
 from cortex_core import errors
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.identity import new_id
-from cortex_core.domain.llm import PromptMessage, Usage, tool_message, well_formed
+from cortex_core.domain.llm import PromptMessage, Usage, tool_message
 from cortex_core.domain.tools import (
     ToolCall,
     ToolCallState,
@@ -197,7 +197,9 @@ class ToolLoop:
         self, messages: list[PromptMessage], offered: Sequence[ToolSpec], turn: _Turn
     ) -> AsyncGenerator[TextPiece, None]:
         """Stream one model turn into ``turn`` (text, calls, finish, usage, error)."""
-        prompt = well_formed(messages)
+        # As stored: an adapter whose API has rules about tool history applies
+        # domain.llm.well_formed (the one rule for dangling calls and results).
+        prompt = tuple(messages)
         reported: Usage | None = None
         try:
             stream = self._provider.stream(prompt, max_tokens=self._max_tokens, tools=offered)
