@@ -252,6 +252,7 @@ def bootstrap(
         max_active=settings.max_active_replies,
         tools=tool_invoker,
         limits=LoopLimits(max_steps=settings.tool_max_steps, parallel=settings.tool_parallel),
+        heartbeat=settings.events_heartbeat,
     )
 
     local = LocalDevelopmentProvider(delay=settings.local_llm_delay)

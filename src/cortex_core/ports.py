@@ -367,7 +367,11 @@ class LlmProvider(Protocol):
         ``ToolSpec.id``; a call the model got wrong, an unknown name or arguments
         that are not a JSON object, carries ``ToolCall.error``), then usage (when
         known) and a finish reason (TOOL_CALLS when the model stopped to call
-        tools). Closing the iterator cancels the request."""
+        tools). Closing the iterator cancels the request.
+
+        ``messages`` is history as stored: a call may lack its result, a result
+        its call; a provider whose API refuses that sends
+        ``domain.llm.well_formed(messages)``."""
         ...
 
 

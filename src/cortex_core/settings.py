@@ -271,7 +271,10 @@ class Settings:
         OWASP_MIN_TIME_COST, _at_least(OWASP_MIN_TIME_COST), "argon2id passes (OWASP minimum)"
     )
     events_heartbeat: float = _setting(
-        15.0, _positive_float, "seconds between heartbeat frames on quiet event streams"
+        15.0,
+        _positive_float,
+        "seconds between heartbeat frames on quiet event streams, and on replies "
+        "waiting for tool calls",
     )
     events_retention: float = _setting(
         24 * 3600.0, _positive_float, "seconds events stay replayable"

@@ -26,7 +26,6 @@ from cortex.events.v1 import event_pb2, event_service_pb2, event_service_pb2_grp
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2
 from support.clients import Account, Client, authenticated_channel
-from support.events import own_redis
 from support.inprocess import running_app
 from support.rpc import details
 from support.tool_sources import RecordingTools
@@ -64,7 +63,11 @@ class Chat:
         return created
 
     def call(
-        self, content: str = "", approvals: Sequence[tuple[str, int]] = (), key: str = ""
+        self,
+        content: str = "",
+        approvals: Sequence[tuple[str, int]] = (),
+        key: str = "",
+        timeout: float = 30,
     ) -> Any:
         return self.stub.SendMessage(
             cpb.SendMessageRequest(
@@ -73,7 +76,7 @@ class Chat:
                 idempotency_key=key,
                 approvals=[cpb.ToolApproval(tool_call_id=i, decision=d) for i, d in approvals],
             ),
-            timeout=30,
+            timeout=timeout,
         )
 
     async def send(self, content: str = "", approvals: Sequence[tuple[str, int]] = ()) -> list[Any]:
@@ -85,18 +88,6 @@ class Chat:
 
     async def close(self) -> None:
         await self.channel.close()
-
-
-@pytest.fixture
-async def backend(db_url: str, tmp_path: Path) -> AsyncIterator[dict[str, object]]:
-    """The server's storage settings: SQLite alone, or PostgreSQL with a Redis of
-    the test's own (sign-ups from 127.0.0.1 are throttled in Redis, and a shared
-    one is filled by every other suite)."""
-    if not db_url.startswith("postgresql"):
-        yield {"database_url": db_url}
-        return
-    async with own_redis(tmp_path / "redis") as redis:
-        yield {"database_url": db_url, "redis_url": redis.url}
 
 
 @contextlib.asynccontextmanager
@@ -259,16 +250,27 @@ async def test_parallel_calls_run_at_once_up_to_the_cap(
     assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
 
 
+async def _one_send(
+    backend: dict[str, object],
+    tmp_path: Path,
+    tools: RecordingTools,
+    content: str,
+    **settings: object,
+) -> tuple[list[Any], list[Any]]:
+    """One send in a new conversation on a server with ``settings``: its frames and
+    the messages stored."""
+    async with _server(tmp_path, backend, tools, **settings) as address, _chat(address) as chat:
+        await chat.create()
+        frames = await chat.send(content)
+        return frames, await chat.messages()
+
+
 async def test_a_reply_that_keeps_calling_tools_ends_at_the_step_limit(
     backend: dict[str, object], tmp_path: Path, tools: RecordingTools
 ) -> None:
-    async with (
-        _server(tmp_path, backend, tools, tool_max_steps=3) as address,
-        _chat(address) as chat,
-    ):
-        await chat.create()
-        frames = await chat.send("/loop testing.echo {}")
-        stored = await chat.messages()
+    frames, stored = await _one_send(
+        backend, tmp_path, tools, "/loop testing.echo {}", tool_max_steps=3
+    )
     assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STEP_LIMIT
     assert _kinds(frames).count("tool_call") == _kinds(frames).count("tool_result") == 3
     assert tools.calls["echo"] == 3
@@ -406,8 +408,17 @@ async def test_a_plain_message_denies_every_pending_call_so_nothing_wedges(
 ) -> None:
     completion, _ = await _wait_for_approval(chat)
     pending = next(c.id for c in completion.message.tool_calls if c.tool == GUARDED)
+    stream = await _live_events(chat)
     frames = await chat.send("never mind, just say hi")
     assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
+    # The denial is a frame too, before the new message, as it was stored and announced.
+    assert _kinds(frames)[:2] == ["tool_result", "user_message"]
+    assert frames[0].tool_result.tool_call_id == pending
+    assert _error_info(frames[0].tool_result.error)["reason"] == "TOOL_DENIED"
+    events = await _events_until_completed(stream)
+    stream.cancel()
+    completed = [e.tool_call_completed.result for e in events if e.HasField("tool_call_completed")]
+    assert [r.tool_call_id for r in completed] == [pending]
     stored = await chat.messages()
     denied = [m for m in stored if m.tool_result.tool_call_id == pending]
     assert len(denied) == 1
@@ -666,3 +677,38 @@ async def test_a_retry_with_the_same_key_joins_a_tool_reply_in_progress(
     assert tools.calls["slow"] == 1
     again = await chat.send('/call testing.slow {"seconds": 0.5}')  # a new message, no key
     assert again[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
+
+
+async def test_heartbeats_come_while_a_tool_call_runs_and_nothing_else_is_sent(
+    backend: dict[str, object], tmp_path: Path, tools: RecordingTools
+) -> None:
+    frames, _ = await _one_send(
+        backend, tmp_path, tools, '/call testing.slow {"seconds": 1.1}', events_heartbeat=0.2
+    )
+    kinds = _kinds(frames)
+    call_at, result_at = kinds.index("tool_call"), kinds.index("tool_result")
+    beats = [f.heartbeat for f in frames[call_at:result_at] if f.HasField("heartbeat")]
+    assert 3 <= len(beats) <= 6  # one per 0.2 s of a 1.1 s call
+    assert all(beat.server_time.seconds > 0 for beat in beats)
+    assert "heartbeat" not in kinds[:call_at] + kinds[result_at:]
+    assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
+
+
+async def test_a_tool_call_ends_before_the_rpc_deadline_as_a_timeout_told_to_the_model(
+    chat: Chat, tools: RecordingTools
+) -> None:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    frames = [f async for f in chat.call('/call testing.slow {"seconds": 30}', timeout=4)]
+    took = loop.time() - began
+    (result,) = [f.tool_result for f in frames if f.HasField("tool_result")]
+    assert _error_info(result.error)["reason"] == "TOOL_TIMEOUT"
+    assert result.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    (limit,) = tools.time_limits
+    assert 2.0 < limit < 3.1  # the 4 s deadline less a quarter, less what came before
+    assert took < 4
+    completion = frames[-1].completion
+    assert completion.finish_reason == message_pb2.FINISH_REASON_STOP
+    assert "TOOL_TIMEOUT" in completion.message.content  # the model was told
+    stored = await chat.messages()
+    assert _error_info(stored[-2].tool_result.error)["reason"] == "TOOL_TIMEOUT"

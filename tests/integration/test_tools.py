@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.clients import Account, Client, workspace_pb
 from support.databases import database_url, require_env
 from support.inprocess import running_app
-from support.mcp import HttpServer, config, http_server, recorded, stdio_table
+from support.mcp import HttpServer, config, recorded, stdio_table
 from support.rpc import details
 
 from cortex_core.server import RunningServer
@@ -126,17 +126,6 @@ async def until_serving(running: RunningServer, server: str) -> None:
         return await health(running, f"cortex.tools.{server}") == SERVING
 
     await eventually(serving)
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Path:
-    return tmp_path / "mcp-record.txt"
-
-
-@pytest.fixture
-async def http(record: Path) -> AsyncIterator[HttpServer]:
-    with http_server(record) as server:
-        yield server
 
 
 @pytest.fixture

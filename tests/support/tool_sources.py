@@ -6,6 +6,7 @@ Tools of server ``testing``:
 * ``testing.echo``: returns ``{"echo": <arguments>}``.
 * ``testing.slow``: waits ``seconds`` (default 30) and returns ``{"slept": seconds}``;
   records when a call started, how many ran at once, and when one was cancelled.
+  Like a real source, it stops at its ``time_limit`` with TOOL_TIMEOUT.
 * ``testing.guarded``: like echo, but ``requires_approval``.
 * ``testing.broken``: always fails (``ToolFailed``, code ``E_BROKEN``).
 """
@@ -63,6 +64,7 @@ class RecordingTools:
         self.slow_cancelled = asyncio.Event()
         self.running = 0
         self.most_at_once = 0
+        self.time_limits: list[float] = []  # of the calls stopped at their limit
 
     @property
     def server(self) -> str:
@@ -98,6 +100,11 @@ class RecordingTools:
             raise
         finally:
             self.running -= 1
+        if seconds > time_limit:
+            self.time_limits.append(time_limit)
+            raise errors.DeadlineExceeded(
+                f"slow did not finish within {time_limit:g} s", reason="TOOL_TIMEOUT"
+            )
         return {"slept": seconds}
 
     async def start(self) -> None:

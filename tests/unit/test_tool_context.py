@@ -71,22 +71,33 @@ def test_a_step_that_is_the_newest_goes_in_whole() -> None:
     assert window.items[1].reason == "the newest message is the one being answered"
 
 
-def test_the_prompt_drops_results_without_calls_and_calls_without_results() -> None:
+def test_a_call_without_its_result_is_answered_and_a_result_without_its_call_is_text() -> None:
     calls = (ToolCall("a", "x.echo"), ToolCall("b", "x.echo"))
     prompt = [
-        PromptMessage("tool", "{}", tool_call_id="orphan"),
+        PromptMessage("tool", '{"n":1}', tool_call_id="orphan", tool_name="x.echo"),
         PromptMessage("user", "hi"),
         PromptMessage("assistant", "", tool_calls=calls),
+        PromptMessage("tool", "{}", tool_call_id="b"),
+        PromptMessage("tool", '{"again":1}', tool_call_id="b", tool_name="x.echo"),
         PromptMessage("tool", "{}", tool_call_id="a"),
-        PromptMessage("tool", "{}", tool_call_id="a"),  # a duplicate
         PromptMessage("user", "next"),
         PromptMessage("assistant", "", tool_calls=(ToolCall("c", "x.echo"),)),
     ]
     shaped = well_formed(prompt)
     assert [(m.role, m.tool_call_id) for m in shaped] == [
+        ("user", ""),  # the orphan result, as text: what it said is not lost
         ("user", ""),
         ("assistant", ""),
-        ("tool", "a"),
+        ("tool", "a"),  # every call answered, in call order, once
+        ("tool", "b"),
+        ("user", ""),  # the second answer to b, as text after the answers
         ("user", ""),
+        ("assistant", ""),
+        ("tool", "c"),  # no result was stored: answered with an error
     ]
-    assert [c.id for c in shaped[1].tool_calls] == ["a"]
+    assert shaped[0].content == '[result of x.echo]\n{"n":1}'
+    assert shaped[5].content == '[result of x.echo]\n{"again":1}'
+    assert [c.id for c in shaped[2].tool_calls] == ["a", "b"]
+    assert shaped[-1].tool_error
+    assert "no result was recorded" in shaped[-1].content
+    assert well_formed(shaped) == shaped  # applying the rule again changes nothing

@@ -121,6 +121,7 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
             request.content,
             request.idempotency_key,
             approvals,
+            time_left=context.time_remaining(),
         )
         async with ReplyWriter(context) as writer, contextlib.aclosing(steps) as closing:
             async for step in closing:
@@ -136,6 +137,10 @@ def _frame(step: replies.ReplyStep) -> pb.SendMessageResponse:
         return pb.SendMessageResponse(tool_call=cc.tool_call(step.call))
     if isinstance(step, replies.ToolCallAnswered):
         return pb.SendMessageResponse(tool_result=cc.tool_result(step.result))
+    if isinstance(step, replies.ReplyHeartbeat):
+        return pb.SendMessageResponse(
+            heartbeat=pb.Heartbeat(server_time=convert.timestamp(step.time))
+        )
     if isinstance(step, replies.UserMessageStored):
         return pb.SendMessageResponse(user_message=cc.message(step.message))
     if isinstance(step, replies.ReplyUsage):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 from cortex_core.domain.conversations import FinishReason
@@ -50,45 +51,60 @@ class Chunk:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+NO_RESULT = json.dumps({"error": "no result was recorded for this call"})
+
+
 def well_formed(messages: Sequence[PromptMessage]) -> list[PromptMessage]:
-    """``messages`` as every model API accepts them: each ``tool`` message follows
-    the assistant message that made its call (with only other results between),
-    and an assistant message keeps only the calls that have a result.
+    """``messages`` as every model API accepts them, nothing the model said lost.
 
-    Stored history can break that shape (a window trimmed inside a step, a
-    process that died between a step and its results, calls still pending): a
-    result without its call is dropped, and so is a call without its result."""
-    shaped: list[PromptMessage] = []
-    open_at = -1  # index in ``shaped`` of the assistant message whose results follow
-    answered: set[str] = set()
+    The one rule for dangling tool history (the model adapters apply it before
+    sending; docs/llm.md): every call of an assistant message is answered right
+    after it, once, in call order, by the first ``tool`` message that names it
+    among those following it; a call with no such message is answered with an
+    error result (:data:`NO_RESULT`); any other ``tool`` message (its call is
+    not just before it, or it answers a call twice) becomes user text
+    (:func:`result_as_text`), after the answers.
 
-    def close() -> None:
-        nonlocal open_at
-        if open_at >= 0:
-            turn = shaped[open_at]
-            kept = tuple(c for c in turn.tool_calls if c.id in answered)
-            if not kept and not turn.content:
-                del shaped[open_at]  # nothing was answered, so it is the last one
-            elif kept != turn.tool_calls:
-                shaped[open_at] = dataclasses.replace(turn, tool_calls=kept)
-        open_at = -1
-        answered.clear()
-
-    for message in messages:
+    Stored history can break the shape: a window that starts after a step's
+    assistant message (a summary cut), a process that died between a step and
+    its results."""
+    out: list[PromptMessage] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        index += 1
         if message.role == "tool":
-            calls = shaped[open_at].tool_calls if open_at >= 0 else ()
-            if any(c.id == message.tool_call_id for c in calls) and (
-                message.tool_call_id not in answered
-            ):
-                answered.add(message.tool_call_id)
-                shaped.append(message)
+            out.append(result_as_text(message))  # answers no call just before it
             continue
-        close()
-        shaped.append(message)
-        if message.role == "assistant" and message.tool_calls:
-            open_at = len(shaped) - 1
-    close()
-    return shaped
+        out.append(message)
+        if message.role != "assistant" or not message.tool_calls:
+            continue
+        answers: dict[str, PromptMessage] = {}
+        strays: list[PromptMessage] = []
+        while index < len(messages) and messages[index].role == "tool":
+            result = messages[index]
+            index += 1
+            expected = any(c.id == result.tool_call_id for c in message.tool_calls)
+            if expected and result.tool_call_id not in answers:
+                answers[result.tool_call_id] = result
+            else:
+                strays.append(result_as_text(result))
+        for call in message.tool_calls:
+            out.append(
+                answers.get(call.id)
+                or PromptMessage(
+                    "tool", NO_RESULT, tool_call_id=call.id, tool_name=call.tool, tool_error=True
+                )
+            )
+        out.extend(strays)  # after the answers: the APIs want those right after the calls
+    return out
+
+
+def result_as_text(message: PromptMessage) -> PromptMessage:
+    """A ``tool`` message as user text (``[result of <tool>]`` or ``[error from <tool>]``)."""
+    what = message.tool_name or "a tool"
+    kind = "error from" if message.tool_error else "result of"
+    return PromptMessage("user", f"[{kind} {what}]\n{message.content}")
 
 
 def tool_message(result: ToolResult) -> PromptMessage:

@@ -57,7 +57,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cortex_core import errors
 from cortex_core.domain.conversations import (
@@ -96,6 +96,7 @@ from cortex_core.services.session_guard import SessionWatcher, Watch
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import (
     CallResult,
+    Idle,
     LoopLimits,
     ModelTurn,
     TextPiece,
@@ -110,6 +111,9 @@ DEFAULT_LEASE = timedelta(minutes=10)
 CANCEL_SETTLE_SECONDS = 5.0
 DELTA_EVENT_INTERVAL = 0.1  # seconds: reply text reaches subscribers coalesced this often
 WAIT_POLL = 0.2
+# Of the caller's remaining time, what tool calls leave for the model's answer
+# and the stored completion: this many seconds, or a quarter when less is left.
+DEADLINE_RESERVE = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,6 +137,13 @@ class ToolCallAnswered:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReplyHeartbeat:
+    """Nothing was sent for ``heartbeat`` seconds while tool calls run."""
+
+    time: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ReplyUsage:
     usage: Usage
 
@@ -147,7 +158,13 @@ class ReplyFinished:
 
 
 ReplyStep = (
-    UserMessageStored | ReplyText | ToolCallAsked | ToolCallAnswered | ReplyUsage | ReplyFinished
+    UserMessageStored
+    | ReplyText
+    | ToolCallAsked
+    | ToolCallAnswered
+    | ReplyHeartbeat
+    | ReplyUsage
+    | ReplyFinished
 )
 
 
@@ -238,6 +255,7 @@ class Replies:
         max_active: int,
         tools: ToolInvoker,
         limits: LoopLimits | None = None,
+        heartbeat: float | None = None,
         lease: timedelta = DEFAULT_LEASE,
     ) -> None:
         self._uow = uow
@@ -250,6 +268,7 @@ class Replies:
         self._admission = ReplyAdmission(max_active)
         self._tools = tools
         self._limits = limits or LoopLimits()
+        self._heartbeat = heartbeat
         self._lease = lease
         self._live: dict[str, _Broadcast] = {}
 
@@ -261,10 +280,19 @@ class Replies:
         content: str,
         idempotency_key: str,
         approvals: Sequence[ToolApproval] = (),
+        *,
+        time_left: float | None = None,
     ) -> AsyncGenerator[ReplyStep, None]:
         """The reply's steps: the stored user message, text, tool calls and their
         results, usage, the completion. With ``approvals`` (and no content) it
         continues the reply that is waiting for them.
+
+        ``time_left``: seconds until the caller's deadline (None: none). Tool
+        calls must end :data:`DEADLINE_RESERVE` seconds (at most a quarter of
+        it) before it; one that does not is stopped and answered TOOL_TIMEOUT,
+        so the model can still answer and the completion be stored in time.
+        While tool calls run, a :class:`ReplyHeartbeat` comes whenever nothing
+        else was sent for ``heartbeat`` seconds.
 
         Raise (before any step) InvalidArgument, NotFound (CONVERSATION_NOT_FOUND),
         PermissionDenied (EDITOR_REQUIRED), ResourceExhausted
@@ -281,6 +309,10 @@ class Replies:
                 ),
             ]
         )
+        deadline = None
+        if time_left is not None:
+            reserve = min(DEADLINE_RESERVE, time_left / 4)
+            deadline = asyncio.get_running_loop().time() + time_left - reserve
         entered = self._admission.enter()
         try:
             started = await self._begin(
@@ -290,7 +322,7 @@ class Replies:
                 steps = (
                     self._replay(started, content, watch)
                     if isinstance(started, Message)
-                    else self._generate(caller, started, watch)
+                    else self._generate(caller, started, watch, deadline)
                 )
                 async with contextlib.aclosing(steps) as closing:  # store a partial at once
                     async for step in closing:
@@ -476,11 +508,11 @@ class Replies:
             await asyncio.sleep(WAIT_POLL)
 
     async def _generate(
-        self, caller: Caller, started: _Started, watch: Watch
+        self, caller: Caller, started: _Started, watch: Watch, deadline: float | None
     ) -> AsyncGenerator[ReplyStep, None]:
         """Stream and store one reply. The reply stops with BUDGET when prompt plus
         streamed pieces reach the workspace's budget (a streamed piece counts as
-        one token)."""
+        one token). ``deadline``: the loop time by which tool calls must end."""
         conversation, reply_id, budget = started.conversation, started.reply_id, started.budget
         broadcast = self._live[reply_id] = _Broadcast()
         progress = _Progress(running={call.id: call for call in started.resume})
@@ -497,11 +529,13 @@ class Replies:
                 conversation, caller.user, self._context.default_budget, started.sources
             )
             await self._events.publish(self._start_events(caller, started))
-            first: list[ReplyStep] = (
-                [UserMessageStored(started.user_message)]
-                if started.user_message is not None
-                else [ToolCallAnswered(m.tool_result) for m in started.decided if m.tool_result]
-            )
+            # Decided calls first (denied by this message, or by the approvals), as
+            # they were stored and announced; then the new user message, if any.
+            first: list[ReplyStep] = [
+                ToolCallAnswered(m.tool_result) for m in started.decided if m.tool_result
+            ]
+            if started.user_message is not None:
+                first.append(UserMessageStored(started.user_message))
             for step in first:
                 broadcast.add(step)
                 yield step
@@ -513,6 +547,8 @@ class Replies:
                 allowed=conversation.tools,
                 context=ToolContext(conversation.workspace_id, caller.user_id, conversation.id),
                 resume=started.resume,
+                deadline=deadline,
+                idle=self._heartbeat,
             )
             async with contextlib.aclosing(steps) as running:
                 while True:
@@ -536,6 +572,9 @@ class Replies:
                         if now - last_publish >= DELTA_EVENT_INTERVAL:
                             await self._publish_delta(conversation, reply_id, unpublished)
                             last_publish = now
+                        continue
+                    if isinstance(item, Idle):
+                        yield ReplyHeartbeat(self._clock.now())  # not for followers
                         continue
                     if isinstance(item, ModelTurn):
                         await self._publish_delta(conversation, reply_id, unpublished)

@@ -31,6 +31,14 @@ generator, or cancelling the task iterating it, cancels every running call
 (the invoker's source stops it on its server) and waits for them to end before
 it returns; nothing is left running. ``usage`` is the running sum over steps
 (the provider's counts when it reports them, estimates otherwise).
+
+Two things the caller may pass to :meth:`ToolLoop.run`: ``deadline`` (the
+event loop's clock time by which every tool call must have ended: each call
+gets ``time_left`` up to it, so a call that would outlive the caller ends as
+TOOL_TIMEOUT, told to the model, instead of taking the caller down), and
+``idle`` (seconds: while the loop waits for tool results and has yielded
+nothing for that long, it yields an :class:`Idle`, so a stream can send a
+heartbeat frame; None, the default, never yields one).
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from collections.abc import AsyncGenerator, Collection, Sequence
 from cortex_core import errors
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.identity import new_id
-from cortex_core.domain.llm import PromptMessage, Usage, tool_message, well_formed
+from cortex_core.domain.llm import PromptMessage, Usage, tool_message
 from cortex_core.domain.tools import (
     ToolCall,
     ToolCallState,
@@ -97,7 +105,14 @@ class LoopFinished:
     error: errors.CortexError | None = None
 
 
-LoopStep = TextPiece | ModelTurn | CallResult | LoopFinished
+@dataclasses.dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing happened for ``idle`` seconds while tool calls run."""
+
+
+IDLE = Idle()
+
+LoopStep = TextPiece | ModelTurn | CallResult | LoopFinished | Idle
 
 
 class ToolLoop:
@@ -129,18 +144,22 @@ class ToolLoop:
         allowed: Collection[str],
         context: ToolContext,
         resume: Sequence[ToolCall] = (),
+        deadline: float | None = None,
+        idle: float | None = None,
     ) -> AsyncGenerator[LoopStep, None]:
         """The steps of the loop over ``prompt``, calling only tools in ``allowed``.
 
         ``resume``: calls of the prompt's last assistant message that were
         decided (approved) and have no result yet; they run first, before the
-        model is asked again."""
+        model is asked again. ``deadline`` and ``idle``: see the module."""
         messages = list(prompt)
+        calling = _Calling(allowed, context, deadline, idle)
         if resume:
-            async with contextlib.aclosing(self._answer(resume, allowed, context)) as results:
-                async for result in results:
-                    messages.append(tool_message(result))
-                    yield CallResult(result)
+            async with contextlib.aclosing(self._answer(resume, calling)) as results:
+                async for step in results:
+                    if isinstance(step, CallResult):
+                        messages.append(tool_message(step.result))
+                    yield step
         turns = 0
         while True:
             offered = [t for t in map(self._invoker.get, allowed) if t is not None]
@@ -162,10 +181,11 @@ class ToolLoop:
             yield ModelTurn("".join(turn.text), calls, finish, turn.usage)
             messages.append(PromptMessage("assistant", "".join(turn.text), tool_calls=calls))
             runnable = [c for c in calls if c.state is ToolCallState.CALLED]
-            async with contextlib.aclosing(self._answer(runnable, allowed, context)) as results:
-                async for result in results:
-                    messages.append(tool_message(result))
-                    yield CallResult(result)
+            async with contextlib.aclosing(self._answer(runnable, calling)) as results:
+                async for step in results:
+                    if isinstance(step, CallResult):
+                        messages.append(tool_message(step.result))
+                    yield step
             if pending:
                 yield LoopFinished(FinishReason.APPROVAL_REQUIRED, turn.usage)
                 return
@@ -177,7 +197,9 @@ class ToolLoop:
         self, messages: list[PromptMessage], offered: Sequence[ToolSpec], turn: _Turn
     ) -> AsyncGenerator[TextPiece, None]:
         """Stream one model turn into ``turn`` (text, calls, finish, usage, error)."""
-        prompt = well_formed(messages)
+        # As stored: an adapter whose API has rules about tool history applies
+        # domain.llm.well_formed (the one rule for dangling calls and results).
+        prompt = tuple(messages)
         reported: Usage | None = None
         try:
             stream = self._provider.stream(prompt, max_tokens=self._max_tokens, tools=offered)
@@ -236,9 +258,10 @@ class ToolLoop:
         return tuple(decided)
 
     async def _answer(
-        self, calls: Sequence[ToolCall], allowed: Collection[str], context: ToolContext
-    ) -> AsyncGenerator[ToolResult, None]:
-        """Run ``calls`` at most ``limits.parallel`` at once; results as they finish.
+        self, calls: Sequence[ToolCall], calling: _Calling
+    ) -> AsyncGenerator[CallResult | Idle, None]:
+        """Run ``calls`` at most ``limits.parallel`` at once; results as they finish,
+        an :data:`IDLE` whenever ``calling.idle`` seconds pass with none.
 
         Closing this generator cancels every call still running and waits for it."""
         gate = asyncio.Semaphore(self._limits.parallel)
@@ -246,22 +269,28 @@ class ToolLoop:
 
         async def one(call: ToolCall) -> None:
             async with gate:
-                result = await self._call(call, allowed, context)
+                result = await self._call(call, calling)
             finished.put_nowait(result)
 
         tasks = [asyncio.ensure_future(one(call)) for call in calls]
         try:
             for _ in tasks:
-                yield await finished.get()
+                while True:
+                    try:
+                        async with asyncio.timeout(calling.idle):  # None: no limit
+                            result = await finished.get()
+                    except TimeoutError:
+                        yield IDLE
+                        continue
+                    break
+                yield CallResult(result)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _call(
-        self, call: ToolCall, allowed: Collection[str], context: ToolContext
-    ) -> ToolResult:
-        if call.tool not in allowed:
+    async def _call(self, call: ToolCall, calling: _Calling) -> ToolResult:
+        if call.tool not in calling.allowed:
             return failed_result(
                 call, "TOOL_NOT_ALLOWED", f"tool {call.tool!r} is not enabled for this conversation"
             )
@@ -269,11 +298,24 @@ class ToolLoop:
             return failed_result(
                 call, "TOOL_UNAVAILABLE", f"tool {call.tool!r} is not available now"
             )
+        time_left = None
+        if calling.deadline is not None:
+            time_left = max(0.0, calling.deadline - asyncio.get_running_loop().time())
         try:
-            return await self._invoker.run(call, context)
+            return await self._invoker.run(call, calling.context, time_left=time_left)
         except Exception:  # a defect in a source: answered, never a hung loop
             log.exception("tool call failed unexpectedly", extra={"tool": call.tool})
             return failed_result(call, "TOOL_FAILED", "the tool failed")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Calling:
+    """What every call of one run is made with."""
+
+    allowed: Collection[str]
+    context: ToolContext
+    deadline: float | None
+    idle: float | None
 
 
 @dataclasses.dataclass(slots=True)

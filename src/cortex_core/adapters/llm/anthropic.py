@@ -29,7 +29,7 @@ from anthropic.types import (
 
 from cortex_core.adapters.llm import errors, tool_calls
 from cortex_core.domain.conversations import FinishReason
-from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.llm import Chunk, PromptMessage, Usage, well_formed
 from cortex_core.domain.tools import ToolSpec, function_name
 
 _FINISH = {
@@ -232,7 +232,7 @@ def _split(
 ) -> tuple[str, list[MessageParam]]:
     """The ``system`` text and the turns, consecutive same-role messages merged
     (so consecutive tool results make one user turn, as the API wants)."""
-    prompt = tool_calls.paired(messages) if with_tools else tool_calls.as_text(messages)
+    prompt = well_formed(messages) if with_tools else tool_calls.as_text(messages)
     system: list[str] = []
     turns: list[tuple[str, list[str | ContentBlockParam]]] = []
     for message in prompt:

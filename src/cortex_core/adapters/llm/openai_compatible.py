@@ -28,7 +28,7 @@ from openai.types.shared_params import FunctionDefinition
 
 from cortex_core.adapters.llm import errors, tool_calls
 from cortex_core.domain.conversations import FinishReason
-from cortex_core.domain.llm import Chunk, PromptMessage, Usage
+from cortex_core.domain.llm import Chunk, PromptMessage, Usage, well_formed
 from cortex_core.domain.tools import ToolSpec, function_name
 
 _FINISH = {
@@ -177,7 +177,7 @@ def _tool(spec: ToolSpec) -> ChatCompletionFunctionToolParam:
 def _messages(
     messages: Sequence[PromptMessage], *, with_tools: bool
 ) -> list[ChatCompletionMessageParam]:
-    prompt = tool_calls.paired(messages) if with_tools else tool_calls.as_text(messages)
+    prompt = well_formed(messages) if with_tools else tool_calls.as_text(messages)
     return [_message(m) for m in prompt]
 
 

@@ -8,11 +8,10 @@
   ended; text that is not a JSON object (cut, invalid, a list, ``NaN``) gives a
   call with empty arguments and an ``INVALID_TOOL_INPUT`` error quoting its start.
   Either way the loop answers the call with its error and the model can try again.
-* **History.** :func:`paired` makes a prompt's tool messages fit the APIs' rules:
-  every call of an assistant message is answered right after it, once, in call
-  order (a missing answer becomes an error result); a result that answers no call
-  just before it becomes user text. :func:`as_text` renders tool history as plain
-  text, for requests that offer no tools (the APIs refuse tool blocks then).
+* **History.** With tools, the adapters send
+  :func:`cortex_core.domain.llm.well_formed` of the prompt (the one rule for
+  dangling calls and results); without, :func:`as_text` renders tool history as
+  plain text (the APIs refuse tool blocks then).
 """
 
 from __future__ import annotations
@@ -26,11 +25,10 @@ from types import MappingProxyType
 from typing import Any
 
 from cortex_core.domain.conversations import FinishReason
-from cortex_core.domain.llm import PromptMessage
+from cortex_core.domain.llm import PromptMessage, result_as_text
 from cortex_core.domain.tools import ToolCall, ToolError, ToolSpec, function_name
 
 _QUOTED = 120  # characters of a model's bad arguments quoted back to it
-NO_RESULT = json.dumps({"error": "no result was recorded for this call"})
 
 
 def plain(value: Any) -> Any:
@@ -104,46 +102,12 @@ def step_finish(finish: FinishReason, calls: Sequence[ToolCall]) -> FinishReason
     return finish
 
 
-def paired(messages: Sequence[PromptMessage]) -> list[PromptMessage]:
-    """``messages`` with every call answered right after its assistant message."""
-    out: list[PromptMessage] = []
-    index = 0
-    while index < len(messages):
-        message = messages[index]
-        index += 1
-        if message.role == "tool":
-            out.append(_result_as_user_text(message))  # answers no call just before it
-            continue
-        out.append(message)
-        if message.role != "assistant" or not message.tool_calls:
-            continue
-        answers: dict[str, PromptMessage] = {}
-        strays: list[PromptMessage] = []
-        while index < len(messages) and messages[index].role == "tool":
-            result = messages[index]
-            index += 1
-            expected = any(c.id == result.tool_call_id for c in message.tool_calls)
-            if expected and result.tool_call_id not in answers:
-                answers[result.tool_call_id] = result
-            else:
-                strays.append(_result_as_user_text(result))
-        for call in message.tool_calls:
-            out.append(
-                answers.get(call.id)
-                or PromptMessage(
-                    "tool", NO_RESULT, tool_call_id=call.id, tool_name=call.tool, tool_error=True
-                )
-            )
-        out.extend(strays)  # after the answers: the APIs want those right after the calls
-    return out
-
-
 def as_text(messages: Sequence[PromptMessage]) -> list[PromptMessage]:
     """``messages`` with tool calls and results written out as plain text."""
     out: list[PromptMessage] = []
     for message in messages:
         if message.role == "tool":
-            out.append(_result_as_user_text(message))
+            out.append(result_as_text(message))
         elif message.tool_calls:
             lines = [f"[called {c.tool} with {arguments_json(c)}]" for c in message.tool_calls]
             text = "\n".join([message.content, *lines] if message.content else lines)
@@ -193,9 +157,3 @@ def _quote(raw: str) -> str:
 
 def _frozen(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(arguments))
-
-
-def _result_as_user_text(message: PromptMessage) -> PromptMessage:
-    what = message.tool_name or "a tool"
-    kind = "error from" if message.tool_error else "result of"
-    return PromptMessage("user", f"[{kind} {what}]\n{message.content}")

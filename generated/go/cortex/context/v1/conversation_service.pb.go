@@ -1081,7 +1081,8 @@ type isSendMessageResponse_Frame interface {
 }
 
 type SendMessageResponse_UserMessage struct {
-	// First frame: the user message as stored.
+	// The user message as stored (first, but for the results of calls it
+	// denied).
 	UserMessage *Message `protobuf:"bytes,1,opt,name=user_message,json=userMessage,proto3,oneof"`
 }
 
@@ -1096,7 +1097,7 @@ type SendMessageResponse_Usage struct {
 }
 
 type SendMessageResponse_Heartbeat struct {
-	// Keep-alive while the model is slow; carries no content.
+	// Keep-alive while tool calls run; carries no content.
 	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
 

@@ -59,7 +59,10 @@ type ConversationServiceClient interface {
 	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
 	// Stores a user message and streams the assistant's reply.
 	//
-	// Frames, in order: exactly one `user_message` (the stored user message;
+	// Frames, in order: when tool calls were waiting for approval, a
+	// `tool_result` per call this request decided that does not run (denied by
+	// `approvals`, or by a new message: TOOL_DENIED), in the order they were
+	// stored; exactly one `user_message` (the stored user message;
 	// absent when the request only carries `approvals`); zero or more `delta`s
 	// (reply text, in order; concatenated they equal the final content); when
 	// the conversation has `tools`, any number of steps in which the model
@@ -74,8 +77,12 @@ type ConversationServiceClient interface {
 	// `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
 	// and the pending calls in the completion's message; the client continues
 	// with `approvals`, and a new message with `content` instead denies every
-	// pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
-	// `user_message` while the model is slow. A model or provider failure after
+	// pending call first, so a conversation never waits for ever. `heartbeat`
+	// frames come while tool calls run and nothing else was sent for the
+	// server's heartbeat interval (CORTEX_EVENTS_HEARTBEAT); clients ignore
+	// them. Tool calls end before the call's deadline (a call that would
+	// outlive it is answered TOOL_TIMEOUT), so the model can still answer and
+	// the completion arrives in time. A model or provider failure after
 	// the user message is stored is not a stream error: it ends with a
 	// `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client
 	// cancels, the partial reply is stored with FINISH_REASON_CANCELLED.
@@ -241,7 +248,10 @@ type ConversationServiceServer interface {
 	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
 	// Stores a user message and streams the assistant's reply.
 	//
-	// Frames, in order: exactly one `user_message` (the stored user message;
+	// Frames, in order: when tool calls were waiting for approval, a
+	// `tool_result` per call this request decided that does not run (denied by
+	// `approvals`, or by a new message: TOOL_DENIED), in the order they were
+	// stored; exactly one `user_message` (the stored user message;
 	// absent when the request only carries `approvals`); zero or more `delta`s
 	// (reply text, in order; concatenated they equal the final content); when
 	// the conversation has `tools`, any number of steps in which the model
@@ -256,8 +266,12 @@ type ConversationServiceServer interface {
 	// `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
 	// and the pending calls in the completion's message; the client continues
 	// with `approvals`, and a new message with `content` instead denies every
-	// pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
-	// `user_message` while the model is slow. A model or provider failure after
+	// pending call first, so a conversation never waits for ever. `heartbeat`
+	// frames come while tool calls run and nothing else was sent for the
+	// server's heartbeat interval (CORTEX_EVENTS_HEARTBEAT); clients ignore
+	// them. Tool calls end before the call's deadline (a call that would
+	// outlive it is answered TOOL_TIMEOUT), so the model can still answer and
+	// the completion arrives in time. A model or provider failure after
 	// the user message is stored is not a stream error: it ends with a
 	// `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client
 	// cancels, the partial reply is stored with FINISH_REASON_CANCELLED.

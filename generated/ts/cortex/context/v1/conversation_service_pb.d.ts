@@ -434,7 +434,8 @@ export declare type SendMessageResponse = Message<"cortex.context.v1.SendMessage
    */
   frame: {
     /**
-     * First frame: the user message as stored.
+     * The user message as stored (first, but for the results of calls it
+     * denied).
      *
      * @generated from field: cortex.context.v1.Message user_message = 1;
      */
@@ -458,7 +459,7 @@ export declare type SendMessageResponse = Message<"cortex.context.v1.SendMessage
     case: "usage";
   } | {
     /**
-     * Keep-alive while the model is slow; carries no content.
+     * Keep-alive while tool calls run; carries no content.
      *
      * @generated from field: cortex.context.v1.Heartbeat heartbeat = 4;
      */
@@ -784,7 +785,10 @@ export declare const ConversationService: GenService<{
   /**
    * Stores a user message and streams the assistant's reply.
    *
-   * Frames, in order: exactly one `user_message` (the stored user message;
+   * Frames, in order: when tool calls were waiting for approval, a
+   * `tool_result` per call this request decided that does not run (denied by
+   * `approvals`, or by a new message: TOOL_DENIED), in the order they were
+   * stored; exactly one `user_message` (the stored user message;
    * absent when the request only carries `approvals`); zero or more `delta`s
    * (reply text, in order; concatenated they equal the final content); when
    * the conversation has `tools`, any number of steps in which the model
@@ -799,8 +803,12 @@ export declare const ConversationService: GenService<{
    * `requires_approval` ends the reply with FINISH_REASON_APPROVAL_REQUIRED
    * and the pending calls in the completion's message; the client continues
    * with `approvals`, and a new message with `content` instead denies every
-   * pending call first, so a conversation never waits for ever. `heartbeat` frames may come at any point after
-   * `user_message` while the model is slow. A model or provider failure after
+   * pending call first, so a conversation never waits for ever. `heartbeat`
+   * frames come while tool calls run and nothing else was sent for the
+   * server's heartbeat interval (CORTEX_EVENTS_HEARTBEAT); clients ignore
+   * them. Tool calls end before the call's deadline (a call that would
+   * outlive it is answered TOOL_TIMEOUT), so the model can still answer and
+   * the completion arrives in time. A model or provider failure after
    * the user message is stored is not a stream error: it ends with a
    * `completion` whose `finish_reason` is FINISH_REASON_ERROR. If the client
    * cancels, the partial reply is stored with FINISH_REASON_CANCELLED.

@@ -723,7 +723,10 @@ class SendMessageResponse(betterproto.Message):
     """
 
     user_message: "Message" = betterproto.message_field(1, group="frame")
-    """First frame: the user message as stored."""
+    """
+    The user message as stored (first, but for the results of calls it
+     denied).
+    """
 
     delta: "ReplyDelta" = betterproto.message_field(2, group="frame")
     """Next piece of the reply text."""
@@ -732,7 +735,7 @@ class SendMessageResponse(betterproto.Message):
     """Token accounting for the reply, sent once before `completion`."""
 
     heartbeat: "Heartbeat" = betterproto.message_field(4, group="frame")
-    """Keep-alive while the model is slow; carries no content."""
+    """Keep-alive while tool calls run; carries no content."""
 
     completion: "ReplyCompletion" = betterproto.message_field(5, group="frame")
     """Last frame: the stored assistant message and why it ended."""
