@@ -41,3 +41,24 @@ async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
         yield db
     finally:
         await db.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_sign_up_limits_start_fresh() -> None:
+    """Every test client signs up and signs in from loopback, and the shared Redis keeps
+    per-address throttle state across runs (a lock set by an earlier run on this machine
+    outlives it). Start each run without it; the throttle tests set their own limits."""
+    import os
+
+    import redis
+
+    url = os.environ.get("CORTEX_TEST_REDIS_URL")
+    if not url:
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        for kind in ("register", "address"):
+            for address in ("127.0.0.1", "::1"):
+                client.delete(f"cortex:throttle:{kind}:{address}")
+    finally:
+        client.close()
