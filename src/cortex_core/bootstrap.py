@@ -63,12 +63,14 @@ from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
+from cortex_core.services.experts import Experts
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories
 from cortex_core.services.replies import Replies
 from cortex_core.services.session_guard import SessionWatcher
 from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
+from cortex_core.services.tasks import Tasks
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
 from cortex_core.services.workspaces import Workspaces
@@ -99,6 +101,11 @@ class App:
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     supervisor: Supervisor = dataclasses.field(default_factory=Supervisor)
+    # The expert and task use cases (the ExpertService servicer is built on them),
+    # and what the drain hands running tasks back through.
+    experts: Experts | None = None
+    tasks: Tasks | None = None
+    drainers: list[Callable[[float], Awaitable[None]]] = dataclasses.field(default_factory=list)
 
 
 def bootstrap(

@@ -28,6 +28,15 @@ from cortex_core.domain.identity import (
 from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.domain.memories import Memory, MemoryKind, ScoredMemory, SearchQuery
 from cortex_core.domain.paging import Page, PageRequest
+from cortex_core.domain.tasks import (
+    Fence,
+    JournalDraft,
+    JournalEntry,
+    JournalRead,
+    Task,
+    TaskKind,
+    TaskState,
+)
 from cortex_core.domain.tools import ToolCall, ToolContext, ToolSpec
 
 
@@ -135,6 +144,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def tasks(self) -> TaskRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -541,6 +553,137 @@ class Cache(Protocol):
 
     async def delete_prefix(self, prefix: str) -> None:
         """Drop every key that starts with ``prefix``."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --- tasks (see services/tasks.py and services/task_runner.py) --------------------
+
+
+class TaskRepository(Protocol):
+    """Tasks, their attempts and their journal; ``uow.tasks``. The task table is
+    the queue: claims are leases on rows, and every write of a running attempt is
+    fenced (see :class:`~cortex_core.domain.tasks.Fence`)."""
+
+    async def add(self, task: Task) -> None:
+        """Insert a new task (QUEUED, no attempts)."""
+        ...
+
+    async def get(self, workspace_id: str, task_id: str) -> Task | None:
+        """A task of any kind in the workspace, with its attempts and pending request."""
+        ...
+
+    async def get_by_id(self, task_id: str) -> Task | None: ...
+
+    async def by_request_id(
+        self, workspace_id: str, request_id: str, since: datetime
+    ) -> Task | None:
+        """The task created in the workspace with ``request_id`` at or after ``since``."""
+        ...
+
+    async def find_open(self, workspace_id: str, kind: TaskKind, key: str) -> Task | None:
+        """A QUEUED or RUNNING task of ``kind`` whose ``request_id`` is ``key``
+        (internal jobs use it to keep one per subject)."""
+        ...
+
+    async def list(
+        self,
+        workspace_id: str,
+        page: PageRequest,
+        *,
+        state: TaskState | None = None,
+        expert_id: str = "",
+    ) -> Page[Task]:
+        """Expert tasks of the workspace, newest first; the page token is bound to
+        the filters (others raise InvalidArgument INVALID_PAGE_TOKEN)."""
+        ...
+
+    async def count_active(self, workspace_id: str) -> tuple[int, int]:
+        """(queued, running) expert tasks of the workspace."""
+        ...
+
+    async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+        """A task a worker may start now: QUEUED with no ``next_attempt_time`` in the
+        future, or RUNNING with an expired lease (its worker is gone); oldest
+        first. On PostgreSQL the row is locked (``FOR UPDATE SKIP LOCKED``) until
+        the unit of work ends, so concurrent claimers skip it; on SQLite the claim
+        runs under the write lock. The caller writes the claim with :meth:`save`
+        (fenced) in the same unit of work."""
+        ...
+
+    async def save(self, task: Task, *, expected: Fence) -> bool:
+        """Write the task's mutable fields (not ``last_sequence``) and its attempts
+        numbered ``expected.attempt_count`` and later, only if the row still
+        matches ``expected``; False (nothing written) when it does not."""
+        ...
+
+    async def request_cancel(self, task_id: str) -> bool:
+        """Flag a RUNNING task for cancellation; False when it is not running."""
+        ...
+
+    async def heartbeat(
+        self, task_id: str, owner: str, attempt: int, lease_until: datetime
+    ) -> bool | None:
+        """Extend a running attempt's lease. None when the lease is lost (another
+        worker, another state); else whether a cancel was requested."""
+        ...
+
+    async def journal(
+        self, task_id: str, drafts: Sequence[JournalDraft], now: datetime, *, fence: Fence | None
+    ) -> builtins.list[JournalEntry]:
+        """Append entries numbered after the task's ``last_sequence`` (bumped
+        atomically), only if the row matches ``fence`` (None: unconditionally);
+        an empty list when the fence fails. A TASK snapshot is stored with its own
+        sequence as ``last_sequence``. Call it in the unit of work of the change
+        that produced the entries. Journals longer than the retention cap
+        lose their oldest entries (see the adapter)."""
+        ...
+
+    async def read_journal(self, task_id: str, after_sequence: int, limit: int) -> JournalRead:
+        """Up to ``limit`` entries with ``sequence > after_sequence``, ascending."""
+        ...
+
+    async def expired_inputs(self, now: datetime, limit: int) -> builtins.list[Task]:
+        """INPUT_REQUIRED tasks whose request expired at or before ``now``."""
+        ...
+
+    async def delete_completed(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` terminal tasks completed before ``before`` (their
+        attempts and journals with them); how many were deleted."""
+        ...
+
+
+class TaskSignals(Protocol):
+    """Wake-ups and cancels between workers, watchers and use cases, across
+    replicas when the implementation is shared (Redis). Only hints: the database
+    stays the truth, and every waiter also polls it. Methods never raise for a
+    backend outage (a lost signal only costs a poll interval)."""
+
+    async def work_queued(self) -> None:
+        """Tell idle workers (of every replica) that a task can be claimed."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return at a wake-up or after ``timeout`` seconds."""
+        ...
+
+    async def cancel(self, task_id: str) -> None:
+        """Tell whichever worker runs ``task_id`` to stop it."""
+        ...
+
+    async def wait_cancel(self, task_id: str, timeout: float) -> bool:
+        """Whether a cancel for ``task_id`` arrived within ``timeout`` seconds
+        (False: none yet; callers loop)."""
+        ...
+
+    async def journal_appended(self, task_id: str, sequence: int) -> None:
+        """Announce that ``task_id``'s journal reached ``sequence``."""
+        ...
+
+    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+        """Return once an entry after ``after_sequence`` was announced, or after
+        ``timeout`` seconds (callers read the journal either way)."""
         ...
 
     async def close(self) -> None: ...

@@ -17,6 +17,7 @@ from cortex_core.domain.conversations import Conversation, Message
 from cortex_core.domain.event_records import EventEnvelope, EventKind
 from cortex_core.domain.identity import MemberView, Session, Workspace
 from cortex_core.domain.memories import Memory
+from cortex_core.domain.tasks import Task, TaskState
 from cortex_core.domain.tools import ToolCall, ToolResult
 
 
@@ -295,6 +296,20 @@ class MemoryDeleted(Change):
     @property
     def workspace_id(self) -> str:
         return self.memory.workspace_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStateChanged(Change):
+    """An expert task changed state or attempt (``previous_state`` is None for a
+    task just created; equal to ``task.state`` when only the attempt changed)."""
+
+    KIND = EventKind.TASK_STATE_CHANGED
+    task: Task
+    previous_state: TaskState | None
+
+    @property
+    def workspace_id(self) -> str:
+        return self.task.workspace_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

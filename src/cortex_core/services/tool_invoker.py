@@ -26,16 +26,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jsonschema
-from jsonschema import exceptions as schema_errors
-
 from cortex_core import errors
 from cortex_core.domain.tools import ToolCall, ToolContext, ToolError, ToolResult, ToolSpec
 from cortex_core.ports import ToolSource
+from cortex_core.services.json_schemas import violations
 
 log = logging.getLogger(__name__)
 
-MAX_VIOLATIONS = 10
 MAX_MESSAGE = 512  # characters of a tool's own error message kept
 
 
@@ -121,19 +118,8 @@ def _failed(
 
 def validate_input(tool: ToolSpec, arguments: Mapping[str, Any]) -> None:
     """Raise InvalidArgument with one violation per schema problem (at most 10)."""
-    validator_class = jsonschema.validators.validator_for(tool.input_schema)
-    validator = validator_class(tool.input_schema)
-    problems = sorted(validator.iter_errors(dict(arguments)), key=schema_errors.relevance)
-    if not problems:
-        return
-    violations = [
-        errors.FieldViolation(
-            field=".".join(["input", *(str(part) for part in problem.absolute_path)]),
-            description=problem.message[:256],
-            reason="SCHEMA_MISMATCH",
+    found = violations(tool.input_schema, arguments, "input")
+    if found:
+        raise errors.InvalidArgument(
+            f"input does not match the input schema of {tool.id!r}", found
         )
-        for problem in problems[:MAX_VIOLATIONS]
-    ]
-    raise errors.InvalidArgument(
-        f"input does not match the input schema of {tool.id!r}", violations
-    )

@@ -1,0 +1,50 @@
+"""JSON Schema checks with ``jsonschema``: the one place that turns a value's
+problems into field violations (tool input, task input, answers, task output)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+from jsonschema import exceptions as schema_errors
+
+from cortex_core import errors
+
+MAX_VIOLATIONS = 10
+
+
+def violations(schema: Mapping[str, Any], value: object, field: str) -> list[errors.FieldViolation]:
+    """One violation per problem of ``value`` against ``schema`` (at most 10, most
+    relevant first), each on ``field`` plus the path inside the value
+    (``input.city``; ``input`` for the whole object)."""
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator = validator_class(dict(schema))
+    problems = sorted(validator.iter_errors(_plain(value)), key=schema_errors.relevance)
+    return [
+        errors.FieldViolation(
+            field=".".join([field, *(str(part) for part in problem.absolute_path)]),
+            description=problem.message[:256],
+            reason="SCHEMA_MISMATCH",
+        )
+        for problem in problems[:MAX_VIOLATIONS]
+    ]
+
+
+def check_schema(schema: Mapping[str, Any]) -> str:
+    """The problem with ``schema`` as a JSON Schema, or "" when it is one."""
+    validator_class = jsonschema.validators.validator_for(schema)
+    try:
+        validator_class.check_schema(dict(schema))
+    except schema_errors.SchemaError as exc:
+        return exc.message
+    return ""
+
+
+def _plain(value: object) -> object:
+    """Mappings (read-only views included) as dicts, so every validator accepts them."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
