@@ -23,9 +23,7 @@ class LocalTaskSignals:
         self._work: list[asyncio.Future[None]] = []
         self._cancel_waiters: defaultdict[str, list[asyncio.Future[None]]] = defaultdict(list)
         self._cancelled: dict[str, float] = {}
-        self._journal: defaultdict[str, list[tuple[int, asyncio.Future[None]]]] = defaultdict(
-            list
-        )
+        self._journal: defaultdict[str, list[tuple[int, asyncio.Future[None]]]] = defaultdict(list)
 
     # --- what a publisher (or the Redis listener) calls -------------------------
 

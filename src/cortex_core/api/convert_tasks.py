@@ -11,8 +11,8 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from cortex_core import errors
-from cortex_core.api import status
 from cortex_core.api import convert_conversations as cc
+from cortex_core.api import status
 from cortex_core.api.convert import timestamp
 from cortex_core.domain import names
 from cortex_core.domain.tasks import (
@@ -37,6 +37,7 @@ STATES: dict[TaskState, task_pb2.TaskState] = {
     TaskState.CANCELLED: task_pb2.TASK_STATE_CANCELLED,
     TaskState.INPUT_REQUIRED: task_pb2.TASK_STATE_INPUT_REQUIRED,
 }
+UNSPECIFIED = task_pb2.TASK_STATE_UNSPECIFIED
 _STATE_OF: dict[int, TaskState] = {number: state for state, number in STATES.items()}
 
 

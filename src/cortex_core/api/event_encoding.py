@@ -108,7 +108,7 @@ def _payload(change: c.Change) -> Any:
         previous = change.previous_state
         return pb.TaskStateChanged(
             task=ct.task(change.task),
-            previous_state=ct.STATES[previous] if previous is not None else 0,
+            previous_state=(ct.STATES[previous] if previous is not None else ct.UNSPECIFIED),
         )
     raise TypeError(f"no event encoding for {type(change).__name__}")
 

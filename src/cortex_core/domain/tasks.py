@@ -84,9 +84,7 @@ _TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
             TaskState.RUNNING,  # a lost lease claimed again by another worker
         }
     ),
-    TaskState.INPUT_REQUIRED: frozenset(
-        {TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}
-    ),
+    TaskState.INPUT_REQUIRED: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}),
 }
 
 

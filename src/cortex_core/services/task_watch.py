@@ -58,7 +58,7 @@ from cortex_core.domain.event_records import (
 )
 from cortex_core.domain.identity import Caller
 from cortex_core.domain.tasks import JournalEntry, JournalKind, JournalRead, Task
-from cortex_core.services.event_hub import EventHub, Subscription, SubscriberTooSlow
+from cortex_core.services.event_hub import EventHub, SubscriberTooSlow, Subscription
 from cortex_core.services.session_guard import SessionWatcher, Watch
 
 STREAM_PREFIX = "task:"
@@ -86,9 +86,9 @@ class TaskJournal(Protocol):
         """Entries after ``after_sequence`` from the database; Unavailable when it is down."""
         ...
 
-    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+    async def wait_journal(self, task_id: str, after_sequence: int, max_wait: float, /) -> None:
         """Return once an entry after ``after_sequence`` was announced (from any
-        replica), or after ``timeout`` seconds (the caller reads either way)."""
+        replica), or after ``max_wait`` seconds (the caller reads either way)."""
         ...
 
 

@@ -308,7 +308,11 @@ async def announce(
     if task.kind is TaskKind.EXPERT:
         shown = _with_sequence(task, entries)
         await events.publish(
-            [TaskStateChanged(actor_id=actor, time=task.update_time, task=shown, previous_state=previous)]
+            [
+                TaskStateChanged(
+                    actor_id=actor, time=task.update_time, task=shown, previous_state=previous
+                )
+            ]
         )
 
 

@@ -120,6 +120,4 @@ def validate_input(tool: ToolSpec, arguments: Mapping[str, Any]) -> None:
     """Raise InvalidArgument with one violation per schema problem (at most 10)."""
     found = violations(tool.input_schema, arguments, "input")
     if found:
-        raise errors.InvalidArgument(
-            f"input does not match the input schema of {tool.id!r}", found
-        )
+        raise errors.InvalidArgument(f"input does not match the input schema of {tool.id!r}", found)
