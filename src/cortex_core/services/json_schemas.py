@@ -4,7 +4,7 @@ problems into field violations (tool input, task input, answers, task output).""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 from jsonschema import exceptions as schema_errors
@@ -20,7 +20,7 @@ def violations(schema: Mapping[str, Any], value: object, field: str) -> list[err
     (``input.city``; ``input`` for the whole object)."""
     validator_class = jsonschema.validators.validator_for(schema)
     validator = validator_class(dict(schema))
-    problems = sorted(validator.iter_errors(_plain(value)), key=schema_errors.relevance)
+    problems = sorted(validator.iter_errors(cast(Any, _plain(value))), key=schema_errors.relevance)
     return [
         errors.FieldViolation(
             field=".".join([field, *(str(part) for part in problem.absolute_path)]),

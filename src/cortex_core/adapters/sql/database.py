@@ -30,6 +30,7 @@ from cortex_core.adapters.sql.identity import (
 )
 from cortex_core.adapters.sql.memories import SqlMemoryRepository
 from cortex_core.adapters.sql.outbox import SqlOutboxRepository
+from cortex_core.adapters.sql.tasks import SqlTaskRepository
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ class SqlUnitOfWork:
     conversations: SqlConversationRepository
     memories: SqlMemoryRepository
     outbox: SqlOutboxRepository
+    tasks: SqlTaskRepository
 
     def __init__(self, connection: PooledConnection) -> None:
         self._conn = connection
@@ -169,6 +171,7 @@ class SqlUnitOfWork:
         self.conversations = SqlConversationRepository(connection)
         self.outbox = SqlOutboxRepository(connection)
         self.memories = SqlMemoryRepository(connection)
+        self.tasks = SqlTaskRepository(connection)
 
     async def __aenter__(self) -> Self:
         return self

@@ -265,3 +265,73 @@ outbox = sa.Table(
     sa.Column("payload", sa.LargeBinary(), nullable=False),
     sa.Column("create_time", UtcDateTime, nullable=False),
 )
+
+# The task table is the queue (docs/tasks.md): claims are leases on its rows.
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    _id(),
+    sa.Column(
+        "workspace_id",
+        sa.String(64),
+        sa.ForeignKey("workspaces.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("expert_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("input", sa.Text(), nullable=False),  # JSON object
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("attempt_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("output", sa.Text(), nullable=True),  # JSON object
+    sa.Column("error", sa.Text(), nullable=True),  # JSON, see task_codec
+    sa.Column("creator_id", sa.String(64), nullable=False),
+    sa.Column("create_time", UtcDateTime, nullable=False),
+    sa.Column("update_time", UtcDateTime, nullable=False),
+    sa.Column("complete_time", UtcDateTime, nullable=True),
+    sa.Column("next_attempt_time", UtcDateTime, nullable=True),
+    sa.Column("input_request", sa.Text(), nullable=True),  # JSON, see task_codec
+    sa.Column("input_expire_time", UtcDateTime, nullable=True, index=True),
+    sa.Column("answer", sa.Text(), nullable=True),  # JSON, see task_codec
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("lease_owner", sa.String(128), nullable=False, server_default=""),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("last_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.UniqueConstraint("workspace_id", "request_id"),
+    sa.Index(None, "state", "next_attempt_time"),
+    sa.Index(None, "workspace_id", "create_time"),
+    sa.Index(None, "complete_time"),
+)
+
+task_attempts = sa.Table(
+    "task_attempts",
+    metadata,
+    sa.Column(
+        "task_id",
+        sa.String(64),
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("attempt", sa.Integer(), primary_key=True),
+    sa.Column("worker", sa.String(128), nullable=False, server_default=""),
+    sa.Column("start_time", UtcDateTime, nullable=False),
+    sa.Column("end_time", UtcDateTime, nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),  # JSON, see task_codec
+)
+
+task_journal = sa.Table(
+    "task_journal",
+    metadata,
+    sa.Column(
+        "task_id",
+        sa.String(64),
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("sequence", sa.BigInteger(), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("time", UtcDateTime, nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),  # JSON, see task_codec
+)
