@@ -10,8 +10,8 @@ many watch it:
 * frames arrive in ``sequence`` order from ``after_sequence`` on, with no gap and
   no duplicate: replayed from the journal at the watcher's pace, then live;
 * when the journal was pruned past ``after_sequence`` a :class:`JournalPruned`
-  comes first (the runtime keeps a ``task`` snapshot as the oldest entry it
-  retains, so what follows starts with one);
+  comes first, then the task as it is now (a snapshot at the same resume point,
+  ``oldest_sequence - 1``), then the retained frames from ``oldest_sequence`` on;
 * live frames wait in a bounded per-watcher queue; a watcher that lets it fill
   is ended with RESOURCE_EXHAUSTED / SUBSCRIBER_TOO_SLOW;
 * a :class:`~cortex_core.domain.event_records.Heartbeat` when nothing was sent
@@ -224,7 +224,10 @@ class TaskWatches:
             queue_size=self._queue_size,
             heartbeat=self._heartbeat,
         )
-        return TaskWatch(self, subscription, caller, start, snapshot)
+        watch = TaskWatch(self, subscription, caller, (workspace_id, task_id), start, snapshot)
+        if task.state.terminal and after_sequence >= task.last_sequence:
+            watch._done = True  # replayed to its end already: nothing more will come
+        return watch
 
     def close_all(self, error: Callable[[int], errors.CortexError]) -> int:
         """End every watch, now and opened later, with ``error(after_sequence)`` (its
@@ -258,9 +261,11 @@ class TaskWatch:
     __slots__ = (
         "_caller",
         "_done",
+        "_ids",
         "_exits",
         "_session",
         "_snapshot",
+        "_stand_in",
         "_subscription",
         "_watches",
         "after_sequence",
@@ -271,13 +276,16 @@ class TaskWatch:
         watches: TaskWatches,
         subscription: Subscription,
         caller: Caller,
+        ids: tuple[str, str],
         start: int,
         snapshot: JournalEntry | None,
     ) -> None:
         self._watches = watches
+        self._ids = ids
         self._subscription = subscription
         self._caller = caller
         self._snapshot = snapshot
+        self._stand_in = False
         self._session: Watch | None = None
         self._exits = contextlib.ExitStack()
         self._done = False
@@ -311,7 +319,9 @@ class TaskWatch:
         assert session is not None, "enter the watch with async with first"
         if self._snapshot is not None:
             item, self._snapshot = self._snapshot, None
-            return self._frame(item)
+            # The opening snapshot may be the end; a stand-in for pruned frames is not
+            # (the retained frames, up to the journal's own terminal snapshot, follow).
+            return item if self._stand_in else self._frame(item)
         closing = self._watches._closing
         if closing is not None:
             raise closing(self.after_sequence)
@@ -329,7 +339,15 @@ class TaskWatch:
             assert record.entry is not None
             return self._frame(record.entry)
         if isinstance(record, ReplayUnavailable):
-            self.after_sequence = record.oldest_available - 1
+            # What was lost is said, then the task as it is now stands in for it (at
+            # the same resume point); the retained frames follow.
+            resume = record.oldest_available - 1
+            task = await session.interruptible(
+                self._watches._journal.open_journal(self._caller, *self._ids)
+            )
+            self._snapshot = dataclasses.replace(current_snapshot(task), sequence=resume)
+            self._stand_in = True
+            self.after_sequence = resume
             return JournalPruned(record.oldest_available)
         if isinstance(record, Heartbeat):
             return record  # (the session is re-checked by its Watch on its own timer)

@@ -210,9 +210,7 @@ class SqlTaskRepository:
             body = draft.body
             if isinstance(body, Task):
                 body = dataclasses.replace(body, last_sequence=sequence)
-            entries.append(
-                JournalEntry(task_id, sequence, draft.kind, draft.attempt, now, body)
-            )
+            entries.append(JournalEntry(task_id, sequence, draft.kind, draft.attempt, now, body))
         await self._conn.execute(
             j.insert(),
             [
@@ -311,9 +309,7 @@ class SqlTaskRepository:
 
     async def _write_attempts(self, task: Task, first: int) -> None:
         """Replace attempts numbered ``first`` and later with the task's."""
-        await self._conn.execute(
-            a.delete().where(a.c.task_id == task.id, a.c.attempt >= first)
-        )
+        await self._conn.execute(a.delete().where(a.c.task_id == task.id, a.c.attempt >= first))
         fresh = [x for x in task.attempts if x.number >= first]
         if fresh:
             await self._conn.execute(

@@ -50,9 +50,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_tasks"),
-        sa.UniqueConstraint(
-            "workspace_id", "request_id", name="uq_tasks_workspace_id_request_id"
-        ),
+        sa.UniqueConstraint("workspace_id", "request_id", name="uq_tasks_workspace_id_request_id"),
     )
     op.create_index("ix_tasks_state_next_attempt_time", "tasks", ["state", "next_attempt_time"])
     op.create_index("ix_tasks_workspace_id_create_time", "tasks", ["workspace_id", "create_time"])
