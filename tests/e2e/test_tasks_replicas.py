@@ -209,9 +209,7 @@ async def test_a_task_waiting_for_input_survives_a_restart_and_resumes_once(
             with pytest.raises(grpc.aio.AioRpcError) as wrong:
                 await client.provide(alice, created.name, request.id, {"answer": 42})
             assert wrong.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-            assert details(wrong.value)["BadRequest"].field_violations[0].field.startswith(
-                "input"
-            )
+            assert details(wrong.value)["BadRequest"].field_violations[0].field.startswith("input")
             resumed = await client.provide(alice, created.name, request.id, {"answer": "blue"})
             assert resumed.state in (QUEUED, RUNNING, SUCCEEDED)
             with pytest.raises(grpc.aio.AioRpcError) as again:

@@ -319,9 +319,10 @@ class TaskWatch:
         assert session is not None, "enter the watch with async with first"
         if self._snapshot is not None:
             item, self._snapshot = self._snapshot, None
+            stand_in, self._stand_in = self._stand_in, False
             # The opening snapshot may be the end; a stand-in for pruned frames is not
             # (the retained frames, up to the journal's own terminal snapshot, follow).
-            return item if self._stand_in else self._frame(item)
+            return item if stand_in else self._frame(item)
         closing = self._watches._closing
         if closing is not None:
             raise closing(self.after_sequence)
