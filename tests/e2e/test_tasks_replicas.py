@@ -27,7 +27,7 @@ from google.protobuf import json_format
 from support.events import JWT_SECRET, own_redis, shared_database
 from support.rpc import details
 from support.servers import ServerProcess, cortex_server
-from support.tasks import (
+from support.task_client import (
     CANCELLED,
     INPUT_REQUIRED,
     QUEUED,

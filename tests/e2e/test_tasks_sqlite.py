@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import json_format
 from support.events import JWT_SECRET
 from support.servers import cortex_server
-from support.tasks import (
+from support.task_client import (
     CANCELLED,
     INPUT_REQUIRED,
     RUNNING,
