@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,8 @@ from urllib.parse import urlsplit
 from cortex_core import errors
 from cortex_core.adapters.cache import InMemoryCache
 from cortex_core.adapters.clock import SystemClock
-from cortex_core.adapters.llm.config import chain_from_config
+from cortex_core.adapters.llm.config import LlmConfig, chain_from_config
+from cortex_core.adapters.llm.fallback import FallbackProvider
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
@@ -31,6 +33,7 @@ from cortex_core.adapters.security.passwords import Argon2PasswordHasher
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
 from cortex_core.adapters.security.throttle_policy import ThrottlePolicies
 from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.adapters.task_signals import LocalTaskSignals
 from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.api.access_log import AccessLog
 from cortex_core.api.auth_service import AuthService
@@ -46,6 +49,7 @@ from cortex_core.api.streams import StreamRegistry
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
 from cortex_core.domain.events import Change
+from cortex_core.domain.identity import new_id
 from cortex_core.ports import (
     Cache,
     Clock,
@@ -53,6 +57,7 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
+    TaskSignals,
     ToolSource,
     UnitOfWork,
 )
@@ -63,13 +68,14 @@ from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
-from cortex_core.services.experts import Experts
+from cortex_core.services.experts import ExpertCatalog, Experts
 from cortex_core.services.identity import Identity
 from cortex_core.services.memories import Memories
 from cortex_core.services.replies import Replies
 from cortex_core.services.session_guard import SessionWatcher
 from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
+from cortex_core.services.task_runner import RunnerPolicy, TaskRunner
 from cortex_core.services.tasks import Tasks
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
@@ -83,6 +89,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER_HEALTH_INTERVAL = 2.0
 DATABASE_WATCH_INTERVAL = 5.0
+TASK_SWEEP_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -219,6 +226,42 @@ def bootstrap(
         limits=LoopLimits(max_steps=settings.tool_max_steps, parallel=settings.tool_parallel),
     )
 
+    local = LocalDevelopmentProvider(delay=settings.local_llm_delay)
+    expert_chains = _expert_chains(settings, local)
+    catalog = ExpertCatalog(
+        settings.experts,
+        {e.id: expert_chains.get(e.id, provider) for e in settings.experts},
+    )
+    experts = Experts(catalog)
+    signals, signals_loop = _task_signals(redis)
+    tasks = Tasks(
+        uow=database.unit_of_work,
+        clock=clock,
+        events=bus,
+        signals=signals,
+        experts=catalog,
+        max_queued=settings.task_queue_limit,
+    )
+    runner = TaskRunner(
+        uow=database.unit_of_work,
+        clock=clock,
+        events=bus,
+        signals=signals,
+        experts=catalog,
+        invoker=tool_invoker,
+        counter=counter,
+        worker_id=f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}",
+        policy=RunnerPolicy(
+            workers=settings.task_workers,
+            lease=settings.task_lease,
+            heartbeat=min(1.0, settings.task_lease / 3),
+            retry_initial=settings.task_retry_backoff,
+            input_ttl=settings.task_input_ttl,
+            retention=settings.task_retention,
+            parallel_tools=settings.tool_parallel,
+        ),
+    )
+
     async def close_hasher() -> None:
         hasher.close()
 
@@ -249,6 +292,8 @@ def bootstrap(
         ),
         Loop("event-relay", relay.drain_and_wait),
         Loop("summaries", context.run_summary_jobs_once),
+        Loop("tasks", runner.run),
+        Loop("task-sweeper", every(TASK_SWEEP_INTERVAL, runner.sweep)),
         Loop(
             "memory-sweeper",
             every(settings.memory_sweep_interval, memories.sweep, wait_first=True),
@@ -260,6 +305,8 @@ def bootstrap(
     ]
     if access_log is not None:
         background.append(Loop("access-log", access_log.run))
+    if signals_loop is not None:
+        background.append(signals_loop)
 
     return App(
         settings=settings,
@@ -276,6 +323,9 @@ def bootstrap(
         servicers=servicers,
         background=background,
         supervisor=Supervisor(on_change=health.background_changed),
+        experts=experts,
+        tasks=tasks,
+        drainers=[runner.drain],
         starters=[
             lambda: check_redis(redis, settings.redis_url),
             hasher.warm_up,
@@ -286,6 +336,8 @@ def bootstrap(
             *(source.close for source in tool_invoker.sources),
             close_hasher,
             chain.aclose,
+            *(c.aclose for c in expert_chains.values()),
+            signals.close,
             hub.aclose,
             event_log.close,
             cache.close,
@@ -305,6 +357,35 @@ def _redis(settings: Settings) -> Redis | None:
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout,
     )
+
+
+def _expert_chains(settings: Settings, local: LlmProvider) -> dict[str, FallbackProvider]:
+    """A provider chain per expert that names its ``providers`` (the others use
+    the server's chain): the LLM configuration's links, in the expert's order."""
+    links = {p.name: p for p in settings.llm.providers}
+    return {
+        expert.id: chain_from_config(
+            LlmConfig(
+                providers=tuple(links[name] for name in expert.providers),
+                retries=settings.llm.retries,
+                backoff=settings.llm.backoff,
+                breaker=settings.llm.breaker,
+            ),
+            local=local,
+        )
+        for expert in settings.experts
+        if expert.providers
+    }
+
+
+def _task_signals(redis: Redis | None) -> tuple[TaskSignals, Loop | None]:
+    """The signals, and with Redis the loop that relays other replicas' signals."""
+    if redis is not None:
+        from cortex_core.adapters.redis.task_signals import RedisTaskSignals
+
+        shared = RedisTaskSignals(redis)
+        return shared, Loop("task-signals", shared.listen)
+    return LocalTaskSignals(), None
 
 
 def _event_log(settings: Settings, redis: Redis | None) -> EventLog:

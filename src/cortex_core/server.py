@@ -57,6 +57,8 @@ INTERRUPT_MARGIN_SECONDS = 1.0
 # The drain refuses new calls once nothing is in progress and nothing arrived for this
 # long: by then grpc's queue holds no call sent before SIGTERM.
 SETTLE_SECONDS = 0.25
+# Part of the grace kept for handing running tasks back (one write each).
+HAND_BACK_SECONDS = 0.5
 
 
 def server_options(app: App) -> list[tuple[str, Any]]:
@@ -133,7 +135,8 @@ class RunningServer:
            what still runs is interrupted with that status (a reply stores its
            partial text with FINISH_REASON_CANCELLED; retried with the same
            idempotency key it returns that reply and its completion).
-        4. The grpc server stops (nothing is left to wait for), background work
+        4. The grpc server stops (nothing is left to wait for); running tasks
+           have finished or are handed back (``App.drainers``); background work
            stops, connections close.
         """
         loop = asyncio.get_running_loop()
@@ -142,6 +145,12 @@ class RunningServer:
         margin = min(INTERRUPT_MARGIN_SECONDS, grace / 2)
         streams = self.app.streams
         log.info("draining", extra={"grace_seconds": grace, "calls": streams.calls})
+        # Background work that holds claims (running tasks) finishes or hands them
+        # back within the grace, beside the calls.
+        drains = [
+            asyncio.ensure_future(drain(max(grace - margin - HAND_BACK_SECONDS, 0.0)))
+            for drain in self.app.drainers
+        ]
         streams.begin_drain()
         await self.app.health.drain()
         await asyncio.sleep(HEALTH_FLUSH_SECONDS)  # let health watchers see NOT_SERVING
@@ -154,6 +163,7 @@ class RunningServer:
             await _within(streams.idle(), deadline - loop.time())
         left = streams.calls
         await self.server.stop(max(deadline - loop.time(), 0.0))
+        await _within(_all(drains), deadline - loop.time())
         for task in self._tasks:  # after the calls, so their access records are flushed
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -169,6 +179,13 @@ class RunningServer:
                 "drain_seconds": round(grace - (deadline - loop.time()), 3),
             },
         )
+
+
+async def _all(futures: Sequence[asyncio.Future[None]]) -> None:
+    """Wait for every future; their failures are logged, never raised."""
+    for outcome in await asyncio.gather(*futures, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            log.error("draining background work failed", exc_info=outcome)
 
 
 async def _within(awaitable: Awaitable[None], seconds: float) -> bool:

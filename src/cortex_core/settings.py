@@ -23,8 +23,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cortex_core.adapters.experts_config import ExpertsConfigError, load_experts
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
 from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
+from cortex_core.domain.tasks import Expert
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -321,7 +323,46 @@ class Settings:
         "seconds a call waits for a database connection or the SQLite write lock before "
         "UNAVAILABLE/DATABASE_BUSY (with RetryInfo)",
     )
+    experts_config: str = _setting(
+        "",
+        str,
+        "TOML file of experts, one [experts.<id>] table each (docs/tasks.md)",
+        shown="embedded: echo, summarize, extract",
+    )
+    task_workers: int = _setting(
+        4, _positive_int, "task attempts this process runs at once (docs/tasks.md)"
+    )
+    task_lease: float = _setting(
+        15.0,
+        _positive_float,
+        "seconds a running task's lease lasts without a heartbeat; a dead worker's task is "
+        "retried elsewhere after it",
+    )
+    task_retry_backoff: float = _setting(
+        1.0,
+        _positive_float,
+        "seconds before a failed attempt is retried, doubled per failure (up to 60, with jitter)",
+    )
+    task_input_ttl: float = _setting(
+        24 * 3600.0,
+        _positive_float,
+        "seconds a task's input request waits for an answer before the task fails",
+        shown="86400 (1 day)",
+    )
+    task_queue_limit: int = _setting(
+        100,
+        _positive_int,
+        "queued plus running tasks per workspace; one more CreateTask is RESOURCE_EXHAUSTED "
+        "TASK_QUEUE_FULL",
+    )
+    task_retention: float = _setting(
+        7 * 24 * 3600.0,
+        _positive_float,
+        "seconds finished tasks (and their journals) are kept",
+        shown="604800 (7 days)",
+    )
     llm: LlmConfig = dataclasses.field(default_factory=LlmConfig)
+    experts: tuple[Expert, ...] = dataclasses.field(default_factory=lambda: load_experts("", ()))
 
     @property
     def effective_database_url(self) -> str:
@@ -347,6 +388,12 @@ class Settings:
         try:
             values["llm"] = load_llm_config(reader)
         except LlmConfigError as exc:
+            raise SettingsError(str(exc)) from None
+        try:
+            values["experts"] = load_experts(
+                values["experts_config"], [p.name for p in values["llm"].providers]
+            )
+        except ExpertsConfigError as exc:
             raise SettingsError(str(exc)) from None
         return cls(**values)
 

@@ -15,7 +15,24 @@ model. The last user message may hold directives, one per line:
 * ``/loop <tool-id> {json arguments}``: like ``/call``, but every turn calls
   again, so the reply runs until its step limit.
 
-The arguments default to ``{}``. The tool id is not checked against the offered
+The arguments default to ``{}``.
+
+Task mode (an expert's attempt: the system message ends with a line
+``Attempt: N`` and the user message is the task input as JSON; directives are
+read from every string value of that object, e.g. the ``text`` of the default
+experts' input):
+
+* ``/output {json}``: answer exactly that JSON text (for an expert with an
+  output schema; ``/output`` with text that is not JSON answers the text as is).
+* ``/fail N``: attempts 1 … N fail before the first word with a retryable
+  ``Unavailable`` (reason PROVIDER_UNAVAILABLE); attempt N+1 answers.
+* ``/ask {json schema}``: the expert asks for input: it answers
+  ``{"input_request": {"message": ..., "answer_schema": <schema>}}``; once the
+  answer is in the prompt (a user message ``Answer: …``) it answers with a text
+  quoting it instead.
+* ``/call`` and ``/loop`` as above.
+
+Without a directive a task's answer is ``[local-dev]`` and the input's text. The tool id is not checked against the offered
 tools, so a directive can show what happens to a call the conversation does not
 allow. Call ids are derived from the prompt, so a replay of a prompt gives the
 same ids.
@@ -28,6 +45,7 @@ import hashlib
 import json
 from collections.abc import AsyncGenerator, Sequence
 
+from cortex_core import errors
 from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.llm import Chunk, PromptMessage, Usage
@@ -64,6 +82,9 @@ class LocalDevelopmentProvider:
         text = self._reply(messages) if not calls else _calling_text(calls)
         if tools and not calls and messages and messages[-1].role == "tool":
             text = _results_text(messages)
+        task_text = _task_reply(messages) if not calls else None
+        if task_text is not None:
+            text = task_text
         words = text.split(" ")
         prompt_tokens = sum(self._counter.count(m.content) for m in messages)
         sent = 0
@@ -102,6 +123,60 @@ class LocalDevelopmentProvider:
         )
 
 
+def _attempt(messages: Sequence[PromptMessage]) -> int:
+    """The ``Attempt: N`` of a task's system message; 0 outside a task."""
+    for message in messages:
+        if message.role == "system":
+            for line in message.content.splitlines():
+                head, _, number = line.partition(":")
+                if head.strip() == "Attempt" and number.strip().isdigit():
+                    return int(number)
+    return 0
+
+
+def _directive_lines(content: str) -> list[str]:
+    """The lines of a user message, or of every string value of the JSON object it is."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return content.splitlines()
+    if not isinstance(value, dict):
+        return content.splitlines()
+    return [line for v in value.values() if isinstance(v, str) for line in v.splitlines()]
+
+
+def _task_reply(messages: Sequence[PromptMessage]) -> str | None:
+    """A task attempt's directed answer (``/fail`` raises), or None."""
+    attempt = _attempt(messages)
+    if not attempt:
+        return None
+    first_user = next((m for m in messages if m.role == "user"), None)
+    if first_user is None:
+        return None
+    answered = [m.content for m in messages if m.role == "user" and m.content.startswith("Answer:")]
+    for line in _directive_lines(first_user.content):
+        verb, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if verb == "/fail" and rest.isdigit() and attempt <= int(rest):
+            raise errors.Unavailable(
+                f"local-dev: attempt {attempt} fails as directed", reason="PROVIDER_UNAVAILABLE"
+            )
+        if verb == "/output":
+            return rest
+        if verb == "/ask":
+            if answered:
+                return f"[local-dev reply] Thanks. {answered[-1]}"
+            try:
+                schema = json.loads(rest) if rest else {"type": "object"}
+            except ValueError:
+                schema = {"type": "object"}
+            request = {"message": "local-dev asks for input", "answer_schema": schema}
+            return json.dumps({"input_request": request}, separators=(",", ":"))
+    if any(m.role == "tool" for m in messages):
+        return None  # the tool-results text
+    return "[local-dev] " + " ".join(_directive_lines(first_user.content)).strip()
+
+
 def _directed_calls(messages: Sequence[PromptMessage]) -> tuple[ToolCall, ...]:
     """The calls the last user message directs for this turn: its ``/call`` lines
     while no result came back since, its ``/loop`` lines on every turn."""
@@ -115,7 +190,7 @@ def _directed_calls(messages: Sequence[PromptMessage]) -> tuple[ToolCall, ...]:
         "\x1f".join(f"{m.role}:{m.content}" for m in messages).encode()
     ).hexdigest()[:16]
     calls: list[ToolCall] = []
-    for line in messages[last_user].content.splitlines():
+    for line in _directive_lines(messages[last_user].content):
         verb, _, rest = line.strip().partition(" ")
         if verb not in ("/call", "/loop") or (verb == "/call" and answered):
             continue
