@@ -21,7 +21,15 @@ from support.events import JWT_SECRET
 from support.postgres import private_postgres
 from support.rpc import details
 from support.servers import cortex_server
-from support.task_client import RUNNING, SUCCEEDED, TERMINAL, TasksClient, state_name, until_state, words
+from support.task_client import (
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    TasksClient,
+    state_name,
+    until_state,
+    words,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

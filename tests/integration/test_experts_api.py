@@ -365,9 +365,7 @@ async def test_a_watch_past_the_journal_end_is_invalid_and_one_of_a_done_task_cl
     assert replay.sequences == list(range(task.last_sequence + 1, done.last_sequence + 1))
 
 
-async def test_logging_out_ends_a_watch_with_unauthenticated(
-    db_url: str, tmp_path: Path
-) -> None:
+async def test_logging_out_ends_a_watch_with_unauthenticated(db_url: str, tmp_path: Path) -> None:
     async with running_app(
         tmp_path, database_url=db_url, events_heartbeat=0.3, local_llm_delay=0.2
     ) as running:
@@ -436,9 +434,7 @@ async def test_task_changes_are_typed_events_on_the_workspace_stream(api: TasksC
     async with asyncio.timeout(20):
         while not (seen and seen[-1].task_state_changed.task.state in TERMINAL):
             frame = await stream.read()
-            if frame.WhichOneof("frame") == "event" and frame.event.HasField(
-                "task_state_changed"
-            ):
+            if frame.WhichOneof("frame") == "event" and frame.event.HasField("task_state_changed"):
                 seen.append(frame.event)
     stream.cancel()
 
