@@ -33,7 +33,7 @@ from support.task_client import (
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-RUNNER = "cortex.background.task-runner"
+RUNNER = "cortex.background.tasks"
 
 
 async def _until_health(client: TasksClient, service: str, status: int, within: float = 60) -> None:
