@@ -131,7 +131,8 @@ async def test_a_task_whose_replica_is_killed_mid_attempt_finishes_once_on_anoth
     # Finished once: one terminal snapshot in the journal, and the output is the second
     # attempt's text exactly (nothing of the lost attempt mixed in, nothing twice).
     states = [f.task.state for f in journal.frames if f.WhichOneof("frame") == "task"]
-    assert states.count(SUCCEEDED) == 1 and states[-1] == SUCCEEDED
+    assert states.count(SUCCEEDED) == 1
+    assert states[-1] == SUCCEEDED
     assert journal.error is None
     output = json_format.MessageToDict(done.output)
     assert output_text(journal.frames, attempt=2) == output["text"]
@@ -181,7 +182,8 @@ async def test_a_watch_resumed_on_alternating_replicas_loses_and_repeats_nothing
     ]
     assert uninterrupted.error is None
     last = pieces[-1]
-    assert last.WhichOneof("frame") == "task" and last.task.state == SUCCEEDED
+    assert last.WhichOneof("frame") == "task"
+    assert last.task.state == SUCCEEDED
     kinds = {f.WhichOneof("frame") for f in pieces}
     assert {"task", "output_delta"} <= kinds
 
@@ -203,7 +205,8 @@ async def test_a_task_waiting_for_input_survives_a_restart_and_resumes_once(
             await client.close()
             assert a.terminate() == 0
         request = waiting.input_request
-        assert request.id and request.expire_time.seconds > 0
+        assert request.id
+        assert request.expire_time.seconds > 0
         assert json_format.MessageToDict(request.answer_schema)["required"] == ["answer"]
 
         with replica(tmp_path, "b", env) as b:
@@ -261,10 +264,12 @@ async def test_cancel_on_one_replica_stops_the_task_running_on_another_within_a_
     assert answer.state in (RUNNING, CANCELLED)
     assert done.state == CANCELLED, state_name(done.state)
     assert stopped_in < 2.0, stopped_in  # "about a second", on a shared, noisy machine
-    assert later.state == CANCELLED and later.complete_time == done.complete_time
+    assert later.state == CANCELLED
+    assert later.complete_time == done.complete_time
     assert again.state == CANCELLED  # idempotent
     states = [f.task.state for f in journal.frames if f.WhichOneof("frame") == "task"]
-    assert SUCCEEDED not in states and states[-1] == CANCELLED
+    assert SUCCEEDED not in states
+    assert states[-1] == CANCELLED
     assert output_text(journal.frames), "the partial output is kept"
     assert journal.error is None
 
@@ -310,4 +315,5 @@ async def test_sigterm_ends_watches_with_their_resume_point_and_another_replica_
     assert resume == int(seen[-1].sequence)
     sequences = [int(f.sequence) for f in seen + rest.frames]
     assert sequences == list(range(start + 1, start + 1 + len(sequences)))
-    assert rest.last_task is not None and rest.last_task.state == SUCCEEDED
+    assert rest.last_task is not None
+    assert rest.last_task.state == SUCCEEDED

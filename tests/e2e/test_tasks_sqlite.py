@@ -63,8 +63,10 @@ async def test_a_task_runs_from_queued_to_succeeded_and_its_watch_shows_every_st
     assert created.expert == "experts/echo"
     assert watched.error is None
     states = [f.task.state for f in watched.frames if f.WhichOneof("frame") == "task"]
-    assert RUNNING in states and states[-1] == SUCCEEDED
-    assert done.state == SUCCEEDED and done.complete_time.seconds > 0
+    assert RUNNING in states
+    assert states[-1] == SUCCEEDED
+    assert done.state == SUCCEEDED
+    assert done.complete_time.seconds > 0
     assert done.last_sequence == watched.frames[-1].sequence
     output = json_format.MessageToDict(done.output)
     assert output_text(watched.frames) == output["text"]
@@ -109,4 +111,5 @@ async def test_a_running_task_is_cancelled_within_a_second_and_stays_cancelled(
     assert done.state == CANCELLED
     assert stopped_in < 2.0, stopped_in
     states = [f.task.state for f in watched.frames if f.WhichOneof("frame") == "task"]
-    assert SUCCEEDED not in states and states[-1] == CANCELLED
+    assert SUCCEEDED not in states
+    assert states[-1] == CANCELLED

@@ -99,9 +99,11 @@ async def test_experts_are_listed_by_name_page_by_page_and_each_can_be_read(
     assert all(len(page) == 1 for page in pages)
     assert names == sorted(names)
     assert {"experts/echo", "experts/extract", "experts/summarize"} <= set(names)
-    assert echo.display_name and echo.description
+    assert echo.display_name
+    assert echo.description
     assert echo.default_max_attempts >= 1
-    assert echo.attempt_timeout.seconds > 0 and echo.max_steps > 0
+    assert echo.attempt_timeout.seconds > 0
+    assert echo.max_steps > 0
     assert "text" in json_format.MessageToDict(echo.input_schema)["properties"]
 
 
@@ -123,8 +125,10 @@ async def test_expert_errors_name_the_field_or_the_reason(api: TasksClient) -> N
     )
     anonymous = await _error(api.experts.ListExperts(xpb.ListExpertsRequest()))
 
-    assert missing.code() is grpc.StatusCode.NOT_FOUND and _reason(missing) == "EXPERT_NOT_FOUND"
-    assert malformed.code() is grpc.StatusCode.INVALID_ARGUMENT and _fields(malformed) == ["name"]
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+    assert _reason(missing) == "EXPERT_NOT_FOUND"
+    assert malformed.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert _fields(malformed) == ["name"]
     assert _fields(negative) == ["page_size"]
     assert _reason(forged) == "INVALID_PAGE_TOKEN"
     assert anonymous.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -148,7 +152,8 @@ async def test_a_created_task_runs_to_success_with_its_output(api: TasksClient) 
     assert created.last_sequence >= 1
     assert done.state == SUCCEEDED, done.error
     assert "hello there" in json_format.MessageToDict(done.output)["text"]
-    assert done.attempt_count == 1 and done.attempts[0].end_time.seconds > 0
+    assert done.attempt_count == 1
+    assert done.attempts[0].end_time.seconds > 0
     assert done.complete_time.seconds > 0
 
 
@@ -179,7 +184,8 @@ async def test_invalid_tasks_are_refused_with_a_violation_per_field(api: TasksCl
     assert bad_input.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert all(f.startswith("task.input") for f in _fields(bad_input))
     assert _fields(too_many) == ["task.max_attempts"]
-    assert unknown.code() is grpc.StatusCode.NOT_FOUND and _reason(unknown) == "EXPERT_NOT_FOUND"
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+    assert _reason(unknown) == "EXPERT_NOT_FOUND"
     assert _fields(bad_parent) == ["parent"]
 
 
@@ -196,7 +202,8 @@ async def test_a_repeated_request_id_returns_the_first_task_and_a_different_task
     )
 
     assert again.name == first.name
-    assert other.code() is grpc.StatusCode.ABORTED and _reason(other) == "REQUEST_ID_REUSED"
+    assert other.code() is grpc.StatusCode.ABORTED
+    assert _reason(other) == "REQUEST_ID_REUSED"
     assert [t.name for t in listed.tasks] == [first.name]
 
 
@@ -311,7 +318,8 @@ async def test_cancel_is_idempotent_and_a_finished_task_cannot_be_cancelled(
     again = await api.cancel(alice, waiting.name)
     completed = await _error(api.cancel(alice, finished.name))
 
-    assert cancelled.state == CANCELLED and again.state == CANCELLED
+    assert cancelled.state == CANCELLED
+    assert again.state == CANCELLED
     assert completed.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert _reason(completed) == "TASK_ALREADY_COMPLETED"
 
@@ -357,8 +365,10 @@ async def test_a_watch_past_the_journal_end_is_invalid_and_one_of_a_done_task_cl
     assert beyond.error is not None
     assert beyond.error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert _fields(beyond.error) == ["after_sequence"]
-    assert at_end.error is None and at_end.frames == []
-    assert from_zero.error is None and len(from_zero.frames) == 1
+    assert at_end.error is None
+    assert at_end.frames == []
+    assert from_zero.error is None
+    assert len(from_zero.frames) == 1
     assert from_zero.frames[0].task.state == SUCCEEDED
     assert from_zero.frames[0].sequence == done.last_sequence
     assert replay.error is None

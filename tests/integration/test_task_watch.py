@@ -146,7 +146,8 @@ async def test_a_watch_from_zero_starts_with_the_task_then_goes_live_and_ends_af
         await world.tasks.cancel(world.caller, "w1", task.id)
         tail = await rest(watch)
 
-    assert first.kind is JournalKind.TASK and first.sequence == task.last_sequence  # type: ignore[attr-defined]
+    assert first.kind is JournalKind.TASK  # type: ignore[attr-defined]
+    assert first.sequence == task.last_sequence  # type: ignore[attr-defined]
     assert [e.body for e in live] == ["hel", "lo"]  # type: ignore[attr-defined]
     assert [e.sequence for e in live] == [task.last_sequence + 1, task.last_sequence + 2]  # type: ignore[attr-defined]
     (last,) = tail
@@ -268,6 +269,8 @@ async def test_a_pruned_journal_is_said_first_then_the_current_task_then_what_is
     async with await world.watch(task, after=1) as watch:
         got = await frames(watch, 4)
     pruned, stand_in, *kept = got
-    assert isinstance(pruned, JournalPruned) and pruned.oldest_sequence == end - 1
-    assert stand_in.kind is JournalKind.TASK and stand_in.sequence == end - 2  # type: ignore[attr-defined]
+    assert isinstance(pruned, JournalPruned)
+    assert pruned.oldest_sequence == end - 1
+    assert stand_in.kind is JournalKind.TASK  # type: ignore[attr-defined]
+    assert stand_in.sequence == end - 2  # type: ignore[attr-defined]
     assert [e.sequence for e in kept] == [end - 1, end]  # type: ignore[attr-defined]

@@ -261,8 +261,8 @@ class TaskWatch:
     __slots__ = (
         "_caller",
         "_done",
-        "_ids",
         "_exits",
+        "_ids",
         "_session",
         "_snapshot",
         "_stand_in",
