@@ -274,3 +274,19 @@ async def test_a_pruned_journal_is_said_first_then_the_current_task_then_what_is
     assert stand_in.kind is JournalKind.TASK  # type: ignore[attr-defined]
     assert stand_in.sequence == end - 2  # type: ignore[attr-defined]
     assert [e.sequence for e in kept] == [end - 1, end]  # type: ignore[attr-defined]
+
+
+async def test_a_watcher_removed_from_the_workspace_is_ended_at_the_next_heartbeat(
+    world: World,
+) -> None:
+    task = await world.create()
+    async with await world.watch(task) as watch:
+        await frames(watch, 1)
+        async with world.database.unit_of_work() as uow:
+            await uow.workspaces.remove_member("w1", "u1")
+            await uow.commit()
+        with pytest.raises(errors.NotFound) as caught:
+            async with asyncio.timeout(3):
+                while True:
+                    await anext(watch)
+    assert caught.value.reason == "TASK_NOT_FOUND"

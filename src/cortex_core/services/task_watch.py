@@ -24,6 +24,8 @@ news reports every watched task as changed, so each is re-read at least every
 
 While it is open a watch ends
 
+* with NOT_FOUND (TASK_NOT_FOUND) when its caller is no longer a member of the
+  task's workspace (access is checked again at every heartbeat);
 * with UNAUTHENTICATED (SESSION_REVOKED, TOKEN_EXPIRED) when its caller's
   session ends (:class:`~cortex_core.services.session_guard.SessionWatcher`);
 * with UNAVAILABLE / SERVER_SHUTTING_DOWN and RetryInfo when the server drains
@@ -351,7 +353,12 @@ class TaskWatch:
             self.after_sequence = resume
             return JournalPruned(record.oldest_available)
         if isinstance(record, Heartbeat):
-            return record  # (the session is re-checked by its Watch on its own timer)
+            # Access again (the caller may have left the workspace): NOT_FOUND ends the
+            # watch. The session is re-checked by its Watch on its own timer.
+            await session.interruptible(
+                self._watches._journal.open_journal(self._caller, *self._ids)
+            )
+            return record
         raise TypeError(f"unexpected journal item {type(record).__name__}")
 
     def _frame(self, entry: JournalEntry) -> JournalEntry:
