@@ -39,6 +39,7 @@ from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.bootstrap import bootstrap
 from cortex_core.domain.conversations import Message, MessageRole
+from cortex_core.domain.tasks import TaskKind
 from cortex_core.server import start
 from cortex_core.settings import Settings
 
@@ -75,7 +76,7 @@ async def _settle(url: str) -> None:
     try:
         for _ in range(600):
             async with database.unit_of_work() as uow:
-                if not await uow.conversations.pending_summaries(1):
+                if not await uow.tasks.count_open(TaskKind.SUMMARY):
                     return
             await asyncio.sleep(0.1)
     finally:

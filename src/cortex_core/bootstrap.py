@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import socket
@@ -25,6 +26,7 @@ from cortex_core.adapters.clock import SystemClock
 from cortex_core.adapters.llm.config import LlmConfig, chain_from_config
 from cortex_core.adapters.llm.fallback import FallbackProvider
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
+from cortex_core.adapters.mcp.source import McpToolSource, loop_name
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
@@ -47,10 +49,12 @@ from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
 from cortex_core.api.streams import StreamRegistry
+from cortex_core.api.tool_service import ToolService
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
 from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
+from cortex_core.domain.tasks import TaskKind
 from cortex_core.ports import (
     Cache,
     Clock,
@@ -64,6 +68,7 @@ from cortex_core.ports import (
 )
 from cortex_core.services import reactions
 from cortex_core.services.authentication import Authenticator
+from cortex_core.services.builtin_tools import BuiltinTools
 from cortex_core.services.context import ContextManager
 from cortex_core.services.conversations import Conversations
 from cortex_core.services.dispatcher import EventBus
@@ -81,6 +86,7 @@ from cortex_core.services.task_watch import TaskWatches
 from cortex_core.services.tasks import Tasks
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
+from cortex_core.services.tools import Tools
 from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
@@ -108,6 +114,8 @@ class App:
     access_log: AccessLog | None
     authenticator: Authenticator | None
     servicers: dict[str, object]
+    #: The one invoker of every tool call (InvokeTool, replies, tasks).
+    tool_invoker: ToolInvoker
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -203,6 +211,7 @@ def bootstrap(
             for hit in found
         ]
 
+    signals, signals_loop = _task_signals(redis)
     context = ContextManager(
         uow=database.unit_of_work,
         clock=clock,
@@ -211,9 +220,28 @@ def bootstrap(
         default_budget=settings.context_budget,
         cache=cache,
         events=bus,
+        signals=signals,
         memories=relevant_memories,
     )
-    tool_invoker = ToolInvoker([*extra_tool_sources])
+    supervisor = Supervisor(on_change=lambda state: health.background_changed(state))
+
+    async def tool_server_changed(server: str, up: bool) -> None:
+        await health.tool_server_changed(server, up)
+
+    mcp_sources = [
+        McpToolSource(
+            server,
+            on_state=tool_server_changed,
+            retry_hint=functools.partial(supervisor.retry_in, loop_name(server.name)),
+        )
+        for server in settings.mcp_config.servers
+    ]
+    tool_sources: list[ToolSource] = [
+        BuiltinTools(memories=memories, clock=clock),
+        *mcp_sources,
+        *extra_tool_sources,
+    ]
+    tool_invoker = ToolInvoker(tool_sources)
     conversations = Conversations(
         uow=database.unit_of_work, clock=clock, events=bus, tools=tool_invoker
     )
@@ -237,7 +265,6 @@ def bootstrap(
         {e.id: expert_chains.get(e.id, provider) for e in settings.experts},
     )
     experts = Experts(catalog)
-    signals, signals_loop = _task_signals(redis)
     tasks = Tasks(
         uow=database.unit_of_work,
         clock=clock,
@@ -264,6 +291,7 @@ def bootstrap(
             retention=settings.task_retention,
             parallel_tools=settings.tool_parallel,
         ),
+        jobs={TaskKind.SUMMARY: context.run_summary_job},
     )
 
     async def close_hasher() -> None:
@@ -290,9 +318,14 @@ def bootstrap(
         "cortex.experts.v1.ExpertService": ExpertService(
             experts=experts, tasks=tasks, watches=task_watches, clock=clock
         ),
+        "cortex.experts.v1.ToolService": ToolService(
+            Tools(uow=database.unit_of_work, invoker=tool_invoker)
+        ),
     }
     health = HealthReporter(
-        list(servicers), [name for name in service_names() if name not in servicers]
+        list(servicers),
+        [name for name in service_names() if name not in servicers],
+        tool_servers=[source.server for source in mcp_sources],
     )
     access_log = AccessLog(settings.log_format) if settings.access_log else None
     background = [
@@ -305,7 +338,6 @@ def bootstrap(
             ),
         ),
         Loop("event-relay", relay.drain_and_wait),
-        Loop("summaries", context.run_summary_jobs_once),
         Loop("tasks", runner.run),
         Loop("task-sweeper", every(TASK_SWEEP_INTERVAL, runner.sweep)),
         Loop(
@@ -321,6 +353,8 @@ def bootstrap(
         background.append(Loop("access-log", access_log.run))
     if signals_loop is not None:
         background.append(signals_loop)
+    # One owner task per MCP server: its session lives and reconnects in this loop.
+    background += [Loop(source.loop_name, source.run) for source in mcp_sources]
 
     return App(
         settings=settings,
@@ -336,8 +370,9 @@ def bootstrap(
         access_log=access_log,
         authenticator=authenticator,
         servicers=servicers,
+        tool_invoker=tool_invoker,
         background=background,
-        supervisor=Supervisor(on_change=health.background_changed),
+        supervisor=supervisor,
         experts=experts,
         tasks=tasks,
         drainers=[runner.drain],

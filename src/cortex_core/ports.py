@@ -332,16 +332,6 @@ class ConversationRepository(Protocol):
 
     async def add_summary(self, summary: Summary) -> None: ...
 
-    async def request_summary(self, conversation_id: str, token_budget: int, now: datetime) -> None:
-        """Queue a summary job (durable; one per conversation)."""
-        ...
-
-    async def pending_summaries(self, limit: int) -> list[tuple[str, str, int]]:
-        """Queued jobs as (workspace id, conversation id, token budget), oldest first."""
-        ...
-
-    async def finish_summary(self, conversation_id: str) -> None: ...
-
 
 class TokenCounter(Protocol):
     def count(self, text: str) -> int:
@@ -377,7 +367,9 @@ class ToolSource(Protocol):
     """The tools of one server: the built-in tools, or one MCP server.
 
     ``tools()`` is a snapshot that the source keeps current (an MCP server's
-    ``list_changed`` refreshes it); it is empty while the server is down.
+    ``list_changed`` refreshes it). While an MCP server is down it keeps the last
+    listing, so calls to its tools raise ``Unavailable`` rather than look unknown;
+    it is empty until the server was reached once.
     """
 
     @property
@@ -567,7 +559,8 @@ class TaskRepository(Protocol):
     fenced (see :class:`~cortex_core.domain.tasks.Fence`)."""
 
     async def add(self, task: Task) -> None:
-        """Insert a new task (QUEUED, no attempts)."""
+        """Insert a new task (QUEUED, no attempts); raise AlreadyExists when its
+        ``request_id`` is taken in the workspace."""
         ...
 
     async def get(self, workspace_id: str, task_id: str) -> Task | None:
@@ -582,9 +575,13 @@ class TaskRepository(Protocol):
         """The task created in the workspace with ``request_id`` at or after ``since``."""
         ...
 
-    async def find_open(self, workspace_id: str, kind: TaskKind, key: str) -> Task | None:
-        """A QUEUED or RUNNING task of ``kind`` whose ``request_id`` is ``key``
-        (internal jobs use it to keep one per subject)."""
+    async def find_open(self, workspace_id: str, kind: TaskKind, subject: str) -> Task | None:
+        """A QUEUED or RUNNING internal job of ``kind`` about ``subject`` (its
+        ``expert_id`` column: e.g. the conversation of a summary job)."""
+        ...
+
+    async def count_open(self, kind: TaskKind) -> int:
+        """QUEUED or RUNNING tasks of ``kind`` in every workspace."""
         ...
 
     async def list(
@@ -664,16 +661,16 @@ class TaskSignals(Protocol):
         """Tell idle workers (of every replica) that a task can be claimed."""
         ...
 
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return at a wake-up or after ``timeout`` seconds."""
+    async def wait_for_work(self, max_wait: float) -> None:
+        """Return at a wake-up or after ``max_wait`` seconds."""
         ...
 
     async def cancel(self, task_id: str) -> None:
         """Tell whichever worker runs ``task_id`` to stop it."""
         ...
 
-    async def wait_cancel(self, task_id: str, timeout: float) -> bool:
-        """Whether a cancel for ``task_id`` arrived within ``timeout`` seconds
+    async def wait_cancel(self, task_id: str, max_wait: float) -> bool:
+        """Whether a cancel for ``task_id`` arrived within ``max_wait`` seconds
         (False: none yet; callers loop)."""
         ...
 
@@ -681,9 +678,9 @@ class TaskSignals(Protocol):
         """Announce that ``task_id``'s journal reached ``sequence``."""
         ...
 
-    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+    async def wait_journal(self, task_id: str, after_sequence: int, max_wait: float) -> None:
         """Return once an entry after ``after_sequence`` was announced, or after
-        ``timeout`` seconds (callers read the journal either way)."""
+        ``max_wait`` seconds (callers read the journal either way)."""
         ...
 
     async def close(self) -> None: ...

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from cortex_core.adapters.experts_config import ExpertsConfigError, load_experts
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
+from cortex_core.adapters.mcp.config import McpConfig, load_mcp_config
 from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
 from cortex_core.domain.tasks import Expert
 
@@ -322,6 +323,13 @@ class Settings:
         _positive_float,
         "seconds a call waits for a database connection or the SQLite write lock before "
         "UNAVAILABLE/DATABASE_BUSY (with RetryInfo)",
+    )
+    mcp_config: McpConfig = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        McpConfig(),
+        load_mcp_config,
+        "TOML file of MCP servers whose tools Cortex offers, one [servers.NAME] table each "
+        "(docs/tools.md)",
+        shown="none: built-in tools only",
     )
     experts_config: str = _setting(
         "",

@@ -84,3 +84,14 @@ def test_the_data_dir_and_database_file_are_for_their_owner_only(tmp_path: Path)
     for extra in ("cortex.db-wal", "cortex.db-shm"):
         if (data_dir / extra).exists():
             assert stat.S_IMODE((data_dir / extra).stat().st_mode) & 0o077 == 0
+
+
+def test_a_bad_mcp_servers_file_stops_the_start_naming_the_variable_and_the_key(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "mcp.toml"
+    config.write_text('[servers.search]\nurl = "https://search.internal/mcp"\ntimeout = -1\n')
+    result = _serve({"CORTEX_DATA_DIR": str(tmp_path), "CORTEX_MCP_CONFIG": str(config)})
+    line = _the_line(result)
+    assert "CORTEX_MCP_CONFIG" in line
+    assert "servers.search.timeout" in line

@@ -25,6 +25,8 @@ from support.inprocess import running_app
 from support.rpc import details
 
 from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.domain.tasks import TaskKind, TaskState
+from cortex_core.services.tasks import queue_job
 
 
 @dataclass
@@ -286,26 +288,40 @@ async def test_a_queued_summary_job_runs_after_a_restart(db_url: str, tmp_path: 
         await alice.send(conversation.name, "remember the blue door")
         await alice.channel.close()
         await alice.client.close()
-    conversation_id = conversation.name.rsplit("/", 1)[1]
+    workspace_id, conversation_id = conversation.name.split("/")[1::2]
     database = SqlDatabase.from_url(db_url)
-    async with database.unit_of_work() as uow:
-        await uow.conversations.request_summary(conversation_id, 100, datetime.now(UTC))
+    async with database.unit_of_work() as uow:  # queued while no server runs
+        job = await queue_job(
+            uow,
+            TaskKind.SUMMARY,
+            workspace_id,
+            conversation_id,
+            {"conversation_id": conversation_id, "token_budget": 100},
+            datetime.now(UTC),
+        )
+        assert job is not None
         await uow.commit()
     await database.dispose()
     async with running_app(tmp_path, database_url=db_url) as running:
         database = SqlDatabase.from_url(db_url)
         try:
-            # The job writes its summary, then marks itself done in a second transaction:
-            # wait for both (a job that stayed queued would never be marked done).
+            # The job writes its summary, then the runner marks it done in a second
+            # transaction: wait for both (a job that stayed queued would never be done).
             summary = None
             queued = True
             async with asyncio.timeout(15):
                 while summary is None or queued:
                     async with database.unit_of_work() as uow:
                         summary = await uow.conversations.latest_summary(conversation_id)
-                        pending = await uow.conversations.pending_summaries(10)
-                    queued = any(p[1] == conversation_id for p in pending)
+                        open_job = await uow.tasks.find_open(
+                            workspace_id, TaskKind.SUMMARY, conversation_id
+                        )
+                    queued = open_job is not None
                     await asyncio.sleep(0.1)
+            async with database.unit_of_work() as uow:
+                done = await uow.tasks.get(workspace_id, job.id)
+            assert done is not None
+            assert done.state is TaskState.SUCCEEDED
             assert "blue door" in summary.text
         finally:
             await database.dispose()

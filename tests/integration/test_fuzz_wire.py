@@ -11,9 +11,7 @@ with domain ``cortex`` and a reason of the contract's table for its code.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.clients import PASSWORD
 from support.contract import contract_reasons
-from support.databases import database_url
-from support.inprocess import running_app
+from support.inprocess import server_thread
 from support.rpc import details
 from support.task_client import ECHO, TasksClient
 
 from cortex_core.api.registry import service_names
+from cortex_core.server import RunningServer
 
 EXAMPLES_PER_BACKEND = 300
 #: What an error message must never show: class names and stack text.
@@ -106,46 +104,24 @@ async def _prepare(address: str) -> tuple[str, str, list[str]]:
         task = await client.create(account, workspace.name, "fuzz me")
     finally:
         await client.close()
-    names = [workspace.name, account.user, account.session, "users/-", task.name, ECHO]
+    tools = ["tools/cortex.current_time", "tools/cortex.search_memories", "tools/cortex.remember"]
+    names = [workspace.name, account.user, account.session, "users/-", task.name, ECHO, *tools]
     return account.email, account.access_token, names
 
 
 @contextlib.contextmanager
 def _server_thread(kind: str, tmp_path: Path) -> Iterator[Target]:
     """Run a server on its own event loop in a thread; yield a target for sync calls."""
-    ready = threading.Event()
-    box: dict[str, Any] = {}
 
-    async def serve() -> None:
+    async def prepare(running: RunningServer) -> tuple[str, str, list[str]]:
+        return await _prepare(running.address)
+
+    with server_thread(kind, tmp_path, prepare) as (address, (email, token, names)):
+        target = Target(address, email, token, names)
         try:
-            async with (
-                database_url(kind, tmp_path) as url,
-                running_app(tmp_path, database_url=url) as running,
-            ):
-                box["address"] = running.address
-                box["prepared"] = await _prepare(running.address)
-                box["stop"] = stop = asyncio.Event()
-                box["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await stop.wait()
-        except BaseException as exc:
-            box["error"] = exc
-            ready.set()
-            raise
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(120)
-    if "error" in box:
-        raise box["error"]
-    email, token, names = box["prepared"]
-    target = Target(box["address"], email, token, names)
-    try:
-        yield target
-    finally:
-        target.channel.close()
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(60)
+            yield target
+        finally:
+            target.channel.close()
 
 
 # --- strategies -------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cortex_core.bootstrap import App, bootstrap
 from cortex_core.ports import Clock, LlmProvider, ToolSource
@@ -12,6 +15,7 @@ from cortex_core.server import RunningServer, start
 from cortex_core.settings import Settings
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 60
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -44,3 +48,47 @@ async def running_app(
     finally:
         if not app.streams.draining:
             await running.drain()
+
+
+@contextlib.contextmanager
+def server_thread(
+    kind: str,
+    tmp_path: Path,
+    prepare: Callable[[RunningServer], Awaitable[T]],
+    **settings: object,
+) -> Iterator[tuple[str, T]]:
+    """A server on a fresh ``kind`` database ("sqlite" or "postgresql"), on its own
+    event loop in a thread, for synchronous clients (Hypothesis); yield its address
+    and what ``prepare`` returned once it ran."""
+    from support.databases import database_url
+
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def serve() -> None:
+        try:
+            async with (
+                database_url(kind, tmp_path) as url,
+                running_app(tmp_path, database_url=url, **settings) as running,
+            ):
+                box["address"] = running.address
+                box["prepared"] = await prepare(running)
+                box["stop"] = stop = asyncio.Event()
+                box["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await stop.wait()
+        except BaseException as exc:
+            box["error"] = exc
+            ready.set()
+            raise
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    ready.wait(120)
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield box["address"], box["prepared"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(60)

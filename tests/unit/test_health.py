@@ -63,3 +63,20 @@ async def test_after_drain_nothing_turns_serving_again() -> None:
     await reporter.drain()
     await reporter.set_all(True)
     assert await _status(reporter, "") == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_an_mcp_server_follows_its_session_not_the_database() -> None:
+    reporter = HealthReporter(["cortex.auth.v1.AuthService"], tool_servers=["search"])
+    await reporter.set_all(True)
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert await _status(reporter, "cortex.tools.search") == not_serving  # not connected yet
+    await reporter.tool_server_changed("search", True)
+    assert await _status(reporter, "cortex.tools.search") == serving
+    await reporter.set_all(False)  # the database went away: the session did not
+    assert await _status(reporter, "cortex.tools.search") == serving
+    await reporter.tool_server_changed("search", False)
+    await reporter.set_all(True)
+    assert await _status(reporter, "cortex.tools.search") == not_serving

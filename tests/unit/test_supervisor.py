@@ -54,3 +54,26 @@ async def test_a_failing_step_is_retried_after_a_backoff_and_reported_until_it_r
     assert seen[1].last_error == "DATABASE_UNAVAILABLE: down"
     assert seen[2].last_error == "RuntimeError: bug"
     assert "background loop jobs recovered after 2 failures" in caplog.text
+
+
+async def test_a_loop_backing_off_says_when_it_runs_again() -> None:
+    supervisor = Supervisor(initial_backoff=0.4, max_backoff=0.4)
+    attempts = 0
+
+    async def step() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("down")
+
+    assert supervisor.retry_in("flaky") is None
+    (task,) = await supervisor.start([Loop("flaky", step)])
+    try:
+        async with asyncio.timeout(5):
+            while attempts < 1 or supervisor.retry_in("flaky") is None:
+                await asyncio.sleep(0.01)
+        hint = supervisor.retry_in("flaky")
+        assert hint is not None
+        assert 0 < hint <= 0.4
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

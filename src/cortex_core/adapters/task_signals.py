@@ -49,11 +49,11 @@ class LocalTaskSignals:
     async def work_queued(self) -> None:
         self.deliver_work()
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, max_wait: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._work.append(waiter)
         try:
-            await _bounded(waiter, timeout)
+            await _bounded(waiter, max_wait)
         finally:
             with contextlib.suppress(ValueError):
                 self._work.remove(waiter)
@@ -61,13 +61,13 @@ class LocalTaskSignals:
     async def cancel(self, task_id: str) -> None:
         self.deliver_cancel(task_id)
 
-    async def wait_cancel(self, task_id: str, timeout: float) -> bool:
+    async def wait_cancel(self, task_id: str, max_wait: float) -> bool:
         if task_id in self._cancelled:
             return True
         waiter = asyncio.get_running_loop().create_future()
         self._cancel_waiters[task_id].append(waiter)
         try:
-            await _bounded(waiter, timeout)
+            await _bounded(waiter, max_wait)
         finally:
             waiters = self._cancel_waiters.get(task_id)
             if waiters is not None:
@@ -80,12 +80,12 @@ class LocalTaskSignals:
     async def journal_appended(self, task_id: str, sequence: int) -> None:
         self.deliver_journal(task_id, sequence)
 
-    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+    async def wait_journal(self, task_id: str, after_sequence: int, max_wait: float) -> None:
         waiter = asyncio.get_running_loop().create_future()
         entry = (after_sequence, waiter)
         self._journal[task_id].append(entry)
         try:
-            await _bounded(waiter, timeout)
+            await _bounded(waiter, max_wait)
         finally:
             waiting = self._journal.get(task_id)
             if waiting is not None:
@@ -106,7 +106,7 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
             waiter.set_result(None)
 
 
-async def _bounded(waiter: asyncio.Future[None], timeout: float) -> None:
+async def _bounded(waiter: asyncio.Future[None], seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max(timeout, 0.0)):
+        async with asyncio.timeout(max(seconds, 0.0)):
             await waiter

@@ -8,6 +8,9 @@
   UNIMPLEMENTED) is NOT_SERVING, always.
 * ``cortex.llm.<provider>``: SERVING while the provider's circuit is closed or
   half-open, NOT_SERVING while open.
+* ``cortex.tools.<server>`` for each configured MCP server: SERVING while its
+  session is up (connected, initialized, tools listed), NOT_SERVING otherwise; it
+  follows the session only, not the database.
 * ``cortex.background.<loop>`` for each supervised loop (see
   ``services/supervisor.py``): SERVING while running, NOT_SERVING while it backs
   off after a failure; ``cortex.background`` is SERVING when every loop is.
@@ -29,17 +32,24 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 BACKGROUND = "cortex.background"
+TOOLS = "cortex.tools"
 
 
 class HealthReporter:
     """Owns the health servicer and the statuses it reports."""
 
-    def __init__(self, services: Sequence[str], unimplemented: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        services: Sequence[str],
+        unimplemented: Sequence[str] = (),
+        tool_servers: Sequence[str] = (),
+    ) -> None:
         self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._services = ("", *services)
         self._unimplemented = tuple(unimplemented)
         self._serving = False
         self._loops: dict[str, LoopStatus] = {}
+        self._tool_servers = dict.fromkeys(tool_servers, False)
 
     async def set_all(self, serving: bool) -> None:
         self._serving = serving
@@ -47,6 +57,13 @@ class HealthReporter:
             await self.servicer.set(service, SERVING if serving else NOT_SERVING)
         for service in self._unimplemented:
             await self.servicer.set(service, NOT_SERVING)
+        for server, up in self._tool_servers.items():
+            await self.servicer.set(f"{TOOLS}.{server}", SERVING if up else NOT_SERVING)
+
+    async def tool_server_changed(self, server: str, up: bool) -> None:
+        """An MCP server's session came up or went down: ``cortex.tools.<server>``."""
+        self._tool_servers[server] = up
+        await self.servicer.set(f"{TOOLS}.{server}", SERVING if up else NOT_SERVING)
 
     async def drain(self) -> None:
         """NOT_SERVING for every service, and ignore any later change."""

@@ -7,6 +7,7 @@ import enum
 import re
 import uuid
 from datetime import datetime
+from typing import Protocol
 
 from cortex_core.domain import names
 from cortex_core.errors import FieldViolation, InvalidArgument
@@ -161,6 +162,14 @@ class ClientInfo:
 
     address: str = ""
     user_agent: str = ""
+
+
+class Actor(Protocol):
+    """Whoever a use case acts for: a signed-in :class:`Caller`, or a tool call made
+    for a user (``ToolContext``). Access checks need only the user's id."""
+
+    @property
+    def user_id(self) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

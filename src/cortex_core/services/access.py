@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from cortex_core import errors
 from cortex_core.domain.conversations import Conversation
-from cortex_core.domain.identity import Caller, Membership, Role, Workspace
+from cortex_core.domain.identity import Actor, Membership, Role, Workspace
 from cortex_core.ports import UnitOfWork
 
 
@@ -34,7 +34,7 @@ def memory_not_found() -> errors.NotFound:
 
 
 async def require_role(
-    uow: UnitOfWork, caller: Caller, workspace_id: str, *, owner: bool = False, write: bool = False
+    uow: UnitOfWork, caller: Actor, workspace_id: str, *, owner: bool = False, write: bool = False
 ) -> tuple[Workspace, Membership]:
     """The workspace and the caller's membership. Raise NotFound
     (WORKSPACE_NOT_FOUND) for a non-member, PermissionDenied (OWNER_REQUIRED,
@@ -55,7 +55,7 @@ async def require_role(
 
 
 async def conversation_access(
-    uow: UnitOfWork, caller: Caller, workspace_id: str, conversation_id: str, *, write: bool = False
+    uow: UnitOfWork, caller: Actor, workspace_id: str, conversation_id: str, *, write: bool = False
 ) -> tuple[Workspace, Conversation]:
     """The workspace and the conversation, if the caller may read it (and write to
     it when ``write``). A non-member gets CONVERSATION_NOT_FOUND, like a missing
@@ -71,7 +71,7 @@ async def conversation_access(
 
 
 async def require_conversation(
-    uow: UnitOfWork, caller: Caller, workspace_id: str, conversation_id: str, *, write: bool = False
+    uow: UnitOfWork, caller: Actor, workspace_id: str, conversation_id: str, *, write: bool = False
 ) -> Conversation:
     """:func:`conversation_access` without the workspace."""
     _, conversation = await conversation_access(
@@ -81,7 +81,7 @@ async def require_conversation(
 
 
 async def require_memory_access(
-    uow: UnitOfWork, caller: Caller, workspace_id: str, *, write: bool = False
+    uow: UnitOfWork, caller: Actor, workspace_id: str, *, write: bool = False
 ) -> None:
     """Check that the caller may read (or write) the memories of a workspace when
     asking for one memory: a non-member gets MEMORY_NOT_FOUND, like a missing one."""

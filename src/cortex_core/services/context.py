@@ -4,14 +4,14 @@
 from the conversation's system prompt, newest summary checkpoint, the user's
 profile, relevant memories and recent messages (see ``domain/context_window``
 for the rules). When history no longer fits, a summary job is queued in the
-database (so it survives a restart) and :class:`SummaryWorker` writes the next
-checkpoint with the LLM provider.
+database as an internal task (``TaskKind.SUMMARY``, so it survives a restart
+and runs on the one task runner, with its leases and retries) and
+:meth:`ContextManager.run_summary_job` writes the next checkpoint with the LLM
+provider.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,16 +28,19 @@ from cortex_core.domain.conversations import Conversation, Message, MessageRole,
 from cortex_core.domain.events import SummaryWritten
 from cortex_core.domain.identity import Caller, User, new_id
 from cortex_core.domain.llm import PromptMessage, tool_message
+from cortex_core.domain.tasks import Task, TaskKind
 from cortex_core.ports import (
     Cache,
     Clock,
     LlmProvider,
+    TaskSignals,
     TokenCounter,
     UnitOfWork,
     UnitOfWorkFactory,
 )
 from cortex_core.services.access import require_conversation
 from cortex_core.services.dispatcher import EventBus
+from cortex_core.services.tasks import queue_job
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class ContextManager:
         default_budget: int,
         cache: Cache,
         events: EventBus,
+        signals: TaskSignals,
         memories: MemorySource = _no_memories,
     ) -> None:
         self.cache = cache
@@ -84,7 +88,7 @@ class ContextManager:
         self._provider = provider
         self.default_budget = default_budget
         self.memories = memories
-        self._wake = asyncio.Event()
+        self._signals = signals
 
     async def window(
         self,
@@ -187,9 +191,19 @@ class ContextManager:
     async def request_summary(
         self, uow: UnitOfWork, conversation: Conversation, budget: int
     ) -> None:
-        await uow.conversations.request_summary(conversation.id, budget, self._clock.now())
+        """Queue a summary job on the task runner (one per conversation at a time)
+        and commit ``uow``."""
+        queued = await queue_job(
+            uow,
+            TaskKind.SUMMARY,
+            conversation.workspace_id,
+            conversation.id,
+            {"conversation_id": conversation.id, "token_budget": budget},
+            self._clock.now(),
+        )
         await uow.commit()
-        self._wake.set()
+        if queued is not None:
+            await self._signals.work_queued()
 
     async def summarize(self, caller: Caller, workspace_id: str, conversation_id: str) -> Summary:
         """Write a checkpoint up to the newest message now (SummarizeConversation)."""
@@ -270,28 +284,16 @@ class ContextManager:
                 served_by = f"{chunk.provider}/{chunk.model}"
         return "".join(parts).strip(), served_by
 
-    async def run_summary_jobs_once(self, poll_interval: float = 5.0) -> None:
-        """One round of queued summary jobs (they survive restarts); with none
-        queued, wait for a wake-up or ``poll_interval`` seconds. A failure of one
-        job is logged and the job stays queued; a database outage propagates, so
-        the supervisor that calls this backs off and calls it again."""
+    async def run_summary_job(self, job: Task) -> dict[str, str]:
+        """The task runner's handler for a summary job (``TaskKind.SUMMARY``): write
+        the conversation's checkpoint. A conversation deleted meanwhile is done
+        with nothing to write; an outage raises (the runner retries the job)."""
         async with self._uow() as uow:
-            jobs = await uow.conversations.pending_summaries(10)
-        for workspace_id, conversation_id, _budget in jobs:
-            try:
-                async with self._uow() as uow:
-                    conversation = await uow.conversations.get(workspace_id, conversation_id)
-                if conversation is not None:
-                    await self.checkpoint(conversation)
-                async with self._uow() as uow:
-                    await uow.conversations.finish_summary(conversation_id)
-                    await uow.commit()
-            except errors.CortexError:
-                log.warning("summary job failed; will retry", exc_info=True)
-        if not jobs:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_interval)
+            conversation = await uow.conversations.get(job.workspace_id, job.expert_id)
+        if conversation is None:
+            return {"skipped": "the conversation was deleted"}
+        summary = await self.checkpoint(conversation)
+        return {"summary": summary.name if summary is not None else ""}
 
 
 def _summary_line(message: Message) -> PromptMessage:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import jsonschema
+import jsonschema.protocols
 from jsonschema import exceptions as schema_errors
 
 from cortex_core import errors
@@ -14,12 +15,20 @@ from cortex_core import errors
 MAX_VIOLATIONS = 10
 
 
-def violations(schema: Mapping[str, Any], value: object, field: str) -> list[errors.FieldViolation]:
-    """One violation per problem of ``value`` against ``schema`` (at most 10, most
-    relevant first), each on ``field`` plus the path inside the value
-    (``input.city``; ``input`` for the whole object)."""
+def compile_schema(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    """A validator for ``schema`` (its ``$schema``'s draft, 2020-12 by default);
+    compile once what is checked often."""
     validator_class = jsonschema.validators.validator_for(schema)
-    validator = validator_class(dict(schema))
+    return validator_class(dict(schema))
+
+
+def violations(
+    schema: Mapping[str, Any] | jsonschema.protocols.Validator, value: object, field: str
+) -> list[errors.FieldViolation]:
+    """One violation per problem of ``value`` against ``schema`` (a schema or a
+    compiled validator; at most 10, most relevant first), each on ``field`` plus
+    the path inside the value (``input.city``; ``input`` for the whole object)."""
+    validator = compile_schema(schema) if isinstance(schema, Mapping) else schema
     problems = sorted(validator.iter_errors(cast(Any, _plain(value))), key=schema_errors.relevance)
     return [
         errors.FieldViolation(

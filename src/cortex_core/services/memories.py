@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from cortex_core import errors
 from cortex_core.domain.events import Change, MemoryCreated, MemoryDeleted
-from cortex_core.domain.identity import Caller, new_id
+from cortex_core.domain.identity import Actor, Caller, new_id
 from cortex_core.domain.memories import (
     DEFAULT_SEARCH_PAGE,
     MAX_SEARCH_PAGE,
@@ -56,7 +56,7 @@ class Memories:
 
     async def create(
         self,
-        caller: Caller,
+        caller: Actor,
         workspace_id: str,
         *,
         content: str,
@@ -119,7 +119,7 @@ class Memories:
 
     async def search(
         self,
-        caller: Caller,
+        caller: Actor,
         workspace_id: str,
         query: str,
         kind: MemoryKind | None,

@@ -88,11 +88,20 @@ class Supervisor:
         self._initial = initial_backoff
         self._max = max_backoff
         self._states: dict[str, LoopState] = {}
+        self._retry_at: dict[str, float] = {}
 
     @property
     def states(self) -> dict[str, LoopState]:
         """The current state of every loop, by name."""
         return dict(self._states)
+
+    def retry_in(self, name: str) -> float | None:
+        """Seconds until the loop ``name`` is called again after a failure, or None
+        while it runs (a hint for callers told that what it keeps up is down)."""
+        at = self._retry_at.get(name)
+        if at is None:
+            return None
+        return max(0.0, at - asyncio.get_running_loop().time())
 
     async def start(self, loops: Sequence[Loop]) -> list[asyncio.Task[None]]:
         """Report every loop running, then start one task per loop; cancel the
@@ -126,7 +135,11 @@ class Supervisor:
                 await self._report(
                     LoopState(loop.name, LoopStatus.BACKING_OFF, failures, _describe(error))
                 )
-                await asyncio.sleep(delay)
+                self._retry_at[loop.name] = asyncio.get_running_loop().time() + delay
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self._retry_at.pop(loop.name, None)
             finally:
                 if retry is not None and not retry.done():  # we were cancelled
                     retry.cancel()

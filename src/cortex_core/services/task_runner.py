@@ -228,7 +228,9 @@ class TaskRunner:
     def _start(self, attempt: _Attempt) -> None:
         task_id = attempt.task.id
         attempt.stop = asyncio.get_running_loop().create_future()
-        running = asyncio.create_task(self._attempt(attempt), name=f"task:{task_id}")
+        running = asyncio.create_task(
+            self._attempt(attempt), name=f"task:{self.worker_id}:{task_id}"
+        )
         self._running[task_id] = (attempt, running)
         if self._draining:  # claimed while the drain began: give it straight back
             _set(attempt.stop, "handback")
@@ -341,18 +343,17 @@ class TaskRunner:
                 _set(attempt.stop, "cancel")
                 return
             now = self._clock.now()
+            # Past this point another worker may soon claim the task: stop first.
+            stop_at = (attempt.renewed_until or now + lease) - lease * LEASE_MARGIN
             try:
-                async with self._uow() as uow:
-                    answer = await uow.tasks.heartbeat(
-                        task.id, self.worker_id, attempt.number, now + lease
-                    )
-                    await uow.commit()
-            except errors.Unavailable:
-                answer = False  # no news: keep running while the lease lasts
-                if (
-                    attempt.renewed_until is not None
-                    and now >= attempt.renewed_until - lease * LEASE_MARGIN
-                ):
+                async with asyncio.timeout(max((stop_at - now).total_seconds(), 0.05)):
+                    async with self._uow() as uow:
+                        answer = await uow.tasks.heartbeat(
+                            task.id, self.worker_id, attempt.number, now + lease
+                        )
+                        await uow.commit()
+            except (errors.Unavailable, TimeoutError):
+                if self._clock.now() >= stop_at:
                     log.warning("cannot renew a task lease; stopping the attempt")
                     _set(attempt.stop, "lost")
                     return
@@ -505,7 +506,8 @@ class TaskRunner:
                     TaskError(
                         ErrorCategory.INVALID_ARGUMENT,
                         "INVALID_INPUT_REQUEST",
-                        "the expert asked for input with an answer_schema that is not a JSON Schema",
+                        "the expert asked for input with an answer_schema that is not a"
+                        " JSON Schema",
                     ),
                     True,
                 )
@@ -718,7 +720,8 @@ def _over_budget(expert: Expert, used: int) -> _Failed | None:
             TaskError(
                 ErrorCategory.RESOURCE_EXHAUSTED,
                 "TOKEN_BUDGET_EXHAUSTED",
-                f"the attempt used {used} tokens, over the expert's budget of {expert.token_budget}",
+                f"the attempt used {used} tokens, over the expert's budget of"
+                f" {expert.token_budget}",
             ),
             False,
         )

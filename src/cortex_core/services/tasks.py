@@ -49,6 +49,7 @@ REQUEST_ID_TTL = timedelta(hours=24)
 MAX_REQUEST_ID = 128
 QUEUE_FULL_RETRY_AFTER = 5.0  # seconds a refused CreateTask is told to wait
 MAX_JOURNAL_READ = 1000
+JOB_ATTEMPTS = 5  # attempts of an internal job (summaries) before it fails
 _CHANGE_RETRIES = 5  # a fenced write lost to a concurrent change is re-read and retried
 
 
@@ -266,11 +267,11 @@ class Tasks:
                 task_id, after_sequence, max(0, min(limit, MAX_JOURNAL_READ))
             )
 
-    async def wait_journal(self, task_id: str, after_sequence: int, timeout: float) -> None:
+    async def wait_journal(self, task_id: str, after_sequence: int, max_wait: float) -> None:
         """Return when an entry after ``after_sequence`` may exist (a wake-up from
-        any replica) or after ``timeout`` seconds; holds no connection. Read with
+        any replica) or after ``max_wait`` seconds; holds no connection. Read with
         :meth:`read_journal` either way (wake-ups are hints)."""
-        await self.signals.wait_journal(task_id, after_sequence, timeout)
+        await self.signals.wait_journal(task_id, after_sequence, max_wait)
 
 
 # --- shared with the runner ------------------------------------------------------------
@@ -314,6 +315,36 @@ async def announce(
                 )
             ]
         )
+
+
+async def queue_job(
+    uow: UnitOfWork,
+    kind: TaskKind,
+    workspace_id: str,
+    subject: str,
+    job_input: Mapping[str, Any],
+    now: datetime,
+    *,
+    max_attempts: int = JOB_ATTEMPTS,
+) -> Task | None:
+    """Queue an internal job of ``kind`` about ``subject`` (e.g. a conversation id)
+    in ``uow``, unless one is already queued or running; the new job, or None.
+    The caller commits, then wakes the workers (``TaskSignals.work_queued``)."""
+    if await uow.tasks.find_open(workspace_id, kind, subject) is not None:
+        return None
+    job = Task(
+        id=new_id(),
+        workspace_id=workspace_id,
+        expert_id=subject,
+        input=frozen(job_input),
+        max_attempts=max_attempts,
+        creator_id="",
+        create_time=now,
+        update_time=now,
+        kind=kind,
+    )
+    await uow.tasks.add(job)
+    return job
 
 
 def _with_sequence(task: Task, entries: Sequence[JournalEntry]) -> Task:

@@ -26,10 +26,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jsonschema.protocols
+
 from cortex_core import errors
 from cortex_core.domain.tools import ToolCall, ToolContext, ToolError, ToolResult, ToolSpec
 from cortex_core.ports import ToolSource
-from cortex_core.services.json_schemas import violations
+from cortex_core.services.json_schemas import compile_schema, violations
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ MAX_MESSAGE = 512  # characters of a tool's own error message kept
 class ToolInvoker:
     def __init__(self, sources: Sequence[ToolSource]) -> None:
         self._sources = {source.server: source for source in sources}
+        # Compiled validators by tool id, with the schema they were built from (a
+        # refreshed listing brings a new schema object and a new validator).
+        self._validators: dict[str, tuple[Mapping[str, Any], jsonschema.protocols.Validator]] = {}
 
     @property
     def sources(self) -> Sequence[ToolSource]:
@@ -76,7 +81,7 @@ class ToolInvoker:
         ``input``), ToolFailed, DeadlineExceeded (TOOL_TIMEOUT) or Unavailable
         (TOOL_UNAVAILABLE, with retry_after)."""
         tool = self.require(tool_id)
-        validate_input(tool, arguments)
+        validate_input(tool, arguments, self._validator(tool))
         source = self._sources[tool.server]
         limit = tool.timeout if time_left is None else max(0.0, min(tool.timeout, time_left))
         try:
@@ -86,6 +91,14 @@ class ToolInvoker:
             raise errors.DeadlineExceeded(
                 f"tool {tool.id!r} did not answer within {limit:g} s", reason="TOOL_TIMEOUT"
             ) from None
+
+    def _validator(self, tool: ToolSpec) -> jsonschema.protocols.Validator:
+        cached = self._validators.get(tool.id)
+        if cached is not None and cached[0] is tool.input_schema:
+            return cached[1]
+        validator = compile_schema(tool.input_schema)
+        self._validators[tool.id] = (tool.input_schema, validator)
+        return validator
 
     async def run(
         self, call: ToolCall, context: ToolContext, *, time_left: float | None = None
@@ -116,8 +129,12 @@ def _failed(
     return ToolResult(call_id=call.id, tool=call.tool, error=error)
 
 
-def validate_input(tool: ToolSpec, arguments: Mapping[str, Any]) -> None:
+def validate_input(
+    tool: ToolSpec,
+    arguments: Mapping[str, Any],
+    validator: jsonschema.protocols.Validator | None = None,
+) -> None:
     """Raise InvalidArgument with one violation per schema problem (at most 10)."""
-    found = violations(tool.input_schema, arguments, "input")
+    found = violations(validator or compile_schema(tool.input_schema), arguments, "input")
     if found:
         raise errors.InvalidArgument(f"input does not match the input schema of {tool.id!r}", found)

@@ -15,7 +15,10 @@ model. The last user message may hold directives, one per line:
 * ``/loop <tool-id> {json arguments}``: like ``/call``, but every turn calls
   again, so the reply runs until its step limit.
 
-The arguments default to ``{}``.
+The arguments default to ``{}``. The tool id is not checked against the offered
+tools, so a directive can show what happens to a call the conversation does not
+allow. Call ids are derived from the prompt, so a replay of a prompt gives the
+same ids.
 
 Task mode (an expert's attempt: the system message ends with a line
 ``Attempt: N`` and the user message is the task input as JSON; directives are
@@ -32,10 +35,7 @@ experts' input):
   quoting it instead.
 * ``/call`` and ``/loop`` as above.
 
-Without a directive a task's answer is ``[local-dev]`` and the input's text. The tool id is not checked against the offered
-tools, so a directive can show what happens to a call the conversation does not
-allow. Call ids are derived from the prompt, so a replay of a prompt gives the
-same ids.
+Without a directive a task's answer is ``[local-dev]`` and the input's text.
 """
 
 from __future__ import annotations

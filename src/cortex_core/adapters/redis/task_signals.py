@@ -13,6 +13,7 @@ the local :class:`~cortex_core.adapters.task_signals.LocalTaskSignals`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import redis.asyncio as redis
@@ -63,10 +64,8 @@ class RedisTaskSignals(LocalTaskSignals):
                 "task signals cannot reach Redis", reason="TASK_SIGNALS_UNAVAILABLE"
             ) from exc
         finally:
-            try:
+            with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
-            except (RedisError, OSError):
-                pass
 
     def _dispatch(self, channel: str, data: str) -> None:
         if channel == self._work_channel:

@@ -24,7 +24,7 @@ from cortex_core.domain.conversations import (
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.domain.tools import ToolCall
 
-c, m, s, j = tables.conversations, tables.messages, tables.summaries, tables.summary_jobs
+c, m, s = tables.conversations, tables.messages, tables.summaries
 
 
 class SqlConversationRepository:
@@ -67,8 +67,7 @@ class SqlConversationRepository:
     async def delete(self, conversation_id: str) -> None:
         # Children first: SQLite only cascades with foreign keys on, and the
         # explicit deletes keep both backends identical.
-        for table, column in ((j, j.c.conversation_id), (s, s.c.conversation_id)):
-            await self._conn.execute(table.delete().where(column == conversation_id))
+        await self._conn.execute(s.delete().where(s.c.conversation_id == conversation_id))
         await self._conn.execute(m.delete().where(m.c.conversation_id == conversation_id))
         await self._conn.execute(c.delete().where(c.c.id == conversation_id))
 
@@ -247,29 +246,6 @@ class SqlConversationRepository:
                 create_time=summary.create_time,
             )
         )
-
-    async def request_summary(self, conversation_id: str, token_budget: int, now: datetime) -> None:
-        exists = await self._conn.execute(
-            sa.select(j.c.conversation_id).where(j.c.conversation_id == conversation_id)
-        )
-        if exists.first() is None:
-            await self._conn.execute(
-                j.insert().values(
-                    conversation_id=conversation_id, token_budget=token_budget, request_time=now
-                )
-            )
-
-    async def pending_summaries(self, limit: int) -> list[tuple[str, str, int]]:
-        query = (
-            sa.select(c.c.workspace_id, j.c.conversation_id, j.c.token_budget)
-            .join(c, c.c.id == j.c.conversation_id)
-            .order_by(j.c.request_time)
-            .limit(limit)
-        )
-        return [(r[0], r[1], r[2]) for r in (await self._conn.execute(query)).all()]
-
-    async def finish_summary(self, conversation_id: str) -> None:
-        await self._conn.execute(j.delete().where(j.c.conversation_id == conversation_id))
 
 
 def _replace_position(message: Message, position: int) -> Message:

@@ -204,20 +204,6 @@ summaries = sa.Table(
     sa.Column("create_time", UtcDateTime, nullable=False),
 )
 
-summary_jobs = sa.Table(
-    "summary_jobs",
-    metadata,
-    sa.Column(
-        "conversation_id",
-        sa.String(64),
-        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("token_budget", sa.Integer(), nullable=False),
-    sa.Column("request_time", UtcDateTime, nullable=False),
-    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
-)
-
 # Full-text search objects live outside this metadata, created by migration 0005
 # for one dialect each: on SQLite the FTS5 table ``memories_fts`` (and its shadow
 # tables and triggers), on PostgreSQL the generated column

@@ -140,7 +140,8 @@ def answer_of(value: dict[str, Any] | None) -> InputAnswer | None:
         return None
     request = request_of(value.get("request"))
     when = _time_of(value.get("answer_time"))
-    assert request is not None and when is not None
+    assert request is not None
+    assert when is not None
     return InputAnswer(request, frozen(value.get("answer")), when)
 
 
@@ -194,7 +195,8 @@ def task_value(task: Task) -> dict[str, Any]:
 
 def task_of(value: dict[str, Any]) -> Task:
     created, updated = _time_of(value["create_time"]), _time_of(value["update_time"])
-    assert created is not None and updated is not None
+    assert created is not None
+    assert updated is not None
     output = value.get("output")
     return Task(
         id=value["id"],

@@ -30,7 +30,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
+from cortex_core import errors
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql import task_codec as codec
 from cortex_core.adapters.sql.connection import Connection
@@ -58,7 +60,11 @@ class SqlTaskRepository:
         self._conn = connection
 
     async def add(self, task: Task) -> None:
-        await self._conn.execute(t.insert().values(id=task.id, **_row(task)))
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(t.insert().values(id=task.id, **_row(task)))
+        except exc.IntegrityError:
+            raise errors.AlreadyExists("this request_id was just used in the workspace") from None
         await self._write_attempts(task, 1)
 
     async def get(self, workspace_id: str, task_id: str) -> Task | None:
@@ -79,15 +85,22 @@ class SqlTaskRepository:
             return None
         return task
 
-    async def find_open(self, workspace_id: str, kind: TaskKind, key: str) -> Task | None:
+    async def find_open(self, workspace_id: str, kind: TaskKind, subject: str) -> Task | None:
         return await self._load(
             sa.and_(
                 t.c.workspace_id == workspace_id,
                 t.c.kind == kind.value,
-                t.c.expert_id == key,
+                t.c.expert_id == subject,
                 t.c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
             )
         )
+
+    async def count_open(self, kind: TaskKind) -> int:
+        query = sa.select(sa.func.count()).where(
+            t.c.kind == kind.value,
+            t.c.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]),
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
     async def list(
         self,

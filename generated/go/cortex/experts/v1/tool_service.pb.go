@@ -237,7 +237,9 @@ type InvokeToolResponse struct {
 	// The tool's result when it succeeded; unset when `error` is set.
 	Output *structpb.Struct `protobuf:"bytes,1,opt,name=output,proto3" json:"output,omitempty"`
 	// Set when the tool ran and reported a failure, with an ErrorInfo (domain
-	// "cortex", reason TOOL_FAILED, and the tool's own code in its metadata).
+	// "cortex", reason TOOL_FAILED, the tool's own code in `metadata["code"]`
+	// when it gave one, the tool in `metadata["tool"]`); its message is what the
+	// tool said, on one line, at most 512 characters, never a stack trace.
 	Error *status.Status `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 }
 

@@ -17,21 +17,28 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ToolServiceClient interface {
-	// Lists the available tools, ordered by `name`.
+	// Lists the available tools, ordered by `name`: the built-in tools and those
+	// of every configured MCP server (a server that is down keeps its last
+	// listing; its health is `cortex.tools.<server>`).
 	//
 	// Errors: INVALID_ARGUMENT (negative `page_size`; reason
 	// INVALID_PAGE_TOKEN); UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
 	ListTools(ctx context.Context, in *ListToolsRequest, opts ...grpc.CallOption) (*ListToolsResponse, error)
 	// Runs a tool once with the given input and waits for its result. A tool
 	// that runs and reports a failure is not an RPC error: the response's
-	// `error` is set instead.
+	// `error` is set instead. The call runs for at most the tool's `timeout` or
+	// this RPC's own deadline, whichever is sooner; cancelling the RPC cancels
+	// the call on the tool's MCP server. The workspace is checked first: in
+	// another tenant's workspace every tool is WORKSPACE_NOT_FOUND.
 	//
-	// Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the tool's
-	// input schema, or malformed names); NOT_FOUND (reasons TOOL_NOT_FOUND,
+	// Errors: INVALID_ARGUMENT (BadRequest with one violation per problem of
+	// `input` against the tool's input schema, fields under `input`, reason
+	// SCHEMA_MISMATCH; or malformed names); NOT_FOUND (reasons TOOL_NOT_FOUND,
 	// WORKSPACE_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
-	// DEADLINE_EXCEEDED (the tool outlived the call's deadline or its own
-	// timeout); UNAUTHENTICATED; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with
-	// RetryInfo); UNAVAILABLE (reason TOOL_UNAVAILABLE, with RetryInfo).
+	// DEADLINE_EXCEEDED (reason TOOL_TIMEOUT: the tool outlived the call's
+	// deadline or its own timeout); UNAUTHENTICATED; RESOURCE_EXHAUSTED (reason
+	// RATE_LIMITED, with RetryInfo); UNAVAILABLE (reason TOOL_UNAVAILABLE: its
+	// MCP server is down or its session ended during the call, with RetryInfo).
 	InvokeTool(ctx context.Context, in *InvokeToolRequest, opts ...grpc.CallOption) (*InvokeToolResponse, error)
 }
 
@@ -65,21 +72,28 @@ func (c *toolServiceClient) InvokeTool(ctx context.Context, in *InvokeToolReques
 // All implementations must embed UnimplementedToolServiceServer
 // for forward compatibility
 type ToolServiceServer interface {
-	// Lists the available tools, ordered by `name`.
+	// Lists the available tools, ordered by `name`: the built-in tools and those
+	// of every configured MCP server (a server that is down keeps its last
+	// listing; its health is `cortex.tools.<server>`).
 	//
 	// Errors: INVALID_ARGUMENT (negative `page_size`; reason
 	// INVALID_PAGE_TOKEN); UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
 	ListTools(context.Context, *ListToolsRequest) (*ListToolsResponse, error)
 	// Runs a tool once with the given input and waits for its result. A tool
 	// that runs and reports a failure is not an RPC error: the response's
-	// `error` is set instead.
+	// `error` is set instead. The call runs for at most the tool's `timeout` or
+	// this RPC's own deadline, whichever is sooner; cancelling the RPC cancels
+	// the call on the tool's MCP server. The workspace is checked first: in
+	// another tenant's workspace every tool is WORKSPACE_NOT_FOUND.
 	//
-	// Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the tool's
-	// input schema, or malformed names); NOT_FOUND (reasons TOOL_NOT_FOUND,
+	// Errors: INVALID_ARGUMENT (BadRequest with one violation per problem of
+	// `input` against the tool's input schema, fields under `input`, reason
+	// SCHEMA_MISMATCH; or malformed names); NOT_FOUND (reasons TOOL_NOT_FOUND,
 	// WORKSPACE_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
-	// DEADLINE_EXCEEDED (the tool outlived the call's deadline or its own
-	// timeout); UNAUTHENTICATED; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with
-	// RetryInfo); UNAVAILABLE (reason TOOL_UNAVAILABLE, with RetryInfo).
+	// DEADLINE_EXCEEDED (reason TOOL_TIMEOUT: the tool outlived the call's
+	// deadline or its own timeout); UNAUTHENTICATED; RESOURCE_EXHAUSTED (reason
+	// RATE_LIMITED, with RetryInfo); UNAVAILABLE (reason TOOL_UNAVAILABLE: its
+	// MCP server is down or its session ended during the call, with RetryInfo).
 	InvokeTool(context.Context, *InvokeToolRequest) (*InvokeToolResponse, error)
 	mustEmbedUnimplementedToolServiceServer()
 }

@@ -137,7 +137,9 @@ export declare type InvokeToolResponse = Message<"cortex.experts.v1.InvokeToolRe
 
   /**
    * Set when the tool ran and reported a failure, with an ErrorInfo (domain
-   * "cortex", reason TOOL_FAILED, and the tool's own code in its metadata).
+   * "cortex", reason TOOL_FAILED, the tool's own code in `metadata["code"]`
+   * when it gave one, the tool in `metadata["tool"]`); its message is what the
+   * tool said, on one line, at most 512 characters, never a stack trace.
    *
    * @generated from field: google.rpc.Status error = 2;
    */
@@ -158,7 +160,9 @@ export declare const InvokeToolResponseSchema: GenMessage<InvokeToolResponse>;
  */
 export declare const ToolService: GenService<{
   /**
-   * Lists the available tools, ordered by `name`.
+   * Lists the available tools, ordered by `name`: the built-in tools and those
+   * of every configured MCP server (a server that is down keeps its last
+   * listing; its health is `cortex.tools.<server>`).
    *
    * Errors: INVALID_ARGUMENT (negative `page_size`; reason
    * INVALID_PAGE_TOKEN); UNAUTHENTICATED; RESOURCE_EXHAUSTED; UNAVAILABLE.
@@ -173,14 +177,19 @@ export declare const ToolService: GenService<{
   /**
    * Runs a tool once with the given input and waits for its result. A tool
    * that runs and reports a failure is not an RPC error: the response's
-   * `error` is set instead.
+   * `error` is set instead. The call runs for at most the tool's `timeout` or
+   * this RPC's own deadline, whichever is sooner; cancelling the RPC cancels
+   * the call on the tool's MCP server. The workspace is checked first: in
+   * another tenant's workspace every tool is WORKSPACE_NOT_FOUND.
    *
-   * Errors: INVALID_ARGUMENT (BadRequest on `input` not matching the tool's
-   * input schema, or malformed names); NOT_FOUND (reasons TOOL_NOT_FOUND,
+   * Errors: INVALID_ARGUMENT (BadRequest with one violation per problem of
+   * `input` against the tool's input schema, fields under `input`, reason
+   * SCHEMA_MISMATCH; or malformed names); NOT_FOUND (reasons TOOL_NOT_FOUND,
    * WORKSPACE_NOT_FOUND); PERMISSION_DENIED (reason EDITOR_REQUIRED);
-   * DEADLINE_EXCEEDED (the tool outlived the call's deadline or its own
-   * timeout); UNAUTHENTICATED; RESOURCE_EXHAUSTED (reason RATE_LIMITED, with
-   * RetryInfo); UNAVAILABLE (reason TOOL_UNAVAILABLE, with RetryInfo).
+   * DEADLINE_EXCEEDED (reason TOOL_TIMEOUT: the tool outlived the call's
+   * deadline or its own timeout); UNAUTHENTICATED; RESOURCE_EXHAUSTED (reason
+   * RATE_LIMITED, with RetryInfo); UNAVAILABLE (reason TOOL_UNAVAILABLE: its
+   * MCP server is down or its session ended during the call, with RetryInfo).
    *
    * @generated from rpc cortex.experts.v1.ToolService.InvokeTool
    */

@@ -636,7 +636,9 @@ class InvokeToolResponse(betterproto.Message):
     error: "___google_rpc__.Status" = betterproto.message_field(2)
     """
     Set when the tool ran and reported a failure, with an ErrorInfo (domain
-     "cortex", reason TOOL_FAILED, and the tool's own code in its metadata).
+     "cortex", reason TOOL_FAILED, the tool's own code in `metadata["code"]`
+     when it gave one, the tool in `metadata["tool"]`); its message is what the
+     tool said, on one line, at most 512 characters, never a stack trace.
     """
 
 

@@ -1,10 +1,16 @@
 """Expert tasks: the task table (also the queue, claimed with leases), attempts
-and the per-task journal WatchTask replays.
+and the per-task journal WatchTask replays. Summary jobs become internal tasks
+(kind ``summary``) on the same table: queued ``summary_jobs`` rows are moved
+over, and that table is dropped.
 
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-07
 """
+
+import json
+import uuid
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -83,8 +89,71 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("task_id", "sequence", name="pk_task_journal"),
     )
 
+    _move_summary_jobs()
+    op.drop_table("summary_jobs")
+
+
+def _move_summary_jobs() -> None:
+    """Every queued summary job becomes a queued summary task."""
+    bind = op.get_bind()
+    jobs = sa.table(
+        "summary_jobs",
+        sa.column("conversation_id", sa.String),
+        sa.column("token_budget", sa.Integer),
+        sa.column("request_time", UtcDateTime()),
+    )
+    conversations = sa.table(
+        "conversations", sa.column("id", sa.String), sa.column("workspace_id", sa.String)
+    )
+    rows = bind.execute(
+        sa.select(
+            jobs.c.conversation_id, jobs.c.token_budget, jobs.c.request_time,
+            conversations.c.workspace_id,
+        ).join(conversations, conversations.c.id == jobs.c.conversation_id)
+    ).all()  # fmt: skip
+    tasks = sa.table(
+        "tasks",
+        *(
+            sa.column(name)
+            for name in (
+                "id", "workspace_id", "kind", "expert_id", "state", "input", "max_attempts",
+                "creator_id", "create_time", "update_time",
+            )
+        ),
+    )  # fmt: skip
+    for conversation_id, budget, requested, workspace_id in rows:
+        when = requested or datetime.now(UTC)
+        bind.execute(
+            tasks.insert().values(
+                id=uuid.uuid4().hex,
+                workspace_id=workspace_id,
+                kind="summary",
+                expert_id=conversation_id,
+                state="queued",
+                input=json.dumps({"conversation_id": conversation_id, "token_budget": budget}),
+                max_attempts=5,
+                creator_id="",
+                create_time=when,
+                update_time=when,
+            )
+        )
+
 
 def downgrade() -> None:
+    op.create_table(
+        "summary_jobs",
+        sa.Column("conversation_id", sa.String(64), nullable=False),
+        sa.Column("token_budget", sa.Integer(), nullable=False),
+        sa.Column("request_time", UtcDateTime(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.id"],
+            name="fk_summary_jobs_conversation_id_conversations",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("conversation_id", name="pk_summary_jobs"),
+    )
     op.drop_table("task_journal")
     op.drop_table("task_attempts")
     op.drop_index("ix_tasks_input_expire_time", table_name="tasks")

@@ -1,0 +1,158 @@
+"""Tasks across replicas and outages: concurrent claims on one database, a cancel
+carried by Redis to the replica that runs the task, and a PostgreSQL that stops
+and starts again under a running runner."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from redis.asyncio import Redis
+from support.databases import require_env
+from support.postgres import private_postgres
+from support.tasks import FAST, Runner, harness, in_state, seed, wait_for
+
+from cortex_core.adapters.clock import SystemClock
+from cortex_core.adapters.redis.task_signals import RedisTaskSignals
+from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.domain.tasks import TaskAttempt, TaskKind, TaskState
+from cortex_core.services.supervisor import Loop, LoopStatus, Supervisor
+
+DONE = in_state(TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+async def test_concurrent_claims_take_each_task_exactly_once(database: SqlDatabase) -> None:
+    caller = await seed(database)
+    async with harness(database) as h:
+        made = {(await h.tasks.create(caller, "w1", "echo", {"text": str(n)})).id for n in range(6)}
+        clock = SystemClock()
+
+        async def claim(worker: str) -> str | None:
+            async with database.unit_of_work() as uow:
+                now = clock.now()
+                task = await uow.tasks.claim_next(now, [TaskKind.EXPERT])
+                if task is None:
+                    return None
+                claimed = task.moved(
+                    TaskState.RUNNING,
+                    now,
+                    attempts=(TaskAttempt(1, now, worker),),
+                    lease_owner=worker,
+                    lease_until=now + timedelta(seconds=30),
+                )
+                if not await uow.tasks.save(claimed, expected=task.fence):
+                    return None
+                await uow.commit()
+                return task.id
+
+        won: list[str] = []
+        for _ in range(30):  # rounds of 12 claimers racing for what is left
+            results = await asyncio.gather(*(claim(f"w{i}") for i in range(12)))
+            won.extend(r for r in results if r is not None)
+            if len(won) >= len(made):
+                break
+        assert sorted(won) == sorted(made)  # every task once, none twice
+
+
+async def test_two_runners_sharing_a_database_never_run_a_task_twice(
+    database: SqlDatabase,
+) -> None:
+    caller = await seed(database)
+    async with harness(database, delay=0.01) as h:
+        first, second = h.runner("replica-a"), h.runner("replica-b")
+        await first.start()
+        await second.start()
+        made = [
+            await h.tasks.create(
+                caller, "w1", "guarded", {"text": f'/call testing.echo {{"n": {n}}}'}
+            )
+            for n in range(24)
+        ]
+        finished = [await wait_for(h.tasks, caller, t.id, DONE, within=60) for t in made]
+        assert {t.state for t in finished} == {TaskState.SUCCEEDED}
+        assert all(t.attempt_count == 1 for t in finished)
+        assert h.tools.calls["echo"] == 24  # each tool call made once, by one worker
+        assert {t.attempts[0].worker for t in finished} == {"replica-a", "replica-b"}
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    client = Redis.from_url(require_env("CORTEX_TEST_REDIS_URL"))
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancel_reaches_the_replica_running_the_task_through_redis(
+    database: SqlDatabase, redis_client: Redis
+) -> None:
+    caller = await seed(database)
+    prefix = f"test:{uuid.uuid4().hex}:"
+    # The database poll is slow on purpose: only Redis can make the stop prompt.
+    slow_poll = dataclasses.replace(FAST, lease=15.0, heartbeat=5.0)
+    async with harness(database, delay=0.05, policy=slow_poll) as h:
+        here = RedisTaskSignals(redis_client, prefix=prefix)  # the replica taking the cancel
+        there = RedisTaskSignals(
+            Redis.from_url(require_env("CORTEX_TEST_REDIS_URL")), prefix=prefix
+        )
+        listeners = Supervisor()
+        loops = await listeners.start([Loop("here", here.listen), Loop("there", there.listen)])
+        try:
+            h.tasks.signals = here
+            runner: Runner = h.runner("replica-b", signals=there)
+            await runner.start()
+            created = await h.tasks.create(caller, "w1", "echo", {"text": " ".join(["w"] * 200)})
+            await wait_for(h.tasks, caller, created.id, lambda t: t.last_sequence >= 4)
+            await asyncio.sleep(0.5)  # past the first heartbeat
+            started = time.monotonic()
+            await h.tasks.cancel(caller, "w1", created.id)
+            task = await wait_for(h.tasks, caller, created.id, DONE, within=10)
+            assert task.state is TaskState.CANCELLED
+            assert time.monotonic() - started < 1.5
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await there._client.aclose()
+
+
+async def test_the_runner_recovers_by_itself_after_postgresql_stops_and_starts(
+    tmp_path: object,
+) -> None:
+    with private_postgres() as postgres:
+        database = SqlDatabase.from_url(postgres.url, wait=2.0)
+        await database.migrate()
+        try:
+            caller = await seed(database)
+            async with harness(database, delay=0.05) as h:
+                runner = h.runner()
+                await runner.start()
+                before = await h.tasks.create(caller, "w1", "echo", {"text": "before"})
+                await wait_for(h.tasks, caller, before.id, DONE)
+                running = await h.tasks.create(caller, "w1", "echo", {"text": " ".join(["w"] * 60)})
+                await wait_for(h.tasks, caller, running.id, in_state(TaskState.RUNNING))
+
+                postgres.stop()
+                deadline = time.monotonic() + 30
+                while runner.supervisor.states["tasks"].status is not LoopStatus.BACKING_OFF:
+                    assert time.monotonic() < deadline, "the runner never noticed the outage"
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(2.5)  # longer than the lease: the attempt stops itself
+                assert runner.runner.running == 0
+                postgres.start()
+
+                task = await wait_for(h.tasks, caller, running.id, DONE, within=60)
+                assert task.state is TaskState.SUCCEEDED
+                after = await h.tasks.create(caller, "w1", "echo", {"text": "after"})
+                assert (await wait_for(h.tasks, caller, after.id, DONE)).state is (
+                    TaskState.SUCCEEDED
+                )
+                assert runner.supervisor.states["tasks"].status is LoopStatus.RUNNING
+        finally:
+            await database.dispose()
