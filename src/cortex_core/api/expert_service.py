@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from cortex.experts.v1 import expert_service_pb2 as pb
 from cortex.experts.v1 import expert_service_pb2_grpc as pb_grpc
 
+from cortex_core import errors
 from cortex_core.api import convert
 from cortex_core.api import convert_tasks as ct
 from cortex_core.api.context import ServicerContext, current_caller
@@ -68,7 +69,10 @@ class ExpertService(pb_grpc.ExpertServiceServicer):
         self, request: pb.CreateTaskRequest, context: ServicerContext
     ) -> pb.CreateTaskResponse:
         workspace_id = _workspace_id(request.parent)
-        expert_id = _expert_id(request.task.expert, "task.expert")
+        try:
+            expert_id = _expert_id(request.task.expert, "task.expert")
+        except errors.InvalidArgument:
+            expert_id = ""  # reported by the use case, after the workspace check
         created = await self._tasks.create(
             current_caller(),
             workspace_id,
