@@ -98,8 +98,10 @@ log = logging.getLogger(__name__)
 PROVIDER_HEALTH_INTERVAL = 2.0
 DATABASE_WATCH_INTERVAL = 5.0
 TASK_SWEEP_INTERVAL = 1.0
-# A watched task's journal is re-read at least this often (seconds) when no wake-up came.
-TASK_WATCH_POLL = 1.0
+# A watched task's journal is re-read at least this often (seconds) when no wake-up came:
+# what a lost wake-up costs a watcher (and replicas without Redis, which share none),
+# against one journal read per watched task per interval on an idle replica.
+TASK_WATCH_POLL = 2.0
 
 
 @dataclasses.dataclass(slots=True)
