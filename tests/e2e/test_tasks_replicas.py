@@ -242,19 +242,21 @@ async def test_cancel_on_one_replica_stops_the_task_running_on_another_within_a_
             client_a = TasksClient(a.address)
             alice = await client_a.register()
             workspace = str((await client_a.first_workspace(alice)).name)
-            created = await client_a.create(alice, workspace, words(60))
+            # About 30 s an attempt: still running once B has started.
+            created = await client_a.create(alice, workspace, words(150))
             await until_state(client_a, alice, created.name, {RUNNING})
             await first_output(client_a, alice, created.name)
             with replica(tmp_path, "b", env) as b:
                 client_b = TasksClient(b.address)
+                assert (await client_b.get(alice, created.name)).state == RUNNING
                 asked = time.monotonic()
                 answer = await client_b.cancel(alice, created.name)
                 done = await until_state(
                     client_b, alice, created.name, TERMINAL, within=10, interval=0.02
                 )
                 stopped_in = time.monotonic() - asked
-                # Longer than the attempt had left: nothing may flip it afterwards.
-                await asyncio.sleep(60 * DELAY)
+                # Had the attempt gone on, it would have journaled more text by now.
+                await asyncio.sleep(50 * DELAY)
                 later = await client_b.get(alice, created.name)
                 journal = await watch_to_end(client_b, alice, created.name, created.last_sequence)
                 again = await client_b.cancel(alice, created.name)
@@ -264,6 +266,7 @@ async def test_cancel_on_one_replica_stops_the_task_running_on_another_within_a_
     assert answer.state in (RUNNING, CANCELLED)
     assert done.state == CANCELLED, state_name(done.state)
     assert stopped_in < 2.0, stopped_in  # "about a second", on a shared, noisy machine
+    assert later.last_sequence == done.last_sequence  # nothing journaled after it
     assert later.state == CANCELLED
     assert later.complete_time == done.complete_time
     assert again.state == CANCELLED  # idempotent
