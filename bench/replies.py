@@ -1,13 +1,18 @@
 """Streamed replies through Cortex against the provider adapter called directly.
 
-One fake OpenAI-compatible server (``tests/support/fake_llm_servers.py``) answers
-both paths in the same run:
+One fake OpenAI-compatible server (``tests/support/fake_llm_servers.py``, run by
+``bench.fake_llm_process``) answers both paths in the same run:
 
 * direct: ``OpenAICompatibleProvider(model=..., base_url=fake)`` called from here;
-* through Cortex: ``ConversationService/SendMessage`` over gRPC to a Cortex server
-  started in this process (``bootstrap``/``start``, SQLite, access log on and
-  written as JSON to a file), whose provider chain is ``openai`` pointed at the
-  same fake server. Each reply goes to a fresh conversation.
+* through Cortex: ``ConversationService/SendMessage`` over gRPC to ``cortex-core
+  serve`` (SQLite, access log on, JSON logs to a file), whose provider chain is
+  ``openai`` pointed at the same fake server. Each reply goes to a fresh conversation.
+
+Three processes, as deployed: the fake provider, Cortex, and this one (the client
+of both paths). They share the machine's cores; nothing shares an event loop. (Until
+commit 6644419 all three ran on one event loop, so the ratios measured how the
+provider's, Cortex's and the client's work queued behind each other on one core,
+not what Cortex adds.)
 
 Measured:
 
@@ -18,8 +23,8 @@ Measured:
 (c) 50 replies at once (50 conversations, paced like a model at 100 tokens/s):
     wall time, TTFT and total percentiles, aggregate tokens/s, errors.
 
-Everything runs on one event loop (uvloop): the fake provider, the Cortex server and
-the client share it, so the figures are an upper bound on Cortex's own cost.
+Ratios (issue 10): TTFT with 50 at once at most 1.5x direct; the long reply's
+throughput at least 0.8x direct (its frames take at most 1.25x the time).
 
     python -m bench.replies [--ttft-samples 40] [--long-tokens 500] [--concurrent 50]
                             [--log FILE]
@@ -29,17 +34,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import dataclasses
-import logging
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc.aio
@@ -54,16 +59,11 @@ from cortex.context.v1 import (
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 
 from bench.load import percentile
-from cortex_core.adapters.llm.config import load_llm_config
 from cortex_core.adapters.llm.openai_compatible import OpenAICompatibleProvider
-from cortex_core.bootstrap import bootstrap
 from cortex_core.domain.llm import PromptMessage
-from cortex_core.logs import configure_logging
-from cortex_core.server import start
-from cortex_core.settings import EnvReader, Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.fake_llm_servers import FakeOpenAIServer, Script
+from support.servers import cortex_server
 
 MODEL = "gpt-fake"
 SYSTEM = "You are a helpful assistant."
@@ -74,14 +74,56 @@ REPLY_TIMEOUT = 60.0
 class Reply:
     ttft: float  # seconds to the first text
     total: float  # seconds to the end of the reply
-    tokens: int  # text pieces received
+    tokens: int  # the provider's tokens received (see _pieces)
     ok: bool = True
 
 
-def _script(tokens: int, interval: float = 0.0) -> Script:
-    return Script(
-        tokens=tuple(f" tok{n}" for n in range(tokens)), interval=interval, usage=(20, tokens)
+class FakeProvider:
+    """``bench.fake_llm_process``: its base URL, and the reply it gives from now on."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self._process = process
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def answer(self, tokens: int, interval: float = 0.0) -> None:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(f"{tokens} {interval}\n")
+        self._process.stdin.flush()
+        reply = await asyncio.to_thread(self._process.stdout.readline)
+        if reply.strip() != "ok":
+            raise RuntimeError(f"the fake provider answered {reply!r}")
+
+
+@contextlib.contextmanager
+def fake_provider() -> Iterator[FakeProvider]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_llm_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the fake provider did not start: {line!r}")
+        yield FakeProvider(process, int(line.split()[-1]))
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _pieces(text: str) -> int:
+    """The fake provider's tokens in ``text`` (each is `` tokN``): Cortex may carry
+    several in one delta when they arrive faster than it can write frames."""
+    return text.count(" tok")
 
 
 async def direct_reply(provider: OpenAICompatibleProvider, text: str) -> Reply:
@@ -94,7 +136,7 @@ async def direct_reply(provider: OpenAICompatibleProvider, text: str) -> Reply:
             if chunk.text:
                 if not tokens:
                     first = time.perf_counter() - begin
-                tokens += 1
+                tokens += _pieces(chunk.text)
     return Reply(first, time.perf_counter() - begin, tokens)
 
 
@@ -148,7 +190,7 @@ class Cortex:
             if kind == "delta":
                 if not tokens:
                     first = time.perf_counter() - begin
-                tokens += 1
+                tokens += _pieces(frame.delta.text)
             elif kind == "completion":
                 finish = frame.completion.finish_reason
         ok = finish == message_pb2.FINISH_REASON_STOP
@@ -225,30 +267,18 @@ class Results:
     load: tuple[tuple[float, list[Reply], Counter[str]], ...]
 
 
-async def run(data_dir: Path, samples: int, long_tokens: int, concurrent: int) -> Results:
+async def run(
+    fake: FakeProvider, address: str, samples: int, long_tokens: int, concurrent: int
+) -> Results:
     results = Results(([], []), ([], []), ())
-    fake = await FakeOpenAIServer().__aenter__()
     provider = OpenAICompatibleProvider(model=MODEL, base_url=fake.base_url)
-    running = None
-    channel = None
+    channel = grpc.aio.insecure_channel(address)
     try:
-        llm = load_llm_config(
-            EnvReader(
-                {
-                    "CORTEX_LLM_PROVIDERS": "openai",
-                    "CORTEX_OPENAI_BASE_URL": fake.base_url,
-                    "CORTEX_OPENAI_MODEL": MODEL,
-                }
-            )
-        )
-        settings = Settings(grpc_address="127.0.0.1:0", data_dir=data_dir, llm=llm)
-        running = await start(bootstrap(settings))
-        channel = grpc.aio.insecure_channel(running.address)
         cortex = Cortex(channel)
         await cortex.sign_in()
 
         # (a) time to first token, interleaved so noise hits both paths.
-        fake.default = _script(20)
+        await fake.answer(20)
         for _ in range(3):  # warm-up: connections, SQLite, code paths
             await direct_reply(provider, "warm up")
             await cortex.reply(await cortex.conversation(), "warm up")
@@ -258,14 +288,14 @@ async def run(data_dir: Path, samples: int, long_tokens: int, concurrent: int) -
             results.ttft[1].append(await cortex.reply(conversation, f"question {n}"))
 
         # (b) a long reply sent back to back.
-        fake.default = _script(long_tokens)
+        await fake.answer(long_tokens)
         for n in range(5):
             conversation = await cortex.conversation()
             results.long[0].append(await direct_reply(provider, f"long {n}"))
             results.long[1].append(await cortex.reply(conversation, f"long {n}"))
 
         # (c) replies at once, paced like a model streaming 100 tokens/s.
-        fake.default = _script(100, interval=0.01)
+        await fake.answer(100, interval=0.01)
         conversations = [await cortex.conversation() for _ in range(concurrent)]
         results.load = (
             await _concurrently(concurrent, lambda n: direct_reply(provider, f"at once {n}")),
@@ -274,12 +304,8 @@ async def run(data_dir: Path, samples: int, long_tokens: int, concurrent: int) -
             ),
         )
     finally:
-        if channel is not None:
-            await channel.close()
-        if running is not None:
-            await running.drain()
+        await channel.close()
         await provider.aclose()
-        await fake.__aexit__(None, None, None)
     return results
 
 
@@ -291,27 +317,27 @@ def main() -> None:
     parser.add_argument("--log", default="", help="keep the server's JSON log in this file")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        log_path = Path(args.log or Path(tmp) / "cortex.log")
+    with tempfile.TemporaryDirectory() as tmp, fake_provider() as fake:
+        env = {
+            "CORTEX_LLM_PROVIDERS": "openai",
+            "CORTEX_OPENAI_BASE_URL": fake.base_url,
+            "CORTEX_OPENAI_MODEL": MODEL,
+            "CORTEX_LOG_FORMAT": "json",
+        }
         # The server's logs (JSON, access log included) go to a file, as in production.
-        with log_path.open("w") as log_file:
-            saved_stderr, sys.stderr = sys.stderr, log_file
-            listener = configure_logging(logging.INFO, "json")
-            try:
-                results = uvloop.run(
-                    run(Path(tmp), args.ttft_samples, args.long_tokens, args.concurrent)
-                )
-            finally:
-                listener.stop()
-                atexit.unregister(listener.stop)
-                sys.stderr = saved_stderr
-        with log_path.open() as written:
+        with cortex_server(Path(tmp), env) as server:
+            results = uvloop.run(
+                run(fake, server.address, args.ttft_samples, args.long_tokens, args.concurrent)
+            )
+        if args.log:
+            shutil.copyfile(server.log_path, args.log)
+        with server.log_path.open() as written:
             access_lines = sum(1 for line in written if '"logger": "cortex.access"' in line)
 
     print("Streamed replies: Cortex SendMessage vs the OpenAI-compatible adapter called directly")
     print(
-        "  (one fake OpenAI-compatible server for both; Cortex in process, SQLite, access log"
-        f" on: {access_lines} lines written)"
+        "  (one fake OpenAI-compatible server for both, in its own process; Cortex in its own"
+        f" process, SQLite, access log on: {access_lines} lines written)"
     )
     print(
         f"(a) time to first token, 20-token reply, fresh conversation per reply,"

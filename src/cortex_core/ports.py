@@ -85,6 +85,13 @@ class WorkspaceRepository(Protocol):
 
     async def get_membership(self, workspace_id: str, user_id: str) -> Membership | None: ...
 
+    async def get_as_member(
+        self, workspace_id: str, user_id: str
+    ) -> tuple[Workspace, Membership] | None:
+        """The workspace and ``user_id``'s membership of it, in one read; None when
+        either is missing."""
+        ...
+
     async def list_members(self, workspace_id: str, page: PageRequest) -> Page[MemberView]:
         """Members with their user's email and display name, oldest first."""
         ...
@@ -284,7 +291,8 @@ class ConversationRepository(Protocol):
     async def append_message(self, message: Message) -> Message:
         """Store ``message`` as the conversation's next one (its ``position`` is
         assigned here, atomically) and bump the conversation's counters. Raises
-        AlreadyExists when its idempotency key was used in the conversation."""
+        AlreadyExists when its idempotency key was used in the conversation (the
+        unit of work then only rolls back)."""
         ...
 
     async def set_tool_calls(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,12 +174,30 @@ async def test_a_provider_failure_mid_reply_ends_with_an_explicit_error_frame(
             await channel.close()
             await client.close()
     deltas = [f.delta.text for f in frames if f.WhichOneof("frame") == "delta"]
-    assert deltas == ["Hello", " there"]
+    # Pieces that arrive while a frame is being written ride along in the next one.
+    assert "".join(deltas) == "Hello there"
+    assert all(deltas)
     completion = frames[-1].completion
     assert completion.finish_reason == message_pb2.FINISH_REASON_ERROR
     assert completion.message.content == "Hello there"
     assert completion.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert "PROVIDER_FAILED" in str(completion.error.details)
+
+
+async def test_a_paced_reply_streams_each_piece_in_its_own_frame_as_it_comes(
+    slow: tuple[Any, str, Watched],
+) -> None:
+    stub, conversation, _ = slow  # a piece every 50 ms
+    arrivals: list[tuple[float, str]] = []
+    async for frame in _send(stub, conversation, "one two three"):
+        if frame.WhichOneof("frame") == "delta":
+            arrivals.append((time.monotonic(), frame.delta.text))
+        elif frame.WhichOneof("frame") == "completion":
+            content = frame.completion.message.content
+    assert "".join(text for _, text in arrivals) == content
+    assert len(arrivals) == len(content.split(" "))  # nothing was held back to be joined
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(arrivals)]
+    assert min(gaps) > 0.02
 
 
 async def test_a_second_client_watching_the_conversation_sees_the_reply_arrive(

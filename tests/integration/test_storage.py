@@ -172,3 +172,23 @@ async def test_a_database_that_cannot_be_reached_is_unavailable(url: str) -> Non
             await database.ping()
     finally:
         await database.dispose()
+
+
+async def test_a_workspace_is_read_with_a_members_role_and_not_for_a_non_member(
+    database: SqlDatabase,
+) -> None:
+    async with database.unit_of_work() as uow:
+        await uow.users.add(_user(1))
+        await uow.users.add(_user(2))
+        await uow.workspaces.add(_workspace(1))
+        await uow.workspaces.add_member(Membership("w001", "u1", Role.EDITOR, T0))
+        await uow.commit()
+    async with database.unit_of_work() as uow:
+        found = await uow.workspaces.get_as_member("w001", "u1")
+        assert found is not None
+        workspace, membership = found
+        assert workspace == await uow.workspaces.get("w001")
+        assert membership == await uow.workspaces.get_membership("w001", "u1")
+        assert membership.role is Role.EDITOR
+        assert await uow.workspaces.get_as_member("w001", "u2") is None
+        assert await uow.workspaces.get_as_member("w404", "u1") is None

@@ -139,7 +139,13 @@ async def chat(
 
 
 def _kinds(frames: Sequence[Any]) -> list[str]:
-    return [f.WhichOneof("frame") for f in frames]
+    """Frame kinds in order, a run of deltas as one (a delta may carry several pieces)."""
+    kinds: list[str] = []
+    for frame in frames:
+        kind = frame.WhichOneof("frame")
+        if not (kind == "delta" and kinds and kinds[-1] == "delta"):
+            kinds.append(kind)
+    return kinds
 
 
 def _output(result: Any) -> dict[str, Any]:

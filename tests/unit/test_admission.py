@@ -12,6 +12,7 @@ from cortex_core import errors
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.api.streams import StreamRegistry
 from cortex_core.domain.event_records import EventRecord
+from cortex_core.services.admission import MIN_RETRY_DELAY, ReplyAdmission
 from cortex_core.services.event_hub import EventHub
 
 
@@ -86,3 +87,30 @@ async def test_the_drain_ends_every_subscription_with_its_own_resume_token() -> 
             await asyncio.wait_for(anext(opened_later), 5)
         assert ended.value.metadata["resume_token"] == opened_later.resume_token
     await hub.aclose()
+
+
+def test_a_burst_past_the_reply_slots_is_told_staggered_delays_that_match_the_slots() -> None:
+    now = [0.0]
+    admission = ReplyAdmission(4, initial_hold=2.0, clock=lambda: now[0])
+    entered = [admission.enter() for _ in range(4)]
+    delays = []
+    for _ in range(12):
+        with pytest.raises(errors.ResourceExhausted) as refused:
+            admission.enter()
+        assert refused.value.reason == "TOO_MANY_ACTIVE_REPLIES"
+        assert refused.value.retry_after is not None
+        delays.append(refused.value.retry_after)
+    # Not all sent back at once: each later caller is told a later time, one
+    # slot's turn (2 s over 4 slots) after the one before.
+    assert delays == pytest.approx([(n + 1) * 2.0 / 4 for n in range(12)])
+    # Replies that held their slot 1 s make the next line move faster.
+    now[0] = 1.0
+    for started in entered:
+        admission.leave(started)
+    for _ in range(4):
+        admission.enter()
+    now[0] = 10.0  # the old line has long passed
+    with pytest.raises(errors.ResourceExhausted) as later:
+        admission.enter()
+    assert later.value.retry_after is not None
+    assert MIN_RETRY_DELAY <= later.value.retry_after < 2.0 / 4

@@ -341,3 +341,58 @@ async def test_an_append_handed_to_the_hub_reaches_local_subscribers_without_a_w
         hub.published(records[2])  # out of order: the reader reads the log for it
         hub.published(records[1])
         assert [(await next_record(sub)).event_id for _ in range(3)] == ["e0", "e1", "e2"]
+
+
+async def test_a_narrowed_subscriber_is_offered_only_its_conversation_and_still_advances(
+    hub: EventHub,
+) -> None:
+    asked: list[str] = []
+
+    def accept(envelope: EventEnvelope) -> bool:
+        asked.append(envelope.conversation_id)
+        return envelope.conversation_id in ("c1", "")
+
+    subscribe = hub.subscribe
+    async with (
+        subscribe({WS: None}, queue_size=2, heartbeat=0.2, accept=accept, conversation="c1") as sub,
+        subscribe({WS: None}, queue_size=8, heartbeat=60, conversation="c2") as other,
+    ):
+        about = ["c2", "c2", "c1", "c2", "", "c2"]
+        for n, conversation in enumerate(about):
+            await append(hub.log, WS, f"e{n}", b"", NOW, _about(conversation))
+        await asyncio.sleep(0.05)  # all offered; a queue of 2 holds just the two it accepts
+        assert [(await next_record(sub)).event_id for _ in range(2)] == ["e2", "e4"]
+        # Never asked about another conversation's records, yet past them all:
+        assert asked == ["c1", ""]
+        assert ResumeToken.decode(sub.resume_token).positions == {WS: 6}
+        assert [(await next_record(other)).event_id for _ in range(5)] == [
+            "e0",
+            "e1",
+            "e3",
+            "e4",
+            "e5",
+        ]
+        record = await append(hub.log, WS, "e6", b"", NOW, _about("c2"))
+        hub.published(record)  # the single-record path
+        item = await anext(sub)
+        assert isinstance(item, Heartbeat)
+        assert ResumeToken.decode(item.resume_token).positions == {WS: 7}
+        assert (await next_record(other)).event_id == "e6"
+
+
+async def test_a_narrowed_subscriber_resumed_from_its_token_gets_nothing_twice(
+    hub: EventHub,
+) -> None:
+    for n, conversation in enumerate(["c1", "c2", "c1", "c2"]):
+        await append(hub.log, WS, f"e{n}", b"", NOW, _about(conversation))
+    async with hub.subscribe({WS: 0}, queue_size=4, heartbeat=0.2, conversation="c1") as sub:
+        assert [(await next_record(sub)).event_id for _ in range(2)] == ["e0", "e2"]
+        await append(hub.log, WS, "e4", b"", NOW, _about("c2"))
+        await append(hub.log, WS, "e5", b"", NOW, _about("c1"))
+        assert (await next_record(sub)).event_id == "e5"
+        token = sub.resume_token
+    assert ResumeToken.decode(token).positions == {WS: 6}
+    await append(hub.log, WS, "e6", b"", NOW, _about("c1"))
+    resumed = ResumeToken.decode(token).positions
+    async with hub.subscribe(resumed, queue_size=4, heartbeat=0.2, conversation="c1") as again:
+        assert (await next_record(again)).event_id == "e6"

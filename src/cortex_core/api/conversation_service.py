@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
 
 from cortex.context.v1 import conversation_service_pb2 as pb
 from cortex.context.v1 import conversation_service_pb2_grpc as pb_grpc
@@ -11,6 +11,7 @@ from cortex_core import errors
 from cortex_core.api import convert, status
 from cortex_core.api import convert_conversations as cc
 from cortex_core.api.context import ServicerContext, current_caller
+from cortex_core.api.reply_writer import ReplyWriter
 from cortex_core.domain import names
 from cortex_core.domain.paging import PageRequest
 from cortex_core.domain.tools import ToolApproval
@@ -105,9 +106,9 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
             previous_page_token=page.previous_page_token,
         )
 
-    async def SendMessage(
-        self, request: pb.SendMessageRequest, context: ServicerContext
-    ) -> AsyncIterator[pb.SendMessageResponse]:
+    async def SendMessage(self, request: pb.SendMessageRequest, context: ServicerContext) -> None:
+        """Frames are written by a :class:`ReplyWriter` (text that arrives while a
+        write is in flight joins the next delta)."""
         workspace_id, conv_id = conversation_id(request.conversation, "conversation")
         approvals = [
             ToolApproval(a.tool_call_id, cc.approval_decision(a.decision))
@@ -121,29 +122,36 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
             request.idempotency_key,
             approvals,
         )
-        async for step in steps:
-            if isinstance(step, replies.ReplyText):
-                yield pb.SendMessageResponse(delta=pb.ReplyDelta(text=step.text))
-            elif isinstance(step, replies.ToolCallAsked):
-                yield pb.SendMessageResponse(tool_call=cc.tool_call(step.call))
-            elif isinstance(step, replies.ToolCallAnswered):
-                yield pb.SendMessageResponse(tool_result=cc.tool_result(step.result))
-            elif isinstance(step, replies.UserMessageStored):
-                yield pb.SendMessageResponse(user_message=cc.message(step.message))
-            elif isinstance(step, replies.ReplyUsage):
-                yield pb.SendMessageResponse(
-                    usage=pb.ReplyUsage(
-                        prompt_tokens=step.usage.prompt_tokens,
-                        completion_tokens=step.usage.completion_tokens,
-                    )
-                )
-            else:
-                yield pb.SendMessageResponse(
-                    completion=pb.ReplyCompletion(
-                        message=cc.message(step.message),
-                        finish_reason=cc.FINISH_REASONS[step.finish_reason],
-                        provider=step.provider,
-                        model=step.model,
-                        error=status.to_status_proto(step.error) if step.error else None,
-                    )
-                )
+        async with ReplyWriter(context) as writer, contextlib.aclosing(steps) as closing:
+            async for step in closing:
+                if isinstance(step, replies.ReplyText):
+                    await writer.text(step.text)
+                else:
+                    await writer.frame(_frame(step))
+
+
+def _frame(step: replies.ReplyStep) -> pb.SendMessageResponse:
+    """Every frame but a delta."""
+    if isinstance(step, replies.ToolCallAsked):
+        return pb.SendMessageResponse(tool_call=cc.tool_call(step.call))
+    if isinstance(step, replies.ToolCallAnswered):
+        return pb.SendMessageResponse(tool_result=cc.tool_result(step.result))
+    if isinstance(step, replies.UserMessageStored):
+        return pb.SendMessageResponse(user_message=cc.message(step.message))
+    if isinstance(step, replies.ReplyUsage):
+        return pb.SendMessageResponse(
+            usage=pb.ReplyUsage(
+                prompt_tokens=step.usage.prompt_tokens,
+                completion_tokens=step.usage.completion_tokens,
+            )
+        )
+    assert isinstance(step, replies.ReplyFinished)
+    return pb.SendMessageResponse(
+        completion=pb.ReplyCompletion(
+            message=cc.message(step.message),
+            finish_reason=cc.FINISH_REASONS[step.finish_reason],
+            provider=step.provider,
+            model=step.model,
+            error=status.to_status_proto(step.error) if step.error else None,
+        )
+    )

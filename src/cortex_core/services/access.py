@@ -39,10 +39,10 @@ async def require_role(
     """The workspace and the caller's membership. Raise NotFound
     (WORKSPACE_NOT_FOUND) for a non-member, PermissionDenied (OWNER_REQUIRED,
     EDITOR_REQUIRED) for a member whose role is not enough."""
-    membership = await uow.workspaces.get_membership(workspace_id, caller.user_id)
-    workspace = await uow.workspaces.get(workspace_id) if membership else None
-    if membership is None or workspace is None:
+    found = await uow.workspaces.get_as_member(workspace_id, caller.user_id)
+    if found is None:
         raise workspace_not_found()
+    workspace, membership = found
     if owner and membership.role is not Role.OWNER:
         raise errors.PermissionDenied(
             "only owners of the workspace can do this", reason="OWNER_REQUIRED"

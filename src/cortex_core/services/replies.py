@@ -5,7 +5,8 @@ cancellation that stops the provider and keeps the partial reply.
 
 * **Admission.** At most ``max_active`` sends stream at once in this process;
   one more is refused before any work with RESOURCE_EXHAUSTED, reason
-  TOO_MANY_ACTIVE_REPLIES and a RetryInfo, never queued into a timeout.
+  TOO_MANY_ACTIVE_REPLIES and a RetryInfo, never queued into a timeout; the
+  delays of a burst's refusals are staggered (:mod:`~cortex_core.services.admission`).
 * **One transaction before the first token.** The access check, the
   idempotency lookup, the budget, everything the context window is built from
   (history, summary, memories), the reply lease and the user message are read
@@ -88,6 +89,7 @@ from cortex_core.domain.tools import (
 from cortex_core.ports import Clock, LlmProvider, TokenCounter, UnitOfWork, UnitOfWorkFactory
 from cortex_core.services import reply_tools
 from cortex_core.services.access import conversation_access
+from cortex_core.services.admission import ReplyAdmission
 from cortex_core.services.context import HISTORY_LIMIT, ContextManager, Sources, prompt_of
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.session_guard import SessionWatcher, Watch
@@ -108,7 +110,6 @@ DEFAULT_LEASE = timedelta(minutes=10)
 CANCEL_SETTLE_SECONDS = 5.0
 DELTA_EVENT_INTERVAL = 0.1  # seconds: reply text reaches subscribers coalesced this often
 WAIT_POLL = 0.2
-ADMISSION_RETRY_AFTER = 1.0  # seconds a refused send is told to wait
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -246,12 +247,11 @@ class Replies:
         self._provider = provider
         self._context = context
         self._sessions = sessions
-        self._max_active = max_active
+        self._admission = ReplyAdmission(max_active)
         self._tools = tools
         self._limits = limits or LoopLimits()
         self._lease = lease
         self._live: dict[str, _Broadcast] = {}
-        self._active = 0
 
     async def send(
         self,
@@ -261,7 +261,7 @@ class Replies:
         content: str,
         idempotency_key: str,
         approvals: Sequence[ToolApproval] = (),
-    ) -> AsyncIterator[ReplyStep]:
+    ) -> AsyncGenerator[ReplyStep, None]:
         """The reply's steps: the stored user message, text, tool calls and their
         results, usage, the completion. With ``approvals`` (and no content) it
         continues the reply that is waiting for them.
@@ -281,13 +281,7 @@ class Replies:
                 ),
             ]
         )
-        if self._active >= self._max_active:
-            raise errors.ResourceExhausted(
-                "this server is streaming as many replies as it may; retry shortly",
-                reason="TOO_MANY_ACTIVE_REPLIES",
-                retry_after=ADMISSION_RETRY_AFTER,
-            )
-        self._active += 1
+        entered = self._admission.enter()
         try:
             started = await self._begin(
                 caller, workspace_id, conversation_id, content, idempotency_key, approvals
@@ -302,7 +296,7 @@ class Replies:
                     async for step in closing:
                         yield step
         finally:
-            self._active -= 1
+            self._admission.leave(entered)
 
     async def _begin(
         self,

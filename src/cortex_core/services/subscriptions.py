@@ -117,6 +117,8 @@ class Subscriptions:
             queue_size=self._queue_size,
             heartbeat=self._heartbeat,
             accept=accept if filtered else None,
+            # What the policy needs unfiltered (_concerns) is about no conversation.
+            conversation=wanted.conversation_id,
         )
         return EventStream(subscription, caller, wanted, self._sessions)
 

@@ -10,8 +10,10 @@ Here writes are serialized on purpose instead:
   writer proceed together);
 * at its first write, a unit of work gives its read connection back, waits for
   the database's writer lock (an ``asyncio.Lock``: first come, first served,
-  and waiting costs no connection and no thread), then takes a connection and
-  starts ``BEGIN IMMEDIATE``; it keeps both until commit or rollback.
+  and waiting costs no connection and no thread), then takes a connection whose
+  driver starts ``BEGIN IMMEDIATE`` with that first write, in the same round
+  trip (:mod:`~cortex_core.adapters.sql.sqlite_driver`); it keeps both until
+  commit or rollback.
 
 Giving the read connection back loses nothing: the pysqlite driver runs the
 reads before a transaction's first write outside any transaction (it only
@@ -152,12 +154,13 @@ class SerializedSqliteConnection(PooledConnection):
 
     async def _before(self, statement: Executable) -> None:
         if not self._writing and getattr(statement, "is_dml", False):
-            await self._start_writing()
+            # The driver sends BEGIN IMMEDIATE with this statement (sqlite_driver).
+            await self._start_writing(begin=False)
 
     async def _before_savepoint(self) -> None:
-        await self._start_writing()  # only writes use savepoints
+        await self._start_writing(begin=True)  # only writes use savepoints
 
-    async def _start_writing(self) -> None:
+    async def _start_writing(self, *, begin: bool) -> None:
         if self._writing:
             return
         await super()._end(commit=False)  # reads so far ran outside any transaction
@@ -167,6 +170,8 @@ class SerializedSqliteConnection(PooledConnection):
         except TimeoutError:
             raise database_busy() from None
         self._writing = True
+        if not begin:
+            return
         try:
             conn = await self._connection()
             await conn.exec_driver_sql("BEGIN IMMEDIATE")

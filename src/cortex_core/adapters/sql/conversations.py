@@ -96,27 +96,28 @@ class SqlConversationRepository:
         )
         position = bumped.scalar_one()
         stored = _replace_position(message, position)
+        # No savepoint around it (two round trips more, with SQLite's writer lock
+        # held): a duplicate key fails the whole unit of work, which rolls back.
         try:
-            async with self._conn.begin_nested():
-                await self._conn.execute(
-                    m.insert().values(
-                        id=stored.id,
-                        conversation_id=stored.conversation_id,
-                        position=position,
-                        role=stored.role.value,
-                        content=stored.content,
-                        metadata=json.dumps(dict(stored.metadata)),
-                        token_count=stored.token_count,
-                        author_id=stored.author_id,
-                        finish_reason=stored.finish_reason.value,
-                        model=stored.model,
-                        idempotency_key=stored.idempotency_key,
-                        create_time=stored.create_time,
-                        reply_to=stored.reply_to,
-                        tool_calls=tool_codec.calls_json(stored.tool_calls),
-                        tool_result=tool_codec.result_json(stored.tool_result),
-                    )
+            await self._conn.execute(
+                m.insert().values(
+                    id=stored.id,
+                    conversation_id=stored.conversation_id,
+                    position=position,
+                    role=stored.role.value,
+                    content=stored.content,
+                    metadata=json.dumps(dict(stored.metadata)),
+                    token_count=stored.token_count,
+                    author_id=stored.author_id,
+                    finish_reason=stored.finish_reason.value,
+                    model=stored.model,
+                    idempotency_key=stored.idempotency_key,
+                    create_time=stored.create_time,
+                    reply_to=stored.reply_to,
+                    tool_calls=tool_codec.calls_json(stored.tool_calls),
+                    tool_result=tool_codec.result_json(stored.tool_result),
                 )
+            )
         except exc.IntegrityError:
             raise errors.AlreadyExists(
                 "this idempotency key was already used", reason="IDEMPOTENCY_KEY_USED"

@@ -20,6 +20,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from cortex_core.adapters.sql import sqlite_driver
 from cortex_core.adapters.sql.connection import PooledConnection, SerializedSqliteConnection
 from cortex_core.adapters.sql.conversations import SqlConversationRepository
 from cortex_core.adapters.sql.driver_errors import translate_errors
@@ -50,7 +51,9 @@ def create_engine(
     probe's, which must not queue behind the requests' pool)."""
     pool: dict[str, Any] = {"pool_timeout": wait} if pooled else {"poolclass": NullPool}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": wait}, **pool)
+        engine = create_async_engine(
+            url, connect_args={"timeout": wait, "async_creator_fn": sqlite_driver.connect}, **pool
+        )
         busy_ms = round(wait * 1000)
         event.listen(
             engine.sync_engine, "connect", lambda dbapi, _: _sqlite_pragmas(dbapi, busy_ms)

@@ -141,6 +141,21 @@ class SqlWorkspaceRepository:
             return None
         return Membership(row.workspace_id, row.user_id, Role(row.role), row.create_time)
 
+    async def get_as_member(
+        self, workspace_id: str, user_id: str
+    ) -> tuple[Workspace, Membership] | None:
+        w, m = tables.workspaces, tables.workspace_members
+        query = (
+            sa.select(w, m.c.role, m.c.create_time.label("member_create_time"))
+            .join(m, m.c.workspace_id == w.c.id)
+            .where(w.c.id == workspace_id, m.c.user_id == user_id)
+        )
+        row = (await self._conn.execute(query)).first()
+        if row is None:
+            return None
+        membership = Membership(workspace_id, user_id, Role(row.role), row.member_create_time)
+        return _workspace(row), membership
+
     async def list_members(self, workspace_id: str, page: PageRequest) -> Page[MemberView]:
         m, u = tables.workspace_members, tables.users
         query = (
