@@ -148,8 +148,11 @@ class SqlTaskRepository:
         return counts.get(TaskState.QUEUED.value, 0), counts.get(TaskState.RUNNING.value, 0)
 
     async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+        # One read of the whole row: what is checked (claimable) is what the caller
+        # fences on. (Reading the id first and the row after let a claimer see a row
+        # another had just claimed, and take it as one with an expired lease.)
         query = (
-            sa.select(t.c.id)
+            sa.select(t)
             .where(
                 t.c.kind.in_([k.value for k in kinds]),
                 sa.or_(
@@ -165,8 +168,11 @@ class SqlTaskRepository:
         )
         if self._conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        task_id = (await self._conn.execute(query)).scalar_one_or_none()
-        return await self.get_by_id(task_id) if task_id is not None else None
+        row = (await self._conn.execute(query)).first()
+        if row is None:
+            return None
+        attempts = await self._attempts([row.id])
+        return _task(row, attempts.get(row.id, []))
 
     async def save(self, task: Task, *, expected: Fence) -> bool:
         values = _row(task)
