@@ -73,13 +73,15 @@ test-integration: $(VENV)/.installed
 test-e2e: $(VENV)/.installed tools
 	$(BIN)/pytest tests/e2e
 
-bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; a burst
+bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; a burst
 	$(PY) -m bench.unary
 	$(PY) -m bench.auth
 	$(PY) -m bench.events
 	$(PY) -m bench.context
 	$(PY) -m bench.replies
 	$(PY) -m bench.tool_replies
+	$(PY) -m bench.tasks
+	$(if $(BENCH_DATABASE_URL),$(PY) -m bench.tasks --database-url $(BENCH_DATABASE_URL))
 	$(PY) -m bench.tools
 	$(PY) -m bench.burst $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 

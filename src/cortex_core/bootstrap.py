@@ -43,6 +43,7 @@ from cortex_core.api.context_service import ContextService
 from cortex_core.api.conversation_service import ConversationService
 from cortex_core.api.event_encoding import encode
 from cortex_core.api.event_service import EventService
+from cortex_core.api.expert_service import ExpertService
 from cortex_core.api.health import HealthReporter
 from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
@@ -81,6 +82,7 @@ from cortex_core.services.session_guard import SessionWatcher
 from cortex_core.services.subscriptions import Subscriptions
 from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.task_runner import RunnerPolicy, TaskRunner
+from cortex_core.services.task_watch import TaskWatches
 from cortex_core.services.tasks import Tasks
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
@@ -96,6 +98,10 @@ log = logging.getLogger(__name__)
 PROVIDER_HEALTH_INTERVAL = 2.0
 DATABASE_WATCH_INTERVAL = 5.0
 TASK_SWEEP_INTERVAL = 1.0
+# A watched task's journal is re-read at least this often (seconds) when no wake-up came:
+# what a lost wake-up costs a watcher (and replicas without Redis, which share none),
+# against one journal read per watched task per interval on an idle replica.
+TASK_WATCH_POLL = 2.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -297,6 +303,13 @@ def bootstrap(
     async def load_password_list() -> None:
         await asyncio.to_thread(password_policy.load)
 
+    task_watches = TaskWatches(
+        journal=tasks,
+        sessions=sessions,
+        heartbeat=settings.events_heartbeat,
+        queue_size=settings.events_queue_size,
+        poll=TASK_WATCH_POLL,
+    )
     servicers: dict[str, object] = {
         "cortex.auth.v1.AuthService": AuthService(identity),
         "cortex.sessions.v1.SessionService": SessionService(identity),
@@ -305,6 +318,9 @@ def bootstrap(
         "cortex.context.v1.ConversationService": ConversationService(conversations, replies),
         "cortex.context.v1.ContextService": ContextService(context),
         "cortex.context.v1.MemoryService": MemoryService(memories),
+        "cortex.experts.v1.ExpertService": ExpertService(
+            experts=experts, tasks=tasks, watches=task_watches, clock=clock
+        ),
         "cortex.experts.v1.ToolService": ToolService(
             Tools(uow=database.unit_of_work, invoker=tool_invoker)
         ),
@@ -352,6 +368,7 @@ def bootstrap(
             hub,
             max_calls=settings.max_concurrent_rpcs,
             max_waiting=settings.max_pending_requests,
+            task_watches=task_watches,
         ),
         access_log=access_log,
         authenticator=authenticator,
@@ -375,6 +392,7 @@ def bootstrap(
             *(c.aclose for c in expert_chains.values()),
             signals.close,
             hub.aclose,
+            task_watches.aclose,
             event_log.close,
             cache.close,
             *([redis.aclose] if redis is not None else []),

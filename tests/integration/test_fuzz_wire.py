@@ -24,10 +24,11 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.clients import PASSWORD, Client
+from support.clients import PASSWORD
 from support.contract import contract_reasons
 from support.inprocess import server_thread
 from support.rpc import details
+from support.task_client import ECHO, TasksClient
 
 from cortex_core.api.registry import service_names
 from cortex_core.server import RunningServer
@@ -96,14 +97,15 @@ class Target:
 
 
 async def _prepare(address: str) -> tuple[str, str, list[str]]:
-    client = Client(address)
+    client = TasksClient(address)
     try:
         account = await client.register()
         workspace = await client.first_workspace(account)
+        task = await client.create(account, workspace.name, "fuzz me")
     finally:
         await client.close()
     tools = ["tools/cortex.current_time", "tools/cortex.search_memories", "tools/cortex.remember"]
-    names = [workspace.name, account.user, account.session, "users/-", *tools]
+    names = [workspace.name, account.user, account.session, "users/-", task.name, ECHO, *tools]
     return account.email, account.access_token, names
 
 
@@ -146,9 +148,13 @@ def _names(target: Target) -> st.SearchStrategy[str]:
 def _scalar(field: FieldDescriptor, names: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
-        if field.name in ("name", "parent", "conversation", "workspace") or field.name.endswith(
-            ("_name", "member", "user", "session")
-        ):
+        if field.name in (
+            "name",
+            "parent",
+            "conversation",
+            "workspace",
+            "expert",
+        ) or field.name.endswith(("_name", "member", "user", "session")):
             return st.one_of(names, _HOSTILE_TEXT)
         return _HOSTILE_TEXT
     if kind == FieldDescriptor.TYPE_BYTES:

@@ -4,12 +4,13 @@ parsing of resource names. The only place that knows both shapes."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 from datetime import datetime
 
 from cortex.auth.v1 import user_pb2
 from cortex.sessions.v1 import session_pb2, workspace_pb2
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from cortex_core import errors
 from cortex_core.domain import names
@@ -29,6 +30,13 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """A span in seconds (not negative) as a ``google.protobuf.Duration``."""
+    seconds = max(seconds, 0.0)
+    whole = math.floor(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
 
 
 def parse_name(name: str, pattern: str, field: str) -> tuple[str, ...]:

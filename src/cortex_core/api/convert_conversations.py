@@ -102,17 +102,18 @@ def message(value: Message) -> message_pb2.Message:
     )
 
 
-def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    json_format.ParseDict(dict(value), struct)
-    return struct
+def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A JSON object as a ``google.protobuf.Struct``."""
+    message = struct_pb2.Struct()
+    json_format.ParseDict(dict(value), message)
+    return message
 
 
 def tool_call(value: ToolCall) -> message_pb2.ToolCall:
     return message_pb2.ToolCall(
         id=value.id,
         tool=names.tool_name(value.tool),
-        arguments=_struct(value.arguments),
+        arguments=struct(value.arguments),
         state=_CALL_STATES[value.state],
     )
 
@@ -128,7 +129,7 @@ def tool_result(value: ToolResult) -> message_pb2.ToolResult:
     return message_pb2.ToolResult(
         tool_call_id=value.call_id,
         tool=names.tool_name(value.tool),
-        output=_struct(value.output or {}) if value.error is None else None,
+        output=struct(value.output or {}) if value.error is None else None,
         error=error,
     )
 

@@ -17,6 +17,7 @@ from google.protobuf import field_mask_pb2
 
 from cortex_core.api import convert, convert_memories
 from cortex_core.api import convert_conversations as cc
+from cortex_core.api import convert_tasks as ct
 from cortex_core.domain import events as c
 from cortex_core.domain.event_records import EventKind
 
@@ -103,6 +104,12 @@ def _payload(change: c.Change) -> Any:
         return pb.MemoryCreated(memory=convert_memories.memory(change.memory))
     if isinstance(change, c.MemoryDeleted):
         return pb.MemoryDeleted(memory=change.memory.name, expired=change.expired)
+    if isinstance(change, c.TaskStateChanged):
+        previous = change.previous_state
+        return pb.TaskStateChanged(
+            task=ct.task(change.task),
+            previous_state=(ct.STATES[previous] if previous is not None else ct.UNSPECIFIED),
+        )
     raise TypeError(f"no event encoding for {type(change).__name__}")
 
 

@@ -78,12 +78,13 @@ PUBLIC_METHODS = frozenset(
 
 _HEALTH = "/grpc.health.v1.Health/"
 # Streams the drain does not interrupt at once: a reply finishes within the grace
-# (and ends with its completion frame); an event subscription is ended by the hub
-# with its own resume token.
+# (and ends with its completion frame); an event subscription or a task watch is
+# ended by its hub with its own resume point.
 _FINISH_ON_DRAIN = frozenset(
     {
         "/cortex.context.v1.ConversationService/SendMessage",
         "/cortex.events.v1.EventService/SubscribeEvents",
+        "/cortex.experts.v1.ExpertService/WatchTask",
     }
 )
 

@@ -15,14 +15,14 @@ cut to :data:`MAX_TEXT` characters.
 from __future__ import annotations
 
 import collections
-import math
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cortex_core import errors
+from cortex_core.api.convert import duration
 
 ERROR_DOMAIN = "cortex"
 
@@ -99,10 +99,7 @@ def to_rpc_status(error: errors.CortexError) -> grpc.Status:
     if retry_after is None and isinstance(error, errors.Unavailable):
         retry_after = DEFAULT_UNAVAILABLE_RETRY
     if retry_after is not None:
-        seconds = max(retry_after, 0.0)
-        whole = math.floor(seconds)
-        delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=duration(retry_after))))
     rpc = status_from_parts(code, _cut(error.message), details)
     resume = error.metadata.get("resume_token")
     if resume:

@@ -17,6 +17,7 @@ Drain, in two phases (driven by ``RunningServer.drain``):
    through the hub, each with ``UNAVAILABLE`` / ``SERVER_SHUTTING_DOWN``, a
    ``RetryInfo`` and its own resume token (``ErrorInfo.metadata["resume_token"]``
    and the ``cortex-resume-token`` trailer), also one that opens during the drain;
+   task watches likewise, with ``ErrorInfo.metadata["after_sequence"]``;
    other long-lived streams (health ``Watch``) end, or are refused, with the same
    status. Unary calls and replies go on, and new ones are still served: under
    load a call can wait in grpc's queue well after it was sent, so one arriving
@@ -39,6 +40,7 @@ import time
 
 from cortex_core import errors
 from cortex_core.services.event_hub import EventHub
+from cortex_core.services.task_watch import TaskWatches
 
 SHUTDOWN_MESSAGE = "cortex-shutdown"
 # How long a refused caller is told to wait before trying again (another replica, or
@@ -58,6 +60,17 @@ def shutting_down(resume_token: str = "") -> errors.Unavailable:
     return error
 
 
+def watch_shutting_down(after_sequence: int) -> errors.Unavailable:
+    """A WatchTask ended by the drain: reconnect with ``after_sequence``."""
+    error = errors.Unavailable(
+        "server is shutting down; watch again with after_sequence",
+        reason="SERVER_SHUTTING_DOWN",
+        metadata={"after_sequence": str(after_sequence)},
+    )
+    error.retry_after = RETRY_AFTER_SHUTDOWN
+    return error
+
+
 def too_many_requests() -> errors.ResourceExhausted:
     return errors.ResourceExhausted(
         "the server is busy; retry shortly",
@@ -72,9 +85,15 @@ class StreamRegistry:
     (Named for what it first held, open streams; it now sees every call.)"""
 
     def __init__(
-        self, hub: EventHub | None = None, *, max_calls: int = 0, max_waiting: int = 0
+        self,
+        hub: EventHub | None = None,
+        *,
+        max_calls: int = 0,
+        max_waiting: int = 0,
+        task_watches: TaskWatches | None = None,
     ) -> None:
         self._hub = hub
+        self._task_watches = task_watches
         self._max_calls = max_calls
         self._max_waiting = max_waiting
         self._calls = 0
@@ -164,6 +183,8 @@ class StreamRegistry:
         """End event subscriptions with their resume tokens and interrupt the streams
         that do not finish on their own; return how many were told."""
         told = self._hub.close_all(shutting_down) if self._hub is not None else 0
+        if self._task_watches is not None:
+            told += self._task_watches.close_all(watch_shutting_down)
         return told + self.interrupt(everything=False)
 
     def interrupt(self, *, everything: bool = True) -> int:

@@ -89,7 +89,15 @@ class Tasks:
         long), NotFound (WORKSPACE_NOT_FOUND, EXPERT_NOT_FOUND),
         PermissionDenied (EDITOR_REQUIRED), Aborted (REQUEST_ID_REUSED: the id
         was used for a different task), ResourceExhausted (TASK_QUEUE_FULL, with
-        retry_after)."""
+        retry_after). The workspace is checked first: to an outsider every CreateTask
+        fails alike (WORKSPACE_NOT_FOUND), whatever its body. An empty ``expert_id``
+        (the api's answer to a malformed ``task.expert``) is a violation on it."""
+        async with self._uow() as uow:
+            await require_role(uow, caller, workspace_id, write=True)
+        if not expert_id:
+            reject(
+                [errors.FieldViolation("task.expert", "must look like experts/ID", "INVALID_NAME")]
+            )
         expert = self._experts.get(expert_id)
         found = [text_violation(request_id, "request_id", required=False, limit=MAX_REQUEST_ID)]
         if max_attempts and not MIN_ATTEMPTS <= max_attempts <= MAX_ATTEMPTS:
