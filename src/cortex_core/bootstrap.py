@@ -357,12 +357,14 @@ def bootstrap(
             from cortex_core.adapters.metrics import serve_metrics
 
             try:
-                app.metrics_endpoint = serve_metrics(settings.metrics_address, registry)
+                endpoint = app.metrics_endpoint = serve_metrics(settings.metrics_address, registry)
             except OSError as exc:
                 raise StartupError(
                     f"CORTEX_METRICS_ADDRESS={settings.metrics_address!r}: cannot listen"
                     f" ({exc.strerror or exc})"
                 ) from None
+            host = settings.metrics_address.rpartition(":")[0]
+            log.info("metrics on http://%s:%d/metrics", host, endpoint.port)
 
         async def stop_metrics() -> None:
             if app.metrics_endpoint is not None:
