@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import grpc.aio
@@ -31,9 +32,24 @@ from google.protobuf import struct_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 from support.clients import Client
+from support.databases import database_url, require_env
 from support.servers import ServerProcess, cortex_server
 
 SERVER = trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
+OBSERVABILITY_REDIS_DB = 12
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """Server variables for SQLite alone, or PostgreSQL with Redis (a database of its own)."""
+    kind = "sqlite" if request.param == "sqlite" else "postgresql"
+    async with database_url(kind, tmp_path) as url:
+        env = {"CORTEX_DATABASE_URL": url}
+        if kind == "postgresql":
+            shared = urlsplit(require_env("CORTEX_TEST_REDIS_URL"))
+            env["CORTEX_REDIS_URL"] = urlunsplit(shared._replace(path=f"/{OBSERVABILITY_REDIS_DB}"))
+            env["CORTEX_REGISTER_ADDRESS_ATTEMPTS"] = "1000000"
+        yield env
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -43,7 +59,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: list[trace_pb2.Span] = []
         self.resources: list[dict[str, str]] = []
 
-    async def Export(  # noqa: N802 - the generated method name
+    async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
@@ -103,10 +119,11 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_a_call_continues_the_callers_trace_with_sql_model_and_tool_children(
-    tmp_path: Path, receiver: tuple[Receiver, int]
+    tmp_path: Path, receiver: tuple[Receiver, int], backend: dict[str, str]
 ) -> None:
     spans, port = receiver
     env = {
+        **backend,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
@@ -182,9 +199,17 @@ async def test_a_call_continues_the_callers_trace_with_sql_model_and_tool_childr
     def attributes(span: trace_pb2.Span) -> dict[str, Any]:
         return {a.key: a.value.string_value or a.value.int_value for a in span.attributes}
 
-    sql = [s for s in children(register) if "db.system" in attributes(s)]
+    sql = [
+        s for s in children(register) if attributes(s).get("db.system") in ("sqlite", "postgresql")
+    ]
     assert sql, [s.name for s in children(register)]
-    assert {attributes(s)["db.system"] for s in sql} == {"sqlite"}
+    redis_used = "CORTEX_REDIS_URL" in backend
+    assert {attributes(s)["db.system"] for s in sql} == (
+        {"postgresql"} if redis_used else {"sqlite"}
+    )
+    # The sign-up throttle lives in Redis when Redis is configured.
+    redis = [s for s in children(register) if attributes(s).get("db.system") == "redis"]
+    assert bool(redis) is redis_used, [s.name for s in children(register)]
     (tool,) = [s for s in children(invoke) if s.name == "tool.call"]
     assert {
         "cortex.tool": "cortex.current_time",
