@@ -83,6 +83,7 @@ bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out
 	$(PY) -m bench.tasks
 	$(if $(BENCH_DATABASE_URL),$(PY) -m bench.tasks --database-url $(BENCH_DATABASE_URL))
 	$(PY) -m bench.tools
+	$(PY) -m bench.metrics
 	$(PY) -m bench.burst $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 
 # The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.

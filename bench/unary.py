@@ -47,11 +47,14 @@ def bare_server() -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def cortex_server(data_dir: Path) -> Iterator[tuple[str, int]]:
+def cortex_server(
+    data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     env = {
         **os.environ,
         "CORTEX_GRPC_ADDRESS": "127.0.0.1:0",
         "CORTEX_DATA_DIR": str(data_dir),
+        **(extra_env or {}),
     }
     with (data_dir / "server.log").open("w") as log:
         proc = subprocess.Popen(

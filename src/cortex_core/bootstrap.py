@@ -28,6 +28,7 @@ from cortex_core.adapters.llm.fallback import FallbackProvider
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.adapters.mcp.source import McpToolSource, loop_name
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
+from cortex_core.adapters.metrics import MetricsEndpoint, NullMetrics, PrometheusMetrics
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
 from cortex_core.adapters.security.password_policy import PasswordPolicy
@@ -62,6 +63,7 @@ from cortex_core.ports import (
     EventLog,
     LlmProvider,
     LoginThrottle,
+    Metrics,
     TaskSignals,
     ToolSource,
     UnitOfWork,
@@ -84,6 +86,7 @@ from cortex_core.services.supervisor import Loop, Supervisor, every
 from cortex_core.services.task_runner import RunnerPolicy, TaskRunner
 from cortex_core.services.task_watch import TaskWatches
 from cortex_core.services.tasks import Tasks
+from cortex_core.services.telemetry import no_tracer
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import LoopLimits
 from cortex_core.services.tools import Tools
@@ -91,6 +94,8 @@ from cortex_core.services.workspaces import Workspaces
 from cortex_core.settings import Settings, SettingsError, StartupError
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
     from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
@@ -127,6 +132,13 @@ class App:
     experts: Experts | None = None
     tasks: Tasks | None = None
     drainers: list[Callable[[float], Awaitable[None]]] = dataclasses.field(default_factory=list)
+    #: The SDK's provider when tracing is on (see ``adapters.tracing``), else None.
+    tracer_provider: TracerProvider | None = None
+    #: Cortex's own spans (model attempts, tool calls, task attempts): a no-op when off.
+    tracer: Tracer = dataclasses.field(default_factory=no_tracer)
+    metrics: Metrics = dataclasses.field(default_factory=NullMetrics)
+    #: The /metrics endpoint once started (``CORTEX_METRICS_ADDRESS``).
+    metrics_endpoint: MetricsEndpoint | None = None
 
 
 def bootstrap(
@@ -140,6 +152,14 @@ def bootstrap(
     """Build the application for ``settings``; ports may be overridden by tests
     (``extra_tool_sources`` are added to the server's own tool sources)."""
     clock = clock or SystemClock()
+    provider_of_traces = _tracer_provider(settings)
+    tracer = (
+        provider_of_traces.get_tracer("cortex_core")
+        if provider_of_traces is not None
+        else no_tracer()
+    )
+    prometheus = PrometheusMetrics() if settings.metrics_address else None
+    metrics: Metrics = prometheus if prometheus is not None else NullMetrics()
     if not settings.database_url or not settings.jwt_secret:
         prepare_data_dir(settings.data_dir)
     database = database or SqlDatabase.from_url(
@@ -162,10 +182,16 @@ def bootstrap(
     authenticator = Authenticator(tokens=tokens, uow=database.unit_of_work, clock=clock)
     password_policy = PasswordPolicy()
     redis = _redis(settings)
+    if provider_of_traces is not None:
+        _instrument(provider_of_traces, database, redis)
+    if prometheus is not None and isinstance(database, SqlDatabase):
+        prometheus.watch_pool("requests", database.pool_usage)
     event_log = _event_log(settings, redis)
-    hub = EventHub(event_log)
+    hub = EventHub(event_log, metrics=prometheus)
     bus = EventBus()
-    relay = EventRelay(log=event_log, hub=hub, uow=database.unit_of_work, encode=encode)
+    relay = EventRelay(
+        log=event_log, hub=hub, uow=database.unit_of_work, encode=encode, metrics=prometheus
+    )
     bus.subscribe(Change, relay.publish)
     identity = Identity(
         uow=database.unit_of_work,
@@ -195,7 +221,10 @@ def bootstrap(
     memories = Memories(uow=database.unit_of_work, clock=clock, events=bus)
     counter = EstimatedTokenCounter()
     chain = chain_from_config(
-        settings.llm, local=LocalDevelopmentProvider(delay=settings.local_llm_delay)
+        settings.llm,
+        local=LocalDevelopmentProvider(delay=settings.local_llm_delay),
+        tracer=tracer,
+        metrics=prometheus,
     )
     provider = provider or chain
 
@@ -243,7 +272,7 @@ def bootstrap(
         *mcp_sources,
         *extra_tool_sources,
     ]
-    tool_invoker = ToolInvoker(tool_sources)
+    tool_invoker = ToolInvoker(tool_sources, tracer=tracer, metrics=prometheus)
     conversations = Conversations(
         uow=database.unit_of_work, clock=clock, events=bus, tools=tool_invoker
     )
@@ -359,7 +388,7 @@ def bootstrap(
     # One owner task per MCP server: its session lives and reconnects in this loop.
     background += [Loop(source.loop_name, source.run) for source in mcp_sources]
 
-    return App(
+    app = App(
         settings=settings,
         clock=clock,
         database=database,
@@ -397,7 +426,63 @@ def bootstrap(
             cache.close,
             *([redis.aclose] if redis is not None else []),
         ],
+        tracer_provider=provider_of_traces,
+        tracer=tracer,
+        metrics=metrics,
     )
+    if prometheus is not None:
+        registry = prometheus.registry
+
+        async def start_metrics() -> None:
+            from cortex_core.adapters.metrics import serve_metrics
+
+            try:
+                endpoint = app.metrics_endpoint = serve_metrics(settings.metrics_address, registry)
+            except OSError as exc:
+                raise StartupError(
+                    f"CORTEX_METRICS_ADDRESS={settings.metrics_address!r}: cannot listen"
+                    f" ({exc.strerror or exc})"
+                ) from None
+            host = settings.metrics_address.rpartition(":")[0]
+            log.info("metrics on http://%s:%d/metrics", host, endpoint.port)
+
+        async def stop_metrics() -> None:
+            if app.metrics_endpoint is not None:
+                await asyncio.to_thread(app.metrics_endpoint.close)
+                app.metrics_endpoint = None
+
+        app.starters.append(start_metrics)
+        app.closers.append(stop_metrics)
+    if provider_of_traces is not None:
+        traces = provider_of_traces
+
+        async def stop_tracing() -> None:
+            # Flushes the batch of spans not exported yet (on a thread: it waits).
+            await asyncio.to_thread(traces.shutdown)
+
+        app.closers.append(stop_tracing)
+    return app
+
+
+def _tracer_provider(settings: Settings) -> TracerProvider | None:
+    """The SDK's provider when tracing is wanted (``adapters.tracing``), else None."""
+    from cortex_core.adapters import tracing
+
+    if not tracing.tracing_wanted(settings.tracing, os.environ):
+        return None
+    try:
+        return tracing.tracer_provider(os.environ)
+    except tracing.TracingConfigError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _instrument(provider: TracerProvider, database: Database, redis: Redis | None) -> None:
+    from cortex_core.adapters import tracing
+
+    if isinstance(database, SqlDatabase):
+        tracing.instrument_engine(database.engine, provider)
+    if redis is not None:
+        tracing.instrument_redis(redis, provider)
 
 
 def _redis(settings: Settings) -> Redis | None:

@@ -12,6 +12,7 @@ import logging.handlers
 import queue
 import sys
 
+from opentelemetry.trace import get_current_span
 from pythonjsonlogger.json import JsonFormatter
 
 
@@ -20,9 +21,17 @@ class _ThreadQueueHandler(logging.handlers.QueueHandler):
 
     The stock ``prepare`` formats every record on the calling thread (so that it
     can be pickled to another process); within one process that work is wasted.
+    A record written inside a span gets its ``trace_id`` and ``span_id`` (W3C hex),
+    which the JSON formatter writes as fields.
     """
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # The span is a context variable of the calling task: read it here, before
+        # the record crosses to the listener thread.
+        span = get_current_span().get_span_context()
+        if span.is_valid:
+            record.trace_id = format(span.trace_id, "032x")
+            record.span_id = format(span.span_id, "016x")
         return record
 
 

@@ -696,3 +696,60 @@ class TaskSignals(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Metrics(Protocol):
+    """Where Cortex records what an operator graphs (``docs/operations.md`` names
+    every series). Implemented by :class:`~cortex_core.adapters.metrics.PrometheusMetrics`
+    (``CORTEX_METRICS_ADDRESS``) and :class:`~cortex_core.adapters.metrics.NullMetrics`
+    (metrics off). Every method is cheap, synchronous, never blocks and never raises."""
+
+    def rpc_finished(self, method: str, code: str, seconds: float) -> None:
+        """One call ended with gRPC status ``code`` (e.g. ``OK``) after ``seconds``."""
+        ...
+
+    def stream_opened(self, method: str) -> None: ...
+
+    def stream_closed(self, method: str) -> None: ...
+
+    def event_delivered(self, lag_seconds: float) -> None:
+        """A live event reached a subscriber ``lag_seconds`` after it was published."""
+        ...
+
+    def subscriber_cut(self) -> None:
+        """A subscriber that fell too far behind was ended (SubscriberTooSlow)."""
+        ...
+
+    def outbox_backlog(self, events: int) -> None:
+        """Events now waiting in this replica's outbox for the event log."""
+        ...
+
+    def model_attempt(self, provider: str, outcome: str, first_token_seconds: float | None) -> None:
+        """One attempt of the fallback chain ended: ``ok`` or a failure reason;
+        ``first_token_seconds`` when it produced a first token."""
+        ...
+
+    def model_tokens(self, provider: str, kind: str, count: int) -> None:
+        """Tokens used by a reply (``kind``: ``input`` or ``output``)."""
+        ...
+
+    def breaker_state(self, provider: str, state: str) -> None:
+        """A provider's circuit is ``closed``, ``half_open`` or ``open``."""
+        ...
+
+    def tool_call(self, server: str, outcome: str, seconds: float) -> None:
+        """A tool call on ``server`` ended: ``ok`` or its error reason."""
+        ...
+
+    def task_queue_depth(self, tasks: int) -> None:
+        """Tasks QUEUED and not claimed (issue 12's runtime sets it)."""
+        ...
+
+    def task_claimed(self, expert: str, wait_seconds: float) -> None:
+        """A worker claimed a task that became claimable ``wait_seconds`` ago."""
+        ...
+
+    def task_attempt(self, expert: str, outcome: str) -> None:
+        """A task attempt ended: ``succeeded``, ``retry``, ``failed``, ``cancelled``,
+        ``input_required`` or ``lease_lost``."""
+        ...

@@ -88,9 +88,10 @@ def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
             app.access_log,
             app.authenticator,
             trusted_proxies=app.settings.trusted_proxies,
+            metrics=app.metrics,
         )
     ]
-    if app.settings.tracing:
+    if app.tracer_provider is not None:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
         # Inside Cortex's interceptor: it wraps servicers' async generators, and
@@ -98,7 +99,12 @@ def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
         # Health is left out: its Watch writes with context.write, which the
         # instrumentation cannot wrap, and probes would only add noise.
         untraced = filters.negate(filters.health_check())
-        interceptors.append(aio_server_interceptor(filter_=untraced))  # type: ignore[no-untyped-call]
+        # The server span continues the caller's ``traceparent`` (W3C propagator).
+        interceptors.append(
+            aio_server_interceptor(  # type: ignore[no-untyped-call]
+                tracer_provider=app.tracer_provider, filter_=untraced
+            )
+        )
     server = grpc.aio.server(interceptors=interceptors, options=server_options(app))
     names = register_services(server, app.servicers)
     health_pb2_grpc.add_HealthServicer_to_server(app.health.servicer, server)

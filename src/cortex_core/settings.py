@@ -103,6 +103,10 @@ def _address(raw: str) -> str:
     return raw
 
 
+def _optional_address(raw: str) -> str:
+    return _address(raw) if raw else ""
+
+
 def _database_url(raw: str) -> str:
     if not raw.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ValueError("expected a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
@@ -234,7 +238,18 @@ class Settings:
     max_pending_requests: int = _setting(
         1000, _positive_int, "calls that may queue for a slot during a reconnect burst"
     )
-    tracing: bool = _setting(False, _boolean, "true to emit OpenTelemetry spans for every call")
+    tracing: bool = _setting(
+        False,
+        _boolean,
+        "true to export OpenTelemetry traces over OTLP even without an OTEL_EXPORTER_OTLP_*"
+        " endpoint (then localhost:4317); an endpoint alone turns tracing on",
+    )
+    metrics_address: str = _setting(
+        "",
+        _optional_address,
+        "HOST:PORT of the Prometheus /metrics endpoint; empty for no metrics",
+        shown="off",
+    )
     access_log: bool = _setting(
         True, _boolean, "one line per call: method, code, duration, peer, request id"
     )

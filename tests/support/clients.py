@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import grpc.aio
@@ -42,10 +43,16 @@ class Client:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def register(self, email: str | None = None, password: str = PASSWORD) -> Account:
+    async def register(
+        self,
+        email: str | None = None,
+        password: str = PASSWORD,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> Account:
         email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
         response = await self.auth.Register(
             auth_pb.RegisterRequest(email=email, password=password, display_name="Test User"),
+            metadata=tuple(metadata),
             timeout=30,
         )
         return Account(

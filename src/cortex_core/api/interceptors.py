@@ -19,7 +19,8 @@ per method), so a call pays for a single extra frame. For each call it:
 * for the public sign-in methods, resolves the client's address (the peer, or
   ``x-forwarded-for`` when the peer is a trusted proxy; see
   :func:`~cortex_core.api.context.resolve_client`);
-* records the call in the access log: method, code, duration, peer, request id.
+* records the call in the access log: method, code, duration, peer, request id,
+  and in the metrics (calls by method and code, durations, open streams).
 
 Server streams are served as coroutines that write each response with
 ``context.write``, never handed to grpc as async generators: grpc iterates a
@@ -53,6 +54,7 @@ from cortex_core.api.access_log import AccessLog
 from cortex_core.api.context import IPNetwork, caller_var, client_var, resolve_client
 from cortex_core.api.input_checks import request_violations
 from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry, shutting_down
+from cortex_core.ports import Metrics
 from cortex_core.services.authentication import Authenticator
 
 error_log = logging.getLogger("cortex.errors")
@@ -177,9 +179,11 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         access_log: AccessLog | None,
         authenticator: Authenticator | None = None,
         trusted_proxies: Sequence[IPNetwork] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.streams = streams
         self._access_log = access_log
+        self.metrics = metrics
         self.authenticator = authenticator
         self._trusted_proxies = tuple(trusted_proxies)
         # The registered handlers never change while serving, so each method's
@@ -289,8 +293,13 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def log(
         self, method: str, code: grpc.StatusCode, start: float, context: Any, request_id: str
     ) -> None:
+        if self._access_log is None and self.metrics is None:
+            return
+        seconds = time.perf_counter() - start
+        if self.metrics is not None:
+            self.metrics.rpc_finished(method, code.name, seconds)
         if self._access_log is not None:
-            duration_ms = round((time.perf_counter() - start) * 1000, 3)
+            duration_ms = round(seconds * 1000, 3)
             self._access_log.record(method, code.name, duration_ms, context.peer(), request_id)
 
     async def abort_malformed(self, context: Any, request: _Malformed) -> None:
@@ -362,6 +371,8 @@ class _StreamGuard:
 
     async def __aenter__(self) -> None:
         self._token = request_id_var.set(self._request_id)
+        if self._interceptor.metrics is not None:
+            self._interceptor.metrics.stream_opened(self._method)
         self._task = asyncio.current_task()
         streams = self._interceptor.streams
         if self._task is not None:
@@ -405,6 +416,8 @@ class _StreamGuard:
             if self._token is not None:
                 request_id_var.reset(self._token)
                 self._token = None
+                if interceptor.metrics is not None:
+                    interceptor.metrics.stream_closed(self._method)
                 interceptor.log(
                     self._method, self._code, self._start, self._context, self._request_id
                 )

@@ -57,6 +57,7 @@ import heapq
 import itertools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
@@ -71,7 +72,7 @@ from cortex_core.domain.event_records import (
     encode_positions,
 )
 from cortex_core.errors import CortexError, ResourceExhausted, Unavailable
-from cortex_core.ports import EventLog
+from cortex_core.ports import EventLog, Metrics
 
 __all__ = [
     "Accept",
@@ -193,8 +194,10 @@ class EventHub:
         batch_size: int = 256,
         poll_interval: float = 5.0,
         max_backoff: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._log = log
+        self._metrics = metrics
         self._batch = batch_size
         self._poll = poll_interval
         self._max_backoff = max_backoff
@@ -658,6 +661,9 @@ class Subscription:
                 if last is None or record.stream in self._replaying or record.sequence <= last:
                     continue  # removed, covered by the replay, or already delivered
                 # _offer checked the sequence follows what was queued or filtered out.
+                metrics = self._hub._metrics
+                if metrics is not None:  # a live delivery: publish-to-delivery lag
+                    metrics.event_delivered(time.time() - record.time.timestamp())
                 return self._deliver(record, loop)
             if self._replaying:
                 await self._replay_step(next(iter(self._replaying)))
@@ -787,6 +793,8 @@ class Subscription:
             queue = self._queue
             queued = (self._next is not None) + (len(queue) if queue is not None else 0)
             if queued >= self._queue_size:
+                if self._hub._metrics is not None:
+                    self._hub._metrics.subscriber_cut()
                 self.close(SubscriberTooSlow(self.resume_token))
                 return
             if not queued:

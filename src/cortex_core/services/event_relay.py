@@ -30,7 +30,7 @@ from cortex_core import errors
 from cortex_core.domain.event_records import EventEnvelope, PendingEvent
 from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
-from cortex_core.ports import EventLog, UnitOfWorkFactory
+from cortex_core.ports import EventLog, Metrics, UnitOfWorkFactory
 from cortex_core.services.event_hub import EventHub
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,11 @@ class EventRelay:
         uow: UnitOfWorkFactory,
         encode: Encode,
         retry_interval: float = 1.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._log = log
+        self._metrics = metrics
+        self._outboxed = 0  # events this replica put in the outbox and has not moved
         self._hub = hub
         self._uow = uow
         self._encode = encode
@@ -88,6 +91,7 @@ class EventRelay:
                 await uow.outbox.add(change.stream, event_id, kept, change.time)
                 await uow.commit()
             self._backlog = True
+            self._count_outbox(+1)
         self._wake.set()
 
     async def run(self) -> None:
@@ -119,6 +123,7 @@ class EventRelay:
                             if self._backlog and moved:
                                 log.info("event log caught up (%d events relayed)", moved)
                             self._backlog = False
+                            self._count_outbox(-self._outboxed)
                             return moved
                 continue
             for event in pending:
@@ -127,6 +132,7 @@ class EventRelay:
                     await uow.outbox.remove(event.outbox_id)
                     await uow.commit()
                 moved += 1
+                self._count_outbox(-1 if self._outboxed else 0)
 
     async def drain_and_wait(self) -> None:
         """The supervised step: :meth:`drain_once`, then wait until there may be
@@ -139,6 +145,11 @@ class EventRelay:
             await self._wake.wait()
         elif moved == 0:
             await asyncio.sleep(self._retry_interval)
+
+    def _count_outbox(self, delta: int) -> None:
+        self._outboxed += delta
+        if self._metrics is not None:
+            self._metrics.outbox_backlog(self._outboxed)
 
     async def _relay(self, event: PendingEvent) -> None:
         kept = event.payload

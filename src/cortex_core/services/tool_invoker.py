@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema.protocols
 
 from cortex_core import errors
 from cortex_core.domain.tools import ToolCall, ToolContext, ToolError, ToolResult, ToolSpec
-from cortex_core.ports import ToolSource
+from cortex_core.ports import Metrics, ToolSource
 from cortex_core.services.json_schemas import compile_schema, violations
+from cortex_core.services.telemetry import no_tracer, start_span
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,16 @@ MAX_MESSAGE = 512  # characters of a tool's own error message kept
 
 
 class ToolInvoker:
-    def __init__(self, sources: Sequence[ToolSource]) -> None:
+    def __init__(
+        self,
+        sources: Sequence[ToolSource],
+        *,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._sources = {source.server: source for source in sources}
+        self._tracer = tracer or no_tracer()
+        self._metrics = metrics
         # Compiled validators by tool id, with the schema they were built from (a
         # refreshed listing brings a new schema object and a new validator).
         self._validators: dict[str, tuple[Mapping[str, Any], jsonschema.protocols.Validator]] = {}
@@ -79,7 +92,40 @@ class ToolInvoker:
 
         Raises NotFound (TOOL_NOT_FOUND), InvalidArgument (violations under
         ``input``), ToolFailed, DeadlineExceeded (TOOL_TIMEOUT) or Unavailable
-        (TOOL_UNAVAILABLE, with retry_after)."""
+        (TOOL_UNAVAILABLE, with retry_after).
+
+        Each call is a ``tool.call`` span (tool, server, outcome: ``ok`` or the
+        error's reason) and a ``cortex_tool_call_*`` observation."""
+        server = tool_id.partition(".")[0]
+        start = time.perf_counter()
+        outcome = "cancelled"
+        with start_span(
+            self._tracer,
+            "tool.call",
+            attributes={"cortex.tool": tool_id, "cortex.tool.server": server},
+        ) as span:
+            try:
+                output = await self._invoke(tool_id, arguments, context, time_left)
+                outcome = "ok"
+                return output
+            except errors.CortexError as exc:
+                outcome = exc.reason
+                raise
+            except Exception:
+                outcome = "INTERNAL"
+                raise
+            finally:
+                span.set_attribute("outcome", outcome)
+                if self._metrics is not None:
+                    self._metrics.tool_call(server, outcome, time.perf_counter() - start)
+
+    async def _invoke(
+        self,
+        tool_id: str,
+        arguments: Mapping[str, Any],
+        context: ToolContext,
+        time_left: float | None,
+    ) -> Mapping[str, Any]:
         tool = self.require(tool_id)
         validate_input(tool, arguments, self._validator(tool))
         source = self._sources[tool.server]

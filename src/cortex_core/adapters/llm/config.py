@@ -37,12 +37,15 @@ import dataclasses
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from cortex_core.adapters.llm.anthropic import AnthropicProvider
 from cortex_core.adapters.llm.fallback import Backoff, BreakerPolicy, FallbackProvider
 from cortex_core.adapters.llm.openai_compatible import OpenAICompatibleProvider, TokenLimitField
-from cortex_core.ports import LlmProvider
+from cortex_core.ports import LlmProvider, Metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 T = TypeVar("T")
 Kind = Literal["openai", "anthropic", "local"]
@@ -145,7 +148,13 @@ def load_llm_config(env: Variables) -> LlmConfig:
     )
 
 
-def chain_from_config(config: LlmConfig, *, local: LlmProvider) -> FallbackProvider:
+def chain_from_config(
+    config: LlmConfig,
+    *,
+    local: LlmProvider,
+    tracer: Tracer | None = None,
+    metrics: Metrics | None = None,
+) -> FallbackProvider:
     """Build the clients (no I/O happens until the first request)."""
     providers: list[LlmProvider] = []
     for p in config.providers:
@@ -173,7 +182,12 @@ def chain_from_config(config: LlmConfig, *, local: LlmProvider) -> FallbackProvi
         else:
             providers.append(local)
     return FallbackProvider(
-        providers, retries=config.retries, backoff=config.backoff, breaker=config.breaker
+        providers,
+        retries=config.retries,
+        backoff=config.backoff,
+        breaker=config.breaker,
+        tracer=tracer,
+        metrics=metrics,
     )
 
 

@@ -41,7 +41,11 @@ from cortex_core.adapters.circuit import BreakerPolicy, BreakerState, CircuitBre
 from cortex_core.adapters.llm.errors import ProviderError, ProviderFailure
 from cortex_core.domain.llm import Chunk, PromptMessage
 from cortex_core.domain.tools import ToolSpec
-from cortex_core.ports import LlmProvider
+from cortex_core.ports import LlmProvider, Metrics
+from cortex_core.services.telemetry import no_tracer
+
+if typing.TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 log = logging.getLogger("cortex_core.llm")
 
@@ -77,6 +81,8 @@ class FallbackProvider:
         backoff: Backoff | None = None,
         breaker: BreakerPolicy | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not providers:
             raise ValueError("a fallback chain needs at least one provider")
@@ -90,6 +96,8 @@ class FallbackProvider:
         self._backoff = backoff or Backoff()
         policy = breaker or BreakerPolicy()
         self._breakers = {name: CircuitBreaker(name, policy, monotonic) for name in names}
+        self._tracer = tracer or no_tracer()
+        self._metrics = metrics
 
     @property
     def providers(self) -> tuple[LlmProvider, ...]:
@@ -105,7 +113,11 @@ class FallbackProvider:
 
     def states(self) -> dict[str, str]:
         """Each provider's circuit state (``closed``, ``open``, ``half_open``), in order."""
-        return {name: breaker.state.value for name, breaker in self._breakers.items()}
+        states = {name: breaker.state.value for name, breaker in self._breakers.items()}
+        if self._metrics is not None:
+            for name, state in states.items():
+                self._metrics.breaker_state(name, state)
+        return states
 
     async def aclose(self) -> None:
         """Close every provider that holds connections (at shutdown)."""
@@ -135,22 +147,28 @@ class FallbackProvider:
                 pending: list[Chunk] = []
                 inner = provider.stream(messages, max_tokens=max_tokens, tools=tools)
                 name, model = provider.name, provider.model
+                attempt_span = _Attempt(self._tracer, self._metrics, name, model, attempt)
                 try:
                     async for chunk in inner:
+                        if chunk.usage is not None:
+                            attempt_span.usage(chunk)
                         if not started and not chunk.text and not chunk.tool_calls:
                             pending.append(chunk)  # usage/finish of an empty reply
                             continue
                         if not started:
                             started = settled = True
                             _record_success(breaker)
+                            attempt_span.first_token()
                         yield dataclasses.replace(chunk, provider=name, model=model)
                     if not started:
                         settled = True
                         _record_success(breaker)
                         for chunk in pending:
                             yield dataclasses.replace(chunk, provider=name, model=model)
+                    attempt_span.end("ok")
                     return
                 except ProviderError as exc:
+                    attempt_span.end(exc.reason)
                     settled = True
                     if exc.provider_fault:
                         _record_failure(breaker)
@@ -169,6 +187,7 @@ class FallbackProvider:
                         ) from None
                     error = exc
                 finally:
+                    attempt_span.end("cancelled")  # no-op when it has ended
                     if not settled:
                         breaker.release()
                     await inner.aclose()
@@ -205,6 +224,59 @@ class FallbackProvider:
                 return None  # another provider will answer sooner
             delay = max(delay, error.retry_after)
         return delay
+
+
+class _Attempt:
+    """One provider attempt's span (``llm.attempt``: provider, model, attempt,
+    tokens, outcome) and metrics. Not made current: the attempt's stream yields
+    to the caller between chunks, and a span made current in a generator would
+    leak into the caller's context."""
+
+    __slots__ = ("_metrics", "_provider", "_span", "_start", "_ttft")
+
+    def __init__(
+        self, tracer: Tracer, metrics: Metrics | None, provider: str, model: str, attempt: int
+    ) -> None:
+        self._span: Span | None = tracer.start_span(
+            "llm.attempt",
+            attributes={
+                "gen_ai.system": provider,
+                "gen_ai.request.model": model,
+                "cortex.llm.attempt": attempt + 1,
+            },
+        )
+        self._metrics = metrics
+        self._provider = provider
+        self._start = time.perf_counter()
+        self._ttft: float | None = None
+
+    def first_token(self) -> None:
+        self._ttft = time.perf_counter() - self._start
+        if self._span is not None:
+            self._span.add_event("first_token")
+
+    def usage(self, chunk: Chunk) -> None:
+        usage = chunk.usage
+        assert usage is not None
+        if self._span is not None:
+            self._span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            self._span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if self._metrics is not None:
+            self._metrics.model_tokens(self._provider, "input", usage.prompt_tokens)
+            self._metrics.model_tokens(self._provider, "output", usage.completion_tokens)
+
+    def end(self, outcome: str) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        span.set_attribute("outcome", outcome)
+        if outcome not in ("ok", "cancelled"):
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, outcome))
+        span.end()
+        if self._metrics is not None:
+            self._metrics.model_attempt(self._provider, outcome, self._ttft)
 
 
 def _record_success(breaker: CircuitBreaker) -> None:

@@ -112,6 +112,22 @@ class SqlDatabase:
             create_engine(url, wait=wait), create_engine(url, pooled=False, wait=wait), wait=wait
         )
 
+    def pool_usage(self) -> dict[str, int]:
+        """The request pool's connections by state (``checked_out``, ``idle``,
+        ``overflow``, ``size``); plain counter reads, safe from a scrape thread."""
+        pool: Any = self.engine.pool
+        usage: dict[str, int] = {}
+        for state, method in (
+            ("checked_out", "checkedout"),
+            ("idle", "checkedin"),
+            ("overflow", "overflow"),
+            ("size", "size"),
+        ):
+            read = getattr(pool, method, None)  # NullPool/StaticPool count nothing
+            if read is not None:
+                usage[state] = max(int(read()), 0)
+        return usage
+
     async def migrate(self) -> None:
         """Apply pending migrations; for SQLite, first create the file (0600) and
         its directory (0700) if missing: messages and password hashes are not for
