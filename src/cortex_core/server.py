@@ -86,6 +86,7 @@ def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
             app.access_log,
             app.authenticator,
             trusted_proxies=app.settings.trusted_proxies,
+            limiter=app.limiter,
         )
     ]
     if app.settings.tracing:

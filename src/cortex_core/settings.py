@@ -23,9 +23,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from limits import RateLimitItem
+
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
 from cortex_core.adapters.mcp.config import McpConfig, load_mcp_config
 from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
+from cortex_core.api.limits import rate
 
 T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -306,6 +309,31 @@ class Settings:
         "comma-separated CIDRs of proxies (e.g. Envoy) whose x-forwarded-for names the client; "
         "from any other peer it is ignored",
         shown="none",
+    )
+    rate_user: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        rate("600/minute"),
+        rate,
+        "authenticated calls one user may make (a `limits` rate such as 600/minute); "
+        "over it: RESOURCE_EXHAUSTED/RATE_LIMITED with RetryInfo (docs/security.md)",
+        shown="600/minute",
+    )
+    rate_workspace: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        rate("3000/minute"),
+        rate,
+        "calls naming one workspace in parent/name/workspace, all its members together",
+        shown="3000/minute",
+    )
+    rate_prefix: str = _setting(
+        "cortex:rate",
+        str,
+        "prefix of the rate-limit keys in Redis (tests and deployments sharing one Redis "
+        "keep theirs apart)",
+    )
+    max_streams_per_user: int = _setting(
+        32,
+        _positive_int,
+        "SubscribeEvents, SendMessage and WatchTask streams one user may hold open per "
+        "process; one more: RESOURCE_EXHAUSTED/TOO_MANY_STREAMS",
     )
     login_account_attempts: int = _setting(
         5, _positive_int, "failed sign-ins per account before growing delays (docs/security.md)"
