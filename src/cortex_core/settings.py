@@ -54,23 +54,61 @@ class EnvReader:
     :class:`SettingsError` naming the variable when ``parse`` raises ``ValueError``.
     A ``secret`` value is never repeated in the message; credentials in a URL are
     masked.
+
+    A ``secret`` variable (and any read with ``from_file=True``) may instead name a
+    file in ``<NAME>_FILE`` (Docker and Kubernetes secrets): the file is read once,
+    here, one trailing newline dropped. Setting both is an error naming both; a file
+    that cannot be read is an error naming ``<NAME>_FILE`` and its path, never its
+    content.
     """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def get(self, name: str, default: T, parse: Callable[[str], T], *, secret: bool = False) -> T:
+    def get(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        *,
+        secret: bool = False,
+        from_file: bool | None = None,
+    ) -> T:
         raw = self._environ.get(name)
+        source = name
+        if secret if from_file is None else from_file:
+            raw, source = self._value_or_file(name, raw)
         if raw is None or raw.strip() == "":
             return default
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            shown = name if secret else f"{name}={_URL_CREDENTIALS.sub('//***@', raw)!r}"
+            # A value read from a file is never echoed: files are where secrets live.
+            hidden = secret or source != name
+            shown = source if hidden else f"{source}={_URL_CREDENTIALS.sub('//***@', raw)!r}"
             raise SettingsError(f"{shown} is invalid: {exc}") from None
 
     def is_set(self, name: str) -> bool:
         return bool(self._environ.get(name, "").strip())
+
+    def _value_or_file(self, name: str, raw: str | None) -> tuple[str | None, str]:
+        """The variable's value, or the content of the file ``<NAME>_FILE`` names."""
+        file_name = name + FILE_SUFFIX
+        path = self._environ.get(file_name, "").strip()
+        if not path:
+            return raw, name
+        if raw is not None and raw.strip():
+            raise SettingsError(f"{name} and {file_name} are both set; set only one")
+        try:
+            content = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a UTF-8 text file"
+            raise SettingsError(f"{file_name}={path!r} cannot be read: {reason}") from None
+        return content.removesuffix("\n").removesuffix("\r"), file_name
+
+
+#: What a variable's name gets to name a file holding its value instead.
+FILE_SUFFIX = "_FILE"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,9 +127,17 @@ def _setting(
     *,
     shown: str | None = None,
     secret: bool = False,
+    from_file: bool = False,
 ) -> Any:
-    """A :class:`Settings` field read from ``CORTEX_<FIELD>`` with ``parse``."""
-    metadata = {"parse": parse, "help": help, "shown": shown, "secret": secret}
+    """A :class:`Settings` field read from ``CORTEX_<FIELD>`` with ``parse``; a
+    ``secret`` one (or one with ``from_file``) also from ``CORTEX_<FIELD>_FILE``."""
+    metadata = {
+        "parse": parse,
+        "help": help,
+        "shown": shown,
+        "secret": secret,
+        "from_file": secret or from_file,
+    }
     if isinstance(default, tuple | Path) or secret:
         return dataclasses.field(default=default, metadata=metadata, repr=not secret)
     return dataclasses.field(default=default, metadata=metadata)
@@ -199,14 +245,18 @@ class Settings:
     database_url: str = _setting(
         "",
         _database_url,
-        "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB",
+        "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB (or a file "
+        "holding it: CORTEX_DATABASE_URL_FILE)",
         shown="SQLite in the data dir",
+        from_file=True,
     )
     redis_url: str = _setting(
         "",
         _redis_url,
-        "redis://HOST:PORT/DB: shared events, cache and login limits",
+        "redis://HOST:PORT/DB: shared events, cache, login and call limits (or a file "
+        "holding it: CORTEX_REDIS_URL_FILE)",
         shown="unset: in-process",
+        from_file=True,
     )
     redis_max_connections: int = _setting(
         50,
@@ -242,14 +292,16 @@ class Settings:
     jwt_secret: str = _setting(
         "",
         _secret,
-        "key (>= 32 bytes) signing access tokens; set the same value on every replica",
+        "key (>= 32 bytes) signing access tokens; set the same value on every replica "
+        "(or a file holding it: CORTEX_JWT_SECRET_FILE)",
         shown="generated once into the data dir (0600)",
         secret=True,
     )
     jwt_previous_secrets: tuple[str, ...] = _setting(
         (),
         _secrets,
-        "comma-separated older keys that still verify (key rotation)",
+        "comma-separated older keys that still verify (key rotation; or "
+        "CORTEX_JWT_PREVIOUS_SECRETS_FILE)",
         shown="none",
         secret=True,
     )
@@ -376,6 +428,7 @@ class Settings:
                 field.default,
                 field.metadata["parse"],
                 secret=field.metadata["secret"],
+                from_file=field.metadata["from_file"],
             )
             for field in dataclasses.fields(cls)
             if field.metadata
@@ -418,12 +471,20 @@ LLM_VARIABLES = (
     Variable("CORTEX_LLM_BREAKER_FAILURES", "5", "failed attempts in a row that open a circuit"),
     Variable("CORTEX_LLM_BREAKER_RESET", "30", "seconds an open circuit waits before a probe"),
     Variable("CORTEX_OPENAI_BASE_URL", "OpenAI's API", "any OpenAI-compatible endpoint"),
-    Variable("CORTEX_OPENAI_API_KEY", "none", "required unless a base URL is set"),
+    Variable(
+        "CORTEX_OPENAI_API_KEY",
+        "none",
+        "required unless a base URL is set (or a file holding it: CORTEX_OPENAI_API_KEY_FILE)",
+    ),
     Variable("CORTEX_OPENAI_MODEL", "none", "required when openai is in the chain"),
     Variable("CORTEX_OPENAI_TIMEOUT", "60", "seconds to wait for data"),
     Variable("CORTEX_OPENAI_MAX_TOKENS_PARAM", "max_tokens", "max_tokens or max_completion_tokens"),
     Variable("CORTEX_ANTHROPIC_BASE_URL", "Anthropic's API", "another Anthropic endpoint"),
-    Variable("CORTEX_ANTHROPIC_API_KEY", "none", "required unless a base URL is set"),
+    Variable(
+        "CORTEX_ANTHROPIC_API_KEY",
+        "none",
+        "required unless a base URL is set (or a file holding it: CORTEX_ANTHROPIC_API_KEY_FILE)",
+    ),
     Variable("CORTEX_ANTHROPIC_MODEL", "none", "required when anthropic is in the chain"),
     Variable("CORTEX_ANTHROPIC_TIMEOUT", "60", "seconds to wait for data"),
 )
