@@ -223,6 +223,74 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
         raise ValueError("expected comma-separated IP addresses or CIDRs") from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PemFile:
+    """A PEM file read once at start: where it was and what it holds."""
+
+    path: Path
+    data: bytes = dataclasses.field(repr=False)
+
+
+def _read_pem(raw: str) -> PemFile:
+    path = Path(raw)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+    return PemFile(path, data)
+
+
+def _certificates(raw: str) -> PemFile:
+    """One or more PEM certificates (a chain, or a bundle of CAs)."""
+    from cryptography import x509
+
+    pem = _read_pem(raw)
+    try:
+        x509.load_pem_x509_certificates(pem.data)
+    except ValueError:
+        raise ValueError("is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+    return pem
+
+
+def _private_key(raw: str) -> PemFile:
+    """An unencrypted PEM private key; the error never shows its content."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    pem = _read_pem(raw)
+    try:
+        load_pem_private_key(pem.data, password=None)
+    except (ValueError, TypeError):
+        raise ValueError("is not an unencrypted PEM private key") from None
+    return pem
+
+
+def _check_tls(settings: Settings) -> None:
+    """Certificate and key come together and match; a client CA needs both."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if (cert is None) != (key is None):
+        raise SettingsError("CORTEX_TLS_CERT_FILE and CORTEX_TLS_KEY_FILE must be set together")
+    if settings.tls_client_ca_file is not None and cert is None:
+        raise SettingsError(
+            "CORTEX_TLS_CLIENT_CA_FILE needs CORTEX_TLS_CERT_FILE and CORTEX_TLS_KEY_FILE"
+        )
+    if cert is None or key is None:
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    leaf = x509.load_pem_x509_certificates(cert.data)[0].public_key()
+    private = load_pem_private_key(key.data, password=None).public_key()
+    spki = Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_bytes(*spki) != private.public_bytes(*spki):
+        raise SettingsError(
+            "CORTEX_TLS_KEY_FILE is not the private key of the certificate in CORTEX_TLS_CERT_FILE"
+        )
+
+
 def _boolean(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -362,6 +430,25 @@ class Settings:
         "from any other peer it is ignored",
         shown="none",
     )
+    tls_cert_file: PemFile | None = _setting(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        _certificates,
+        "PEM certificate chain of the server; with CORTEX_TLS_KEY_FILE the port speaks TLS "
+        "(docs/security.md)",
+        shown="unset: plaintext",
+    )
+    tls_key_file: PemFile | None = _setting(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        _private_key,
+        "PEM private key of that certificate (unencrypted, mode 0600)",
+        shown="none",
+    )
+    tls_client_ca_file: PemFile | None = _setting(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        _certificates,
+        "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)",
+        shown="none: no client certificates",
+    )
     rate_user: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
         rate("600/minute"),
         rate,
@@ -437,7 +524,9 @@ class Settings:
             values["llm"] = load_llm_config(reader)
         except LlmConfigError as exc:
             raise SettingsError(str(exc)) from None
-        return cls(**values)
+        settings = cls(**values)
+        _check_tls(settings)
+        return settings
 
     @property
     def python_log_level(self) -> int:
