@@ -48,6 +48,9 @@ STREAM_METHODS = frozenset(
 RETRY_AFTER_STREAMS = 5.0
 _MIN_RETRY_AFTER = 0.1
 _OUTAGE_LOG_INTERVAL = 30.0
+#: After a storage failure, calls skip the storage (and pass) for this long, so an
+#: outage does not add a Redis timeout to every call.
+_OUTAGE_SKIP = 2.0
 _WORKSPACE_FIELDS = ("parent", "name", "workspace")
 _WORKSPACE_PREFIX = "workspaces/"
 
@@ -115,6 +118,7 @@ class CallLimiter:
         self._workspace_fields: dict[type, tuple[str, ...]] = {}
         self._clock = clock
         self._last_outage_log = float("-inf")
+        self._skip_until = float("-inf")
 
     async def admit(self, user_id: str, request: Any) -> None:
         """Count one call of ``user_id``; raise ``ResourceExhausted`` (RATE_LIMITED,
@@ -157,6 +161,8 @@ class CallLimiter:
         return self._streams.get(user_id, 0)
 
     async def _hit(self, item: RateLimitItem, kind: str, key: str) -> None:
+        if self._clock() < self._skip_until:
+            return
         try:
             if await self._limiter.hit(item, kind, key):
                 return
@@ -173,6 +179,7 @@ class CallLimiter:
 
     def _outage(self, exc: Exception) -> None:
         now = self._clock()
+        self._skip_until = now + _OUTAGE_SKIP
         if now - self._last_outage_log >= _OUTAGE_LOG_INTERVAL:
             self._last_outage_log = now
             log.warning("rate limits: storage failed, letting calls through: %r", exc)
