@@ -46,6 +46,7 @@ from cortex_core.api.event_encoding import encode
 from cortex_core.api.event_service import EventService
 from cortex_core.api.expert_service import ExpertService
 from cortex_core.api.health import HealthReporter
+from cortex_core.api.limits import CallLimiter
 from cortex_core.api.memory_service import MemoryService
 from cortex_core.api.registry import service_names
 from cortex_core.api.session_service import SessionService
@@ -123,6 +124,8 @@ class App:
     servicers: dict[str, object]
     #: The one invoker of every tool call (InvokeTool, replies, tasks).
     tool_invoker: ToolInvoker
+    #: Per-user and per-workspace rates, per-user stream caps (the interceptor's).
+    limiter: CallLimiter | None = None
     starters: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
     background: list[Loop] = dataclasses.field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = dataclasses.field(default_factory=list)
@@ -403,6 +406,7 @@ def bootstrap(
         authenticator=authenticator,
         servicers=servicers,
         tool_invoker=tool_invoker,
+        limiter=_limiter(settings, redis),
         background=background,
         supervisor=supervisor,
         experts=experts,
@@ -548,6 +552,31 @@ def _cache(redis: Redis | None) -> Cache:
 
         return RedisCache(redis)
     return InMemoryCache()
+
+
+def _limiter(settings: Settings, redis: Redis | None) -> CallLimiter:
+    """The call limits over ``limits``' in-process storage, or over Redis through the
+    process's one connection pool (no second pool: the storage's client wraps it)."""
+    from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+
+    storage: Storage
+    if redis is not None:
+        scheme = urlsplit(settings.redis_url).scheme
+        uri = {"unix": "async+redis+unix"}.get(scheme, "async+" + scheme) + "://"
+        storage = RedisStorage(
+            uri,
+            implementation="redispy",
+            key_prefix=settings.rate_prefix,
+            connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+        )
+    else:
+        storage = MemoryStorage()
+    return CallLimiter(
+        storage,
+        user_rate=settings.rate_user,
+        workspace_rate=settings.rate_workspace,
+        max_streams_per_user=settings.max_streams_per_user,
+    )
 
 
 def _throttle(settings: Settings, redis: Redis | None, clock: Clock) -> LoginThrottle:

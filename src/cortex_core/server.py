@@ -89,6 +89,7 @@ def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
             app.authenticator,
             trusted_proxies=app.settings.trusted_proxies,
             metrics=app.metrics,
+            limiter=app.limiter,
         )
     ]
     if app.tracer_provider is not None:
@@ -216,7 +217,11 @@ async def start(app: App) -> RunningServer:
     server, _ = build_server(app)
     address = app.settings.grpc_address
     try:
-        port = server.add_insecure_port(address)
+        credentials = server_credentials(app)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:
         raise OSError(
             f"cannot listen on {address}: the address is in use or not available"
@@ -228,6 +233,28 @@ async def start(app: App) -> RunningServer:
     tasks = await app.supervisor.start(app.background)
     log.info("serving", extra={"address": bound})
     return RunningServer(app, server, bound, tasks)
+
+
+def server_credentials(app: App) -> grpc.ServerCredentials | None:
+    """TLS credentials from ``CORTEX_TLS_*`` (checked by the settings), or None for
+    plaintext; with a client CA, a client without a certificate it signed is refused
+    during the handshake."""
+    cert, key = app.settings.tls_cert_file, app.settings.tls_key_file
+    if cert is None or key is None:
+        return None
+    ca = app.settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(key.data, cert.data)],
+        root_certificates=ca.data if ca is not None else None,
+        require_client_auth=ca is not None,
+    )
+
+
+def transport(app: App) -> str:
+    """How the port speaks, for the start-up line."""
+    if app.settings.tls_cert_file is None:
+        return "plaintext"
+    return "mTLS" if app.settings.tls_client_ca_file is not None else "TLS"
 
 
 GC_THRESHOLDS = (10_000, 50, 100)
@@ -257,7 +284,7 @@ async def serve(app: App, *, announce: bool = True) -> None:
     running = await start(app)
     tune_garbage_collector()
     if announce:
-        print(f"Cortex Core serving on {running.address} (gRPC, plaintext)", flush=True)
+        print(f"Cortex Core serving on {running.address} (gRPC, {transport(app)})", flush=True)
     try:
         await stop.wait()
     finally:

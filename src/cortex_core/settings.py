@@ -23,10 +23,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from limits import RateLimitItem
+
 from cortex_core.adapters.experts_config import ExpertsConfigError, load_experts
 from cortex_core.adapters.llm.config import LlmConfig, LlmConfigError, load_llm_config
 from cortex_core.adapters.mcp.config import McpConfig, load_mcp_config
 from cortex_core.adapters.security.passwords import OWASP_MIN_MEMORY_COST_KIB, OWASP_MIN_TIME_COST
+from cortex_core.api.limits import rate
 from cortex_core.domain.tasks import Expert
 
 T = TypeVar("T")
@@ -53,23 +56,61 @@ class EnvReader:
     :class:`SettingsError` naming the variable when ``parse`` raises ``ValueError``.
     A ``secret`` value is never repeated in the message; credentials in a URL are
     masked.
+
+    A ``secret`` variable (and any read with ``from_file=True``) may instead name a
+    file in ``<NAME>_FILE`` (Docker and Kubernetes secrets): the file is read once,
+    here, one trailing newline dropped. Setting both is an error naming both; a file
+    that cannot be read is an error naming ``<NAME>_FILE`` and its path, never its
+    content.
     """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
-    def get(self, name: str, default: T, parse: Callable[[str], T], *, secret: bool = False) -> T:
+    def get(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        *,
+        secret: bool = False,
+        from_file: bool | None = None,
+    ) -> T:
         raw = self._environ.get(name)
+        source = name
+        if secret if from_file is None else from_file:
+            raw, source = self._value_or_file(name, raw)
         if raw is None or raw.strip() == "":
             return default
         try:
             return parse(raw.strip())
         except ValueError as exc:
-            shown = name if secret else f"{name}={_URL_CREDENTIALS.sub('//***@', raw)!r}"
+            # A value read from a file is never echoed: files are where secrets live.
+            hidden = secret or source != name
+            shown = source if hidden else f"{source}={_URL_CREDENTIALS.sub('//***@', raw)!r}"
             raise SettingsError(f"{shown} is invalid: {exc}") from None
 
     def is_set(self, name: str) -> bool:
         return bool(self._environ.get(name, "").strip())
+
+    def _value_or_file(self, name: str, raw: str | None) -> tuple[str | None, str]:
+        """The variable's value, or the content of the file ``<NAME>_FILE`` names."""
+        file_name = name + FILE_SUFFIX
+        path = self._environ.get(file_name, "").strip()
+        if not path:
+            return raw, name
+        if raw is not None and raw.strip():
+            raise SettingsError(f"{name} and {file_name} are both set; set only one")
+        try:
+            content = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a UTF-8 text file"
+            raise SettingsError(f"{file_name}={path!r} cannot be read: {reason}") from None
+        return content.removesuffix("\n").removesuffix("\r"), file_name
+
+
+#: What a variable's name gets to name a file holding its value instead.
+FILE_SUFFIX = "_FILE"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,9 +129,17 @@ def _setting(
     *,
     shown: str | None = None,
     secret: bool = False,
+    from_file: bool = False,
 ) -> Any:
-    """A :class:`Settings` field read from ``CORTEX_<FIELD>`` with ``parse``."""
-    metadata = {"parse": parse, "help": help, "shown": shown, "secret": secret}
+    """A :class:`Settings` field read from ``CORTEX_<FIELD>`` with ``parse``; a
+    ``secret`` one (or one with ``from_file``) also from ``CORTEX_<FIELD>_FILE``."""
+    metadata = {
+        "parse": parse,
+        "help": help,
+        "shown": shown,
+        "secret": secret,
+        "from_file": secret or from_file,
+    }
     if isinstance(default, tuple | Path) or secret:
         return dataclasses.field(default=default, metadata=metadata, repr=not secret)
     return dataclasses.field(default=default, metadata=metadata)
@@ -180,6 +229,74 @@ def _networks(raw: str) -> tuple[IPNetwork, ...]:
         raise ValueError("expected comma-separated IP addresses or CIDRs") from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PemFile:
+    """A PEM file read once at start: where it was and what it holds."""
+
+    path: Path
+    data: bytes = dataclasses.field(repr=False)
+
+
+def _read_pem(raw: str) -> PemFile:
+    path = Path(raw)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or exc})") from None
+    return PemFile(path, data)
+
+
+def _certificates(raw: str) -> PemFile:
+    """One or more PEM certificates (a chain, or a bundle of CAs)."""
+    from cryptography import x509
+
+    pem = _read_pem(raw)
+    try:
+        x509.load_pem_x509_certificates(pem.data)
+    except ValueError:
+        raise ValueError("is not a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+    return pem
+
+
+def _private_key(raw: str) -> PemFile:
+    """An unencrypted PEM private key; the error never shows its content."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    pem = _read_pem(raw)
+    try:
+        load_pem_private_key(pem.data, password=None)
+    except (ValueError, TypeError):
+        raise ValueError("is not an unencrypted PEM private key") from None
+    return pem
+
+
+def _check_tls(settings: Settings) -> None:
+    """Certificate and key come together and match; a client CA needs both."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if (cert is None) != (key is None):
+        raise SettingsError("CORTEX_TLS_CERT_FILE and CORTEX_TLS_KEY_FILE must be set together")
+    if settings.tls_client_ca_file is not None and cert is None:
+        raise SettingsError(
+            "CORTEX_TLS_CLIENT_CA_FILE needs CORTEX_TLS_CERT_FILE and CORTEX_TLS_KEY_FILE"
+        )
+    if cert is None or key is None:
+        return
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    leaf = x509.load_pem_x509_certificates(cert.data)[0].public_key()
+    private = load_pem_private_key(key.data, password=None).public_key()
+    spki = Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_bytes(*spki) != private.public_bytes(*spki):
+        raise SettingsError(
+            "CORTEX_TLS_KEY_FILE is not the private key of the certificate in CORTEX_TLS_CERT_FILE"
+        )
+
+
 def _boolean(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -202,14 +319,18 @@ class Settings:
     database_url: str = _setting(
         "",
         _database_url,
-        "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB",
+        "sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB (or a file "
+        "holding it: CORTEX_DATABASE_URL_FILE)",
         shown="SQLite in the data dir",
+        from_file=True,
     )
     redis_url: str = _setting(
         "",
         _redis_url,
-        "redis://HOST:PORT/DB: shared events, cache and login limits",
+        "redis://HOST:PORT/DB: shared events, cache, login and call limits (or a file "
+        "holding it: CORTEX_REDIS_URL_FILE)",
         shown="unset: in-process",
+        from_file=True,
     )
     redis_max_connections: int = _setting(
         50,
@@ -256,14 +377,16 @@ class Settings:
     jwt_secret: str = _setting(
         "",
         _secret,
-        "key (>= 32 bytes) signing access tokens; set the same value on every replica",
+        "key (>= 32 bytes) signing access tokens; set the same value on every replica "
+        "(or a file holding it: CORTEX_JWT_SECRET_FILE)",
         shown="generated once into the data dir (0600)",
         secret=True,
     )
     jwt_previous_secrets: tuple[str, ...] = _setting(
         (),
         _secrets,
-        "comma-separated older keys that still verify (key rotation)",
+        "comma-separated older keys that still verify (key rotation; or "
+        "CORTEX_JWT_PREVIOUS_SECRETS_FILE)",
         shown="none",
         secret=True,
     )
@@ -326,6 +449,50 @@ class Settings:
         "comma-separated CIDRs of proxies (e.g. Envoy) whose x-forwarded-for names the client; "
         "from any other peer it is ignored",
         shown="none",
+    )
+    tls_cert_file: PemFile | None = _setting(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        _certificates,
+        "PEM certificate chain of the server; with CORTEX_TLS_KEY_FILE the port speaks TLS "
+        "(docs/security.md)",
+        shown="unset: plaintext",
+    )
+    tls_key_file: PemFile | None = _setting(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        _private_key,
+        "PEM private key of that certificate (unencrypted, mode 0600)",
+        shown="none",
+    )
+    tls_client_ca_file: PemFile | None = _setting(  # noqa: RUF009 (a dataclasses.field)
+        None,
+        _certificates,
+        "PEM CA bundle; when set, clients must present a certificate it signed (mTLS)",
+        shown="none: no client certificates",
+    )
+    rate_user: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        rate("600/minute"),
+        rate,
+        "authenticated calls one user may make (a `limits` rate such as 600/minute); "
+        "over it: RESOURCE_EXHAUSTED/RATE_LIMITED with RetryInfo (docs/security.md)",
+        shown="600/minute",
+    )
+    rate_workspace: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
+        rate("3000/minute"),
+        rate,
+        "calls naming one workspace in parent/name/workspace, all its members together",
+        shown="3000/minute",
+    )
+    rate_prefix: str = _setting(
+        "cortex:rate",
+        str,
+        "prefix of the rate-limit keys in Redis (tests and deployments sharing one Redis "
+        "keep theirs apart)",
+    )
+    max_streams_per_user: int = _setting(
+        32,
+        _positive_int,
+        "SubscribeEvents, SendMessage and WatchTask streams one user may hold open per "
+        "process; one more: RESOURCE_EXHAUSTED/TOO_MANY_STREAMS",
     )
     login_account_attempts: int = _setting(
         5, _positive_int, "failed sign-ins per account before growing delays (docs/security.md)"
@@ -407,6 +574,7 @@ class Settings:
                 field.default,
                 field.metadata["parse"],
                 secret=field.metadata["secret"],
+                from_file=field.metadata["from_file"],
             )
             for field in dataclasses.fields(cls)
             if field.metadata
@@ -421,7 +589,9 @@ class Settings:
             )
         except ExpertsConfigError as exc:
             raise SettingsError(str(exc)) from None
-        return cls(**values)
+        settings = cls(**values)
+        _check_tls(settings)
+        return settings
 
     @property
     def python_log_level(self) -> int:
@@ -455,12 +625,20 @@ LLM_VARIABLES = (
     Variable("CORTEX_LLM_BREAKER_FAILURES", "5", "failed attempts in a row that open a circuit"),
     Variable("CORTEX_LLM_BREAKER_RESET", "30", "seconds an open circuit waits before a probe"),
     Variable("CORTEX_OPENAI_BASE_URL", "OpenAI's API", "any OpenAI-compatible endpoint"),
-    Variable("CORTEX_OPENAI_API_KEY", "none", "required unless a base URL is set"),
+    Variable(
+        "CORTEX_OPENAI_API_KEY",
+        "none",
+        "required unless a base URL is set (or a file holding it: CORTEX_OPENAI_API_KEY_FILE)",
+    ),
     Variable("CORTEX_OPENAI_MODEL", "none", "required when openai is in the chain"),
     Variable("CORTEX_OPENAI_TIMEOUT", "60", "seconds to wait for data"),
     Variable("CORTEX_OPENAI_MAX_TOKENS_PARAM", "max_tokens", "max_tokens or max_completion_tokens"),
     Variable("CORTEX_ANTHROPIC_BASE_URL", "Anthropic's API", "another Anthropic endpoint"),
-    Variable("CORTEX_ANTHROPIC_API_KEY", "none", "required unless a base URL is set"),
+    Variable(
+        "CORTEX_ANTHROPIC_API_KEY",
+        "none",
+        "required unless a base URL is set (or a file holding it: CORTEX_ANTHROPIC_API_KEY_FILE)",
+    ),
     Variable("CORTEX_ANTHROPIC_MODEL", "none", "required when anthropic is in the chain"),
     Variable("CORTEX_ANTHROPIC_TIMEOUT", "60", "seconds to wait for data"),
 )

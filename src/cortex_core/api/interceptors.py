@@ -19,6 +19,10 @@ per method), so a call pays for a single extra frame. For each call it:
 * for the public sign-in methods, resolves the client's address (the peer, or
   ``x-forwarded-for`` when the peer is a trusted proxy; see
   :func:`~cortex_core.api.context.resolve_client`);
+* after authentication, counts the call against the caller's limits
+  (:class:`~cortex_core.api.limits.CallLimiter`: per-user and per-workspace
+  rates, per-user open streams; RESOURCE_EXHAUSTED with RATE_LIMITED or
+  TOO_MANY_STREAMS and RetryInfo), the stream's count released in ``finally``;
 * records the call in the access log: method, code, duration, peer, request id,
   and in the metrics (calls by method and code, durations, open streams).
 
@@ -53,6 +57,7 @@ from cortex_core.api import status
 from cortex_core.api.access_log import AccessLog
 from cortex_core.api.context import IPNetwork, caller_var, client_var, resolve_client
 from cortex_core.api.input_checks import request_violations
+from cortex_core.api.limits import STREAM_METHODS, CallLimiter
 from cortex_core.api.streams import SHUTDOWN_MESSAGE, StreamRegistry, shutting_down
 from cortex_core.ports import Metrics
 from cortex_core.services.authentication import Authenticator
@@ -180,8 +185,10 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         authenticator: Authenticator | None = None,
         trusted_proxies: Sequence[IPNetwork] = (),
         metrics: Metrics | None = None,
+        limiter: CallLimiter | None = None,
     ) -> None:
         self.streams = streams
+        self.limiter = limiter
         self._access_log = access_log
         self.metrics = metrics
         self.authenticator = authenticator
@@ -252,7 +259,10 @@ class CortexInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 if resolves_client:
                     client_var.set(resolve_client(context, self._trusted_proxies))
                 if authenticator is not None:
-                    caller_var.set(await authenticator.authenticate(bearer))
+                    caller = await authenticator.authenticate(bearer)
+                    caller_var.set(caller)
+                    if self.limiter is not None:
+                        await self.limiter.admit(caller.user_id, request)
                 return await behavior(request, context)
             except BaseException as exc:
                 code, rpc = self.outcome(
@@ -342,6 +352,7 @@ class _StreamGuard:
         "_interceptor",
         "_interrupt",
         "_method",
+        "_release_stream",
         "_request",
         "_request_id",
         "_start",
@@ -368,6 +379,7 @@ class _StreamGuard:
         self._admitted = False
         self._task: asyncio.Task[Any] | None = None
         self._token: contextvars.Token[str] | None = None
+        self._release_stream: Callable[[], None] | None = None
 
     async def __aenter__(self) -> None:
         self._token = request_id_var.set(self._request_id)
@@ -386,7 +398,13 @@ class _StreamGuard:
                 await self._interceptor.abort_malformed(self._context, self._request)
             authenticator = self._interceptor.authenticator
             if authenticator is not None and needs_auth(self._method):
-                caller_var.set(await authenticator.authenticate(self._bearer))
+                caller = await authenticator.authenticate(self._bearer)
+                caller_var.set(caller)
+                limiter = self._interceptor.limiter
+                if limiter is not None:
+                    await limiter.admit(caller.user_id, self._request)
+                    if self._method in STREAM_METHODS:
+                        self._release_stream = limiter.open_stream(caller.user_id)
         except BaseException as exc:
             await self.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -406,6 +424,9 @@ class _StreamGuard:
                 await self._context.abort_with_status(rpc)
             return False
         finally:
+            if self._release_stream is not None:
+                self._release_stream()
+                self._release_stream = None
             streams = interceptor.streams
             if self._task is not None:
                 streams.discard(self._task)

@@ -61,7 +61,13 @@ class Variables(Protocol):
     """The environment, as the settings' reader gives it (``settings.EnvReader``)."""
 
     def get(
-        self, name: str, default: T, parse: Callable[[str], T], *, secret: bool = False
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        *,
+        secret: bool = False,
+        from_file: bool | None = None,
     ) -> T: ...
 
     def is_set(self, name: str) -> bool: ...
