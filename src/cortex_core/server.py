@@ -29,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -99,13 +100,18 @@ def build_server(app: App) -> tuple[grpc.aio.Server, list[str]]:
         # Cortex's interceptor serves streams as coroutines (see api.interceptors).
         # Health is left out: its Watch writes with context.write, which the
         # instrumentation cannot wrap, and probes would only add noise.
-        untraced = filters.negate(filters.health_check())
+        # Server streams are left out too: Cortex serves them as coroutines that
+        # write with context.write (api.interceptors), which the instrumentation's
+        # stream wrapper cannot iterate (it made every stream INTERNAL).
+        streams = [filters.full_method_name(name) for name in _server_streams(app.servicers)]
+        untraced = filters.negate(filters.any_of(filters.health_check(), *streams))
         # The server span continues the caller's ``traceparent`` (W3C propagator).
         interceptors.append(
             aio_server_interceptor(  # type: ignore[no-untyped-call]
                 tracer_provider=app.tracer_provider, filter_=untraced
             )
         )
+        interceptors.append(_StreamSpans(app.tracer_provider.get_tracer("cortex.grpc")))
     server = grpc.aio.server(interceptors=interceptors, options=server_options(app))
     names = register_services(server, app.servicers)
     health_pb2_grpc.add_HealthServicer_to_server(app.health.servicer, server)
@@ -292,3 +298,70 @@ async def serve(app: App, *, announce: bool = True) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         await running.drain()
+
+
+def _server_streams(servicers: Mapping[str, object]) -> list[str]:
+    """``/package.Service/Method`` of every server-streaming RPC of ``servicers``."""
+    from google.protobuf import descriptor_pool
+
+    pool = descriptor_pool.Default()
+    return [
+        f"/{service}/{method.name}"
+        for service in servicers
+        for method in pool.FindServiceByName(service).methods
+        if method.server_streaming
+    ]
+
+
+class _StreamSpans(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """A server span (continuing the caller's ``traceparent``) around each
+    server-streaming call, which the instrumentation's interceptor cannot wrap."""
+
+    def __init__(self, tracer: Any) -> None:
+        self._tracer = tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None or handler.unary_stream is None:
+            return handler
+        from opentelemetry import propagate, trace
+
+        behavior: Any = handler.unary_stream
+        method = details.method
+        tracer = self._tracer
+
+        def carrier(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+            return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def streamed(request: Any, context: Any) -> AsyncIterator[Any]:
+                parent = propagate.extract(carrier(context))
+                with tracer.start_as_current_span(
+                    method, context=parent, kind=trace.SpanKind.SERVER
+                ):
+                    async for response in behavior(request, context):
+                        yield response
+
+            wrapped: Any = streamed
+        else:
+
+            async def written(request: Any, context: Any) -> Any:
+                parent = propagate.extract(carrier(context))
+                with tracer.start_as_current_span(
+                    method, context=parent, kind=trace.SpanKind.SERVER
+                ):
+                    return await behavior(request, context)
+
+            wrapped = written
+        return grpc.unary_stream_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
