@@ -470,17 +470,17 @@ class Settings:
         shown="none: no client certificates",
     )
     rate_user: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
-        rate("600/minute"),
+        rate("6000/minute"),
         rate,
-        "authenticated calls one user may make (a `limits` rate such as 600/minute); "
+        "authenticated calls one user may make (a `limits` rate such as 6000/minute); "
         "over it: RESOURCE_EXHAUSTED/RATE_LIMITED with RetryInfo (docs/security.md)",
-        shown="600/minute",
+        shown="6000/minute",
     )
     rate_workspace: RateLimitItem = _setting(  # noqa: RUF009 (_setting returns a dataclasses.field)
-        rate("3000/minute"),
+        rate("30000/minute"),
         rate,
         "calls naming one workspace in parent/name/workspace, all its members together",
-        shown="3000/minute",
+        shown="30000/minute",
     )
     rate_prefix: str = _setting(
         "cortex:rate",

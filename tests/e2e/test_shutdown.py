@@ -273,6 +273,7 @@ async def test_streams_of_a_killed_client_end_cleanly(tmp_path: Path) -> None:
         "CORTEX_JWT_SECRET": JWT_SECRET,
         "CORTEX_EVENTS_HEARTBEAT": "0.2",
         "CORTEX_LOCAL_LLM_DELAY": "0.1",  # 40 words: about 4 s
+        "CORTEX_MAX_STREAMS_PER_USER": "1000",  # 60 streams of one user: not a test of the cap
     }
     with cortex_server(tmp_path, env) as server:
         client = EventsClient(server.address)
