@@ -143,23 +143,79 @@ def _output(result: Any) -> dict[str, Any]:
     return json_format.MessageToDict(result.output)
 
 
-async def _live_events(chat: Chat) -> Any:
-    """A subscription to the conversation's events, proven live."""
-    stream = chat.events.SubscribeEvents(
-        event_service_pb2.SubscribeEventsRequest(
-            workspaces=[chat.workspace], conversation=chat.conversation
+class _LiveEvents:
+    """A conversation's event frames, read by a task of their own so a wait can time out
+    without cancelling the call (a timed-out ``read()`` cancels a grpc.aio stream)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._frames: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+        self.probing = True
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._stream:
+                if not (self.probing is False and _is_probe(frame)):
+                    self._frames.put_nowait(frame)
+        finally:
+            self._frames.put_nowait(None)
+
+    async def next(self, within: float) -> Any:
+        async with asyncio.timeout(within):
+            frame = await self._frames.get()
+        if frame is None:
+            raise AssertionError("the event stream ended early")
+        return frame
+
+    def __aiter__(self) -> _LiveEvents:
+        return self
+
+    async def __anext__(self) -> Any:
+        frame = await self._frames.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+        self._reader.cancel()
+
+
+def _is_probe(frame: Any) -> bool:
+    return (
+        frame.WhichOneof("frame") == "event"
+        and frame.event.HasField("conversation_updated")
+        and list(frame.event.conversation_updated.update_mask.paths) == ["title"]
+    )
+
+
+async def _live_events(chat: Chat) -> _LiveEvents:
+    """A subscription to the conversation's events, proven live: nothing is sent back
+    before the server has registered it, so a probe change (a title update) is repeated
+    until its event arrives; later probe events are dropped."""
+    stream = _LiveEvents(
+        chat.events.SubscribeEvents(
+            event_service_pb2.SubscribeEventsRequest(
+                workspaces=[chat.workspace], conversation=chat.conversation
+            )
         )
     )
-    await chat.stub.UpdateConversation(
-        cpb.UpdateConversationRequest(
-            conversation=conversation_pb2.Conversation(name=chat.conversation, title="live"),
-            update_mask=field_mask_pb2.FieldMask(paths=["title"]),
-        )
-    )
-    async for frame in stream:
-        if frame.WhichOneof("frame") == "event" and frame.event.HasField("conversation_updated"):
-            break
-    return stream
+    async with asyncio.timeout(30):
+        while True:
+            await chat.stub.UpdateConversation(
+                cpb.UpdateConversationRequest(
+                    conversation=conversation_pb2.Conversation(
+                        name=chat.conversation, title="live"
+                    ),
+                    update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+                )
+            )
+            with contextlib.suppress(TimeoutError):
+                while not _is_probe(await stream.next(within=2)):
+                    pass
+                stream.probing = False
+                return stream
 
 
 async def _events_until_completed(stream: Any) -> list[Any]:
@@ -182,8 +238,9 @@ async def test_a_reply_with_one_tool_call_streams_and_stores_each_step(
     kinds = _kinds(frames)
     assert kinds[0] == "user_message"
     assert kinds[-2:] == ["usage", "completion"]
-    call_at, result_at = kinds.index("tool_call"), kinds.index("tool_result")
-    assert "delta" in kinds[1:call_at]
+    order = [f.WhichOneof("frame") for f in frames]  # kinds merges runs of deltas
+    call_at, result_at = order.index("tool_call"), order.index("tool_result")
+    assert "delta" in order[1:call_at]
     assert call_at < result_at
     assert kinds.count("tool_call") == kinds.count("tool_result") == 1
     call, result = frames[call_at].tool_call, frames[result_at].tool_result
@@ -685,12 +742,12 @@ async def test_heartbeats_come_while_a_tool_call_runs_and_nothing_else_is_sent(
     frames, _ = await _one_send(
         backend, tmp_path, tools, '/call testing.slow {"seconds": 1.1}', events_heartbeat=0.2
     )
-    kinds = _kinds(frames)
-    call_at, result_at = kinds.index("tool_call"), kinds.index("tool_result")
+    order = [f.WhichOneof("frame") for f in frames]
+    call_at, result_at = order.index("tool_call"), order.index("tool_result")
     beats = [f.heartbeat for f in frames[call_at:result_at] if f.HasField("heartbeat")]
     assert 3 <= len(beats) <= 6  # one per 0.2 s of a 1.1 s call
     assert all(beat.server_time.seconds > 0 for beat in beats)
-    assert "heartbeat" not in kinds[:call_at] + kinds[result_at:]
+    assert "heartbeat" not in order[:call_at] + order[result_at:]
     assert frames[-1].completion.finish_reason == message_pb2.FINISH_REASON_STOP
 
 
