@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help install run migrate test check format lint typecheck layers pytest \
-        test-unit test-integration test-e2e bench envoy clean
+        test-unit test-integration test-e2e bench envoy cluster clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -94,6 +94,12 @@ envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server 
 	@echo "It forwards to the server on 127.0.0.1:50051: start that with 'make run' in another shell."
 	@echo "Upstream health: curl -s http://127.0.0.1:9901/clusters | grep health_flags  (Ctrl-C stops)"
 	$(BIN)/envoy -c $(ENVOY_CONFIG) --log-level $(ENVOY_LOG_LEVEL)
+
+# N replicas on the local PostgreSQL and Redis behind Envoy (docs/deploy.md): REPLICAS=3 make
+# cluster; CLUSTER_DATABASE_URL and CLUSTER_REDIS_URL override where they store.
+REPLICAS ?= 2
+cluster: $(VENV)/.installed ## N replicas (REPLICAS, default 2) behind Envoy on :8080 (gRPC and gRPC-Web)
+	$(BIN)/cortex-core cluster --replicas $(REPLICAS)
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules

@@ -4,6 +4,7 @@ Commands:
   serve     run the gRPC server until SIGTERM/SIGINT (migrations are applied first)
   migrate   apply pending database migrations and exit
   chat      talk to a running server from the terminal (see cortex_core.clients.chat)
+  cluster   N replicas behind Envoy on this machine (see cortex_core.cluster)
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    from cortex_core import cluster
+
+    cluster.add_arguments(
+        commands.add_parser(
+            "cluster",
+            help="run N replicas on one PostgreSQL and Redis behind Envoy (make cluster)",
+            description=cluster.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -84,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cortex_core.clients.chat import run as run_chat
 
         return run_chat(args)
+    if args.command == "cluster":  # a launcher: each replica reads its own configuration
+        from cortex_core.cluster import run as run_cluster
+
+        return run_cluster(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
