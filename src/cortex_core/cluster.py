@@ -271,35 +271,40 @@ def _ensure_database(url: str) -> None:
         return
     import asyncio
 
-    import asyncpg
-    from sqlalchemy.engine import make_url
+    import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.ext.asyncio import create_async_engine
 
-    parsed = make_url(url)
+    parsed = sa.make_url(url)
     name = parsed.database or "postgres"
 
     async def ensure() -> bool:
-        admin = await asyncpg.connect(
-            host=parsed.host or "127.0.0.1",
-            port=parsed.port or 5432,
-            user=parsed.username or "postgres",
-            password=parsed.password,
-            database="postgres",
-            timeout=10,
+        # CREATE DATABASE cannot run in a transaction: autocommit, on the server's
+        # maintenance database.
+        engine = create_async_engine(
+            parsed.set(database="postgres"),
+            isolation_level="AUTOCOMMIT",
+            connect_args={"timeout": 10},
         )
         try:
-            if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                return False
-            quoted = name.replace('"', '""')
-            await admin.execute(f'CREATE DATABASE "{quoted}"')
-            return True
+            async with engine.connect() as connection:
+                exists = await connection.scalar(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+                )
+                if exists:
+                    return False
+                quoted = name.replace('"', '""')
+                await connection.execute(sa.text(f'CREATE DATABASE "{quoted}"'))
+                return True
         finally:
-            await admin.close()
+            await engine.dispose()
 
     try:
         created = asyncio.run(ensure())
-    except (OSError, asyncpg.PostgresError) as error:
+    except (OSError, SQLAlchemyError) as error:
         shown = parsed.render_as_string(hide_password=True)
-        raise ClusterError(f"PostgreSQL at {shown} cannot be used: {error}") from None
+        reason = getattr(error, "orig", None) or error
+        raise ClusterError(f"PostgreSQL at {shown} cannot be used: {reason}") from None
     if created:
         _say(f"created database {name}")
 

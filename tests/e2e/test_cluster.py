@@ -1,9 +1,13 @@
-"""``cortex-core cluster`` (what ``make cluster`` runs): 2 replicas behind Envoy, real processes.
+"""``cortex-core cluster`` (what ``make cluster`` runs): replicas behind Envoy, real processes.
 
-Each test runs the launcher itself on a fresh database (PostgreSQL from
-``CORTEX_TEST_DATABASE_URL``, required when ``CI=true``) and the shared Redis
-(``CORTEX_TEST_REDIS_URL``), with every port picked free, and reads the replicas'
-pids and addresses and Envoy's addresses from what it prints. Clients call only
+The module runs the launcher itself once (starting a cluster takes most of the time)
+with 3 replicas on a fresh database (PostgreSQL from ``CORTEX_TEST_DATABASE_URL``,
+required when ``CI=true``) and the shared Redis (``CORTEX_TEST_REDIS_URL``), with
+every port picked free, and reads the replicas' pids and addresses and Envoy's
+addresses from what it prints. The SIGTERM test comes first: it leaves 2 of 3
+replicas healthy. The kill test then takes one of those two; with 1 of 3 healthy,
+Envoy is in panic mode (under 50 % healthy it routes to every host) and its retries
+(``previous_hosts``) are what bring calls to the survivor. Clients call only
 Envoy's listener (gRPC over HTTP/2, and gRPC-Web over HTTP/1.1 as a browser does),
 except the writer of the kill test, which writes on the replica that survives:
 a change committed by a replica SIGKILLed before it appended the change's event
@@ -26,12 +30,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
+import pytest
 from cortex.auth.v1 import auth_service_pb2 as auth_pb
 from support.clients import Account
 from support.databases import require_env
@@ -43,6 +48,7 @@ from cortex_core.cluster import admin_get
 REPO = Path(__file__).resolve().parents[2]
 CORTEX = Path(sys.executable).with_name("cortex-core")
 STARTUP_TIMEOUT = 120.0
+REPLICAS = 3
 _REPLICA = re.compile(r"replica (\d+) pid (\d+) serving on (\S+),")
 _ENVOY = re.compile(r"envoy pid (\d+): gRPC and gRPC-Web on (\S+), admin http://(\S+),")
 # What a client sees when the replica under its call or stream dies behind Envoy.
@@ -76,13 +82,17 @@ class Cluster:
         """Whether the launcher printed a line containing ``text``."""
         return any(text in line for line in self.output)
 
+    def live(self) -> list[Replica]:
+        """The replicas the launcher has not seen exit."""
+        return [r for r in self.replicas if not self.said(f"replica {r.name} exited")]
+
     def printed(self) -> str:
         return "\n".join(self.output)
 
 
 @contextlib.contextmanager
 def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Cluster]:
-    """``cortex-core cluster`` with 2 replicas; stopped with SIGTERM afterwards."""
+    """``cortex-core cluster`` with ``REPLICAS`` replicas; stopped with SIGTERM afterwards."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CORTEX_")},
         "CORTEX_ACCESS_LOG": "false",
@@ -90,7 +100,7 @@ def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Clus
         "CORTEX_SHUTDOWN_GRACE": "5",
     }
     command = [
-        str(CORTEX), "cluster", "--replicas", "2", "--base-port", "0",
+        str(CORTEX), "cluster", "--replicas", str(REPLICAS), "--base-port", "0",
         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
         "--directory", str(tmp_path / "cluster"),
         "--envoy-template", str(REPO / "envoy" / "envoy.yaml"),
@@ -115,7 +125,7 @@ def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Clus
                 cluster.replicas.append(Replica(found[1], int(found[2]), found[3]))
             if found := _ENVOY.search(line):
                 cluster.listener, cluster.admin = found[2], found[3]
-        assert len(cluster.replicas) == 2, cluster.output
+        assert len(cluster.replicas) == REPLICAS, cluster.output
         yield cluster
     finally:
         if launcher.poll() is None:
@@ -129,12 +139,21 @@ def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Clus
         stdout.close()
 
 
-@contextlib.asynccontextmanager
-async def cluster_up(tmp_path: Path) -> AsyncIterator[Cluster]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One launched cluster for the module (starting one takes most of the time);
+    its own loop for the database: pytest's loop is per test."""
     redis_url = require_env("CORTEX_TEST_REDIS_URL")
-    async with shared_database(tmp_path) as database_url:
-        with launched(tmp_path, database_url, redis_url) as cluster:
-            yield cluster
+    tmp_path = tmp_path_factory.mktemp("cluster")
+    loop = asyncio.new_event_loop()
+    database = shared_database(tmp_path)
+    try:
+        database_url = loop.run_until_complete(database.__aenter__())
+        with launched(tmp_path, database_url, redis_url) as running:
+            yield running
+    finally:
+        loop.run_until_complete(database.__aexit__(None, None, None))
+        loop.close()
 
 
 async def call_with_one_retry(client: EventsClient, account: Account) -> int:
@@ -161,6 +180,7 @@ class Subscriber:
     names: list[str] = dataclasses.field(default_factory=list)
     sequences: list[int] = dataclasses.field(default_factory=list)
     breaks: list[grpc.StatusCode] = dataclasses.field(default_factory=list)
+    messages: list[str] = dataclasses.field(default_factory=list)
     resumed_after: list[float] = dataclasses.field(default_factory=list)
     stream: Any = None
 
@@ -182,6 +202,7 @@ class Subscriber:
                     await asyncio.sleep(0.1)
                 else:
                     self.breaks.append(error.code())
+                    self.messages.append(str(error.details()))
                 broken = True
                 self.stream = self.client.subscribe(
                     self.account, workspaces=[self.workspace], resume_token=self.token
@@ -201,91 +222,6 @@ class Subscriber:
                 self.token = frame.heartbeat.resume_token
 
 
-async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_nothing_lost(
-    tmp_path: Path,
-) -> None:
-    async with cluster_up(tmp_path) as cluster:
-        client = EventsClient(cluster.listener)
-        alice = await client.register()
-        workspace = str((await client.first_workspace(alice)).name)
-        subscribers = [Subscriber(client, alice, workspace) for _ in range(6)]
-        for subscriber in subscribers:
-            await subscriber.open()
-        # Envoy spread the streams; the victim is a replica that holds some.
-        active = {r.name: int(cluster.host_stat(r, "rq_active")) for r in cluster.replicas}
-        victim, survivor = sorted(cluster.replicas, key=lambda r: -active[r.name])
-        assert active[victim.name] >= 1, active
-        writer = EventsClient(survivor.address)
-
-        committed: list[str] = []
-        calls = [0, 0]  # made, failed once (then retried)
-        killed = asyncio.Event()
-        killed_at: list[float] = []
-        stop = asyncio.Event()
-
-        async def write() -> None:
-            while not stop.is_set():
-                name = f"event {len(committed)}"
-                await writer.rename(alice, workspace, name)
-                committed.append(name)
-                await asyncio.sleep(0.02)
-
-        async def call() -> None:
-            while not stop.is_set():
-                calls[1] += await call_with_one_retry(client, alice)
-                calls[0] += 1
-                await asyncio.sleep(0.01)
-
-        followers = [asyncio.create_task(s.follow(killed, killed_at)) for s in subscribers]
-        work = [asyncio.create_task(write()), asyncio.create_task(call())]
-        try:
-            await asyncio.sleep(1.0)
-            before_kill = (len(committed), calls[0])
-            killed_at.append(time.monotonic())
-            killed.set()
-            os.kill(victim.pid, signal.SIGKILL)
-            await asyncio.sleep(4.0)
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*work), 15)
-            async with asyncio.timeout(20):
-                while any(len(s.names) < len(committed) for s in subscribers):
-                    for task in followers:
-                        if task.done():
-                            task.result()  # a follower failed: say why
-                    await asyncio.sleep(0.1)
-            await asyncio.sleep(1.0)  # heartbeats later: anything extra would be here
-        finally:
-            for task in [*followers, *work]:
-                task.cancel()
-            await asyncio.gather(*followers, *work, return_exceptions=True)
-            await client.close()
-            await writer.close()
-
-        broken = [s for s in subscribers if s.breaks]
-        lost = sum(len(set(committed) - set(s.names)) for s in subscribers)
-        duplicated = sum(len(s.names) - len(set(s.names)) for s in subscribers)
-        resumes = [t for s in broken for t in s.resumed_after]
-        print(
-            f"\ncluster figures: unary calls {calls[0]} ({calls[0] - before_kill[1]} after the "
-            f"kill), failed once then retried {calls[1]}, failed after a retry 0; streams "
-            f"{len(subscribers)}, broken by the kill {len(broken)} "
-            f"({sorted({c.name for s in broken for c in s.breaks})}), resumed within "
-            f"{max(resumes, default=0):.2f} s of the kill; events committed {len(committed)} "
-            f"({len(committed) - before_kill[0]} after the kill), lost {lost}, "
-            f"duplicated {duplicated}"
-        )
-        assert broken, "no stream was on the killed replica"
-        assert all(len(s.resumed_after) == len(s.breaks) for s in broken)
-        for subscriber in subscribers:
-            assert subscriber.names == committed
-            assert subscriber.sequences == sorted(set(subscriber.sequences))
-        assert calls[0] - before_kill[1] > 0
-        assert len(committed) > before_kill[0]
-        async with asyncio.timeout(5):
-            while not cluster.said(f"replica {victim.name} exited with -9"):
-                await asyncio.sleep(0.1)
-
-
 def grpc_web_current_user(cluster: Cluster, account: Account) -> str:
     """GetCurrentUser as a browser calls it (gRPC-Web over HTTP/1.1); the user's name."""
     reply = grpc_web_call(
@@ -300,55 +236,137 @@ def grpc_web_current_user(cluster: Cluster, account: Account) -> str:
 
 
 async def test_a_replica_sent_sigterm_is_taken_out_by_envoy_and_no_call_fails(
-    tmp_path: Path,
+    cluster: Cluster,
 ) -> None:
-    async with cluster_up(tmp_path) as cluster:
-        client = EventsClient(cluster.listener)
-        alice = await client.register()
-        assert await asyncio.to_thread(grpc_web_current_user, cluster, alice) == alice.user
-        victim, survivor = cluster.replicas
-        failures: list[grpc.aio.AioRpcError] = []
-        calls = [0]
-        stop = asyncio.Event()
+    client = EventsClient(cluster.listener)
+    alice = await client.register()
+    assert await asyncio.to_thread(grpc_web_current_user, cluster, alice) == alice.user
+    victim, *survivors = cluster.live()
+    failures: list[grpc.aio.AioRpcError] = []
+    calls = [0]
+    stop = asyncio.Event()
 
-        async def call() -> None:
-            while not stop.is_set():
-                try:
-                    await client.me(alice)  # no retry: none may fail
-                except grpc.aio.AioRpcError as error:
-                    failures.append(error)
-                calls[0] += 1
-                await asyncio.sleep(0.01)
+    async def call() -> None:
+        while not stop.is_set():
+            try:
+                await client.me(alice)  # no retry: none may fail
+            except grpc.aio.AioRpcError as error:
+                failures.append(error)
+            calls[0] += 1
+            await asyncio.sleep(0.01)
 
-        caller = asyncio.create_task(call())
-        try:
-            await asyncio.sleep(0.5)
-            os.kill(victim.pid, signal.SIGTERM)
-            signalled = time.monotonic()
-            async with asyncio.timeout(20):
-                while "failed_active_hc" not in (
-                    flags := cluster.host_stat(victim, "health_flags")
-                ):
-                    await asyncio.sleep(0.1)
-            taken_out = time.monotonic() - signalled
-            victim_total = int(cluster.host_stat(victim, "rq_total"))
-            survivor_total = int(cluster.host_stat(survivor, "rq_total"))
-            calls_then = calls[0]
-            async with asyncio.timeout(20):
-                while calls[0] < calls_then + 50:
-                    await asyncio.sleep(0.05)
-            assert int(cluster.host_stat(victim, "rq_total")) == victim_total
-            assert int(cluster.host_stat(survivor, "rq_total")) >= survivor_total + 50
-        finally:
-            stop.set()
-            await asyncio.gather(caller, return_exceptions=True)
-        assert await asyncio.to_thread(grpc_web_current_user, cluster, alice) == alice.user
-        await client.close()
-        print(
-            f"\ncluster figures (SIGTERM): Envoy marked the replica {flags} {taken_out:.2f} s "
-            f"after SIGTERM; calls {calls[0]}, failed {len(failures)}"
-        )
-        assert failures == []
-        async with asyncio.timeout(15):
-            while not cluster.said(f"replica {victim.name} exited with 0"):
+    caller = asyncio.create_task(call())
+    try:
+        await asyncio.sleep(0.5)
+        os.kill(victim.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        async with asyncio.timeout(20):
+            while "failed_active_hc" not in (flags := cluster.host_stat(victim, "health_flags")):
                 await asyncio.sleep(0.1)
+        taken_out = time.monotonic() - signalled
+        victim_total = int(cluster.host_stat(victim, "rq_total"))
+        survivors_total = sum(int(cluster.host_stat(r, "rq_total")) for r in survivors)
+        calls_then = calls[0]
+        async with asyncio.timeout(20):
+            while calls[0] < calls_then + 50:
+                await asyncio.sleep(0.05)
+        assert int(cluster.host_stat(victim, "rq_total")) == victim_total
+        now_total = sum(int(cluster.host_stat(r, "rq_total")) for r in survivors)
+        assert now_total >= survivors_total + 50
+    finally:
+        stop.set()
+        await asyncio.gather(caller, return_exceptions=True)
+    assert await asyncio.to_thread(grpc_web_current_user, cluster, alice) == alice.user
+    await client.close()
+    print(
+        f"\ncluster figures (SIGTERM): Envoy marked the replica {flags} {taken_out:.2f} s "
+        f"after SIGTERM; calls {calls[0]}, failed {len(failures)}"
+    )
+    assert failures == []
+    async with asyncio.timeout(15):
+        while not cluster.said(f"replica {victim.name} exited with 0"):
+            await asyncio.sleep(0.1)
+
+
+async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_nothing_lost(
+    cluster: Cluster,
+) -> None:
+    client = EventsClient(cluster.listener)
+    alice = await client.register()
+    workspace = str((await client.first_workspace(alice)).name)
+    subscribers = [Subscriber(client, alice, workspace) for _ in range(6)]
+    for subscriber in subscribers:
+        await subscriber.open()
+    # Envoy spread the streams; the victim is a replica that holds some.
+    active = {r.name: int(cluster.host_stat(r, "rq_active")) for r in cluster.live()}
+    victim, survivor, *_ = sorted(cluster.live(), key=lambda r: -active[r.name])
+    assert active[victim.name] >= 1, active
+    writer = EventsClient(survivor.address)
+
+    committed: list[str] = []
+    calls = [0, 0]  # made, failed once (then retried)
+    killed = asyncio.Event()
+    killed_at: list[float] = []
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        while not stop.is_set():
+            name = f"event {len(committed)}"
+            await writer.rename(alice, workspace, name)
+            committed.append(name)
+            await asyncio.sleep(0.02)
+
+    async def call() -> None:
+        while not stop.is_set():
+            calls[1] += await call_with_one_retry(client, alice)
+            calls[0] += 1
+            await asyncio.sleep(0.01)
+
+    followers = [asyncio.create_task(s.follow(killed, killed_at)) for s in subscribers]
+    work = [asyncio.create_task(write()), asyncio.create_task(call())]
+    try:
+        await asyncio.sleep(1.0)
+        before_kill = (len(committed), calls[0])
+        killed_at.append(time.monotonic())
+        killed.set()
+        os.kill(victim.pid, signal.SIGKILL)
+        await asyncio.sleep(4.0)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*work), 15)
+        async with asyncio.timeout(20):
+            while any(len(s.names) < len(committed) for s in subscribers):
+                for task in followers:
+                    if task.done():
+                        task.result()  # a follower failed: say why
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # heartbeats later: anything extra would be here
+    finally:
+        for task in [*followers, *work]:
+            task.cancel()
+        await asyncio.gather(*followers, *work, return_exceptions=True)
+        await client.close()
+        await writer.close()
+
+    broken = [s for s in subscribers if s.breaks]
+    lost = sum(len(set(committed) - set(s.names)) for s in subscribers)
+    duplicated = sum(len(s.names) - len(set(s.names)) for s in subscribers)
+    resumes = [t for s in broken for t in s.resumed_after]
+    print(
+        f"\ncluster figures: unary calls {calls[0]} ({calls[0] - before_kill[1]} after the "
+        f"kill), failed once then retried {calls[1]}, failed after a retry 0; streams "
+        f"{len(subscribers)}, broken by the kill {len(broken)} "
+        f"({sorted({c.name for s in broken for c in s.breaks})}), resumed within "
+        f"{max(resumes, default=0):.2f} s of the kill; events committed {len(committed)} "
+        f"({len(committed) - before_kill[0]} after the kill), lost {lost}, "
+        f"duplicated {duplicated}"
+    )
+    assert broken, "no stream was on the killed replica"
+    assert all(len(s.resumed_after) == len(s.breaks) for s in broken)
+    for subscriber in subscribers:
+        assert subscriber.names == committed
+        assert subscriber.sequences == sorted(set(subscriber.sequences))
+    assert calls[0] - before_kill[1] > 0
+    assert len(committed) > before_kill[0]
+    async with asyncio.timeout(5):
+        while not cluster.said(f"replica {victim.name} exited with -9"):
+            await asyncio.sleep(0.1)
