@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.python_log_level, settings.log_format)
     if args.command == "serve":
         return _run(_serve(settings))
-    return _run(_migrate(settings))
+    return _run(migrate_database(settings))
 
 
 def _run(coro: asyncio.Future[None] | object) -> int:
@@ -142,7 +142,9 @@ async def _serve(settings: Settings) -> None:
     await serve(bootstrap(settings))
 
 
-async def _migrate(settings: Settings) -> None:
+async def migrate_database(settings: Settings) -> None:
+    """``cortex-core migrate``: apply pending migrations to the settings' database and
+    say so; raise :class:`StartupError` when it does not answer."""
     from cortex_core import errors
     from cortex_core.adapters.sql.database import SqlDatabase
     from cortex_core.bootstrap import database_unreachable, public_address

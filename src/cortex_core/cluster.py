@@ -3,8 +3,9 @@
 What it does, in order (``make cluster`` runs it; docs/deploy.md explains why):
 
 1. Creates the PostgreSQL database if it does not exist (a development
-   convenience; production creates it beforehand) and runs ``cortex-core
-   migrate`` once, as a deploy step, before any replica starts.
+   convenience; production creates it beforehand) and applies the migrations
+   once (what ``cortex-core migrate`` does), as a deploy step, before any
+   replica starts.
 2. Starts ``--replicas`` ``cortex-core serve`` processes on the same database and
    Redis with one shared JWT secret (``CORTEX_JWT_SECRET_FILE``, a 0600 file in
    the cluster directory, unless the environment already sets one), replica ``i``
@@ -222,7 +223,7 @@ def _running(options: Options, stop: _StopFlag) -> Iterator[list[Child]]:
     directory.mkdir(parents=True, exist_ok=True)
     env = _replica_environment(options, directory)
     _ensure_database(options.database_url)
-    _migrate(options, env, directory)
+    _migrate(env)
     replicas: list[Child] = []
     envoy: Child | None = None
     try:
@@ -309,20 +310,18 @@ def _ensure_database(url: str) -> None:
         _say(f"created database {name}")
 
 
-def _migrate(options: Options, env: Mapping[str, str], directory: Path) -> None:
-    """``cortex-core migrate`` once, before any replica: the deploy step."""
-    result = subprocess.run(
-        [options.cortex, "migrate"],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=STARTUP_TIMEOUT,
-        check=False,
-    )
-    (directory / "migrate.log").write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise ClusterError(f"cortex-core migrate failed:\n{result.stdout}{result.stderr}")
-    _say(result.stdout.strip())
+def _migrate(env: Mapping[str, str]) -> None:
+    """What ``cortex-core migrate`` does, once, before any replica: the deploy step
+    (in this process, which has already paid for the imports)."""
+    import asyncio
+
+    from cortex_core.cli import migrate_database
+    from cortex_core.settings import Settings, SettingsError
+
+    try:
+        asyncio.run(migrate_database(Settings.from_env(env)))
+    except SettingsError as error:  # StartupError included: the database does not answer
+        raise ClusterError(f"cannot migrate: {error}") from None
 
 
 def _start_replica(options: Options, env: Mapping[str, str], directory: Path, i: int) -> Child:

@@ -351,11 +351,14 @@ async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_not
     lost = sum(len(set(committed) - set(s.names)) for s in subscribers)
     duplicated = sum(len(s.names) - len(set(s.names)) for s in subscribers)
     resumes = [t for s in broken for t in s.resumed_after]
+    seen = sorted(
+        {f"{c.name}: {m}" for s in broken for c, m in zip(s.breaks, s.messages, strict=True)}
+    )
     print(
         f"\ncluster figures: unary calls {calls[0]} ({calls[0] - before_kill[1]} after the "
         f"kill), failed once then retried {calls[1]}, failed after a retry 0; streams "
         f"{len(subscribers)}, broken by the kill {len(broken)} "
-        f"({sorted({c.name for s in broken for c in s.breaks})}), resumed within "
+        f"({seen}), resumed within "
         f"{max(resumes, default=0):.2f} s of the kill; events committed {len(committed)} "
         f"({len(committed) - before_kill[0]} after the kill), lost {lost}, "
         f"duplicated {duplicated}"
