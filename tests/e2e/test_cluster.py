@@ -1,17 +1,17 @@
-"""``cortex-core cluster`` (what ``make cluster`` runs): replicas behind Envoy, real processes.
+"""``cortex-core cluster`` (what ``make cluster`` runs): 2 replicas behind Envoy, real processes.
 
-The module runs the launcher itself once (starting a cluster takes most of the time)
-with 3 replicas on a fresh database (PostgreSQL from ``CORTEX_TEST_DATABASE_URL``,
-required when ``CI=true``) and the shared Redis (``CORTEX_TEST_REDIS_URL``), with
-every port picked free, and reads the replicas' pids and addresses and Envoy's
-addresses from what it prints. The SIGTERM test comes first: it leaves 2 of 3
-replicas healthy. The kill test then takes one of those two; with 1 of 3 healthy,
-Envoy is in panic mode (under 50 % healthy it routes to every host) and its retries
-(``previous_hosts``) are what bring calls to the survivor. Clients call only
-Envoy's listener (gRPC over HTTP/2, and gRPC-Web over HTTP/1.1 as a browser does),
-except the writer of the kill test, which writes on the replica that survives:
-a change committed by a replica SIGKILLed before it appended the change's event
-has no event (the relay appends after the commit, see services/event_relay.py),
+Each test runs the launcher itself with 2 replicas on a fresh database (PostgreSQL from
+``CORTEX_TEST_DATABASE_URL``, required when ``CI=true``) and the shared Redis
+(``CORTEX_TEST_REDIS_URL``), with every port picked free, and reads the replicas' pids
+and addresses and Envoy's addresses from what it prints. A cluster of its own per test:
+with one replica out of two, Envoy is not in panic mode (under 50 % healthy it would
+route to every host, the dead and the draining ones too), which is the case a
+deployment of N replicas losing one is in.
+
+Clients call only Envoy's listener (gRPC over HTTP/2, and gRPC-Web over HTTP/1.1 as a
+browser does), except the writer of the kill test, which writes on the replica that
+survives: a change committed by a replica SIGKILLed before it appended the change's
+event has no event (the relay appends after the commit, see services/event_relay.py),
 so "nothing lost" is checked against changes whose commit the writer saw.
 
 Figures (calls that failed, seconds to resume, events lost and duplicated) are
@@ -48,7 +48,7 @@ from cortex_core.cluster import admin_get
 REPO = Path(__file__).resolve().parents[2]
 CORTEX = Path(sys.executable).with_name("cortex-core")
 STARTUP_TIMEOUT = 120.0
-REPLICAS = 3
+REPLICAS = 2
 _REPLICA = re.compile(r"replica (\d+) pid (\d+) serving on (\S+),")
 _ENVOY = re.compile(r"envoy pid (\d+): gRPC and gRPC-Web on (\S+), admin http://(\S+),")
 # What a client sees when the replica under its call or stream dies behind Envoy.
@@ -139,12 +139,11 @@ def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Clus
         stdout.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One launched cluster for the module (starting one takes most of the time);
-    its own loop for the database: pytest's loop is per test."""
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A launched cluster of its own; its own loop for the database (the test's loop
+    is not running yet while a sync fixture sets up)."""
     redis_url = require_env("CORTEX_TEST_REDIS_URL")
-    tmp_path = tmp_path_factory.mktemp("cluster")
     loop = asyncio.new_event_loop()
     database = shared_database(tmp_path)
     try:
