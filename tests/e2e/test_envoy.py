@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from support.grpc_web import ALLOWED_ORIGIN, DATA_FRAME, grpc_web_call
 
-from cortex_core.cluster import render_envoy
+from cortex_core.cluster import admin_get, render_envoy
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "envoy" / "envoy.yaml"
@@ -50,16 +50,6 @@ def _rewritten_config(upstream: str) -> str:
     )
 
 
-def _http_get(address: str, path: str) -> str:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().read().decode()
-    finally:
-        connection.close()
-
-
 def _wait_until_ready(
     process: subprocess.Popen[bytes], admin_path: Path, upstream: str, log_path: Path
 ) -> tuple[str, str]:
@@ -73,10 +63,10 @@ def _wait_until_ready(
         try:
             admin = admin_path.read_text().strip()
             if admin:
-                listeners = json.loads(_http_get(admin, "/listeners?format=json"))
+                listeners = json.loads(admin_get(admin, "/listeners?format=json"))
                 socket = listeners["listener_statuses"][0]["local_address"]["socket_address"]
                 listener = f"{socket['address']}:{socket['port_value']}"
-                clusters = _http_get(admin, "/clusters")
+                clusters = admin_get(admin, "/clusters")
                 if healthy in clusters.splitlines():
                     return admin, listener
                 last_error = f"upstream not healthy yet:\n{clusters}"
@@ -157,7 +147,7 @@ def test_the_committed_envoy_config_passes_envoys_own_validation() -> None:
 def test_envoy_reports_the_server_healthy_by_active_grpc_health_checks(
     envoy: RunningEnvoy, server_address: str
 ) -> None:
-    clusters = _http_get(envoy.admin, "/clusters").splitlines()
+    clusters = admin_get(envoy.admin, "/clusters").splitlines()
     assert f"cortex::{server_address}::health_flags::healthy" in clusters
 
 
