@@ -19,7 +19,7 @@ What it does, in order (``make cluster`` runs it; docs/deploy.md explains why):
    or Envoy is left, everything stops with exit code 1.
 5. On Ctrl-C or SIGTERM: every replica gets SIGTERM and drains (health turns
    NOT_SERVING, Envoy stops routing to it, calls in flight finish through Envoy),
-   then Envoy stops; exit code 0.
+   then Envoy stops; exit code 0 when each of them exited 0.
 
 Child processes run in their own process group, so the terminal's Ctrl-C reaches
 only the launcher, which stops them in that order. The launcher is a plain
@@ -194,10 +194,11 @@ def run(args: argparse.Namespace) -> int:
     stop = _StopFlag()
     try:
         with _running(options, stop) as children:
-            return _watch(children, stop)
+            code = _watch(children, stop)
     except ClusterError as error:
         print(f"cortex-core cluster: {error}", file=sys.stderr)
         return 1
+    return code if stop.drained else 1
 
 
 class _StopFlag:
@@ -205,6 +206,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.signalled = False
+        self.drained = True  # every replica stopped at the end exited 0
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._set)
 
@@ -221,7 +223,7 @@ def _running(options: Options, stop: _StopFlag) -> Iterator[list[Child]]:
     """Everything started (see the module docstring); stopped on the way out."""
     directory = options.directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    env = _replica_environment(options, directory)
+    env = replica_environment(options, directory, os.environ)
     _ensure_database(options.database_url)
     _migrate(env)
     replicas: list[Child] = []
@@ -239,12 +241,16 @@ def _running(options: Options, stop: _StopFlag) -> Iterator[list[Child]]:
         _say("ready: call the listener with gRPC or gRPC-Web; Ctrl-C stops everything")
         yield [*replicas, envoy]
     finally:
-        _stop(replicas, envoy, env)
+        stop.drained = _stop(replicas, envoy, env)
 
 
-def _replica_environment(options: Options, directory: Path) -> dict[str, str]:
+def replica_environment(
+    options: Options, directory: Path, environ: Mapping[str, str]
+) -> dict[str, str]:
+    """What every replica (and the migration step) runs with: ``environ`` with the
+    cluster's database and Redis, the shared signing key and Envoy as trusted proxy."""
     env = {
-        **os.environ,
+        **environ,
         "CORTEX_DATABASE_URL": options.database_url,
         "CORTEX_REDIS_URL": options.redis_url,
     }
@@ -456,18 +462,20 @@ def _watch(children: list[Child], stop: _StopFlag) -> int:
     return 0
 
 
-def _stop(replicas: list[Child], envoy: Child | None, env: Mapping[str, str]) -> None:
+def _stop(replicas: list[Child], envoy: Child | None, env: Mapping[str, str]) -> bool:
     """SIGTERM every replica (they drain at once, in parallel) with Envoy still
-    routing what they finish, then stop Envoy; kill whatever outlives its time."""
+    routing what they finish, then stop Envoy; kill whatever outlives its time.
+    Whether every replica stopped here exited 0."""
     grace = float(env.get("CORTEX_SHUTDOWN_GRACE") or 10.0)
     running = [r for r in replicas if r.process.poll() is None]
     if running:
         _say(f"stopping {len(running)} replica(s) (drain, up to {grace:g} s)")
     for replica in running:
         replica.process.send_signal(signal.SIGTERM)
+    codes = []
     for replica in running:
-        code = _wait_or_kill(replica.process, grace + STOP_MARGIN)
-        _say(f"replica {replica.name} stopped ({code})")
+        codes.append(_wait_or_kill(replica.process, grace + STOP_MARGIN))
+        _say(f"replica {replica.name} stopped ({codes[-1]})")
     for replica in replicas:
         if replica.process.stdout is not None:
             replica.process.stdout.close()
@@ -475,6 +483,7 @@ def _stop(replicas: list[Child], envoy: Child | None, env: Mapping[str, str]) ->
         envoy.process.send_signal(signal.SIGTERM)
         _wait_or_kill(envoy.process, ENVOY_STOP_TIMEOUT)
         _say("envoy stopped")
+    return all(code == 0 for code in codes)
 
 
 def _wait_or_kill(process: subprocess.Popen[Any], timeout: float) -> int:
