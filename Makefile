@@ -97,10 +97,12 @@ envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server 
 	$(BIN)/envoy -c $(ENVOY_CONFIG) --log-level $(ENVOY_LOG_LEVEL)
 
 # N replicas on the local PostgreSQL and Redis behind Envoy (docs/deploy.md): REPLICAS=3 make
-# cluster; CLUSTER_DATABASE_URL and CLUSTER_REDIS_URL override where they store.
+# cluster; CLUSTER_DATABASE_URL and CLUSTER_REDIS_URL override where they store;
+# METRICS_BASE_PORT=9100 gives replica i Prometheus metrics on 9100+i-1.
 REPLICAS ?= 2
+METRICS_BASE_PORT ?= 0
 cluster: $(VENV)/.installed ## N replicas (REPLICAS, default 2) behind Envoy on :8080 (gRPC and gRPC-Web)
-	$(BIN)/cortex-core cluster --replicas $(REPLICAS)
+	$(BIN)/cortex-core cluster --replicas $(REPLICAS) --metrics-base-port $(METRICS_BASE_PORT)
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules

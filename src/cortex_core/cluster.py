@@ -106,6 +106,7 @@ class Child:
     process: subprocess.Popen[str]
     log_path: Path
     address: str = ""
+    metrics: str = ""
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -119,6 +120,7 @@ class Options:
     database_url: str
     redis_url: str
     base_port: int
+    metrics_base_port: int
     listen: str
     admin: str
     directory: Path
@@ -147,6 +149,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=50051,
         help="replica i listens on BASE+i-1 (default 50051); 0: each picks a free port",
+    )
+    parser.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=0,
+        help="replica i serves Prometheus /metrics on BASE+i-1 (default 0: no metrics)",
     )
     parser.add_argument(
         "--listen", default="127.0.0.1:8080", help="Envoy's gRPC and gRPC-Web listener"
@@ -181,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         redis_url=args.redis_url,
         base_port=args.base_port,
+        metrics_base_port=args.metrics_base_port,
         listen=args.listen,
         admin=args.admin,
         directory=args.directory,
@@ -233,9 +242,10 @@ def _running(options: Options, stop: _StopFlag) -> Iterator[list[Child]]:
             replicas.append(_start_replica(options, env, directory, i))
         for replica in replicas:
             replica.address = _wait_serving(replica, stop)
+            metrics = f", metrics http://{replica.metrics}/metrics" if replica.metrics else ""
             _say(
                 f"replica {replica.name} pid {replica.process.pid} serving on {replica.address}, "
-                f"log {replica.log_path}"
+                f"log {replica.log_path}{metrics}"
             )
         envoy = _start_envoy(options, directory, [r.address for r in replicas], stop)
         _say("ready: call the listener with gRPC or gRPC-Web; Ctrl-C stops everything")
@@ -338,6 +348,8 @@ def _start_replica(options: Options, env: Mapping[str, str], directory: Path, i:
         "CORTEX_GRPC_ADDRESS": f"127.0.0.1:{port}",
         "CORTEX_DATA_DIR": str(directory / f"replica-{i}"),
     }
+    if options.metrics_base_port:
+        replica_env["CORTEX_METRICS_ADDRESS"] = f"127.0.0.1:{options.metrics_base_port + i - 1}"
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
             [options.cortex, "serve"],
@@ -347,7 +359,7 @@ def _start_replica(options: Options, env: Mapping[str, str], directory: Path, i:
             env=replica_env,
             process_group=0,  # the terminal's Ctrl-C reaches the launcher only
         )
-    return Child(str(i), process, log_path)
+    return Child(str(i), process, log_path, metrics=replica_env.get("CORTEX_METRICS_ADDRESS", ""))
 
 
 def _wait_serving(replica: Child, stop: _StopFlag) -> str:

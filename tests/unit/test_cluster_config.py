@@ -48,6 +48,7 @@ def options(tmp_path: Path) -> Options:
         database_url="postgresql+asyncpg://postgres@127.0.0.1:5432/cortex",
         redis_url="redis://127.0.0.1:6379/0",
         base_port=0,
+        metrics_base_port=0,
         listen="127.0.0.1:0",
         admin="127.0.0.1:0",
         directory=tmp_path,
