@@ -329,7 +329,11 @@ async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_not
         killed_at.append(time.monotonic())
         killed.set()
         os.kill(victim.pid, signal.SIGKILL)
-        await asyncio.sleep(4.0)
+        async with asyncio.timeout(15):
+            while "failed_active_hc" not in cluster.host_stat(victim, "health_flags"):
+                await asyncio.sleep(0.1)
+        marked_after = time.monotonic() - killed_at[0]
+        await asyncio.sleep(max(0.0, 4.0 - marked_after))
         stop.set()
         await asyncio.wait_for(asyncio.gather(*work), 15)
         async with asyncio.timeout(20):
@@ -360,7 +364,8 @@ async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_not
         f"({seen}), resumed within "
         f"{max(resumes, default=0):.2f} s of the kill; events committed {len(committed)} "
         f"({len(committed) - before_kill[0]} after the kill), lost {lost}, "
-        f"duplicated {duplicated}"
+        f"duplicated {duplicated}; Envoy marked the killed replica unhealthy "
+        f"{marked_after:.2f} s after the kill"
     )
     assert broken, "no stream was on the killed replica"
     assert all(len(s.resumed_after) == len(s.breaks) for s in broken)
