@@ -69,6 +69,7 @@ class Cluster:
     listener: str
     admin: str
     output: list[str]
+    envoy_pid: int = 0
 
     def host_stat(self, replica: Replica, stat: str) -> str:
         """One of Envoy's per-host values (rq_active, rq_total, health_flags)."""
@@ -124,7 +125,11 @@ def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Clus
             if found := _REPLICA.search(line):
                 cluster.replicas.append(Replica(found[1], int(found[2]), found[3]))
             if found := _ENVOY.search(line):
-                cluster.listener, cluster.admin = found[2], found[3]
+                cluster.envoy_pid, cluster.listener, cluster.admin = (
+                    int(found[1]),
+                    found[2],
+                    found[3],
+                )
         assert len(cluster.replicas) == REPLICAS, cluster.output
         yield cluster
     finally:
@@ -137,6 +142,12 @@ def launched(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Clus
                 launcher.wait()
         reader.join(timeout=10)
         stdout.close()
+    # Only after a test that passed: SIGTERM stopped everything, each replica drained.
+    assert launcher.returncode == 0, cluster.printed()
+    assert cluster.said("envoy stopped"), cluster.printed()
+    for pid in [*(r.pid for r in cluster.replicas), cluster.envoy_pid]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone (and reaped by the launcher)
 
 
 @pytest.fixture
