@@ -378,6 +378,8 @@ def _wait_serving(replica: Child, stop: _StopFlag) -> str:
                 f"replica {replica.name} exited with {replica.process.returncode}:\n"
                 f"{replica.log_tail()}"
             )
+    if stop.signalled:
+        raise ClusterError("stopped before the cluster was ready")
     raise ClusterError(f"replica {replica.name} did not start:\n{replica.log_tail()}")
 
 
@@ -442,6 +444,8 @@ def _wait_envoy_ready(
         except (OSError, ValueError, KeyError, IndexError) as error:
             last = repr(error)
         time.sleep(0.1)
+    if stop.signalled:
+        raise ClusterError("stopped before the cluster was ready")
     raise ClusterError(f"envoy not ready ({last}):\n{envoy.log_tail()}")
 
 
