@@ -307,6 +307,7 @@ def bootstrap(
         signals=signals,
         experts=catalog,
         max_queued=settings.task_queue_limit,
+        input_ttl=settings.task_input_ttl,
     )
     runner = TaskRunner(
         uow=database.unit_of_work,

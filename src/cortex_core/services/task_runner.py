@@ -65,6 +65,8 @@ from cortex_core.domain.tasks import (
     TaskKind,
     TaskState,
     TranscriptEntry,
+    approval_message,
+    decided_call,
     frozen,
 )
 from cortex_core.domain.tools import ToolCall, ToolCallState, ToolContext, failed_result
@@ -401,11 +403,13 @@ class TaskRunner:
             request, answer = task.answer.request, task.answer.answer
             transcript.extend(request.transcript)
             if request.tool_call is not None:
-                if answer.get("approve") is True:
-                    resume = (dataclasses.replace(request.tool_call, state=ToolCallState.CALLED),)
-                else:
-                    denied = failed_result(request.tool_call, "TOOL_DENIED", DENIED)
-                    transcript.append(TranscriptEntry("tool", "", tool_result=denied))
+                last = decided_call(request.tool_call, answer.get("approve") is True)
+                decided = (*request.decided, last)
+                resume = tuple(c for c in decided if c.state is ToolCallState.CALLED)
+                for call in decided:
+                    if call.state is ToolCallState.DENIED:
+                        denied = failed_result(call, "TOOL_DENIED", DENIED)
+                        transcript.append(TranscriptEntry("tool", "", tool_result=denied))
             else:
                 text = json.dumps(dict(answer), separators=(",", ":"))
                 transcript.append(TranscriptEntry("user", f"Answer: {text}"))
@@ -453,15 +457,14 @@ class TaskRunner:
                 if step.error is not None:
                     return _failure(step.error)
                 if step.finish is FinishReason.APPROVAL_REQUIRED and pending_calls:
-                    call = pending_calls[0]
-                    return _NeedsInput(
-                        self._request(
-                            f"approve calling {call.tool} with {json.dumps(dict(call.arguments))}",
-                            APPROVAL_SCHEMA,
-                            transcript,
-                            tool_call=call,
-                        )
+                    call, *waiting = pending_calls
+                    request = self._request(
+                        approval_message(call, 1, len(pending_calls)),
+                        APPROVAL_SCHEMA,
+                        transcript,
+                        tool_call=call,
                     )
+                    return _NeedsInput(dataclasses.replace(request, waiting=tuple(waiting)))
                 if step.finish is FinishReason.STEP_LIMIT:
                     return _Failed(
                         TaskError(
@@ -657,10 +660,13 @@ class TaskRunner:
         async with self._uow() as uow:
             expired = await uow.tasks.expired_inputs(now, SWEEP_BATCH)
         for task in expired:
+            asked = task.input_request
             error = TaskError(
                 ErrorCategory.FAILED_PRECONDITION,
                 "INPUT_REQUEST_EXPIRED",
-                "nobody answered the task's input request before it expired",
+                "nobody answered the task's input request before it expired"
+                + (f" (it asked: {asked.message})" if asked is not None and asked.message else ""),
+                frozen({"input_request_id": asked.id} if asked is not None else {}),
             )
             after = task.moved(TaskState.FAILED, now, error=error, answer=None)
             async with self._uow() as uow:

@@ -348,11 +348,14 @@ class SqlTaskRepository:
 
 
 def _fenced(expected: Fence) -> list[sa.ColumnElement[bool]]:
-    return [
+    conditions = [
         t.c.state == expected.state.value,
         t.c.attempt_count == expected.attempt_count,
         t.c.lease_owner == expected.lease_owner,
     ]
+    if expected.update_time is not None:
+        conditions.append(t.c.update_time == expected.update_time)
+    return conditions
 
 
 def _json(value: Any) -> str | None:
