@@ -59,6 +59,7 @@ from cortex_core.domain.tasks import (
     InputRequest,
     JournalDraft,
     JournalKind,
+    Progress,
     Task,
     TaskAttempt,
     TaskError,
@@ -152,6 +153,7 @@ class _Attempt:
     pending: list[JournalDraft] = dataclasses.field(default_factory=list)
     stop: asyncio.Future[str] | None = None  # "cancel", "lost" or "handback"
     renewed_until: datetime | None = None
+    text: list[str] = dataclasses.field(default_factory=list)  # every word it streamed
 
     @property
     def number(self) -> int:
@@ -423,6 +425,7 @@ class TaskRunner:
         )
         parts: list[str] = []
         pending_calls = []
+        turns = 0
         steps = loop.run(
             prompt,
             allowed=expert.tools,
@@ -433,8 +436,15 @@ class TaskRunner:
             async for step in running:
                 if isinstance(step, TextPiece):
                     parts.append(step.text)
+                    attempt.text.append(step.text)
                     attempt.add(JournalKind.OUTPUT_DELTA, step.text)
                     continue
+                if isinstance(step, ModelTurn) or (
+                    isinstance(step, LoopFinished) and step.finish not in _NO_NEW_TURN
+                ):
+                    turns += 1  # a model turn ended: it called tools, or it answered
+                    used = loop.usage.prompt_tokens + loop.usage.completion_tokens
+                    attempt.add(JournalKind.PROGRESS, _progress(expert, turns, used))
                 if isinstance(step, ModelTurn):
                     transcript.append(
                         TranscriptEntry("assistant", step.text, tool_calls=step.calls)
@@ -580,7 +590,7 @@ class TaskRunner:
                 return  # deleted, or the lease was taken over: not ours to write
             if reason != "cancel" and current.cancel_requested:
                 reason = "cancel"
-            after = self._ended(current, outcome, reason, now)
+            after = self._ended(attempt, current, outcome, reason, now)
             entries = await write_change(uow, current, after, now, attempt.pending)
             if entries is None:
                 return
@@ -590,9 +600,15 @@ class TaskRunner:
         if after.state is TaskState.QUEUED:
             await self._signals.work_queued()
 
-    def _ended(self, task: Task, outcome: _Outcome | None, reason: str, now: datetime) -> Task:
+    def _ended(
+        self, attempt: _Attempt, task: Task, outcome: _Outcome | None, reason: str, now: datetime
+    ) -> Task:
         if reason == "cancel":
-            return task.moved(TaskState.CANCELLED, now, attempts=task.ended_attempt(now, None))
+            # The partial output is kept: the text the stopped attempt had streamed.
+            partial = frozen({"text": "".join(attempt.text)}) if attempt.text else None
+            return task.moved(
+                TaskState.CANCELLED, now, attempts=task.ended_attempt(now, None), output=partial
+            )
         if reason == "handback" or outcome is None:
             stopped = TaskError(
                 ErrorCategory.UNAVAILABLE, WORKER_SHUTDOWN, "the worker shut down; queued again"
@@ -685,6 +701,8 @@ class TaskRunner:
 
 
 _NOTHING = object()
+# A loop that ends with these ends after the turn its last ModelTurn reported.
+_NO_NEW_TURN = frozenset({FinishReason.STEP_LIMIT, FinishReason.APPROVAL_REQUIRED})
 
 
 def _set(future: asyncio.Future[str], reason: str) -> None:
@@ -717,6 +735,16 @@ def _mismatch(detail: str) -> _Failed:
             f"the output does not match the expert's output schema ({detail})",
         ),
         True,
+    )
+
+
+def _progress(expert: Expert, turns: int, used: int) -> Progress:
+    """Where an attempt stands after its ``turns``-th model turn: the share of its
+    step limit used, and the tokens it used (of its budget, when it has one)."""
+    budget = f" of {expert.token_budget}" if expert.token_budget else ""
+    return Progress(
+        min(turns / max(expert.max_steps, 1), 1.0),
+        f"step {turns} of {expert.max_steps}, {used} tokens used{budget}",
     )
 
 
