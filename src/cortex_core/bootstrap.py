@@ -326,6 +326,7 @@ def bootstrap(
             input_ttl=settings.task_input_ttl,
             retention=settings.task_retention,
             parallel_tools=settings.tool_parallel,
+            workspace_running=settings.task_running_limit,
         ),
         jobs={TaskKind.SUMMARY: context.run_summary_job},
     )

@@ -111,6 +111,7 @@ class RunnerPolicy:
     input_ttl: float = 24 * 3600.0  # seconds an input request waits for its answer
     retention: float = 7 * 24 * 3600.0  # seconds terminal tasks are kept
     parallel_tools: int = 4
+    workspace_running: int = 0  # running expert tasks per workspace, every replica (0: no cap)
 
 
 # --- what an attempt ends with --------------------------------------------------------
@@ -252,7 +253,9 @@ class TaskRunner:
         the claim lost a race (claim again at once)."""
         now = self._clock.now()
         async with self._uow() as uow:
-            task = await uow.tasks.claim_next(now, self._kinds)
+            task = await uow.tasks.claim_next(
+                now, self._kinds, running_limit=self.policy.workspace_running
+            )
             if task is None:
                 return _NOTHING
             attempts = task.attempts

@@ -147,7 +147,7 @@ class Tasks:
                 queued, _ = await uow.tasks.count_active(workspace_id)
                 if queued >= self._max_queued:
                     raise errors.ResourceExhausted(
-                        f"the workspace has {queued} tasks queued, the most it may have",
+                        f"the workspace has {queued} tasks waiting to run, the most it may have",
                         reason="TASK_QUEUE_FULL",
                         retry_after=QUEUE_FULL_RETRY_AFTER,
                     )

@@ -51,8 +51,10 @@ from cortex_core.domain.tasks import (
 )
 
 t, a, j = tables.tasks, tables.task_attempts, tables.task_journal
+r = t.alias("running")
 
 JOURNAL_CAP = 10_000
+RUNNING_LOCK = "cortex.tasks.running:"  # advisory lock key prefix, per workspace
 
 
 class SqlTaskRepository:
@@ -147,32 +149,81 @@ class SqlTaskRepository:
         counts = {row[0]: int(row[1]) for row in (await self._conn.execute(query)).all()}
         return counts.get(TaskState.QUEUED.value, 0), counts.get(TaskState.RUNNING.value, 0)
 
-    async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+    async def claim_next(
+        self, now: datetime, kinds: Sequence[TaskKind], *, running_limit: int = 0
+    ) -> Task | None:
         # One read of the whole row: what is checked (claimable) is what the caller
         # fences on. (Reading the id first and the row after let a claimer see a row
         # another had just claimed, and take it as one with an expired lease.)
+        queued = sa.and_(
+            t.c.state == TaskState.QUEUED.value,
+            sa.or_(t.c.next_attempt_time.is_(None), t.c.next_attempt_time <= now),
+        )
+        if running_limit > 0:
+            full = (
+                sa.select(r.c.workspace_id)
+                .where(*_running_expert(r, now))
+                .group_by(r.c.workspace_id)
+                .having(sa.func.count() >= running_limit)
+            )
+            queued = sa.and_(
+                queued,
+                sa.or_(t.c.kind != TaskKind.EXPERT.value, t.c.workspace_id.not_in(full)),
+            )
         query = (
             sa.select(t)
             .where(
                 t.c.kind.in_([k.value for k in kinds]),
                 sa.or_(
-                    sa.and_(
-                        t.c.state == TaskState.QUEUED.value,
-                        sa.or_(t.c.next_attempt_time.is_(None), t.c.next_attempt_time <= now),
-                    ),
+                    queued,
                     sa.and_(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now),
                 ),
             )
             .order_by(t.c.create_time, t.c.id)
             .limit(1)
         )
-        if self._conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        postgresql = self._conn.dialect.name == "postgresql"
+        if postgresql:
+            query = query.with_for_update(skip_locked=True, of=t)
         row = (await self._conn.execute(query)).first()
         if row is None:
             return None
+        if (
+            running_limit > 0
+            and row.kind == TaskKind.EXPERT.value
+            and row.state == TaskState.QUEUED.value
+            and not await self._running_slot(row.workspace_id, row.id, now, running_limit)
+        ):
+            return None  # another claimer took the workspace's last slot meanwhile
         attempts = await self._attempts([row.id])
         return _task(row, attempts.get(row.id, []))
+
+    async def _running_slot(
+        self, workspace_id: str, task_id: str, now: datetime, limit: int
+    ) -> bool:
+        """Whether the workspace has fewer than ``limit`` running expert tasks,
+        counted under a per-workspace lock held to the end of the transaction
+        (PostgreSQL: an advisory lock; SQLite: the write lock, taken by a no-op
+        write), so two claimers cannot both take its last slot."""
+        if self._conn.dialect.name == "postgresql":
+            key = sa.func.hashtext(sa.literal(RUNNING_LOCK) + workspace_id)
+            await self._conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        else:
+            await self._conn.execute(
+                t.update().where(t.c.id == task_id).values(lease_owner=t.c.lease_owner)
+            )
+        running = await self._conn.execute(
+            sa.select(sa.func.count()).where(
+                *_running_expert(t, now), t.c.workspace_id == workspace_id
+            )
+        )
+        return int(running.scalar_one()) < limit
+
+    async def count_queued(self, kinds: Sequence[TaskKind]) -> int:
+        query = sa.select(sa.func.count()).where(
+            t.c.kind.in_([k.value for k in kinds]), t.c.state == TaskState.QUEUED.value
+        )
+        return int((await self._conn.execute(query)).scalar_one())
 
     async def save(self, task: Task, *, expected: Fence) -> bool:
         values = _row(task)
@@ -345,6 +396,15 @@ class SqlTaskRepository:
                     for x in fresh
                 ],
             )
+
+
+def _running_expert(table: Any, now: datetime) -> list[sa.ColumnElement[bool]]:
+    """Expert tasks running with a live lease (an expired one frees its slot)."""
+    return [
+        table.c.kind == TaskKind.EXPERT.value,
+        table.c.state == TaskState.RUNNING.value,
+        table.c.lease_until >= now,
+    ]
 
 
 def _fenced(expected: Fence) -> list[sa.ColumnElement[bool]]:
