@@ -329,6 +329,8 @@ def bootstrap(
             workspace_running=settings.task_running_limit,
         ),
         jobs={TaskKind.SUMMARY: context.run_summary_job},
+        metrics=prometheus,
+        tracer=tracer,
     )
 
     async def close_hasher() -> None:

@@ -276,6 +276,7 @@ class Task:
     lease_until: datetime | None = None
     cancel_requested: bool = False
     last_sequence: int = 0
+    traceparent: str = ""  # W3C traceparent of the call that created it ("" when untraced)
 
     @property
     def name(self) -> str:

@@ -46,6 +46,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import Tracer
+
 from cortex_core import errors
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.identity import new_id
@@ -71,11 +73,12 @@ from cortex_core.domain.tasks import (
     frozen,
 )
 from cortex_core.domain.tools import ToolCall, ToolCallState, ToolContext, failed_result
-from cortex_core.ports import Clock, TaskSignals, TokenCounter, UnitOfWorkFactory
+from cortex_core.ports import Clock, Metrics, TaskSignals, TokenCounter, UnitOfWorkFactory
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.experts import ExpertCatalog
 from cortex_core.services.json_schemas import check_schema, violations
 from cortex_core.services.tasks import announce, write_change
+from cortex_core.services.telemetry import links_to, no_tracer, start_span
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import (
     CallResult,
@@ -155,6 +158,7 @@ class _Attempt:
     stop: asyncio.Future[str] | None = None  # "cancel", "lost" or "handback"
     renewed_until: datetime | None = None
     text: list[str] = dataclasses.field(default_factory=list)  # every word it streamed
+    outcome: str = ""  # how it ended, once written (the metrics' and span's outcome)
 
     @property
     def number(self) -> int:
@@ -183,6 +187,8 @@ class TaskRunner:
         worker_id: str,
         policy: RunnerPolicy,
         jobs: Mapping[TaskKind, JobHandler] | None = None,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -194,6 +200,8 @@ class TaskRunner:
         self.worker_id = worker_id
         self.policy = policy
         self._jobs = dict(jobs or {})
+        self._metrics = metrics
+        self._tracer = tracer or no_tracer()
         self._kinds = [TaskKind.EXPERT, *self._jobs]
         self._slots = asyncio.Semaphore(policy.workers)
         self._running: dict[str, tuple[_Attempt, asyncio.Task[None]]] = {}
@@ -293,6 +301,13 @@ class TaskRunner:
                 return None
             await uow.commit()
         await announce(self._events, self._signals, task.state, after, entries)
+        if self._metrics is not None:
+            if lost:
+                self._metrics.task_attempt(_label(task), "worker_lost")
+            if after.state is TaskState.FAILED:
+                self._metrics.task_attempt(_label(task), "failed")
+            elif after.state is TaskState.RUNNING:
+                self._metrics.task_claimed(_label(task), _waited(task, now))
         if after.state is not TaskState.RUNNING:
             return None
         return _Attempt(
@@ -303,6 +318,25 @@ class TaskRunner:
     # --- one attempt ------------------------------------------------------------------
 
     async def _attempt(self, attempt: _Attempt) -> None:
+        """One attempt in its own span (``task.attempt``), linked to the trace of
+        the call that created the task; its SQL, model and tool spans are children."""
+        task = attempt.task
+        with start_span(
+            self._tracer,
+            "task.attempt",
+            links=links_to(task.traceparent),
+            attributes={
+                "cortex.task": task.name,
+                "cortex.task.kind": task.kind.value,
+                "cortex.expert": _label(task),
+                "cortex.task.attempt": attempt.number,
+                "cortex.worker": self.worker_id,
+            },
+        ) as span:
+            await self._run_attempt(attempt)
+            span.set_attribute("outcome", attempt.outcome or "lost")
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
         assert attempt.stop is not None
         keeper = asyncio.create_task(self._keep_lease(attempt))
         work = asyncio.create_task(self._work(attempt))
@@ -599,6 +633,9 @@ class TaskRunner:
                 return
             await uow.commit()
         attempt.pending = []
+        attempt.outcome = _outcome_of(after)
+        if self._metrics is not None:
+            self._metrics.task_attempt(_label(after), attempt.outcome)
         await announce(self._events, self._signals, current.state, after, entries)
         if after.state is TaskState.QUEUED:
             await self._signals.work_queued()
@@ -701,6 +738,9 @@ class TaskRunner:
             await uow.commit()
         if deleted:
             log.info("deleted %d completed tasks past their retention", deleted)
+        if self._metrics is not None:
+            async with self._uow() as uow:
+                self._metrics.task_queue_depth(await uow.tasks.count_queued(self._kinds))
 
 
 _NOTHING = object()
@@ -739,6 +779,29 @@ def _mismatch(detail: str) -> _Failed:
         ),
         True,
     )
+
+
+def _label(task: Task) -> str:
+    """The metrics' ``expert`` label: the expert's id, or an internal job's kind."""
+    return task.expert_id if task.kind is TaskKind.EXPERT else task.kind.value
+
+
+def _waited(task: Task, now: datetime) -> float:
+    """Seconds from when ``task`` (as claimed) became claimable to ``now``."""
+    if task.state is TaskState.RUNNING and task.lease_until is not None:
+        since = task.lease_until  # a lost lease: claimable once it ran out
+    else:
+        since = max(task.update_time, task.next_attempt_time or task.update_time)
+    return max((now - since).total_seconds(), 0.0)
+
+
+def _outcome_of(task: Task) -> str:
+    """How the attempt that left ``task`` in its state ended."""
+    if task.state is TaskState.QUEUED:
+        last = task.attempts[-1] if task.attempts else None
+        shut = last is not None and last.error is not None and last.error.reason == WORKER_SHUTDOWN
+        return "handed_back" if shut else "retried"
+    return str(task.state.value)  # succeeded, failed, cancelled, input_required
 
 
 def _progress(expert: Expert, turns: int, used: int) -> Progress:

@@ -48,6 +48,7 @@ from cortex_core.services.access import require_role
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.experts import ExpertCatalog
 from cortex_core.services.json_schemas import violations
+from cortex_core.services.telemetry import current_traceparent
 
 REQUEST_ID_TTL = timedelta(hours=24)
 MAX_REQUEST_ID = 128
@@ -134,6 +135,7 @@ class Tasks:
             create_time=now,
             update_time=now,
             request_id=request_id,
+            traceparent=current_traceparent(),  # the attempts' spans link back to it
         )
         for _ in range(2):
             async with self._uow() as uow:

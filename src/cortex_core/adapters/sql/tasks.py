@@ -227,7 +227,10 @@ class SqlTaskRepository:
 
     async def save(self, task: Task, *, expected: Fence) -> bool:
         values = _row(task)
-        for fixed in ("workspace_id", "kind", "creator_id", "create_time", "last_sequence"):
+        fixed_fields = (
+            "workspace_id", "kind", "creator_id", "create_time", "last_sequence", "traceparent",
+        )  # fmt: skip
+        for fixed in fixed_fields:
             values.pop(fixed)
         written = await self._conn.execute(
             t.update().where(t.c.id == task.id, *_fenced(expected)).values(**values)
@@ -447,6 +450,7 @@ def _row(task: Task) -> dict[str, Any]:
         "lease_until": task.lease_until,
         "cancel_requested": task.cancel_requested,
         "last_sequence": task.last_sequence,
+        "traceparent": task.traceparent,
     }
 
 
@@ -490,6 +494,7 @@ def _task(row: Any, attempts: Sequence[Any]) -> Task:
         lease_until=row.lease_until,
         cancel_requested=row.cancel_requested,
         last_sequence=row.last_sequence,
+        traceparent=row.traceparent,
     )
 
 
