@@ -26,6 +26,7 @@ from support.rpc import details
 from support.task_client import (
     CANCELLED,
     INPUT_REQUIRED,
+    QUEUED,
     SUCCEEDED,
     TERMINAL,
     TasksClient,
@@ -36,6 +37,8 @@ from support.task_client import (
     watch_to_end,
     words,
 )
+from support.tasks import TEST_EXPERTS
+from support.tool_sources import RecordingTools
 
 EDITOR, VIEWER = 2, 3
 ASK = json.dumps(
@@ -506,3 +509,43 @@ async def test_task_changes_are_typed_events_on_the_workspace_stream(api: TasksC
     assert changes[-1][1] == SUCCEEDED
     assert all(e.task_state_changed.task.name == task.name for e in seen)
     assert seen[0].actor == alice.user
+
+
+async def test_each_approval_of_one_model_turn_is_its_own_request_answered_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    tools = RecordingTools()
+    text = '/call testing.guarded {"door": "blue"}\n/call testing.guarded {"door": "red"}'
+    async with running_app(
+        tmp_path, database_url=db_url, tool_sources=[tools], experts=TEST_EXPERTS,
+        access_token_ttl=60,
+    ) as running:  # fmt: skip
+        api = TasksClient(running.address)
+        alice, workspace = await _owner(api)
+        created = await api.create(alice, workspace, text, expert="experts/guarded")
+        first = (await until_state(api, alice, created.name, {INPUT_REQUIRED})).input_request
+        second = (await api.provide(alice, created.name, first.id, {"approve": True})).input_request
+        stale = await _error(api.provide(alice, created.name, first.id, {"approve": True}))
+        resumed = await api.provide(alice, created.name, second.id, {"approve": False})
+        twice = await _error(api.provide(alice, created.name, second.id, {"approve": False}))
+        done = await until_state(api, alice, created.name, TERMINAL)
+        watched = await watch_to_end(api, alice, created.name, created.last_sequence)
+        await api.close()
+
+    assert first.message.endswith("(1 of 2)")
+    assert json_format.MessageToDict(first.tool_call.arguments) == {"door": "blue"}
+    assert second.message.endswith("(2 of 2)")
+    assert json_format.MessageToDict(second.tool_call.arguments) == {"door": "red"}
+    assert second.id != first.id
+    assert second.expire_time.seconds > 0
+    assert _reason(stale) == "INPUT_REQUEST_MISMATCH"
+    assert resumed.state == QUEUED
+    assert _reason(twice) == "TASK_NOT_WAITING"
+    assert done.state == SUCCEEDED, done.error
+    assert tools.calls["guarded"] == 1  # blue approved, red denied
+    assert "TOOL_DENIED" in json_format.MessageToDict(done.output)["text"]
+    asked = [
+        f.task.input_request.id for f in watched.frames
+        if f.WhichOneof("frame") == "task" and f.task.state == INPUT_REQUIRED
+    ]  # fmt: skip
+    assert asked == [first.id, second.id]  # each request once, in order, on the watch
