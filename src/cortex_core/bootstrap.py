@@ -307,6 +307,7 @@ def bootstrap(
         signals=signals,
         experts=catalog,
         max_queued=settings.task_queue_limit,
+        input_ttl=settings.task_input_ttl,
     )
     runner = TaskRunner(
         uow=database.unit_of_work,
@@ -325,8 +326,11 @@ def bootstrap(
             input_ttl=settings.task_input_ttl,
             retention=settings.task_retention,
             parallel_tools=settings.tool_parallel,
+            workspace_running=settings.task_running_limit,
         ),
         jobs={TaskKind.SUMMARY: context.run_summary_job},
+        metrics=prometheus,
+        tracer=tracer,
     )
 
     async def close_hasher() -> None:

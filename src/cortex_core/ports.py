@@ -612,13 +612,24 @@ class TaskRepository(Protocol):
         """(queued, running) expert tasks of the workspace."""
         ...
 
-    async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+    async def claim_next(
+        self, now: datetime, kinds: Sequence[TaskKind], *, running_limit: int = 0
+    ) -> Task | None:
         """A task a worker may start now: QUEUED with no ``next_attempt_time`` in the
         future, or RUNNING with an expired lease (its worker is gone); oldest
         first. On PostgreSQL the row is locked (``FOR UPDATE SKIP LOCKED``) until
         the unit of work ends, so concurrent claimers skip it; on SQLite the claim
         runs under the write lock. The caller writes the claim with :meth:`save`
-        (fenced) in the same unit of work."""
+        (fenced) in the same unit of work.
+
+        ``running_limit`` (0: none): a QUEUED expert task is claimable only while
+        its workspace has fewer RUNNING expert tasks with a live lease, counted
+        under a per-workspace lock held until the unit of work ends, so
+        concurrent claimers on any replica never exceed it."""
+        ...
+
+    async def count_queued(self, kinds: Sequence[TaskKind]) -> int:
+        """QUEUED tasks of ``kinds`` in every workspace (the queue depth)."""
         ...
 
     async def save(self, task: Task, *, expected: Fence) -> bool:

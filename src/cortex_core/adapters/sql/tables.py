@@ -284,6 +284,8 @@ tasks = sa.Table(
     sa.Column("lease_until", UtcDateTime, nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("last_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+    # The W3C traceparent of the call that created the task (0011): attempts link to it.
+    sa.Column("traceparent", sa.String(64), nullable=False, server_default=""),
     sa.UniqueConstraint("workspace_id", "request_id"),
     sa.Index(None, "state", "next_attempt_time"),
     sa.Index(None, "workspace_id", "create_time"),

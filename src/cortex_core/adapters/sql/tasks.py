@@ -51,8 +51,10 @@ from cortex_core.domain.tasks import (
 )
 
 t, a, j = tables.tasks, tables.task_attempts, tables.task_journal
+r = t.alias("running")
 
 JOURNAL_CAP = 10_000
+RUNNING_LOCK = "cortex.tasks.running:"  # advisory lock key prefix, per workspace
 
 
 class SqlTaskRepository:
@@ -147,36 +149,88 @@ class SqlTaskRepository:
         counts = {row[0]: int(row[1]) for row in (await self._conn.execute(query)).all()}
         return counts.get(TaskState.QUEUED.value, 0), counts.get(TaskState.RUNNING.value, 0)
 
-    async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+    async def claim_next(
+        self, now: datetime, kinds: Sequence[TaskKind], *, running_limit: int = 0
+    ) -> Task | None:
         # One read of the whole row: what is checked (claimable) is what the caller
         # fences on. (Reading the id first and the row after let a claimer see a row
         # another had just claimed, and take it as one with an expired lease.)
+        queued = sa.and_(
+            t.c.state == TaskState.QUEUED.value,
+            sa.or_(t.c.next_attempt_time.is_(None), t.c.next_attempt_time <= now),
+        )
+        if running_limit > 0:
+            full = (
+                sa.select(r.c.workspace_id)
+                .where(*_running_expert(r, now))
+                .group_by(r.c.workspace_id)
+                .having(sa.func.count() >= running_limit)
+            )
+            queued = sa.and_(
+                queued,
+                sa.or_(t.c.kind != TaskKind.EXPERT.value, t.c.workspace_id.not_in(full)),
+            )
         query = (
             sa.select(t)
             .where(
                 t.c.kind.in_([k.value for k in kinds]),
                 sa.or_(
-                    sa.and_(
-                        t.c.state == TaskState.QUEUED.value,
-                        sa.or_(t.c.next_attempt_time.is_(None), t.c.next_attempt_time <= now),
-                    ),
+                    queued,
                     sa.and_(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now),
                 ),
             )
             .order_by(t.c.create_time, t.c.id)
             .limit(1)
         )
-        if self._conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        postgresql = self._conn.dialect.name == "postgresql"
+        if postgresql:
+            query = query.with_for_update(skip_locked=True, of=t)
         row = (await self._conn.execute(query)).first()
         if row is None:
             return None
+        if (
+            running_limit > 0
+            and row.kind == TaskKind.EXPERT.value
+            and row.state == TaskState.QUEUED.value
+            and not await self._running_slot(row.workspace_id, row.id, now, running_limit)
+        ):
+            return None  # another claimer took the workspace's last slot meanwhile
         attempts = await self._attempts([row.id])
         return _task(row, attempts.get(row.id, []))
 
+    async def _running_slot(
+        self, workspace_id: str, task_id: str, now: datetime, limit: int
+    ) -> bool:
+        """Whether the workspace has fewer than ``limit`` running expert tasks,
+        counted under a per-workspace lock held to the end of the transaction
+        (PostgreSQL: an advisory lock; SQLite: the write lock, taken by a no-op
+        write), so two claimers cannot both take its last slot."""
+        if self._conn.dialect.name == "postgresql":
+            key = sa.func.hashtext(sa.literal(RUNNING_LOCK) + workspace_id)
+            await self._conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        else:
+            await self._conn.execute(
+                t.update().where(t.c.id == task_id).values(lease_owner=t.c.lease_owner)
+            )
+        running = await self._conn.execute(
+            sa.select(sa.func.count()).where(
+                *_running_expert(t, now), t.c.workspace_id == workspace_id
+            )
+        )
+        return int(running.scalar_one()) < limit
+
+    async def count_queued(self, kinds: Sequence[TaskKind]) -> int:
+        query = sa.select(sa.func.count()).where(
+            t.c.kind.in_([k.value for k in kinds]), t.c.state == TaskState.QUEUED.value
+        )
+        return int((await self._conn.execute(query)).scalar_one())
+
     async def save(self, task: Task, *, expected: Fence) -> bool:
         values = _row(task)
-        for fixed in ("workspace_id", "kind", "creator_id", "create_time", "last_sequence"):
+        fixed_fields = (
+            "workspace_id", "kind", "creator_id", "create_time", "last_sequence", "traceparent",
+        )  # fmt: skip
+        for fixed in fixed_fields:
             values.pop(fixed)
         written = await self._conn.execute(
             t.update().where(t.c.id == task.id, *_fenced(expected)).values(**values)
@@ -347,12 +401,24 @@ class SqlTaskRepository:
             )
 
 
-def _fenced(expected: Fence) -> list[sa.ColumnElement[bool]]:
+def _running_expert(table: Any, now: datetime) -> list[sa.ColumnElement[bool]]:
+    """Expert tasks running with a live lease (an expired one frees its slot)."""
     return [
+        table.c.kind == TaskKind.EXPERT.value,
+        table.c.state == TaskState.RUNNING.value,
+        table.c.lease_until >= now,
+    ]
+
+
+def _fenced(expected: Fence) -> list[sa.ColumnElement[bool]]:
+    conditions = [
         t.c.state == expected.state.value,
         t.c.attempt_count == expected.attempt_count,
         t.c.lease_owner == expected.lease_owner,
     ]
+    if expected.update_time is not None:
+        conditions.append(t.c.update_time == expected.update_time)
+    return conditions
 
 
 def _json(value: Any) -> str | None:
@@ -384,6 +450,7 @@ def _row(task: Task) -> dict[str, Any]:
         "lease_until": task.lease_until,
         "cancel_requested": task.cancel_requested,
         "last_sequence": task.last_sequence,
+        "traceparent": task.traceparent,
     }
 
 
@@ -427,6 +494,7 @@ def _task(row: Any, attempts: Sequence[Any]) -> Task:
         lease_until=row.lease_until,
         cancel_requested=row.cancel_requested,
         last_sequence=row.last_sequence,
+        traceparent=row.traceparent,
     )
 
 
