@@ -1,0 +1,320 @@
+"""The web console in Debian's Chromium, headless, against a real server through Envoy.
+
+One ``cortex-core serve`` (the local provider paced at ``WORD_DELAY`` s a word, so a reply
+visibly grows), the built console (console/dist, ``make console-build``) on a file server,
+and Envoy from envoy/envoy.yaml routing gRPC-Web to the server and every other path to the
+console: the page and the API share one origin, as with ``make console``. Playwright drives
+/usr/bin/chromium (``make browser``); nothing is skipped when either is missing.
+
+Screenshots go to build/console-screenshots/, or to the folder CONSOLE_SCREENSHOTS names
+(``make console-screenshots`` refreshes docs/console/). The time from page load to the first
+streamed token is printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import grpc
+import pytest
+from cortex.context.v1 import conversation_service_pb2 as conversation_pb
+from cortex.context.v1 import conversation_service_pb2_grpc as conversation_grpc
+from cortex.context.v1 import memory_pb2
+from cortex.context.v1 import memory_service_pb2 as memory_pb
+from cortex.context.v1 import memory_service_pb2_grpc as memory_grpc
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from support.envoy import RunningEnvoy, running_envoy
+from support.servers import ServerProcess, cortex_server
+
+REPO = Path(__file__).resolve().parents[2]
+DIST = REPO / "console" / "dist"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(os.environ.get("CONSOLE_SCREENSHOTS", REPO / "build" / "console-screenshots"))
+WORD_DELAY = "0.06"
+# A sentence long enough that its reply (which quotes up to 40 of its words) takes seconds.
+LONG_PROMPT = " ".join(f"word{i}" for i in range(40))
+TIMEOUT_MS = 15_000
+
+
+def _report(request: pytest.FixtureRequest, line: str) -> None:
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"console: {line}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {
+        "CORTEX_LOCAL_LLM_DELAY": WORD_DELAY,
+        # A short per-workspace log, so the tail can be shown a replay that is gone.
+        "CORTEX_EVENTS_MAX_LENGTH": "30",
+        "CORTEX_EVENTS_HEARTBEAT": "2",
+    }
+    with cortex_server(tmp_path_factory.mktemp("console-server"), env=env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def static_files() -> Iterator[str]:
+    """console/dist over HTTP, as ``make console`` serves it (Python's http.server)."""
+    if not (DIST / "index.html").is_file():
+        pytest.fail(f"{DIST} is not built; run 'make console-build'")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=DIST))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def envoy(
+    server: ServerProcess, static_files: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningEnvoy]:
+    with running_envoy(server.address, tmp_path_factory.mktemp("envoy"), static_files) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing; run 'make browser' (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, envoy: RunningEnvoy) -> Iterator[Page]:
+    context = browser.new_context(
+        base_url=f"http://{envoy.listener}", viewport={"width": 1280, "height": 860}
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def _register(page: Page) -> str:
+    email = f"console-{uuid.uuid4().hex[:10]}@example.com"
+    page.goto("/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", "correct horse battery staple 42")
+    page.fill("input[name=display_name]", "Console User")
+    page.click("[data-testid=signin-submit]")
+    expect(page.get_by_test_id("current-user")).to_contain_text(email)
+    return email
+
+
+def _tokens(page: Page) -> dict[str, str]:
+    raw = page.evaluate("localStorage.getItem('cortex.tokens')")
+    assert raw, "the console keeps no tokens"
+    tokens: dict[str, str] = json.loads(raw)
+    return tokens
+
+
+def _workspace(page: Page) -> str:
+    name = page.evaluate("localStorage.getItem('cortex.workspace')")
+    assert isinstance(name, str)
+    assert name.startswith("workspaces/")
+    return name
+
+
+def _open_conversation(page: Page, title: str) -> None:
+    page.click("[data-testid=tab-conversations]")
+    page.fill("[data-testid=new-conversation-title]", title)
+    page.click("[data-testid=create-conversation]")
+    expect(page.get_by_test_id("composer")).to_be_visible()
+
+
+def test_registration_shows_the_servers_field_violations_next_to_the_fields(page: Page) -> None:
+    page.goto("/")
+    page.fill("input[name=email]", "not-an-email")
+    page.fill("input[name=password]", "short")
+    page.click("[data-testid=signin-submit]")
+
+    expect(page.get_by_test_id("violation-email")).to_contain_text("email")
+    expect(page.get_by_test_id("violation-display_name")).to_be_visible()
+    _shot(page, "register-violations")
+
+    email = _register(page)
+    expect(page.get_by_test_id("current-user")).to_contain_text(email)
+
+
+def test_a_reply_streams_into_the_page_and_ends_with_its_finish_reason_and_usage(
+    page: Page, request: pytest.FixtureRequest
+) -> None:
+    _register(page)
+    _open_conversation(page, "Streaming")
+    conversation_url = page.url
+
+    # Page load to first streamed token: a fresh load of the conversation, then Send.
+    started = time.monotonic()
+    page.goto(conversation_url)
+    page.reload()
+    page.fill("[data-testid=composer]", LONG_PROMPT)
+    page.click("[data-testid=send]")
+    reply = page.get_by_test_id("streaming-reply")
+    expect(reply).not_to_have_text("")
+    first_token = time.monotonic() - started
+    _report(request, f"page load to first streamed token: {first_token * 1000:.0f} ms")
+
+    lengths: list[int] = []
+    while page.get_by_test_id("stop").is_visible():
+        text = reply.text_content() if reply.is_visible() else None
+        if text is not None and (not lengths or len(text) > lengths[-1]):
+            lengths.append(len(text))
+        if len(lengths) == 4:
+            _shot(page, "conversation-streaming")
+        page.wait_for_timeout(60)
+    assert len(lengths) >= 3, f"the reply did not grow in steps: {lengths}"
+
+    expect(page.get_by_test_id("finish-reason")).to_have_text("STOP")
+    expect(page.get_by_test_id("usage")).to_contain_text("completion tokens")
+    expect(page.get_by_test_id("messages")).to_contain_text("[local-dev reply]")
+    _shot(page, "conversation-finished")
+
+
+def test_stop_cancels_the_reply_and_the_transcript_keeps_what_was_said(page: Page) -> None:
+    _register(page)
+    _open_conversation(page, "Stopping")
+    page.fill("[data-testid=composer]", LONG_PROMPT)
+    page.click("[data-testid=send]")
+    reply = page.get_by_test_id("streaming-reply")
+    expect(reply).to_contain_text("[local-dev reply]")
+
+    page.click("[data-testid=stop]")
+
+    expect(page.get_by_test_id("stream-error")).to_contain_text("Reply stopped")
+    expect(page.get_by_test_id("send")).to_be_visible()
+    expect(page.get_by_test_id("messages")).to_contain_text("finish CANCELLED")
+
+
+def test_the_context_viewer_shows_every_candidate_against_the_budget(page: Page) -> None:
+    _register(page)
+    _open_conversation(page, "Context")
+    for text in ("first question about budgets", "second question about windows"):
+        page.fill("[data-testid=composer]", text)
+        page.click("[data-testid=send]")
+        expect(page.get_by_test_id("finish-reason")).to_have_text("STOP")
+
+    page.click("[data-testid=toggle-context]")
+    viewer = page.get_by_test_id("context-viewer")
+    expect(viewer.get_by_test_id("context-summary")).to_contain_text("included items")
+    page.fill("[data-testid=context-budget]", "40")
+    page.click("[data-testid=context-apply]")
+
+    expect(viewer.get_by_test_id("context-summary")).to_contain_text("of 40 tokens")
+    items = viewer.get_by_test_id("context-items")
+    expect(items).to_contain_text("INCLUDED")
+    expect(items).to_contain_text("PRUNED")
+    expect(viewer.get_by_test_id("budget-bar").locator(".segment.pruned").first).to_be_visible()
+    _shot(page, "context-window")
+
+
+def _event_ids(page: Page) -> list[str]:
+    rows = page.get_by_test_id("event-row")
+    return [rows.nth(i).get_attribute("data-event-id") or "" for i in range(rows.count())]
+
+
+def test_the_event_tail_resumes_after_a_reload_without_a_gap_and_says_when_replay_is_gone(
+    page: Page, envoy: RunningEnvoy, server: ServerProcess
+) -> None:
+    _register(page)
+    workspace = _workspace(page)
+    metadata = (("authorization", f"Bearer {_tokens(page)['accessToken']}"),)
+    page.click("[data-testid=tab-events]")
+    channel = grpc.insecure_channel(server.address)
+    memories = memory_grpc.MemoryServiceStub(channel)
+    conversations = conversation_grpc.ConversationServiceStub(channel)
+
+    def remember(content: str) -> None:
+        memories.CreateMemory(
+            memory_pb.CreateMemoryRequest(
+                parent=workspace,
+                memory=memory_pb2.Memory(content=content, kind=memory_pb2.MEMORY_KIND_NOTE),
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+
+    try:
+        # Live: the tail has no token yet, so probe until one event arrives.
+        for probe in range(50):
+            remember(f"probe {probe}")
+            if page.get_by_test_id("event-row").count() > 0:
+                break
+            page.wait_for_timeout(200)
+        expect(page.get_by_test_id("tail-status")).to_have_text("live")
+        before = _event_ids(page)
+
+        # Away from the page: an event happens, then the page is loaded again.
+        page.goto("about:blank")
+        conversations.CreateConversation(
+            conversation_pb.CreateConversationRequest(
+                parent=workspace, conversation={"title": "created while the page was away"}
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+        page.go_back()
+        events = page.get_by_test_id("events")
+        expect(events).to_contain_text("created while the page was away")
+        after = _event_ids(page)
+        assert set(before) <= set(after), "events shown before the reload are gone"
+        assert len(after) == len(set(after)), f"an event is shown twice: {after}"
+        _shot(page, "event-tail")
+
+        # Away for longer than the workspace's log keeps: the tail says replay is gone.
+        page.goto("about:blank")
+        for index in range(40):
+            remember(f"while away {index}")
+        page.go_back()
+        expect(page.get_by_test_id("replay-unavailable")).to_contain_text("Replay unavailable")
+        expect(events).to_contain_text("while away 39")
+    finally:
+        channel.close()
+
+
+def test_a_task_is_created_from_its_schema_form_watched_and_cancelled(page: Page) -> None:
+    _register(page)
+    page.click("[data-testid=tab-tasks]")
+    page.select_option("[data-testid=expert-select]", "experts/echo")
+    form = page.get_by_test_id("task-form")
+    form.locator("textarea[name=text]").fill(" ".join(f"part{i}" for i in range(300)))
+    form.locator("button[type=submit]").click()
+
+    expect(page.get_by_test_id("task-state")).to_have_text("RUNNING")
+    expect(page.get_by_test_id("task-output")).to_contain_text("part")
+    _shot(page, "task-running")
+    page.click("[data-testid=task-cancel]")
+
+    expect(page.get_by_test_id("task-state")).to_have_text("CANCELLED")
+    expect(page.get_by_test_id("task-list")).to_contain_text("CANCELLED")
