@@ -6,6 +6,7 @@
 #   make console-build    npm ci + vite build of console/ into console/dist
 #   make console          build it, then serve console/dist (127.0.0.1:8081, Python's http.server)
 #                         and Envoy (127.0.0.1:8080: the console and gRPC-Web on one origin)
+#   make console-screenshots  the browser tests, writing their screenshots into docs/console/
 #   make browser          Debian's Chromium for the browser tests, via apt-get when missing
 #
 # Stamps in build/stamps make repeated runs cheap.
@@ -22,7 +23,7 @@ CHROMIUM ?= /usr/bin/chromium
 CONSOLE_STATIC_ADDRESS := 127.0.0.1
 CONSOLE_STATIC_PORT := 8081
 
-.PHONY: ts-client ts-client-pack console-build console browser
+.PHONY: ts-client ts-client-pack console-build console console-screenshots browser
 
 $(PROTO_STAMPS)/ts-client-deps: $(TS_CLIENT)/package-lock.json
 	npm ci --prefix $(TS_CLIENT) --no-audit --no-fund
@@ -63,3 +64,6 @@ browser: ## Debian's Chromium (headless browser tests), installed with apt-get w
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; \
 	fi
+
+console-screenshots: $(VENV)/.installed console-build browser ## run the browser tests, refreshing docs/console/*.png
+	CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/pytest tests/e2e/test_console.py -q

@@ -82,7 +82,11 @@ function TaskWatch({ name, onChanged }: { name: string; onChanged: () => void })
     const controller = new AbortController();
     (async () => {
       try {
-        for await (const response of experts.watchTask({ name }, { signal: controller.signal })) {
+        // The task as it is now, then its whole journal after the first frame (the
+        // creation snapshot): output streamed before the page opened is replayed too.
+        const now = await experts.getTask({ name }, { signal: controller.signal });
+        setTask(now.task);
+        for await (const response of experts.watchTask({ name, afterSequence: 1n }, { signal: controller.signal })) {
           const frame = response.frame;
           if (frame.case === "task") {
             setTask(frame.value);

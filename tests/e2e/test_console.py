@@ -13,6 +13,7 @@ streamed token is printed, not asserted.
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import json
 import os
@@ -45,8 +46,12 @@ TIMEOUT_MS = 15_000
 
 
 def _report(request: pytest.FixtureRequest, line: str) -> None:
+    """Print a measured figure past pytest's capture (it is reported, never asserted)."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(f"console: {line}")
 
 
@@ -63,10 +68,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def static_files() -> Iterator[str]:
+def static_files(request: pytest.FixtureRequest) -> Iterator[str]:
     """console/dist over HTTP, as ``make console`` serves it (Python's http.server)."""
     if not (DIST / "index.html").is_file():
         pytest.fail(f"{DIST} is not built; run 'make console-build'")
+    files = [path for path in DIST.rglob("*") if path.is_file()]
+    raw = sum(path.stat().st_size for path in files)
+    packed = sum(len(gzip.compress(path.read_bytes(), 9)) for path in files)
+    _report(
+        request,
+        f"bundle: {len(files)} files, {raw / 1024:.1f} KiB, {packed / 1024:.1f} KiB gzipped",
+    )
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -166,6 +178,16 @@ def test_registration_shows_the_servers_field_violations_next_to_the_fields(page
 
     email = _register(page)
     expect(page.get_by_test_id("current-user")).to_contain_text(email)
+    page.click("[data-testid=tab-workspaces]")
+    expect(page.get_by_test_id("members")).to_contain_text(email)
+    expect(page.get_by_test_id("members")).to_contain_text("OWNER")
+    page.click("[data-testid=tab-sessions]")
+    sessions = page.get_by_test_id("sessions")
+    expect(sessions).to_contain_text("(this one)")
+    _shot(page, "sessions")
+
+    sessions.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_test_id("signin-form")).to_be_visible()
 
 
 def test_a_reply_streams_into_the_page_and_ends_with_its_finish_reason_and_usage(
@@ -173,18 +195,21 @@ def test_a_reply_streams_into_the_page_and_ends_with_its_finish_reason_and_usage
 ) -> None:
     _register(page)
     _open_conversation(page, "Streaming")
-    conversation_url = page.url
 
-    # Page load to first streamed token: a fresh load of the conversation, then Send.
+    # Page load to first streamed token: a fresh load of the conversation (its id is in the
+    # URL), then Send. It includes one WORD_DELAY of the local provider before its first word.
     started = time.monotonic()
-    page.goto(conversation_url)
     page.reload()
     page.fill("[data-testid=composer]", LONG_PROMPT)
     page.click("[data-testid=send]")
     reply = page.get_by_test_id("streaming-reply")
     expect(reply).not_to_have_text("")
     first_token = time.monotonic() - started
-    _report(request, f"page load to first streamed token: {first_token * 1000:.0f} ms")
+    _report(
+        request,
+        f"page load to first streamed token: {first_token * 1000:.0f} ms "
+        f"(of which the provider's first-word delay: {float(WORD_DELAY) * 1000:.0f} ms)",
+    )
 
     lengths: list[int] = []
     while page.get_by_test_id("stop").is_visible():
@@ -312,9 +337,45 @@ def test_a_task_is_created_from_its_schema_form_watched_and_cancelled(page: Page
     form.locator("button[type=submit]").click()
 
     expect(page.get_by_test_id("task-state")).to_have_text("RUNNING")
-    expect(page.get_by_test_id("task-output")).to_contain_text("part")
+    expect(page.get_by_test_id("task-output")).to_contain_text("[local-dev] part0 part1")
     _shot(page, "task-running")
     page.click("[data-testid=task-cancel]")
 
     expect(page.get_by_test_id("task-state")).to_have_text("CANCELLED")
     expect(page.get_by_test_id("task-list")).to_contain_text("CANCELLED")
+
+
+def test_tools_memories_and_a_tool_call_inside_a_reply(page: Page) -> None:
+    _register(page)
+    page.click("[data-testid=tab-tools]")
+    page.get_by_test_id("tool-list").get_by_text("tools/cortex.current_time").click()
+    form = page.get_by_test_id("tool-form")
+    form.locator("textarea[name=timezone]").fill("Europe/Paris")
+    form.locator("button[type=submit]").click()
+    expect(page.get_by_test_id("tool-output")).to_contain_text('"timezone": "Europe/Paris"')
+    _shot(page, "tools")
+
+    page.click("[data-testid=tab-memories]")
+    page.fill("[data-testid=memory-content]", "the console remembers blue teapots")
+    page.fill("[data-testid=memory-ttl]", "3600")
+    page.click("[data-testid=memory-create]")
+    table = page.get_by_test_id("memories")
+    expect(table).to_contain_text("blue teapots")
+    expect(page.get_by_test_id("memory-expiry").first).not_to_have_text("never")
+    page.fill("[data-testid=memory-query]", "teapots")
+    page.click("[data-testid=memory-search]")
+    expect(table).to_contain_text("score")
+    _shot(page, "memories")
+    table.get_by_role("button", name="Delete").click()
+    expect(table).not_to_contain_text("blue teapots")
+
+    page.click("[data-testid=tab-conversations]")
+    page.fill("[data-testid=new-conversation-title]", "Tools")
+    page.select_option("[data-testid=new-conversation-tools]", "tools/cortex.current_time")
+    page.click("[data-testid=create-conversation]")
+    page.fill("[data-testid=composer]", "/call cortex.current_time {}")
+    page.click("[data-testid=send]")
+    expect(page.get_by_test_id("finish-reason")).to_have_text("STOP")
+    messages = page.get_by_test_id("messages")
+    expect(messages.get_by_test_id("tool-call").first).to_contain_text("cortex.current_time")
+    expect(messages.get_by_test_id("tool-result").first).to_contain_text("unix_seconds")

@@ -128,10 +128,13 @@ for await (const frame of resumableEvents(
   { resumeToken: savedToken, signal: resumed.signal },
 )) {
   if (frame.case === "event") {
-    console.log(`resumed=${frame.value.payload.case}`);
-    resumed.abort();
+    const payload = frame.value.payload;
+    if (payload.case === "conversationCreated" && payload.value.conversation?.title === "Missed") {
+      console.log(`resumed=${payload.case} (${frame.value.id} was missed while no stream was open)`);
+      resumed.abort();
+    }
   }
   if (frame.case === "replayUnavailable") console.log("replay unavailable");
 }
-console.log(`events=${beforeResume}`);
+console.log(`events seen before the pause: ${beforeResume}`);
 
