@@ -83,7 +83,7 @@ export function Conversations({ workspace }: { workspace: string }) {
           </button>
         </div>
       </aside>
-      <section>{selected ? <Transcript key={selected} conversation={selected} /> : <p>Pick or create a conversation.</p>}</section>
+      <section>{selected ? <Transcript key={selected} conversation={selected} onReplied={list.reload} /> : <p>Pick or create a conversation.</p>}</section>
     </div>
   );
 }
@@ -98,7 +98,7 @@ interface LiveReply {
   model?: string;
 }
 
-function Transcript({ conversation }: { conversation: string }) {
+function Transcript({ conversation, onReplied }: { conversation: string; onReplied: () => void }) {
   const history = useLoad(
     async () => (await conversations.listMessages({ parent: conversation, pageSize: 200, order: 1 })).messages,
     [conversation],
@@ -151,6 +151,7 @@ function Transcript({ conversation }: { conversation: string }) {
       stop.current = undefined;
       setStreaming(false);
       history.reload();
+      onReplied();
     }
   }
 

@@ -17,6 +17,7 @@ import gzip
 import http.server
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -31,8 +32,11 @@ from cortex.context.v1 import conversation_service_pb2_grpc as conversation_grpc
 from cortex.context.v1 import memory_pb2
 from cortex.context.v1 import memory_service_pb2 as memory_pb
 from cortex.context.v1 import memory_service_pb2_grpc as memory_grpc
+from cortex.experts.v1 import tool_service_pb2 as tool_pb
+from cortex.experts.v1 import tool_service_pb2_grpc as tool_grpc
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from support.envoy import RunningEnvoy, running_envoy
+from support.mcp import MODULE as MCP_MODULE
 from support.servers import ServerProcess, cortex_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,13 +61,24 @@ def _report(request: pytest.FixtureRequest, line: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    data = tmp_path_factory.mktemp("console-server")
+    # The tests' MCP server, whose `echo` needs a person's approval inside a reply.
+    mcp = data / "mcp.toml"
+    mcp.write_text(
+        "[servers.files]\n"
+        f'command = "{sys.executable}"\n'
+        f'args = ["-m", "{MCP_MODULE}"]\n'
+        f'cwd = "{REPO}"\n'
+        'require_approval = ["echo"]\n'
+    )
     env = {
+        "CORTEX_MCP_CONFIG": str(mcp),
         "CORTEX_LOCAL_LLM_DELAY": WORD_DELAY,
         # A short per-workspace log, so the tail can be shown a replay that is gone.
         "CORTEX_EVENTS_MAX_LENGTH": "30",
         "CORTEX_EVENTS_HEARTBEAT": "2",
     }
-    with cortex_server(tmp_path_factory.mktemp("console-server"), env=env) as process:
+    with cortex_server(data, env=env) as process:
         yield process
 
 
@@ -379,3 +394,71 @@ def test_tools_memories_and_a_tool_call_inside_a_reply(page: Page) -> None:
     messages = page.get_by_test_id("messages")
     expect(messages.get_by_test_id("tool-call").first).to_contain_text("cortex.current_time")
     expect(messages.get_by_test_id("tool-result").first).to_contain_text("unix_seconds")
+
+
+def test_a_tasks_input_request_is_answered_from_a_form_built_from_its_answer_schema(
+    page: Page,
+) -> None:
+    _register(page)
+    page.click("[data-testid=tab-tasks]")
+    page.select_option("[data-testid=expert-select]", "experts/echo")
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "enum": ["red", "blue"]}},
+        "required": ["colour"],
+    }
+    form = page.get_by_test_id("task-form")
+    form.locator("textarea[name=text]").fill(f"/ask {json.dumps(schema)}")
+    form.locator("button[type=submit]").click()
+
+    expect(page.get_by_test_id("task-state")).to_have_text("INPUT_REQUIRED")
+    request = page.get_by_test_id("input-request")
+    expect(request).to_contain_text("local-dev asks for input")
+    _shot(page, "task-input-request")
+    request.locator("select[name=colour]").select_option("blue")
+    request.locator("button[type=submit]").click()
+
+    expect(page.get_by_test_id("task-state")).to_have_text("SUCCEEDED")
+    expect(page.get_by_test_id("task-watch")).to_contain_text("Thanks")
+
+
+def _wait_for_tool(server: ServerProcess, page: Page, name: str) -> None:
+    """MCP servers connect in the background: wait until ListTools offers the tool."""
+    metadata = (("authorization", f"Bearer {_tokens(page)['accessToken']}"),)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = tool_grpc.ToolServiceStub(channel)
+        for _ in range(100):
+            listed = stub.ListTools(tool_pb.ListToolsRequest(), metadata=metadata, timeout=10)
+            if any(tool.name == name for tool in listed.tools):
+                return
+            time.sleep(0.2)
+    pytest.fail(f"{name} never appeared:\n{server.logs()}")
+
+
+def test_a_tool_call_that_needs_approval_is_approved_or_denied_from_the_transcript(
+    page: Page, server: ServerProcess
+) -> None:
+    _register(page)
+    _wait_for_tool(server, page, "tools/files.echo")
+    page.reload()
+    page.fill("[data-testid=new-conversation-title]", "Approvals")
+    page.select_option("[data-testid=new-conversation-tools]", "tools/files.echo")
+    page.click("[data-testid=create-conversation]")
+
+    page.fill("[data-testid=composer]", '/call files.echo {"text": "approved words"}')
+    page.click("[data-testid=send]")
+    expect(page.get_by_test_id("finish-reason")).to_have_text("APPROVAL_REQUIRED")
+    approvals = page.get_by_test_id("approvals")
+    expect(approvals).to_contain_text("files.echo")
+    _shot(page, "approval")
+    approvals.get_by_role("button", name="Approve").click()
+    expect(page.get_by_test_id("finish-reason")).to_have_text("STOP")
+    messages = page.get_by_test_id("messages")
+    expect(messages.get_by_test_id("tool-result").first).to_contain_text("approved words")
+
+    page.fill("[data-testid=composer]", '/call files.echo {"text": "denied words"}')
+    page.click("[data-testid=send]")
+    expect(page.get_by_test_id("approvals")).to_contain_text("denied words")
+    page.get_by_test_id("approvals").get_by_role("button", name="Deny").click()
+    expect(page.get_by_test_id("finish-reason")).to_have_text("STOP")
+    expect(messages).to_contain_text("TOOL_DENIED")
