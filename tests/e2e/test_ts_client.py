@@ -3,12 +3,14 @@
 Its README's complete example (examples/quickstart.ts, compiled by ``make ts-client``) runs
 against a real ``cortex-core serve``: decoded field violations, register and refresh, a reply
 streamed and cancelled, a task watched to the end, and an event stream resumed from its saved
-token. The package's runtime dependencies are the versions that generated its stubs.
+token; and the helpers' own node tests pass. The package's runtime dependencies are the
+versions that generated its stubs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -20,12 +22,14 @@ from support.servers import ServerProcess, cortex_server
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "clients" / "typescript"
 EXAMPLE = PACKAGE / "dist-examples" / "examples" / "quickstart.js"
+HELPER_TESTS = PACKAGE / "dist-examples" / "test"
 
 
 @pytest.fixture(scope="module")
 def paced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server whose replies take a few seconds, so there is something to cancel."""
-    env = {"CORTEX_LOCAL_LLM_DELAY": "0.05"}
+    """A server whose replies take a few seconds (something to cancel), with a heartbeat
+    (and so a fresh resume token) every second."""
+    env = {"CORTEX_LOCAL_LLM_DELAY": "0.05", "CORTEX_EVENTS_HEARTBEAT": "1"}
     with cortex_server(tmp_path_factory.mktemp("ts-client-server"), env=env) as server:
         yield server
 
@@ -43,12 +47,38 @@ def test_the_packages_runtime_is_the_version_that_generated_its_stubs() -> None:
     assert "private" not in package
 
 
-def test_the_readme_example_runs_against_a_real_server(paced_server: ServerProcess) -> None:
+def _node(built: Path) -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH; run 'make tools'")
-    if not EXAMPLE.is_file():
-        pytest.fail(f"{EXAMPLE} is not built; run 'make ts-client'")
+    if not built.exists():
+        pytest.fail(f"{built} is not built; run 'make ts-client'")
+    return node
+
+
+def test_the_helpers_pass_their_node_tests_against_a_real_server(
+    paced_server: ServerProcess,
+) -> None:
+    """Refresh before expiry (one refresh for concurrent calls), retry after UNAUTHENTICATED,
+    a revoked session, decoded field violations, and an event stream that reconnects after
+    each dropped connection without losing or repeating an event (test/helpers.test.ts)."""
+    node = _node(HELPER_TESTS)
+    result = subprocess.run(
+        [node, "--test", str(HELPER_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=PACKAGE,
+        env={**os.environ, "CORTEX_ADDRESS": paced_server.address},
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# pass 5" in result.stdout.splitlines(), result.stdout
+
+
+def test_the_readme_example_runs_against_a_real_server(paced_server: ServerProcess) -> None:
+    node = _node(EXAMPLE)
 
     result = subprocess.run(
         [node, str(EXAMPLE), paced_server.address],
