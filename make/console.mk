@@ -39,7 +39,7 @@ ts-client-pack: ts-client ## pack it: build/cortex-core-client-<version>.tgz, fo
 	@mkdir -p build
 	cd $(TS_CLIENT) && npm pack --pack-destination ../../build
 
-$(PROTO_STAMPS)/console-deps: $(CONSOLE)/package-lock.json $(TS_CLIENT)/dist/index.js
+$(PROTO_STAMPS)/console-deps: $(CONSOLE)/package-lock.json | $(TS_CLIENT)/dist/index.js
 	npm ci --prefix $(CONSOLE) --no-audit --no-fund
 	@mkdir -p $(@D) && touch $@
 
