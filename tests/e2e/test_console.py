@@ -204,6 +204,15 @@ def test_registration_shows_the_servers_field_violations_next_to_the_fields(page
     sessions.get_by_role("button", name="Revoke").click()
     expect(page.get_by_test_id("signin-form")).to_be_visible()
 
+    page.get_by_role("button", name="Sign in").first.click()
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", "not the password")
+    page.click("[data-testid=signin-submit]")
+    expect(page.get_by_test_id("error")).to_contain_text("INVALID_CREDENTIALS")
+    page.fill("input[name=password]", "correct horse battery staple 42")
+    page.click("[data-testid=signin-submit]")
+    expect(page.get_by_test_id("current-user")).to_contain_text(email)
+
 
 def test_a_reply_streams_into_the_page_and_ends_with_its_finish_reason_and_usage(
     page: Page, request: pytest.FixtureRequest
