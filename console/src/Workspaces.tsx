@@ -72,8 +72,10 @@ export function Workspaces({
         </tbody>
       </table>
       <div className="row">
-        <input placeholder="new workspace name" value={displayName} onChange={(e) => setDisplayName(e.target.value)} />
-        <button onClick={create}>Create workspace</button>
+        <input placeholder="new workspace name" data-testid="new-workspace-name" value={displayName} onChange={(e) => setDisplayName(e.target.value)} />
+        <button onClick={create} data-testid="create-workspace">
+          Create workspace
+        </button>
       </div>
       {current && (
         <>
@@ -103,7 +105,7 @@ export function Workspaces({
             </tbody>
           </table>
           <div className="row">
-            <input placeholder="email" value={email} onChange={(e) => setEmail(e.target.value)} />
+            <input placeholder="email" data-testid="member-email" value={email} onChange={(e) => setEmail(e.target.value)} />
             <select value={role} onChange={(e) => setRole(Number(e.target.value))}>
               {ROLES.map((r) => (
                 <option key={r} value={r}>
@@ -111,7 +113,9 @@ export function Workspaces({
                 </option>
               ))}
             </select>
-            <button onClick={add}>Add member</button>
+            <button onClick={add} data-testid="add-member">
+              Add member
+            </button>
           </div>
         </>
       )}

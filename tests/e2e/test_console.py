@@ -27,6 +27,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cortex.auth.v1 import auth_service_pb2 as auth_pb
+from cortex.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from cortex.context.v1 import conversation_service_pb2 as conversation_pb
 from cortex.context.v1 import conversation_service_pb2_grpc as conversation_grpc
 from cortex.context.v1 import memory_pb2
@@ -181,7 +183,21 @@ def _open_conversation(page: Page, title: str) -> None:
     expect(page.get_by_test_id("composer")).to_be_visible()
 
 
-def test_registration_shows_the_servers_field_violations_next_to_the_fields(page: Page) -> None:
+def _register_by_api(server: ServerProcess) -> str:
+    email = f"member-{uuid.uuid4().hex[:10]}@example.com"
+    with grpc.insecure_channel(server.address) as channel:
+        auth_grpc.AuthServiceStub(channel).Register(
+            auth_pb.RegisterRequest(
+                email=email, password="correct horse battery staple 42", display_name="Member"
+            ),
+            timeout=30,
+        )
+    return email
+
+
+def test_registration_shows_the_servers_field_violations_next_to_the_fields(
+    page: Page, server: ServerProcess
+) -> None:
     page.goto("/")
     page.fill("input[name=email]", "not-an-email")
     page.fill("input[name=password]", "short")
@@ -194,8 +210,20 @@ def test_registration_shows_the_servers_field_violations_next_to_the_fields(page
     email = _register(page)
     expect(page.get_by_test_id("current-user")).to_contain_text(email)
     page.click("[data-testid=tab-workspaces]")
-    expect(page.get_by_test_id("members")).to_contain_text(email)
-    expect(page.get_by_test_id("members")).to_contain_text("OWNER")
+    members = page.get_by_test_id("members")
+    expect(members).to_contain_text(email)
+    expect(members).to_contain_text("OWNER")
+    page.fill("[data-testid=new-workspace-name]", "Team")
+    page.click("[data-testid=create-workspace]")
+    expect(page.get_by_test_id("workspace-select")).to_contain_text("Team (OWNER)")
+    other = _register_by_api(server)
+    page.fill("[data-testid=member-email]", other)
+    page.click("[data-testid=add-member]")
+    expect(members).to_contain_text(other)
+    expect(members.locator("tr", has_text=other)).to_contain_text("EDITOR")
+    _shot(page, "workspaces")
+    members.locator("tr", has_text=other).get_by_role("button", name="Remove").click()
+    expect(members).not_to_contain_text(other)
     page.click("[data-testid=tab-sessions]")
     sessions = page.get_by_test_id("sessions")
     expect(sessions).to_contain_text("(this one)")
