@@ -1,5 +1,6 @@
 import { useEffect, useState } from "react";
-import { CortexError } from "@cortex-core/client";
+import { Code } from "@connectrpc/connect";
+import { CortexError, isRetryable } from "@cortex-core/client";
 import { TaskState, type Task } from "@cortex-core/client/gen/cortex/experts/v1/task_pb.js";
 import type { ToolCall, ToolResult } from "@cortex-core/client/gen/cortex/context/v1/message_pb.js";
 import { experts } from "./api";
@@ -81,24 +82,43 @@ function TaskWatch({ name, onChanged }: { name: string; onChanged: () => void })
   useEffect(() => {
     const controller = new AbortController();
     (async () => {
+      // The task as it is now, then its whole journal after the first frame (the creation
+      // snapshot): output streamed before the page opened is replayed too. A watch that
+      // ends early (a dropped connection, a draining server, an expired access token) is
+      // opened again after the last sequence it delivered.
+      let after = 1n;
       try {
-        // The task as it is now, then its whole journal after the first frame (the
-        // creation snapshot): output streamed before the page opened is replayed too.
         const now = await experts.getTask({ name }, { signal: controller.signal });
         setTask(now.task);
-        for await (const response of experts.watchTask({ name, afterSequence: 1n }, { signal: controller.signal })) {
-          const frame = response.frame;
-          if (frame.case === "task") {
-            setTask(frame.value);
-            if (FINISHED.has(frame.value.state)) onChanged();
-          } else if (frame.case === "outputDelta") setOutput((text) => text + frame.value.text);
-          else if (frame.case === "progress") setProgress({ fraction: frame.value.fraction, message: frame.value.message });
-          else if (frame.case === "toolCall") setCalls((old) => [...old, frame.value]);
-          else if (frame.case === "toolResult") setResults((old) => [...old, frame.value]);
-          else if (frame.case === "journalPruned") setPruned(`journal pruned before #${frame.value.oldestSequence}`);
-        }
       } catch (failure) {
         if (!controller.signal.aborted) setWatchError(CortexError.from(failure));
+        return;
+      }
+      while (!controller.signal.aborted) {
+        try {
+          for await (const response of experts.watchTask({ name, afterSequence: after }, { signal: controller.signal })) {
+            if (response.sequence > 0n) after = response.sequence;
+            const frame = response.frame;
+            if (frame.case === "task") {
+              setTask(frame.value);
+              if (FINISHED.has(frame.value.state)) onChanged();
+            } else if (frame.case === "outputDelta") setOutput((text) => text + frame.value.text);
+            else if (frame.case === "progress") setProgress({ fraction: frame.value.fraction, message: frame.value.message });
+            else if (frame.case === "toolCall") setCalls((old) => [...old, frame.value]);
+            else if (frame.case === "toolResult") setResults((old) => [...old, frame.value]);
+            else if (frame.case === "journalPruned") setPruned(`journal pruned before #${frame.value.oldestSequence}`);
+          }
+          return; // the server closes the watch after the terminal state
+        } catch (failure) {
+          if (controller.signal.aborted) return;
+          const error = CortexError.from(failure);
+          const expired = error.code === Code.Unauthenticated && error.reason === "TOKEN_EXPIRED";
+          if (!expired && !isRetryable(error)) {
+            setWatchError(error);
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, Math.max(500, error.retryDelayMs ?? 0)));
+        }
       }
     })();
     return () => controller.abort();

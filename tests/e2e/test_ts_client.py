@@ -27,10 +27,18 @@ HELPER_TESTS = PACKAGE / "dist-examples" / "test"
 
 @pytest.fixture(scope="module")
 def paced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server whose replies take a few seconds (something to cancel), with a heartbeat
-    (and so a fresh resume token) every second."""
-    env = {"CORTEX_LOCAL_LLM_DELAY": "0.05", "CORTEX_EVENTS_HEARTBEAT": "1"}
+    """A server whose replies take a few seconds, so there is something to cancel."""
+    env = {"CORTEX_LOCAL_LLM_DELAY": "0.05"}
     with cortex_server(tmp_path_factory.mktemp("ts-client-server"), env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def short_token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Access tokens that last 3 s and a heartbeat every second: refresh and expiry happen
+    within a test."""
+    env = {"CORTEX_ACCESS_TOKEN_TTL": "3", "CORTEX_EVENTS_HEARTBEAT": "1"}
+    with cortex_server(tmp_path_factory.mktemp("ts-helpers-server"), env=env) as server:
         yield server
 
 
@@ -57,11 +65,12 @@ def _node(built: Path) -> str:
 
 
 def test_the_helpers_pass_their_node_tests_against_a_real_server(
-    paced_server: ServerProcess,
+    short_token_server: ServerProcess,
 ) -> None:
     """Refresh before expiry (one refresh for concurrent calls), retry after UNAUTHENTICATED,
-    a revoked session, decoded field violations, and an event stream that reconnects after
-    each dropped connection without losing or repeating an event (test/helpers.test.ts)."""
+    a revoked session, decoded field violations, an event stream that reconnects after each
+    dropped connection without losing or repeating an event, and one that outlives its access
+    token (test/helpers.test.ts)."""
     node = _node(HELPER_TESTS)
     result = subprocess.run(
         [node, "--test", str(HELPER_TESTS)],
@@ -69,12 +78,12 @@ def test_the_helpers_pass_their_node_tests_against_a_real_server(
         text=True,
         timeout=90,
         cwd=PACKAGE,
-        env={**os.environ, "CORTEX_ADDRESS": paced_server.address},
+        env={**os.environ, "CORTEX_ADDRESS": short_token_server.address},
         check=False,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 5" in result.stdout.splitlines(), result.stdout
+    assert "# pass 6" in result.stdout.splitlines(), result.stdout
 
 
 def test_the_readme_example_runs_against_a_real_server(paced_server: ServerProcess) -> None:

@@ -21,6 +21,12 @@ export interface ResumableEventsOptions {
   onResumeToken?: (token: string) => void;
   /** Called before each reconnect, with the error that ended the previous stream. */
   onReconnect?: (error: CortexError | undefined, attempt: number) => void;
+  /**
+   * Called when the server ends the stream because the access token expired
+   * (UNAUTHENTICATED / TOKEN_EXPIRED), before reconnecting: e.g. `() => session.refresh()`.
+   * Without it the reconnect relies on the interceptor's refresh before expiry.
+   */
+  refresh?: () => Promise<unknown>;
   /** Ends the subscription (the generator then returns). */
   signal?: AbortSignal;
   /** First reconnect delay (default 250 ms), doubled per failed attempt up to maxDelayMs. */
@@ -56,6 +62,7 @@ export async function* resumableEvents(
 ): AsyncGenerator<EventFrame, void, undefined> {
   let token = options.resumeToken ?? "";
   let failures = 0;
+  let expiredInARow = 0;
   const initial = options.initialDelayMs ?? 250;
   const maxDelay = options.maxDelayMs ?? 10_000;
   const advance = (next: string) => {
@@ -73,6 +80,7 @@ export async function* resumableEvents(
       );
       for await (const response of stream) {
         failures = 0;
+        expiredInARow = 0;
         const frame = response.frame;
         if (frame.case === "event") advance(frame.value.resumeToken);
         if (frame.case === "heartbeat") advance(frame.value.resumeToken);
@@ -84,6 +92,15 @@ export async function* resumableEvents(
       // A slow subscriber is cut off with the token to continue from.
       const cutOff = ended.metadata["resume_token"];
       if (cutOff) advance(cutOff);
+      // A stream outlives its access token: the server ends it at expiry. Reconnect at once
+      // with a fresh token; a second expiry in a row (no new token to be had) is thrown.
+      if (ended.code === Code.Unauthenticated && ended.reason === "TOKEN_EXPIRED") {
+        expiredInARow += 1;
+        if (expiredInARow > 1) throw ended;
+        options.onReconnect?.(ended, failures + 1);
+        await options.refresh?.();
+        continue;
+      }
       if (!cutOff && !isRetryable(ended) && ended.code !== Code.Canceled) throw ended;
     }
     if (options.signal?.aborted) return;

@@ -1,4 +1,6 @@
-// The helpers against a real server (CORTEX_ADDRESS=HOST:PORT), with node's test runner:
+// The helpers against a real server (CORTEX_ADDRESS=HOST:PORT) whose access tokens last
+// 3 s (CORTEX_ACCESS_TOKEN_TTL=3) and whose event streams beat every second
+// (CORTEX_EVENTS_HEARTBEAT=1), with node's test runner:
 //   node --test dist-examples/test/
 // Run by tests/e2e/test_ts_client.py.
 import assert from "node:assert/strict";
@@ -56,7 +58,8 @@ test("an access token about to expire is refreshed before the call, once for con
 
 test("a unary call refused UNAUTHENTICATED is refreshed and retried once", async () => {
   const { session, seen, transport, registered } = await signedIn();
-  session.set({ ...session.tokens!, accessToken: "not-a-token" });
+  // No known expiry, so nothing is refreshed before the call: the refusal triggers it.
+  session.set({ ...session.tokens!, accessToken: "not-a-token", accessTokenExpiresAt: undefined });
   seen.length = 0;
 
   const me = await createClient(AuthService, transport).getCurrentUser({});
@@ -157,3 +160,37 @@ test("resumableEvents reconnects from its token after a dropped stream: nothing 
   assert.ok(reconnects >= 2, `reconnected ${reconnects} times`);
 });
 
+
+test("resumableEvents outlives its access token: the server ends the stream, it refreshes and resumes", async () => {
+  const { session, transport } = await signedIn();
+  // No known expiry: only the server's TOKEN_EXPIRED tells that the token is gone.
+  session.set({ ...session.tokens!, accessTokenExpiresAt: undefined });
+  const workspace = (await createClient(WorkspaceService, transport).listWorkspaces({})).workspaces[0].name;
+  const memories = createClient(MemoryService, transport);
+  const stop = new AbortController();
+  const reasons: string[] = [];
+  let remembered = false;
+  let got = "";
+  for await (const frame of resumableEvents(
+    createClient(EventService, transport),
+    { workspaces: [workspace] },
+    {
+      signal: stop.signal,
+      refresh: () => session.refresh(),
+      onReconnect: (failure) => reasons.push(failure?.reason ?? ""),
+    },
+  )) {
+    // Once the stream has been ended at expiry and reopened, something happens.
+    if (frame.case === "heartbeat" && reasons.includes("TOKEN_EXPIRED") && !remembered) {
+      remembered = true;
+      await memories.createMemory({ parent: workspace, memory: { content: "after expiry", kind: MemoryKind.NOTE } });
+    }
+    if (frame.case === "event" && frame.value.payload.case === "memoryCreated") {
+      got = frame.value.payload.value.memory?.content ?? "";
+      stop.abort();
+    }
+  }
+
+  assert.equal(got, "after expiry");
+  assert.deepEqual(reasons, ["TOKEN_EXPIRED"]);
+});
