@@ -6,7 +6,7 @@
 import { useEffect, useState } from "react";
 import { resumableEvents, type CortexError } from "@cortex-core/client";
 import { EventType, type Event } from "@cortex-core/client/gen/cortex/events/v1/event_pb.js";
-import { events } from "./api";
+import { events, session } from "./api";
 import { enumName, ErrorBox, when } from "./util";
 
 interface Row {
@@ -79,6 +79,7 @@ export function EventTail({ workspace }: { workspace: string }) {
           {
             resumeToken: state.token || undefined,
             signal: controller.signal,
+            refresh: () => session.refresh(),
             onReconnect: (failure) => setStatus(`reconnecting (${failure?.codeName ?? "stream ended"})`),
           },
         )) {

@@ -19,7 +19,10 @@ import {
 } from "@cortex-core/client";
 
 const TOKENS_KEY = "cortex.tokens";
-const baseUrl = window.location.origin;
+// Served by `make console`, page and API share the origin. With Vite's dev server
+// (`VITE_CORTEX_URL=http://127.0.0.1:8080 npm run dev`, an origin Envoy's CORS allows)
+// the API is Envoy's address.
+const baseUrl = import.meta.env.VITE_CORTEX_URL || window.location.origin;
 
 function loadTokens(): Tokens | undefined {
   try {
