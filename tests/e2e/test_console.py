@@ -367,6 +367,16 @@ def test_the_event_tail_resumes_after_a_reload_without_a_gap_and_says_when_repla
         after = _event_ids(page)
         assert set(before) <= set(after), "events shown before the reload are gone"
         assert len(after) == len(set(after)), f"an event is shown twice: {after}"
+
+        # A reload right after an event: it shows once, whether it came before or after.
+        remember("just before the reload")
+        page.reload()
+        expect(events).to_contain_text("just before the reload")
+        remember("just after the reload")
+        expect(events).to_contain_text("just after the reload")
+        reloaded = _event_ids(page)
+        assert set(after) <= set(reloaded)
+        assert len(reloaded) == len(set(reloaded)), f"an event is shown twice: {reloaded}"
         _shot(page, "event-tail")
 
         # Away for longer than the workspace's log keeps: the tail says replay is gone.
