@@ -36,6 +36,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## create .venv and install the server and dev tools
 
 include make/proto.mk
+include make/console.mk
 
 run: $(VENV)/.runtime ## install the runtime only, then serve on the embedded defaults
 	$(BIN)/cortex-core serve
@@ -63,14 +64,14 @@ typecheck: $(VENV)/.installed ## mypy --strict on src
 layers: $(VENV)/.installed ## import-linter layer contract
 	$(BIN)/lint-imports
 
-pytest: $(VENV)/.installed tools ## unit, integration and e2e tests
+pytest: $(VENV)/.installed tools ts-client console-build browser ## unit, integration and e2e tests
 	$(BIN)/pytest
 
 test-unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit
 test-integration: $(VENV)/.installed
 	$(BIN)/pytest tests/integration
-test-e2e: $(VENV)/.installed tools
+test-e2e: $(VENV)/.installed tools ts-client console-build browser
 	$(BIN)/pytest tests/e2e
 
 bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; a burst
@@ -96,4 +97,6 @@ envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server 
 	$(BIN)/envoy -c $(ENVOY_CONFIG) --log-level $(ENVOY_LOG_LEVEL)
 
 clean: ## remove the venv, caches and local data
-	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules
+	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules \
+	  clients/typescript/node_modules clients/typescript/dist clients/typescript/dist-examples \
+	  clients/typescript/src/gen console/node_modules console/dist

@@ -13,8 +13,8 @@
 # The googleapis protos (google/api, google/rpc) are copied from the
 # googleapis-common-protos wheel into build/proto-deps/ (gitignored). Python and
 # Go get google/* code from their runtime packages; betterproto and TypeScript
-# have no such package, so google/rpc/status.proto (and, for TS, the google/api
-# annotation files) are generated next to ours.
+# have no such package, so google/rpc/status.proto (and, for TS, google/rpc/error_details.proto
+# and the google/api annotation files) are generated next to ours.
 #
 # Output is byte-for-byte reproducible for fixed tool versions; see
 # scripts/check_generated.sh and docs/contracts.md.
@@ -69,6 +69,9 @@ mapfile -t PROTOS < <(cd proto && find cortex -name '*.proto' | LC_ALL=C sort)
 [[ ${#PROTOS[@]} -gt 0 ]] || die "no .proto files under proto/"
 GOOGLE_STATUS=(google/rpc/status.proto)
 GOOGLE_ANNOTATIONS=(google/api/field_behavior.proto google/api/resource.proto)
+# Browsers get ErrorInfo / BadRequest / RetryInfo decoded (ConnectError.findDetails), not as
+# raw Any bytes: TypeScript also gets the error-detail messages.
+GOOGLE_ERROR_DETAILS=(google/rpc/error_details.proto)
 
 protoc() {
   "$PY" -m grpc_tools.protoc -I proto -I "$DEPS" "$@"
@@ -98,7 +101,7 @@ rm -f "$OUT/.betterproto.log" # it only lists the files written
 # 5. TypeScript / JavaScript for Connect (ESM .js + .d.ts, runs in node as is).
 protoc --plugin=protoc-gen-es="$PROTOC_GEN_ES" \
   --es_out="$OUT/ts" --es_opt=target=js+dts,import_extension=js \
-  "${PROTOS[@]}" "${GOOGLE_STATUS[@]}" "${GOOGLE_ANNOTATIONS[@]}"
+  "${PROTOS[@]}" "${GOOGLE_STATUS[@]}" "${GOOGLE_ERROR_DETAILS[@]}" "${GOOGLE_ANNOTATIONS[@]}"
 # The runtime the stubs were generated against, as tools/package-lock.json pins it:
 # the package asks for that version (a caret range), so it never drifts from it.
 locked() {

@@ -9,21 +9,13 @@ over HTTP/1.1, with an ``Origin`` header.
 from __future__ import annotations
 
 import http.client
-import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "envoy" / "envoy.yaml"
-ENVOY = Path(sys.executable).with_name("envoy")
-STARTUP_TIMEOUT = 30.0
+from support.envoy import CONFIG, ENVOY, RunningEnvoy, http_get, running_envoy
 
 ALLOWED_ORIGIN = "http://localhost:5173"
 DISALLOWED_ORIGIN = "http://evil.example"
@@ -31,17 +23,6 @@ DISALLOWED_ORIGIN = "http://evil.example"
 # gRPC-Web framing: one flag byte, a 4-byte big-endian length, the payload.
 DATA_FRAME = 0x00
 TRAILER_FRAME = 0x80
-
-
-@dataclass
-class RunningEnvoy:
-    process: subprocess.Popen[bytes]
-    admin: str
-    listener: str
-    log_path: Path
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @dataclass
@@ -57,90 +38,11 @@ class GrpcWebReply:
         return self.trailers.get("grpc-status", self.headers.get("grpc-status"))
 
 
-def _rewritten_config(upstream: str) -> str:
-    """The committed config with ports 0 and the upstream replaced; fail if a line moved."""
-    host, port = upstream.rsplit(":", 1)
-    text = CONFIG.read_text()
-    replacements = {
-        "{ address: 127.0.0.1, port_value: 8080 }": "{ address: 127.0.0.1, port_value: 0 }",
-        "{ address: 127.0.0.1, port_value: 9901 }": "{ address: 127.0.0.1, port_value: 0 }",
-        "{ address: 127.0.0.1, port_value: 50051 }": f"{{ address: {host}, port_value: {port} }}",
-    }
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"expected exactly one {old!r} in {CONFIG}"
-        text = text.replace(old, new)
-    return text
-
-
-def _http_get(address: str, path: str) -> str:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().read().decode()
-    finally:
-        connection.close()
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes], admin_path: Path, upstream: str, log_path: Path
-) -> tuple[str, str]:
-    """Poll until Envoy reports its admin address, its listener and a healthy upstream."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    healthy = f"cortex::{upstream}::health_flags::healthy"
-    last_error = "no admin address yet"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"envoy exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            admin = admin_path.read_text().strip()
-            if admin:
-                listeners = json.loads(_http_get(admin, "/listeners?format=json"))
-                socket = listeners["listener_statuses"][0]["local_address"]["socket_address"]
-                listener = f"{socket['address']}:{socket['port_value']}"
-                clusters = _http_get(admin, "/clusters")
-                if healthy in clusters.splitlines():
-                    return admin, listener
-                last_error = f"upstream not healthy yet:\n{clusters}"
-        except (OSError, ValueError, KeyError, IndexError) as error:
-            last_error = repr(error)
-        time.sleep(0.1)
-    pytest.fail(f"envoy not ready in {STARTUP_TIMEOUT}s ({last_error}):\n{log_path.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def envoy(server_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEnvoy]:
     """Envoy from envoy/envoy.yaml in front of the session's server; always stopped."""
-    tmp_path = tmp_path_factory.mktemp("envoy")
-    config_path = tmp_path / "envoy.yaml"
-    config_path.write_text(_rewritten_config(server_address))
-    admin_path = tmp_path / "admin-address"
-    log_path = tmp_path / "envoy.log"
-    command = [
-        str(ENVOY),
-        "-c",
-        str(config_path),
-        "--admin-address-path",
-        str(admin_path),
-        # No shared-memory hot-restart domain, so a developer's `make envoy` does not clash.
-        "--disable-hot-restart",
-        "--concurrency",
-        "1",
-        "--log-level",
-        "info",
-    ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            admin, listener = _wait_until_ready(process, admin_path, server_address, log_path)
-            yield RunningEnvoy(process, admin, listener, log_path)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_envoy(server_address, tmp_path_factory.mktemp("envoy")) as running:
+        yield running
 
 
 def _grpc_web_call(
@@ -220,7 +122,7 @@ def test_the_committed_envoy_config_passes_envoys_own_validation() -> None:
 def test_envoy_reports_the_server_healthy_by_active_grpc_health_checks(
     envoy: RunningEnvoy, server_address: str
 ) -> None:
-    clusters = _http_get(envoy.admin, "/clusters").splitlines()
+    clusters = http_get(envoy.admin, "/clusters").splitlines()
     assert f"cortex::{server_address}::health_flags::healthy" in clusters
 
 
