@@ -34,6 +34,9 @@ class Change:
     """Base of every domain event."""
 
     KIND: ClassVar[EventKind]
+    #: False for events that report no stored change (reply text in progress):
+    #: they are appended directly instead of in a transaction (event_relay.py).
+    DURABLE: ClassVar[bool] = True
     actor_id: str
     time: datetime
 
@@ -153,6 +156,7 @@ class MessageCreated(_AboutMessage, Change):
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyStarted(_AboutConversation, Change):
     KIND = EventKind.REPLY_STARTED
+    DURABLE = False  # announced once the reply's context is assembled, not stored
     conversation: Conversation
     reply_id: str
     user_message: Message | None  # None: a reply continued after approvals
@@ -163,6 +167,7 @@ class ReplyDelta(_AboutConversation, Change):
     """More text of a reply in progress (pieces coalesced)."""
 
     KIND = EventKind.REPLY_DELTA
+    DURABLE = False
     conversation: Conversation
     reply_id: str
     text: str

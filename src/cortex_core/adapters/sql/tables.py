@@ -242,14 +242,25 @@ memory_sources = sa.Table(
     sa.Index(None, "message_name"),
 )
 
-outbox = sa.Table(
-    "outbox",
+# Every event, written in the transaction of its change (adapters/sql/event_store.py):
+# per stream, the last sequence given out and the last one relayed to Redis.
+event_streams = sa.Table(
+    "event_streams",
     metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("stream", sa.String(200), nullable=False),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("last_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("relayed_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("sequence", sa.BigInteger(), primary_key=True),
     sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("time", UtcDateTime, nullable=False, index=True),
+    sa.Column("envelope", sa.Text(), nullable=False),  # EventEnvelope.pack()
     sa.Column("payload", sa.LargeBinary(), nullable=False),
-    sa.Column("create_time", UtcDateTime, nullable=False),
 )
 
 # The task table is the queue (docs/tasks.md): claims are leases on its rows.
