@@ -2,7 +2,8 @@
 
 Each change names the event stream it belongs to: ``ws:<workspace id>`` for
 what happens in a workspace (seen by its members), ``user:<user id>`` for
-security events (seen only by that user), and the :class:`EventEnvelope` stored
+security events (seen only by that user) (``task:<task id>`` is a task's
+journal, written by the task runtime), and the :class:`EventEnvelope` stored
 with its event (what subscriptions filter and authorize on).
 """
 
@@ -27,6 +28,15 @@ def workspace_stream(workspace_id: str) -> str:
 
 def user_stream(user_id: str) -> str:
     return f"user:{user_id}"
+
+
+TASK_STREAM_PREFIX = "task:"
+
+
+def task_stream(task_id: str) -> str:
+    """A task's journal (WatchTask frames): a stream of the event store that is
+    never relayed to an external log (its watchers read the store)."""
+    return TASK_STREAM_PREFIX + task_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

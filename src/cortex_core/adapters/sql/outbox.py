@@ -1,10 +1,13 @@
 """SQL implementation of :class:`~cortex_core.ports.OutboxRepository`: the event store.
 
-Two tables (migration 0011):
+Two tables (migrations 0011 and 0012):
 
 * ``event_streams``: per stream, ``last_sequence`` (the last sequence given out)
   and ``relayed_sequence`` (the last one the external log acknowledged);
-* ``events``: ``(stream, sequence)`` → event id, time, envelope, payload.
+* ``events``: ``(stream, sequence)`` → event id, time, envelope, payload. Task
+  journals are streams here too (``task:<id>``, adapters/sql/tasks.py): numbered
+  by their task row instead (the fenced bump of ``tasks.last_sequence``), never
+  relayed, kept by the task's own retention.
 
 :meth:`SqlOutboxRepository.append` numbers events with one upsert per stream,
 ``INSERT … ON CONFLICT (stream) DO UPDATE SET last_sequence = last_sequence + n
@@ -55,18 +58,7 @@ class SqlOutboxRepository:
                 records[order[id(event)]] = EventRecord(
                     stream, sequence, event.event_id, event.time, event.envelope, event.payload
                 )
-        rows = [
-            {
-                "stream": r.stream,
-                "sequence": r.sequence,
-                "event_id": r.event_id,
-                "time": r.time,
-                "envelope": r.envelope.pack(),
-                "payload": r.payload,
-            }
-            for r in records.values()
-        ]
-        await self._conn.execute(e.insert(), rows)
+        await insert_records(self._conn, list(records.values()))
         return [records[n] for n in range(len(events))]
 
     async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
@@ -79,13 +71,7 @@ class SqlOutboxRepository:
         oldest = int(head[1]) if head[1] is not None else last + 1
         records: tuple[EventRecord, ...] = ()
         if limit > 0 and after_sequence < last:
-            rows = await self._conn.execute(
-                sa.select(e)
-                .where(e.c.stream == stream, e.c.sequence > after_sequence)
-                .order_by(e.c.sequence)
-                .limit(limit)
-            )
-            records = tuple(_record(row) for row in rows)
+            records = await read_records(self._conn, stream, after_sequence, limit)
         return EventRead(records, oldest, last)
 
     async def last_sequences(self, streams: Sequence[str]) -> dict[str, int]:
@@ -121,7 +107,8 @@ class SqlOutboxRepository:
     async def trim(self, *, before: datetime | None, max_length: int | None) -> int:
         gone = 0
         if before is not None:
-            gone += (await self._conn.execute(e.delete().where(e.c.time < before))).rowcount
+            logged = e.c.stream.in_(sa.select(s.c.stream))  # not the task journals
+            gone += (await self._conn.execute(e.delete().where(e.c.time < before, logged))).rowcount
         if max_length is not None:
             keep_from = (
                 sa.select(s.c.last_sequence - max_length)
@@ -144,6 +131,47 @@ class SqlOutboxRepository:
             .returning(s.c.last_sequence)
         )
         return int((await self._conn.execute(statement)).scalar_one())
+
+
+async def insert_records(conn: Connection, records: Sequence[EventRecord]) -> None:
+    """Store numbered records (the caller allocated their sequences in this
+    transaction: :meth:`SqlOutboxRepository.append`, or a task's journal)."""
+    if not records:
+        return
+    await conn.execute(
+        e.insert(),
+        [
+            {
+                "stream": r.stream,
+                "sequence": r.sequence,
+                "event_id": r.event_id,
+                "time": r.time,
+                "envelope": r.envelope.pack(),
+                "payload": r.payload,
+            }
+            for r in records
+        ],
+    )
+
+
+async def read_records(
+    conn: Connection, stream: str, after_sequence: int, limit: int
+) -> tuple[EventRecord, ...]:
+    """Up to ``limit`` stored records of ``stream`` after ``after_sequence``, ascending."""
+    rows = await conn.execute(
+        sa.select(e)
+        .where(e.c.stream == stream, e.c.sequence > after_sequence)
+        .order_by(e.c.sequence)
+        .limit(limit)
+    )
+    return tuple(_record(row) for row in rows)
+
+
+async def oldest_sequence(conn: Connection, stream: str) -> int | None:
+    """The lowest sequence of ``stream`` still stored (None: nothing is)."""
+    found = await conn.execute(sa.select(sa.func.min(e.c.sequence)).where(e.c.stream == stream))
+    value = found.scalar_one_or_none()
+    return int(value) if value is not None else None
 
 
 def _record(row: Any) -> EventRecord:

@@ -316,19 +316,3 @@ task_attempts = sa.Table(
     sa.Column("end_time", UtcDateTime, nullable=True),
     sa.Column("error", sa.Text(), nullable=True),  # JSON, see task_codec
 )
-
-task_journal = sa.Table(
-    "task_journal",
-    metadata,
-    sa.Column(
-        "task_id",
-        sa.String(64),
-        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("sequence", sa.BigInteger(), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("attempt", sa.Integer(), nullable=False),
-    sa.Column("time", UtcDateTime, nullable=False),
-    sa.Column("body", sa.Text(), nullable=False),  # JSON, see task_codec
-)
