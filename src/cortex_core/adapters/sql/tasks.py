@@ -18,8 +18,8 @@ table is the queue.
   append-in-the-transaction for every event and every journal. Pruning: a
   task's journal keeps its newest :data:`JOURNAL_CAP` entries (older ones are
   deleted as new ones arrive; text is coalesced, so only a very long task
-  reaches it), and the whole task goes, journal and attempts with it, when the sweeper deletes terminal tasks older
-  than the retention (``CORTEX_TASK_RETENTION``).
+  reaches it), and the whole task goes, journal and attempts with it, when
+  the sweeper deletes terminal tasks older than the retention (``CORTEX_TASK_RETENTION``).
 """
 
 from __future__ import annotations
