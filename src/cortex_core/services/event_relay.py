@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from cortex_core import errors
-from cortex_core.domain.event_records import EventRecord, NewEvent
+from cortex_core.domain.event_records import EventRecord, NewEvent, Relayed
 from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
 from cortex_core.ports import EventLog, Metrics, RelayedLog, UnitOfWork, UnitOfWorkFactory
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 Encode = Callable[[Change, str], bytes]
 """The wire payload of a change, given its event id (pure: no I/O)."""
 BATCH = 200
+FAST_PATH_PAUSES = (0.0, 0.002, 0.005, 0.01, 0.02)
 TRIM_INTERVAL = 30.0
 
 
@@ -132,19 +133,32 @@ class EventRelay:
             if record.stream in behind:
                 continue
             try:
-                result = await relayed.append_once(record)
+                result = await self._append_soon(relayed, record)
             except errors.Unavailable:
                 log.warning("event log unavailable; the relay keeps committed events")
                 self._backlog = True
                 self._wake.set()
                 return
             if result.behind is not None:
-                behind.add(record.stream)  # an earlier commit is not appended yet
+                behind.add(record.stream)  # an earlier commit is still not appended
                 self._wake.set()
                 continue
             if result.record is not None:
                 self._hub.published(result.record)
             self._ack(record)
+
+    async def _append_soon(self, relayed: RelayedLog, record: EventRecord) -> Relayed:
+        """``append_once``, tried again a few times within milliseconds while the log
+        is behind: the commit before this one (usually of this very process, whose
+        fast path is a moment behind) lands meanwhile, and the relay loop is only
+        needed for events whose committer died or was cut off."""
+        result = await relayed.append_once(record)
+        for pause in FAST_PATH_PAUSES:
+            if result.behind is None:
+                break
+            await asyncio.sleep(pause)
+            result = await relayed.append_once(record)
+        return result
 
     async def publish(self, changes: Sequence[Change]) -> None:
         """For changes published after their commit (``EventBus.publish``): durable

@@ -45,6 +45,20 @@ def upgrade() -> None:
     op.create_index("ix_events_time", "events", ["time"])
     _move_outbox()
     op.drop_table("outbox")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite numbers an event inside its INSERT (adapters/sql/outbox.py); this
+        # moves the stream's last sequence along in the same statement. Task
+        # journals are numbered by their task row instead.
+        op.execute(
+            "CREATE TRIGGER events_number AFTER INSERT ON events"
+            " WHEN NEW.stream NOT LIKE 'task:%'"
+            " BEGIN"
+            " INSERT OR IGNORE INTO event_streams (stream, last_sequence, relayed_sequence)"
+            " VALUES (NEW.stream, 0, 0);"
+            " UPDATE event_streams SET last_sequence = NEW.sequence"
+            " WHERE stream = NEW.stream AND last_sequence < NEW.sequence;"
+            " END"
+        )
 
 
 def _move_outbox() -> None:
@@ -89,6 +103,8 @@ def _move_outbox() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TRIGGER IF EXISTS events_number")
     op.create_table(
         "outbox",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
