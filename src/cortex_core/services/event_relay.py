@@ -213,13 +213,17 @@ class EventRelay:
         while True:
             async with self._uow() as uow:
                 pending = await uow.outbox.pending(BATCH)
-            self._count(len(pending))
             if not pending:
                 if self._backlog and moved:
                     log.info("event log caught up (%d events relayed)", moved)
                 self._backlog = False
+                self._count(0)
                 return moved
-            done = await self._relay_batch(pending)
+            try:
+                done = await self._relay_batch(pending)
+            except errors.Unavailable:
+                self._count(len(pending))  # at least this many wait for the log
+                raise
             await self._flush_acks()
             if not done:
                 return moved  # nothing could move (a stream is behind): retry later
