@@ -163,7 +163,7 @@ class EventRelay:
     async def publish(self, changes: Sequence[Change]) -> None:
         """For changes published after their commit (``EventBus.publish``): durable
         ones are stored in a unit of work of their own, then relayed; the others
-        are appended directly (lost only while the log is down, logged)."""
+        are appended directly (dropped while the log is down)."""
         durable = [c for c in changes if c.DURABLE]
         if durable:
             async with self._uow() as uow:
@@ -172,6 +172,11 @@ class EventRelay:
             await self.committed(records)
         for change in changes:
             if change.DURABLE:
+                continue
+            if self._backlog and self._relayed is not None:
+                # The log was found down and the loop has not caught up: drop it without
+                # a call (each would push the log adapter's fail-fast window on).
+                log.debug("event log unavailable; dropped a %s event", change.KIND.value)
                 continue
             event_id = new_id()
             try:
