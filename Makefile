@@ -74,7 +74,7 @@ test-integration: $(VENV)/.installed
 test-e2e: $(VENV)/.installed tools ts-client console-build browser
 	$(BIN)/pytest tests/e2e
 
-bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; a burst
+bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; the write path with its event in the transaction; a burst
 	$(PY) -m bench.unary
 	$(PY) -m bench.auth
 	$(PY) -m bench.events
@@ -85,6 +85,8 @@ bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out
 	$(if $(BENCH_DATABASE_URL),$(PY) -m bench.tasks --database-url $(BENCH_DATABASE_URL))
 	$(PY) -m bench.tools
 	$(PY) -m bench.metrics
+	$(PY) -m bench.outbox
+	$(if $(BENCH_DATABASE_URL),$(if $(BENCH_REDIS_URL),$(PY) -m bench.outbox --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)))
 	$(PY) -m bench.burst $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 
 # The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.

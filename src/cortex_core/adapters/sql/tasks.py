@@ -13,11 +13,13 @@ table is the queue.
 * **Journal.** ``journal`` bumps ``tasks.last_sequence`` with
   ``UPDATE … RETURNING`` (a row lock on PostgreSQL, the write lock on SQLite),
   so sequences are dense, per task, and allocated in the transaction of the
-  change they describe. Pruning: a task's journal keeps its newest
-  :data:`JOURNAL_CAP` entries (older ones are deleted as new ones arrive; text
-  is coalesced, so only a very long task reaches it), and the whole task goes,
-  journal and attempts with it, when the sweeper deletes terminal tasks older
-  than the retention (``CORTEX_TASK_RETENTION``).
+  change they describe. The entries are a stream of the event store
+  (``task:<id>`` in ``events``, adapters/sql/outbox.py): one table and one
+  append-in-the-transaction for every event and every journal. Pruning: a
+  task's journal keeps its newest :data:`JOURNAL_CAP` entries (older ones are
+  deleted as new ones arrive; text is coalesced, so only a very long task
+  reaches it), and the whole task goes, journal and attempts with it, when
+  the sweeper deletes terminal tasks older than the retention (``CORTEX_TASK_RETENTION``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from cortex_core import errors
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql import task_codec as codec
 from cortex_core.adapters.sql.connection import Connection
+from cortex_core.adapters.sql.outbox import insert_records, oldest_sequence, read_records
 from cortex_core.adapters.sql.paging import paginate
+from cortex_core.domain.event_records import EventEnvelope, EventKind, EventRecord
+from cortex_core.domain.events import task_stream
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.domain.tasks import (
     Fence,
@@ -50,8 +55,9 @@ from cortex_core.domain.tasks import (
     frozen,
 )
 
-t, a, j = tables.tasks, tables.task_attempts, tables.task_journal
+t, a, ev = tables.tasks, tables.task_attempts, tables.events
 r = t.alias("running")
+_JOURNAL_ENVELOPE = EventEnvelope(EventKind.TASK_STATE_CHANGED)
 
 JOURNAL_CAP = 10_000
 RUNNING_LOCK = "cortex.tasks.running:"  # advisory lock key prefix, per workspace
@@ -284,23 +290,12 @@ class SqlTaskRepository:
             if isinstance(body, Task):
                 body = dataclasses.replace(body, last_sequence=sequence)
             entries.append(JournalEntry(task_id, sequence, draft.kind, draft.attempt, now, body))
-        await self._conn.execute(
-            j.insert(),
-            [
-                {
-                    "task_id": task_id,
-                    "sequence": e.sequence,
-                    "kind": e.kind.value,
-                    "attempt": e.attempt,
-                    "time": e.time,
-                    "body": codec.body_json(e.kind, e.body),
-                }
-                for e in entries
-            ],
-        )
+        await insert_records(self._conn, [_journal_record(e) for e in entries])
         if last > JOURNAL_CAP:
             await self._conn.execute(
-                j.delete().where(j.c.task_id == task_id, j.c.sequence <= last - JOURNAL_CAP)
+                ev.delete().where(
+                    ev.c.stream == task_stream(task_id), ev.c.sequence <= last - JOURNAL_CAP
+                )
             )
         return entries
 
@@ -308,23 +303,13 @@ class SqlTaskRepository:
         last = (
             await self._conn.execute(sa.select(t.c.last_sequence).where(t.c.id == task_id))
         ).scalar_one_or_none() or 0
-        oldest = (
-            await self._conn.execute(
-                sa.select(sa.func.min(j.c.sequence)).where(j.c.task_id == task_id)
-            )
-        ).scalar_one_or_none()
+        stream = task_stream(task_id)
+        oldest = await oldest_sequence(self._conn, stream)
         entries: tuple[JournalEntry, ...] = ()
         if limit > 0:
-            rows = (
-                await self._conn.execute(
-                    sa.select(j)
-                    .where(j.c.task_id == task_id, j.c.sequence > after_sequence)
-                    .order_by(j.c.sequence)
-                    .limit(limit)
-                )
-            ).all()
-            entries = tuple(_entry(row) for row in rows)
-        return JournalRead(entries, int(oldest) if oldest is not None else last + 1, int(last))
+            records = await read_records(self._conn, stream, after_sequence, limit)
+            entries = tuple(_entry(task_id, record) for record in records)
+        return JournalRead(entries, oldest if oldest is not None else last + 1, int(last))
 
     async def expired_inputs(self, now: datetime, limit: int) -> builtins.list[Task]:
         query = (
@@ -355,7 +340,7 @@ class SqlTaskRepository:
         if not ids:
             return 0
         # Children first: both backends identical whatever the foreign-key pragma.
-        await self._conn.execute(j.delete().where(j.c.task_id.in_(ids)))
+        await self._conn.execute(ev.delete().where(ev.c.stream.in_([task_stream(i) for i in ids])))
         await self._conn.execute(a.delete().where(a.c.task_id.in_(ids)))
         await self._conn.execute(t.delete().where(t.c.id.in_(ids)))
         return len(ids)
@@ -498,8 +483,19 @@ def _task(row: Any, attempts: Sequence[Any]) -> Task:
     )
 
 
-def _entry(row: Any) -> JournalEntry:
-    kind = JournalKind(row.kind)
+def _journal_record(entry: JournalEntry) -> EventRecord:
+    """A journal entry as a record of the event store: ``kind``, ``attempt`` and the
+    JSON body on three lines of the payload."""
+    body = codec.body_json(entry.kind, entry.body)
+    payload = f"{entry.kind.value}\n{entry.attempt}\n{body}".encode()
+    return EventRecord(
+        task_stream(entry.task_id), entry.sequence, "", entry.time, _JOURNAL_ENVELOPE, payload
+    )
+
+
+def _entry(task_id: str, record: EventRecord) -> JournalEntry:
+    kind_text, attempt, body = record.payload.decode().split("\n", 2)
+    kind = JournalKind(kind_text)
     return JournalEntry(
-        row.task_id, int(row.sequence), kind, row.attempt, row.time, codec.body_of(kind, row.body)
+        task_id, record.sequence, kind, int(attempt), record.time, codec.body_of(kind, body)
     )
