@@ -3,8 +3,10 @@
 #
 #   make tools            Node tools (buf, protoc-gen-es, Connect) via npm ci --prefix tools;
 #                         Go toolchain + protoc-gen-go(-grpc) via apt-get, only when missing
-#   make generate         regenerate generated/ from proto/ (scripts/generate.sh)
-#   make check-generated  fail when generated/ differs from a fresh generation
+#   make generate         regenerate generated/, clients/python/src/cortex and docs/api from
+#                         proto/ (scripts/generate.sh)
+#   make check-generated  fail when any of them differs from a fresh generation
+#   make go-vendor        link Debian's Go libraries as vendor/ of the two Go modules (offline)
 #   make buf-lint         buf lint (STANDARD + COMMENTS, no exceptions)
 #   make buf-format       buf format --diff --exit-code on proto/
 #   make buf-breaking     buf breaking (FILE) against $(BUF_AGAINST_REF), skipped when that ref has no protos
@@ -15,7 +17,9 @@
 BUF := tools/node_modules/.bin/buf
 PROTO_STAMPS := build/stamps
 PROTO_FILES := $(shell find proto -name '*.proto' 2>/dev/null | LC_ALL=C sort)
-GENERATED_FILES := $(shell find generated -type f -not -path '*/node_modules/*' -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+GENERATED_FILES := $(shell find generated clients/python/src/cortex docs/api -type f -not -path '*/node_modules/*' \
+                     -not -path '*/__pycache__/*' -not -path '*/vendor/*' 2>/dev/null | LC_ALL=C sort)
+GENERATOR_INPUTS := scripts/generate.sh scripts/api_reference.py docs/contracts.md
 BUF_AGAINST_REF ?= main
 GO_APT_PACKAGES := golang-go protoc-gen-go protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev \
                    golang-google-grpc-dev golang-google-genproto-dev
@@ -23,7 +27,7 @@ GO_LIBRARY_DIRS := /usr/share/gocode/src/google.golang.org/grpc \
                    /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/status \
                    /usr/share/gocode/src/github.com/golang/protobuf/ptypes
 
-.PHONY: tools node-tools go-tools node-links proto-deps generate check-generated \
+.PHONY: tools node-tools go-tools go-vendor node-links proto-deps generate check-generated \
         buf-lint buf-format buf-breaking proto-check
 
 tools: node-tools go-tools ## buf, protoc-gen-es, Connect (npm ci) and the Go toolchain (apt, if missing)
@@ -60,16 +64,16 @@ $(PROTO_STAMPS)/proto-deps: $(VENV)/.installed scripts/generate.sh
 	scripts/generate.sh --deps-only
 	@mkdir -p $(@D) && touch $@
 
-generate: $(PROTO_STAMPS)/generate node-links ## regenerate generated/ from proto/
+generate: $(PROTO_STAMPS)/generate node-links ## regenerate generated/, the Python stubs and docs/api from proto/
 
-$(PROTO_STAMPS)/generate: $(PROTO_FILES) scripts/generate.sh tools/package-lock.json $(VENV)/.installed \
+$(PROTO_STAMPS)/generate: $(PROTO_FILES) $(GENERATOR_INPUTS) tools/package-lock.json $(VENV)/.installed \
                           | node-tools go-tools
 	PY=$(PY) scripts/generate.sh
 	@mkdir -p $(@D) && touch $@ $(PROTO_STAMPS)/proto-deps
 
 check-generated: $(PROTO_STAMPS)/check-generated ## fail when generated/ is stale
 
-$(PROTO_STAMPS)/check-generated: $(PROTO_FILES) $(GENERATED_FILES) scripts/generate.sh \
+$(PROTO_STAMPS)/check-generated: $(PROTO_FILES) $(GENERATED_FILES) $(GENERATOR_INPUTS) \
                                  scripts/check_generated.sh tools/package-lock.json $(VENV)/.installed \
                                  | node-tools go-tools
 	PY=$(PY) scripts/check_generated.sh

@@ -125,7 +125,7 @@ def _betterproto(address: str, email: str, request: pytest.FixtureRequest) -> st
 def _python_grpcio(address: str, email: str, request: pytest.FixtureRequest) -> str:
     return _run(
         [sys.executable, str(CLIENTS / "python" / "client.py"), address, email],
-        env={"PYTHONPATH": str(GENERATED / "python")},
+        env={"PYTHONPATH": str(REPO / "clients" / "python" / "src")},
     )
 
 
