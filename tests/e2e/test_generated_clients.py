@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / "tests" / "clients"
 GENERATED = REPO / "generated"
 NODE_MODULES = REPO / "tools" / "node_modules"
-GO_IMPORT_ROOT = Path("github.com/cortexcore/cortex-core")
 DEBIAN_GOPATH = Path("/usr/share/gocode")
 
 CLIENT_TIMEOUT = 60
@@ -63,22 +62,19 @@ def _run(command: list[str], env: dict[str, str] | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go client, built offline in GOPATH mode against Debian's Go libraries."""
+    """The Go client, a module built offline (-mod=vendor) against Debian's Go libraries."""
     _require("go")
     if not (DEBIAN_GOPATH / "src" / "google.golang.org" / "grpc").is_dir():
         pytest.fail(f"Go gRPC sources are missing from {DEBIAN_GOPATH}; run 'make tools'")
-    build = tmp_path_factory.mktemp("go-client")
-    gopath = build / "gopath"
-    link = gopath / "src" / GO_IMPORT_ROOT / "generated"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(GENERATED, target_is_directory=True)
-    binary = build / "go-client"
-    env = {
-        "GO111MODULE": "off",
-        "GOPATH": f"{gopath}{os.pathsep}{DEBIAN_GOPATH}",
-        "GOFLAGS": "",
-        "GOCACHE": os.environ.get("GOCACHE", str(build / "cache")),
-    }
+    subprocess.run(
+        ["scripts/go_vendor.sh", str(GENERATED / "go"), str(CLIENTS / "go")],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    binary = tmp_path_factory.mktemp("go-client") / "go-client"
+    env = {"GOFLAGS": "-mod=vendor", "GOPROXY": "off", "GO111MODULE": "on"}
     result = subprocess.run(
         ["go", "build", "-o", str(binary), "."],
         capture_output=True,

@@ -94,7 +94,7 @@ async def main(address: str) -> None:
                 print("reply_started=true")
                 call.cancel()
                 break
-        print(f"reply_cancelled={call.cancelled()}")
+        print(f"reply_cancelled={str(call.cancelled()).lower()}")
 
         # 4. Events, resumed from the saved token.
         await resume_events(client, chats, workspace)
@@ -147,7 +147,7 @@ async def resume_events(
     resumed = aiter(EventSubscription(client.channel, workspaces=[workspace], resume_token=token))
     following = await anext(resumed)
     await resumed.aclose()  # type: ignore[attr-defined]
-    print(f"events_resumed_in_order={following.sequence == seen.sequence + 1}")  # type: ignore[attr-defined]
+    print(f"events_resumed_in_order={str(following.sequence == seen.sequence + 1).lower()}")  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
