@@ -47,12 +47,7 @@ async def main(address: str) -> None:
     print(f"registered={email}")
 
     # 1. A new process that kept only the refresh token: its first calls refresh once.
-    resumed = Tokens(
-        access_token="",
-        refresh_token=stored[-1].refresh_token,
-        access_expires_at=0.0,
-        session=stored[-1].session,
-    )
+    resumed = Tokens(refresh_token=stored[-1].refresh_token)
     async with CortexClient(address, tokens=resumed, on_tokens=stored.append) as client:
         stub = workspaces.WorkspaceServiceStub(client.channel)
         listed = await asyncio.gather(

@@ -39,12 +39,16 @@ REFRESHABLE_REASONS = frozenset({"TOKEN_EXPIRED", "TOKEN_INVALID"})
 
 @dataclass(frozen=True)
 class Tokens:
-    """One sign-in's tokens. ``access_expires_at`` is seconds since the epoch."""
+    """One sign-in's tokens. ``access_expires_at`` is seconds since the epoch.
 
-    access_token: str
-    refresh_token: str
-    access_expires_at: float
-    session: str
+    A stored refresh token alone resumes a sign-in: ``Tokens(refresh_token=saved)`` (the
+    first call refreshes, since the empty access token counts as expired).
+    """
+
+    access_token: str = ""
+    refresh_token: str = ""
+    access_expires_at: float = 0.0
+    session: str = ""
 
     @classmethod
     def from_response(cls, response: Any) -> Tokens:
