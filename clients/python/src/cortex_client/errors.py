@@ -47,7 +47,9 @@ class FieldViolation:
 
 class CortexError(Exception):
     """A failed call. ``status`` is the full ``google.rpc.Status`` (None when the failure
-    came from the transport, e.g. a refused connection, rather than from a Cortex server)."""
+    came from the transport, e.g. a refused connection, rather than from a Cortex server).
+    The ``grpc.RpcError`` it came from is its ``__cause__`` when ``rich_errors()`` raised it.
+    """
 
     def __init__(
         self,
@@ -80,9 +82,20 @@ class CortexError(Exception):
         code: grpc.StatusCode = call.code()
         message: str = call.details() or ""
         status = _rich_status(error)
-        kind = _BY_CODE.get(code, CortexError)
         if status is None:
-            return kind(code, message)
+            return _BY_CODE.get(code, CortexError)(code, message)
+        return cls._parsed(code, message, status)
+
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> CortexError:
+        """The typed error a ``google.rpc.Status`` carried as a result rather than raised:
+        ``ReplyCompletion.error``, ``Task.error``, ``ToolResult.error``,
+        ``InvokeToolResponse.error``."""
+        code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+        return cls._parsed(code, status.message, status)
+
+    @staticmethod
+    def _parsed(code: grpc.StatusCode, message: str, status: status_pb2.Status) -> CortexError:
         reason, domain, metadata = "", "", {}
         violations: list[FieldViolation] = []
         retry_delay = None
@@ -102,7 +115,7 @@ class CortexError(Exception):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
                 retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
-        return kind(
+        return _BY_CODE.get(code, CortexError)(
             code,
             message,
             status=status,
@@ -112,6 +125,13 @@ class CortexError(Exception):
             violations=tuple(violations),
             retry_delay=retry_delay,
         )
+
+    def describe(self) -> str:
+        """``CODE (REASON): message``, then one indented line per field violation."""
+        lines = [str(self)]
+        for v in self.violations:
+            lines.append(f"  {v.field}: {v.description}" + (f" ({v.reason})" if v.reason else ""))
+        return "\n".join(lines)
 
 
 class InvalidArgument(CortexError):
@@ -171,6 +191,9 @@ _BY_CODE: dict[grpc.StatusCode, type[CortexError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.CANCELLED: Cancelled,
 }
+
+
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
