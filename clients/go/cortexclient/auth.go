@@ -129,16 +129,27 @@ func (s *TokenSource) client() authv1.AuthServiceClient {
 	return s.auth
 }
 
-// Refresh exchanges the refresh token for new tokens and returns the new access token.
-// With rejected (the access token a call was refused with) nothing is sent when the
-// token was replaced meanwhile. A failure is an *Error (e.g. REFRESH_TOKEN_REUSED: sign
-// in again).
-func (s *TokenSource) Refresh(ctx context.Context, rejected string) (string, error) {
+// Refresh exchanges the refresh token for new tokens now and returns the new access
+// token. A failure is an *Error (e.g. REFRESH_TOKEN_REUSED: sign in again).
+func (s *TokenSource) Refresh(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rejected != "" && s.tokens.AccessToken != rejected {
+	return s.refreshLocked(ctx)
+}
+
+// refreshUnlessReplaced refreshes unless the access token is no longer seen (the one a
+// call was sent or refused with): then another goroutine refreshed meanwhile, and the
+// single-use refresh token must not be spent again.
+func (s *TokenSource) refreshUnlessReplaced(ctx context.Context, seen string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tokens.AccessToken != seen {
 		return s.tokens.AccessToken, nil
 	}
+	return s.refreshLocked(ctx)
+}
+
+func (s *TokenSource) refreshLocked(ctx context.Context) (string, error) {
 	if s.tokens.RefreshToken == "" || s.auth == nil {
 		return "", &Error{Code: codes.Unauthenticated, Reason: "TOKEN_MISSING", Message: "cortexclient: sign in first (no refresh token, or Bind was not called)"}
 	}
@@ -160,7 +171,7 @@ func (s *TokenSource) current(ctx context.Context) (string, error) {
 	t := s.Tokens()
 	stale := t.AccessToken == "" || (!t.AccessExpiry.IsZero() && time.Until(t.AccessExpiry) < margin)
 	if stale && t.RefreshToken != "" {
-		return s.Refresh(ctx, t.AccessToken)
+		return s.refreshUnlessReplaced(ctx, t.AccessToken)
 	}
 	return t.AccessToken, nil
 }
@@ -197,7 +208,7 @@ func (s *TokenSource) UnaryInterceptor() grpc.UnaryClientInterceptor {
 		if err == nil || !refreshable(err) {
 			return err
 		}
-		if _, rerr := s.Refresh(ctx, sent); rerr != nil {
+		if _, rerr := s.refreshUnlessReplaced(ctx, sent); rerr != nil {
 			return err
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
@@ -248,7 +259,7 @@ func (r *retryingStream) RecvMsg(m interface{}) error {
 		return err
 	}
 	r.retried = true
-	if _, rerr := r.source.Refresh(r.ctx, r.sent); rerr != nil {
+	if _, rerr := r.source.refreshUnlessReplaced(r.ctx, r.sent); rerr != nil {
 		return err
 	}
 	stream, oerr := r.open()

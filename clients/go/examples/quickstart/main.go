@@ -3,7 +3,8 @@
 //	go run ./examples/quickstart [HOST:PORT]   (default 127.0.0.1:50051)
 //
 // It signs up (Register), then resumes the sign-in in a second TokenSource from the
-// stored refresh token alone (five concurrent calls share one RefreshToken); reads an
+// stored refresh token alone (five concurrent calls share one RefreshToken, and five
+// calls refused with a rejected token share one more); reads an
 // error's details (a workspace without a display name: INVALID_ARGUMENT with a BadRequest
 // violation on workspace.display_name); streams a reply (SendMessage) and cancels it
 // after its first text; follows the event stream, stops, and resumes from the saved
@@ -93,6 +94,25 @@ func run(ctx context.Context, address string) error {
 	fmt.Printf("refreshes=%d\n", source.Refreshes())
 	fmt.Printf("workspaces=%d\n", len(listed[0].GetWorkspaces()))
 	workspace := listed[0].GetWorkspaces()[0].GetName()
+
+	// A token the server refuses though it has not expired (say, signed with a rotated
+	// key): the calls that saw it share one refresh and are repeated.
+	current := source.Tokens()
+	source.SetTokens(cortexclient.Tokens{AccessToken: "not-a-token", RefreshToken: current.RefreshToken, AccessExpiry: time.Now().Add(time.Hour)})
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = workspaces.ListWorkspaces(ctx, &sessionsv1.ListWorkspacesRequest{})
+		}(i)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return cortexclient.FromError(err)
+		}
+	}
+	fmt.Printf("refreshes_after_rejection=%d\n", source.Refreshes())
 
 	// 2. Error details.
 	_, err = workspaces.CreateWorkspace(ctx, &sessionsv1.CreateWorkspaceRequest{Workspace: &sessionsv1.Workspace{}})
