@@ -2,7 +2,7 @@
 # Regenerates every language binding of the contracts in proto/ from scratch,
 # offline, with one protoc (the one inside grpcio-tools):
 #
-#   clients/python/src/cortex/  grpcio: *_pb2.py, *_pb2.pyi, *_pb2_grpc.py (package `cortex`,
+#   clients/python/src/cortex/  grpcio: *_pb2.py, *_pb2.pyi, *_pb2_grpc.py, *_pb2_grpc.pyi (package `cortex`,
 #                           shipped by the cortex-core-client distribution in clients/python)
 #   generated/betterproto/  betterproto 2.0.0b7 dataclasses + grpclib stubs (package cortex_betterproto)
 #   generated/ts/           protoc-gen-es v2 (target js+dts, ESM) for Connect v2
@@ -51,6 +51,7 @@ GO_PROTOBUF_VERSION="v1.28.1"
 GO_GENPROTO_VERSION="v0.0.0-20200526211855-cb27e3aa2013"
 PROTOC_GEN_ES="$ROOT/tools/node_modules/.bin/protoc-gen-es"
 PROTOC_GEN_BETTERPROTO="$(dirname "$PY")/protoc-gen-python_betterproto"
+PROTOC_GEN_MYPY_GRPC="$(dirname "$PY")/protoc-gen-mypy_grpc"
 
 die() {
   echo "generate.sh: $*" >&2
@@ -75,6 +76,7 @@ done
 
 "$PY" -c 'import grpc_tools.protoc' 2>/dev/null || die "grpcio-tools is missing from $PY"
 [[ -x "$PROTOC_GEN_BETTERPROTO" ]] || die "missing $PROTOC_GEN_BETTERPROTO (pip install 'betterproto[compiler]==2.0.0b7')"
+[[ -x "$PROTOC_GEN_MYPY_GRPC" ]] || die "missing $PROTOC_GEN_MYPY_GRPC (pip install 'mypy-protobuf==5.1.0')"
 [[ -x "$PROTOC_GEN_ES" ]] || die "missing $PROTOC_GEN_ES (run: npm ci --prefix tools, or make tools)"
 command -v protoc-gen-go >/dev/null || die "protoc-gen-go not on PATH (apt-get install protoc-gen-go, or make tools)"
 command -v protoc-gen-go-grpc >/dev/null || die "protoc-gen-go-grpc not on PATH (apt-get install protoc-gen-go-grpc, or make tools)"
@@ -98,7 +100,13 @@ mkdir -p "$PY_OUT" "$OUT/betterproto" "$OUT/ts" "$OUT/go" "$API_OUT"
 
 # 3. Python grpcio (google/* comes from googleapis-common-protos at runtime), into the
 #    client distribution's source tree beside its hand-written cortex_client package.
-protoc --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" "${PROTOS[@]}"
+#    mypy-protobuf's protoc-gen-mypy_grpc adds *_pb2_grpc.pyi, so stubs built on a grpc.aio
+#    channel are typed as async stubs (protoc's --pyi_out types only the messages).
+protoc --python_out="$PY_OUT" --pyi_out="$PY_OUT" --grpc_python_out="$PY_OUT" \
+  --plugin=protoc-gen-mypy_grpc="$PROTOC_GEN_MYPY_GRPC" --mypy_grpc_out="$PY_OUT" \
+  "${PROTOS[@]}" 2>"$OUT/.mypy_grpc.log" ||
+  { cat "$OUT/.mypy_grpc.log" >&2; die "Python generation failed"; }
+rm -f "$OUT/.mypy_grpc.log" # it only lists the files written
 find "$PY_OUT/cortex" -type d -print0 | while IFS= read -r -d '' d; do : >"$d/__init__.py"; done
 cat >"$PY_OUT/cortex/py.typed" <<'EOF'
 EOF

@@ -114,7 +114,7 @@ async def main(address: str) -> None:
 
 
 async def resume_events(
-    client: CortexClient, chats: conversations.ConversationServiceStub, workspace: str
+    client: CortexClient, chats: conversations.ConversationServiceAsyncStub, workspace: str
 ) -> None:
     """Sees one event live, stops, then resumes after it from its resume token."""
     subscription = EventSubscription(client.channel, workspaces=[workspace])

@@ -152,7 +152,7 @@ class Chat:
                 conversation_service_pb2.GetConversationRequest(name=name),
                 timeout=CALL_TIMEOUT,
             )
-            self.conversation = str(found.name)
+            self.conversation = str(found.conversation.name)
             return self.conversation
         workspaces = workspace_service_pb2_grpc.WorkspaceServiceStub(self._chan)
         listed = await workspaces.ListWorkspaces(

@@ -104,7 +104,7 @@ class TokenAuth:
         self._timeout = refresh_timeout
         self._state = threading.Lock()
         self._refreshing = asyncio.Lock()
-        self._stub: auth_service_pb2_grpc.AuthServiceStub | None = None
+        self._stub: auth_service_pb2_grpc.AuthServiceAsyncStub | None = None
         self.refresh_count = 0
 
     @property

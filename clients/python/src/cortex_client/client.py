@@ -52,7 +52,7 @@ class CortexClient:
         with rich_errors():
             response = await self._auth_stub.Register(request, timeout=call_timeout)
         self.auth.set_tokens(Tokens.from_response(response))
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def login(
         self, email: str, password: str, *, call_timeout: float = 30.0
@@ -62,7 +62,7 @@ class CortexClient:
         with rich_errors():
             response = await self._auth_stub.Login(request, timeout=call_timeout)
         self.auth.set_tokens(Tokens.from_response(response))
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def logout(self, *, call_timeout: float = 30.0) -> None:
         """End the session on the server and forget its tokens."""
