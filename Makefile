@@ -100,4 +100,5 @@ envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server 
 	$(BIN)/envoy -c $(ENVOY_CONFIG) --log-level $(ENVOY_LOG_LEVEL)
 
 clean: ## remove the venv, caches and local data
-	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules
+	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules \
+	       generated/go/vendor clients/go/vendor tests/clients/go/vendor
