@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from cortex.context.v1 import conversation_service_pb2_grpc as conversations
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from cortex_client import CortexClient
 from support.events import free_port, own_redis
+from support.golang import go_build, go_modules_ready, go_vet
 from support.servers import cortex_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,39 +48,15 @@ EXPECTED = [
 ]
 
 
-# Go's own build cache (~/.cache/go-build) is kept: grpc compiles once per machine.
-GO_ENV = {**os.environ, "GOFLAGS": "-mod=vendor", "GOPROXY": "off", "GO111MODULE": "on"}
-
-
-def _checked(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{' '.join(command)} exited {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def go_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Go examples, built offline as the README says; both modules pass go vet."""
-    if shutil.which("go") is None:
-        pytest.fail("'go' is not on PATH; run 'make tools' to install it")
-    build = tmp_path_factory.mktemp("go-quickstart")
-    _checked(["scripts/go_vendor.sh", *map(str, GO_MODULES)], REPO)
+    go_modules_ready(*GO_MODULES)
     for module in GO_MODULES:
-        _checked(["go", "vet", "./..."], module, GO_ENV)
+        go_vet(module)
+    build = tmp_path_factory.mktemp("go-examples")
     for example in ("quickstart", "follow"):
-        command = ["go", "build", "-o", str(build / example), f"./examples/{example}"]
-        _checked(command, GO_MODULES[1], GO_ENV)
+        go_build(GO_MODULES[1], f"./examples/{example}", build / example)
     return build
 
 

@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.golang import checked, go_build, go_modules_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / "tests" / "clients"
 GENERATED = REPO / "generated"
 NODE_MODULES = REPO / "tools" / "node_modules"
-DEBIAN_GOPATH = Path("/usr/share/gocode")
-
-CLIENT_TIMEOUT = 60
 
 
 def _require(tool: str) -> str:
@@ -44,48 +41,14 @@ def _require(tool: str) -> str:
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> str:
     """Runs a client and returns its stdout, failing with its output otherwise."""
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{' '.join(command)} exited {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result.stdout
+    return checked(command, env=env)
 
 
 @pytest.fixture(scope="module")
 def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Go client, a module built offline (-mod=vendor) against Debian's Go libraries."""
-    _require("go")
-    if not (DEBIAN_GOPATH / "src" / "google.golang.org" / "grpc").is_dir():
-        pytest.fail(f"Go gRPC sources are missing from {DEBIAN_GOPATH}; run 'make tools'")
-    subprocess.run(
-        ["scripts/go_vendor.sh", str(GENERATED / "go"), str(CLIENTS / "go")],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    binary = tmp_path_factory.mktemp("go-client") / "go-client"
-    env = {"GOFLAGS": "-mod=vendor", "GOPROXY": "off", "GO111MODULE": "on"}
-    result = subprocess.run(
-        ["go", "build", "-o", str(binary), "."],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=CLIENTS / "go",
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert result.returncode == 0, f"go build failed:\n{result.stdout}\n{result.stderr}"
-    return binary
+    go_modules_ready(GENERATED / "go", CLIENTS / "go")
+    return go_build(CLIENTS / "go", ".", tmp_path_factory.mktemp("go-client") / "go-client")
 
 
 @pytest.fixture(scope="module")

@@ -164,22 +164,32 @@ class TokenAuth:
             return fresh.access_token
 
 
-class _UnaryAuth(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+class _Signer:
+    """What both interceptors share. They are two objects because a grpc.aio channel files
+    each interceptor under the first call shape it implements only."""
+
     def __init__(self, auth: TokenAuth) -> None:
         self._auth = auth
 
+    async def _signed(self, details: grpc.aio.ClientCallDetails) -> tuple[Any, str | None]:
+        """The details to send (with the token) and the token, or none for a public RPC."""
+        if _method(details) in PUBLIC_METHODS:
+            return details, None
+        token = await self._auth.access_token()
+        return (details, None) if token is None else (_with_token(details, token), token)
+
+
+class _UnaryAuth(_Signer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self,
         continuation: Callable[[Any, Any], Awaitable[Any]],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        if _method(client_call_details) in PUBLIC_METHODS:
-            return await continuation(client_call_details, request)
-        token = await self._auth.access_token()
+        signed, token = await self._signed(client_call_details)
+        call = await continuation(signed, request)
         if token is None:
-            return await continuation(client_call_details, request)
-        call = await continuation(_with_token(client_call_details, token), request)
+            return call
         try:
             await call
         except grpc.RpcError as error:
@@ -190,22 +200,17 @@ class _UnaryAuth(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg
         return call
 
 
-class _StreamAuth(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
-    def __init__(self, auth: TokenAuth) -> None:
-        self._auth = auth
-
+class _StreamAuth(_Signer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(  # type: ignore[override]
         self,
         continuation: Callable[[Any, Any], Awaitable[Any]],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        if _method(client_call_details) in PUBLIC_METHODS:
-            return await continuation(client_call_details, request)
-        token = await self._auth.access_token()
+        signed, token = await self._signed(client_call_details)
+        call = await continuation(signed, request)
         if token is None:
-            return await continuation(client_call_details, request)
-        call = await continuation(_with_token(client_call_details, token), request)
+            return call
         return self._frames(call, token, continuation, client_call_details, request)
 
     async def _frames(
