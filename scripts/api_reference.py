@@ -84,6 +84,7 @@ class Reference:
     def __init__(self, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
         self.files = [f for f in files if f.package.startswith("cortex.")]
         self.page_of: dict[str, str] = {}
+        self.maps: dict[str, descriptor_pb2.DescriptorProto] = {}  # map<K, V> entry types
         for file in self.files:
             for message in file.message_type:
                 self._index_message(file.package, f"{file.package}.{message.name}", message)
@@ -94,6 +95,8 @@ class Reference:
         self, package: str, name: str, message: descriptor_pb2.DescriptorProto
     ) -> None:
         self.page_of[name] = package
+        if message.options.map_entry:
+            self.maps[name] = message
         for nested in message.nested_type:
             self._index_message(package, f"{name}.{nested.name}", nested)
         for enum in message.enum_type:
@@ -108,6 +111,10 @@ class Reference:
         return f"[`{name.removeprefix(page + '.')}`]({target}#{_anchor(name)})"
 
     def field_type(self, field: F, here: str) -> str:
+        entry = self.maps.get(field.type_name.lstrip("."))
+        if entry is not None:
+            key, value = (self.field_type(f, here).strip("`") for f in entry.field)
+            return f"`map<{key}, {value}>`" if "[" not in value else f"map<`{key}`, {value}>"
         if field.type in (F.TYPE_MESSAGE, F.TYPE_ENUM):
             kind = self.link(field.type_name, here)
         else:
