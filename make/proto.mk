@@ -7,7 +7,7 @@
 #                         proto/ (scripts/generate.sh)
 #   make check-generated  fail when any of them differs from a fresh generation
 #   make go-vendor        link Debian's Go libraries as vendor/ of each Go module (offline)
-#   make go-check         go build + go vet of each Go module, offline (part of proto-check)
+#   make go-check         go build, vet and test of each Go module, offline (part of proto-check)
 #   make buf-lint         buf lint (STANDARD + COMMENTS, no exceptions)
 #   make buf-format       buf format --diff --exit-code on proto/
 #   make buf-breaking     buf breaking (FILE) against $(BUF_AGAINST_REF), skipped when that ref has no protos
@@ -67,14 +67,15 @@ GO_OFFLINE := GOFLAGS=-mod=vendor GOPROXY=off GO111MODULE=on
 go-vendor: | go-tools
 	scripts/go_vendor.sh $(GO_MODULES)
 
-go-check: $(PROTO_STAMPS)/go-check ## go build + go vet of every Go module, offline
+go-check: $(PROTO_STAMPS)/go-check ## go build, go vet and go test of every Go module, offline
 
 $(PROTO_STAMPS)/go-check: $(shell find $(GO_MODULES) -name '*.go' -o -name go.mod 2>/dev/null | grep -v /vendor/) \
                           scripts/go_vendor.sh | go-tools
 	scripts/go_vendor.sh $(GO_MODULES)
 	@for module in $(GO_MODULES); do \
-	  (cd $$module && $(GO_OFFLINE) go build ./... && $(GO_OFFLINE) go vet ./...) || exit 1; \
-	  echo "go-check: $$module builds and vets"; \
+	  (cd $$module && $(GO_OFFLINE) go build ./... && $(GO_OFFLINE) go vet ./... && \
+	   $(GO_OFFLINE) go test ./...) || exit 1; \
+	  echo "go-check: $$module builds, vets and passes its tests"; \
 	done
 	@mkdir -p $(@D) && touch $@
 
