@@ -72,7 +72,10 @@ def _go(address: str, request: pytest.FixtureRequest) -> list[str]:
 
 #: Only the Go example shows the refresh after a rejected token; the Python one is tested in
 #: tests/integration/test_client_helpers.py.
-EXTRA = {"go": ["refreshes_after_rejection=2"], "python": []}
+EXTRA = {
+    "go": ["refreshes_after_rejection=2", "refreshes_after_stream_rejection=3"],
+    "python": [],
+}
 
 
 @pytest.mark.parametrize("command", [_python, _go], ids=["python", "go"])

@@ -172,6 +172,9 @@ func run(ctx context.Context, address string) error {
 	if err != nil {
 		return cortexclient.FromError(err)
 	}
+	// A stream refused at open (the same rejected token) is reopened after one refresh.
+	current = source.Tokens()
+	source.SetTokens(cortexclient.Tokens{AccessToken: "not-a-token", RefreshToken: current.RefreshToken, AccessExpiry: time.Now().Add(time.Hour)})
 	var last *expertsv1.Task
 	err = cortexclient.WatchTask(ctx, conn, task.GetTask().GetName(), 0, cortexclient.Backoff{},
 		func(frame *expertsv1.WatchTaskResponse) error {
@@ -187,6 +190,7 @@ func run(ctx context.Context, address string) error {
 		return errors.New("WatchTask sent no task snapshot")
 	}
 	fmt.Printf("task_state=%s\n", last.GetState())
+	fmt.Printf("refreshes_after_stream_rejection=%d\n", source.Refreshes())
 	return nil
 }
 
