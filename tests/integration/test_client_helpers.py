@@ -177,6 +177,63 @@ async def test_an_event_subscription_survives_a_server_restart_with_every_event_
     assert subscription.reconnects >= 1
 
 
+async def test_a_subscription_takes_the_new_events_of_a_log_that_restarted_from_one(
+    tmp_path: Path,
+) -> None:
+    # The embedded in-memory event log starts again at sequence 1 after a restart; the
+    # server says so with ReplayUnavailable, and the numbers already seen are not skipped.
+    address = f"127.0.0.1:{free_port()}"
+    gaps: list[int] = []
+    first = running_app(tmp_path, grpc_address=address, events_heartbeat=0.3)
+    running = await first.__aenter__()
+    client = CortexClient(running.address)
+    try:
+        workspace = await _signed_up(client, "memory")
+        stub = conversations.ConversationServiceStub(client.channel)
+
+        async def create(title: str) -> None:
+            await stub.CreateConversation(
+                conversation_service_pb2.CreateConversationRequest(
+                    parent=workspace, conversation=conversation_pb2.Conversation(title=title)
+                ),
+                wait_for_ready=True,
+            )
+
+        subscription = EventSubscription(
+            client.channel,
+            workspaces=[workspace],
+            event_types=[event_pb2.EVENT_TYPE_CONVERSATION_CREATED],
+            backoff=FAST,
+            on_gap=lambda gap: gaps.append(gap.oldest_available_sequence),
+        )
+        events = aiter(subscription)
+        waiting = asyncio.ensure_future(anext(events))
+        for _ in range(3):  # the stream starts live: one of these three is seen, or more
+            await create("before")
+            await asyncio.wait([waiting], timeout=0.2)
+        before = await waiting
+        await first.__aexit__(None, None, None)
+        first = None
+        async with running_app(tmp_path, grpc_address=address, events_heartbeat=0.3):
+            following = asyncio.ensure_future(anext(events))
+            await create("after-restart")
+            titles = []
+            while "after-restart" not in titles:
+                event = await asyncio.wait_for(following, timeout=20)
+                titles.append(event.conversation_created.conversation.title)
+                following = asyncio.ensure_future(anext(events))
+            following.cancel()
+            await events.aclose()  # type: ignore[attr-defined]
+    finally:
+        await client.close()
+        if first is not None:
+            await first.__aexit__(None, None, None)
+
+    assert before.conversation_created.conversation.title == "before"
+    assert gaps == [1]
+    assert titles[-1] == "after-restart"
+
+
 def test_a_status_carried_as_a_result_reads_like_a_raised_error() -> None:
     info = error_details_pb2.ErrorInfo(reason="TOOL_TIMEOUT", domain="cortex")
     status = status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="too slow")

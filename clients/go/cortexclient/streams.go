@@ -75,8 +75,14 @@ func (s *Subscription) Next(ctx context.Context) (*eventsv1.Event, error) {
 				s.Request.ResumeToken = token
 			}
 		case *eventsv1.SubscribeEventsResponse_ReplayUnavailable:
+			gap := f.ReplayUnavailable
+			// A log that restarted (an in-memory log after a server restart) numbers from
+			// its oldest event again: take those, they are new.
+			if oldest := gap.GetOldestAvailableSequence() - 1; oldest < s.last[gap.GetWorkspace()] {
+				s.last[gap.GetWorkspace()] = oldest
+			}
 			if s.OnGap != nil {
-				s.OnGap(f.ReplayUnavailable)
+				s.OnGap(gap)
 			}
 		case *eventsv1.SubscribeEventsResponse_Event:
 			event := f.Event

@@ -76,8 +76,13 @@ class EventSubscription:
                     if kind == "heartbeat":
                         self.resume_token = frame.heartbeat.resume_token or self.resume_token
                     elif kind == "replay_unavailable":
+                        gap = frame.replay_unavailable
+                        # A log that restarted (an in-memory log after a server restart)
+                        # numbers from its oldest event again: take those, they are new.
+                        seen = self._last.get(gap.workspace, 0)
+                        self._last[gap.workspace] = min(seen, gap.oldest_available_sequence - 1)
                         if self._on_gap is not None:
-                            self._on_gap(frame.replay_unavailable)
+                            self._on_gap(gap)
                     elif kind == "event":
                         event = frame.event
                         if event.sequence <= self._last.get(event.workspace, 0):
