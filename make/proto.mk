@@ -3,8 +3,11 @@
 #
 #   make tools            Node tools (buf, protoc-gen-es, Connect) via npm ci --prefix tools;
 #                         Go toolchain + protoc-gen-go(-grpc) via apt-get, only when missing
-#   make generate         regenerate generated/ from proto/ (scripts/generate.sh)
-#   make check-generated  fail when generated/ differs from a fresh generation
+#   make generate         regenerate generated/, clients/python/src/cortex and docs/api from
+#                         proto/ (scripts/generate.sh)
+#   make check-generated  fail when any of them differs from a fresh generation
+#   make go-vendor        link Debian's Go libraries as vendor/ of each Go module (offline)
+#   make go-check         go build, vet and test of each Go module, offline (part of proto-check)
 #   make buf-lint         buf lint (STANDARD + COMMENTS, no exceptions)
 #   make buf-format       buf format --diff --exit-code on proto/
 #   make buf-breaking     buf breaking (FILE) against $(BUF_AGAINST_REF), skipped when that ref has no protos
@@ -15,7 +18,9 @@
 BUF := tools/node_modules/.bin/buf
 PROTO_STAMPS := build/stamps
 PROTO_FILES := $(shell find proto -name '*.proto' 2>/dev/null | LC_ALL=C sort)
-GENERATED_FILES := $(shell find generated -type f -not -path '*/node_modules/*' -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+GENERATED_FILES := $(shell find generated clients/python/src/cortex docs/api -type f -not -path '*/node_modules/*' \
+                     -not -path '*/__pycache__/*' -not -path '*/vendor/*' 2>/dev/null | LC_ALL=C sort)
+GENERATOR_INPUTS := scripts/generate.sh scripts/api_reference.py docs/contracts.md
 BUF_AGAINST_REF ?= main
 GO_APT_PACKAGES := golang-go protoc-gen-go protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev \
                    golang-google-grpc-dev golang-google-genproto-dev
@@ -23,7 +28,7 @@ GO_LIBRARY_DIRS := /usr/share/gocode/src/google.golang.org/grpc \
                    /usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/status \
                    /usr/share/gocode/src/github.com/golang/protobuf/ptypes
 
-.PHONY: tools node-tools go-tools node-links proto-deps generate check-generated \
+.PHONY: tools node-tools go-tools go-vendor go-check node-links proto-deps generate check-generated \
         buf-lint buf-format buf-breaking proto-check
 
 tools: node-tools go-tools ## buf, protoc-gen-es, Connect (npm ci) and the Go toolchain (apt, if missing)
@@ -54,22 +59,42 @@ go-tools:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(GO_APT_PACKAGES); \
 	fi
 
+# The Go modules (generated/go stubs, clients/go helpers and example, tests/clients/go)
+# build offline against Debian's Go libraries, linked as each module's vendor/.
+GO_MODULES := generated/go clients/go tests/clients/go
+GO_OFFLINE := GOFLAGS=-mod=vendor GOPROXY=off GO111MODULE=on
+
+go-vendor: | go-tools
+	scripts/go_vendor.sh $(GO_MODULES)
+
+go-check: $(PROTO_STAMPS)/go-check ## go build, go vet and go test of every Go module, offline
+
+$(PROTO_STAMPS)/go-check: $(shell find $(GO_MODULES) -name '*.go' -o -name go.mod 2>/dev/null | grep -v /vendor/) \
+                          scripts/go_vendor.sh | go-tools
+	scripts/go_vendor.sh $(GO_MODULES)
+	@for module in $(GO_MODULES); do \
+	  (cd $$module && $(GO_OFFLINE) go build ./... && $(GO_OFFLINE) go vet ./... && \
+	   $(GO_OFFLINE) go test ./...) || exit 1; \
+	  echo "go-check: $$module builds, vets and passes its tests"; \
+	done
+	@mkdir -p $(@D) && touch $@
+
 proto-deps: $(PROTO_STAMPS)/proto-deps
 
 $(PROTO_STAMPS)/proto-deps: $(VENV)/.installed scripts/generate.sh
 	scripts/generate.sh --deps-only
 	@mkdir -p $(@D) && touch $@
 
-generate: $(PROTO_STAMPS)/generate node-links ## regenerate generated/ from proto/
+generate: $(PROTO_STAMPS)/generate node-links ## regenerate generated/, the Python stubs and docs/api from proto/
 
-$(PROTO_STAMPS)/generate: $(PROTO_FILES) scripts/generate.sh tools/package-lock.json $(VENV)/.installed \
+$(PROTO_STAMPS)/generate: $(PROTO_FILES) $(GENERATOR_INPUTS) tools/package-lock.json $(VENV)/.installed \
                           | node-tools go-tools
 	PY=$(PY) scripts/generate.sh
 	@mkdir -p $(@D) && touch $@ $(PROTO_STAMPS)/proto-deps
 
 check-generated: $(PROTO_STAMPS)/check-generated ## fail when generated/ is stale
 
-$(PROTO_STAMPS)/check-generated: $(PROTO_FILES) $(GENERATED_FILES) scripts/generate.sh \
+$(PROTO_STAMPS)/check-generated: $(PROTO_FILES) $(GENERATED_FILES) $(GENERATOR_INPUTS) \
                                  scripts/check_generated.sh tools/package-lock.json $(VENV)/.installed \
                                  | node-tools go-tools
 	PY=$(PY) scripts/check_generated.sh
@@ -110,4 +135,4 @@ $(PROTO_STAMPS)/buf-breaking: $(PROTO_FILES) buf.yaml $(PROTO_STAMPS)/proto-deps
 	fi
 	@touch $@
 
-proto-check: buf-lint buf-format buf-breaking check-generated ## every contract check
+proto-check: buf-lint buf-format buf-breaking check-generated go-check ## every contract check

@@ -27,7 +27,6 @@ from cortex_core.adapters.llm.config import LlmConfig, chain_from_config
 from cortex_core.adapters.llm.fallback import FallbackProvider
 from cortex_core.adapters.llm.local import LocalDevelopmentProvider
 from cortex_core.adapters.mcp.source import McpToolSource, loop_name
-from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.metrics import MetricsEndpoint, NullMetrics, PrometheusMetrics
 from cortex_core.adapters.security.jwt_codec import JwtAccessTokenCodec
 from cortex_core.adapters.security.keys import load_key_ring
@@ -36,6 +35,7 @@ from cortex_core.adapters.security.passwords import Argon2PasswordHasher
 from cortex_core.adapters.security.throttle import InMemoryLoginThrottle
 from cortex_core.adapters.security.throttle_policy import ThrottlePolicies
 from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.adapters.sql.event_log import SqlEventLog
 from cortex_core.adapters.task_signals import LocalTaskSignals
 from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.api.access_log import AccessLog
@@ -54,7 +54,6 @@ from cortex_core.api.streams import StreamRegistry
 from cortex_core.api.tool_service import ToolService
 from cortex_core.api.workspace_service import WorkspaceService
 from cortex_core.domain.context_window import Candidate, ItemKind
-from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
 from cortex_core.domain.tasks import TaskKind
 from cortex_core.ports import (
@@ -191,13 +190,18 @@ def bootstrap(
         _instrument(provider_of_traces, database, redis)
     if prometheus is not None and isinstance(database, SqlDatabase):
         prometheus.watch_pool("requests", database.pool_usage)
-    event_log = _event_log(settings, redis)
+    event_log, store_log = _event_log(settings, redis, database)
     hub = EventHub(event_log, metrics=prometheus)
-    bus = EventBus()
     relay = EventRelay(
-        log=event_log, hub=hub, uow=database.unit_of_work, encode=encode, metrics=prometheus
+        log=event_log,
+        hub=hub,
+        uow=database.unit_of_work,
+        encode=encode,
+        external=store_log is None,
+        trim=store_log.trim if store_log is not None else None,
+        metrics=prometheus,
     )
-    bus.subscribe(Change, relay.publish)
+    bus = EventBus(relay)
     identity = Identity(
         uow=database.unit_of_work,
         clock=clock,
@@ -309,6 +313,7 @@ def bootstrap(
         signals=signals,
         experts=catalog,
         max_queued=settings.task_queue_limit,
+        input_ttl=settings.task_input_ttl,
     )
     runner = TaskRunner(
         uow=database.unit_of_work,
@@ -327,8 +332,11 @@ def bootstrap(
             input_ttl=settings.task_input_ttl,
             retention=settings.task_retention,
             parallel_tools=settings.tool_parallel,
+            workspace_running=settings.task_running_limit,
         ),
         jobs={TaskKind.SUMMARY: context.run_summary_job},
+        metrics=prometheus,
+        tracer=tracer,
     )
 
     async def close_hasher() -> None:
@@ -538,19 +546,27 @@ def _task_signals(redis: Redis | None) -> tuple[TaskSignals, Loop | None]:
     return LocalTaskSignals(), None
 
 
-def _event_log(settings: Settings, redis: Redis | None) -> EventLog:
+def _event_log(
+    settings: Settings, redis: Redis | None, database: Database
+) -> tuple[EventLog, SqlEventLog | None]:
+    """Redis Streams when Redis is configured (the event store is its outbox), else
+    the event store itself, returned twice (the relay applies its retention)."""
     retention = timedelta(seconds=settings.events_retention)
     if redis is not None:
         from cortex_core.adapters.redis.event_log import RedisEventLog
 
         # A blocking read holds a pooled connection: keep it well under the timeout.
-        return RedisEventLog(
+        shared = RedisEventLog(
             redis,
             max_length=settings.events_max_length,
             max_age=retention,
             max_block=settings.redis_timeout / 2,
         )
-    return InMemoryEventLog(max_length=settings.events_max_length, max_age=retention)
+        return shared, None
+    store = SqlEventLog(
+        database.unit_of_work, max_length=settings.events_max_length, max_age=retention
+    )
+    return store, store
 
 
 def _cache(redis: Redis | None) -> Cache:

@@ -15,7 +15,13 @@ from typing import Any, Protocol, Self
 
 from cortex_core.domain.access_tokens import AccessClaims, IssuedToken
 from cortex_core.domain.conversations import Conversation, Message, Summary
-from cortex_core.domain.event_records import EventEnvelope, EventRead, EventRecord, PendingEvent
+from cortex_core.domain.event_records import (
+    EventEnvelope,
+    EventRead,
+    EventRecord,
+    NewEvent,
+    Relayed,
+)
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -417,15 +423,44 @@ class ToolSource(Protocol):
 
 
 class OutboxRepository(Protocol):
-    """Events kept in the database while the event log cannot take them."""
+    """The event store: every event is written here in the unit of work of the
+    change it reports (``uow.outbox``), so a committed change always has its event
+    and a rolled-back one never has. ``adapters/sql/outbox.py`` explains the layout.
 
-    async def add(self, stream: str, event_id: str, payload: bytes, time: datetime) -> None: ...
+    With no external event log this table *is* the log (``adapters/sql/event_log.py``
+    reads it); with Redis it is the outbox in front of it: the relay copies what is
+    not relayed yet and acknowledges it (the rows go)."""
 
-    async def head(self, limit: int) -> builtins.list[PendingEvent]:
-        """The oldest pending events, in the order they were added."""
+    async def append(self, events: Sequence[NewEvent]) -> builtins.list[EventRecord]:
+        """Number each event after the last one of its stream and store it; return
+        them as records. Concurrent writers of one stream wait for each other's
+        commit here, so a stream's sequences follow commit order with no gap (call
+        it last, right before the commit). Streams are locked in sorted order."""
         ...
 
-    async def remove(self, outbox_id: int) -> None: ...
+    async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
+        """Stored events of ``stream`` after ``after_sequence``, ascending (as
+        :meth:`EventLog.read`)."""
+        ...
+
+    async def last_sequences(self, streams: Sequence[str]) -> dict[str, int]:
+        """The last sequence given out per stream (0 for a stream never written)."""
+        ...
+
+    async def pending(self, limit: int) -> builtins.list[EventRecord]:
+        """Up to ``limit`` events not acknowledged as relayed, by stream then sequence
+        (each stream's run starts right after its last acknowledged event)."""
+        ...
+
+    async def acknowledge(self, positions: Mapping[str, int]) -> None:
+        """The external log holds every event of each stream up to its position:
+        remember that and delete those rows."""
+        ...
+
+    async def trim(self, *, before: datetime | None, max_length: int | None) -> int:
+        """Retention when this table is the log: delete events older than ``before``
+        and all but the last ``max_length`` of each stream; how many went."""
+        ...
 
 
 # --- events (see services/event_hub.py) ----------------------------------------
@@ -466,6 +501,21 @@ class EventLog(Protocol):
 
     async def close(self) -> None:
         """Release connections; pending ``wait`` calls return."""
+        ...
+
+
+class RelayedLog(EventLog, Protocol):
+    """An event log the relay copies the event store into (Redis; the in-process
+    log in tests). Each stored event is taken at most once, in stored order."""
+
+    async def append_once(self, stored: EventRecord, *, after_gap: bool = False) -> Relayed:
+        """Append ``stored`` (its ``sequence`` is the event store's) unless the log
+        took it already (``Relayed(None)``: a repeat after a crash between an append
+        and its acknowledgement, by any replica). When the log has not taken the
+        stored event before it, nothing is appended and ``Relayed(behind=n)`` says
+        which stored sequence it took last, unless ``after_gap``: the caller knows
+        the ones before were acknowledged (the log lost them), so it appends.
+        The appended record has the log's own sequence."""
         ...
 
 
@@ -612,13 +662,24 @@ class TaskRepository(Protocol):
         """(queued, running) expert tasks of the workspace."""
         ...
 
-    async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+    async def claim_next(
+        self, now: datetime, kinds: Sequence[TaskKind], *, running_limit: int = 0
+    ) -> Task | None:
         """A task a worker may start now: QUEUED with no ``next_attempt_time`` in the
         future, or RUNNING with an expired lease (its worker is gone); oldest
         first. On PostgreSQL the row is locked (``FOR UPDATE SKIP LOCKED``) until
         the unit of work ends, so concurrent claimers skip it; on SQLite the claim
         runs under the write lock. The caller writes the claim with :meth:`save`
-        (fenced) in the same unit of work."""
+        (fenced) in the same unit of work.
+
+        ``running_limit`` (0: none): a QUEUED expert task is claimable only while
+        its workspace has fewer RUNNING expert tasks with a live lease, counted
+        under a per-workspace lock held until the unit of work ends, so
+        concurrent claimers on any replica never exceed it."""
+        ...
+
+    async def count_queued(self, kinds: Sequence[TaskKind]) -> int:
+        """QUEUED tasks of ``kinds`` in every workspace (the queue depth)."""
         ...
 
     async def save(self, task: Task, *, expected: Fence) -> bool:

@@ -545,8 +545,13 @@ class Settings:
     task_queue_limit: int = _setting(
         100,
         _positive_int,
-        "queued plus running tasks per workspace; one more CreateTask is RESOURCE_EXHAUSTED "
-        "TASK_QUEUE_FULL",
+        "queued tasks per workspace; one more CreateTask is RESOURCE_EXHAUSTED TASK_QUEUE_FULL "
+        "(with RetryInfo)",
+    )
+    task_running_limit: int = _setting(
+        10,
+        _positive_int,
+        "running tasks per workspace, over every replica; the workspace's other tasks wait queued",
     )
     task_retention: float = _setting(
         7 * 24 * 3600.0,

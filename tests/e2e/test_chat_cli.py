@@ -196,3 +196,22 @@ def test_an_unreachable_server_is_reported_before_any_password_is_asked() -> Non
     assert f"cannot reach a Cortex server at {address}" in done.stderr
     assert "password" not in done.stderr.lower()
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_second_session_continues_the_conversation_it_names(server_address: str) -> None:
+    email = _email()
+    first = _run_chat(
+        _chat(server_address, email, "--register", "--display-name", "Ada"), "first\n", PASSWORD
+    )
+    assert first.returncode == 0, first.stderr
+    match = _CONVERSATION.search(first.stderr)
+    assert match is not None, first.stderr
+
+    again = _run_chat(
+        _chat(server_address, email, "--conversation", match.group(1)), "second\n", PASSWORD
+    )
+
+    assert again.returncode == 0, again.stderr
+    assert f"conversation {match.group(1)}" in again.stderr
+    assert "You said: second" in again.stdout
+    assert "Traceback" not in again.stdout + again.stderr

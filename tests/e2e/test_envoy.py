@@ -9,106 +9,22 @@ over HTTP/1.1, with an ``Origin`` header.
 from __future__ import annotations
 
 import http.client
-import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
+from support.envoy import CONFIG, ENVOY, RunningEnvoy, http_get, running_envoy
 from support.grpc_web import ALLOWED_ORIGIN, DATA_FRAME, grpc_web_call
 
-from cortex_core.cluster import admin_get, render_envoy
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "envoy" / "envoy.yaml"
-ENVOY = Path(sys.executable).with_name("envoy")
-STARTUP_TIMEOUT = 30.0
-
 DISALLOWED_ORIGIN = "http://evil.example"
-
-
-@dataclass
-class RunningEnvoy:
-    process: subprocess.Popen[bytes]
-    admin: str
-    listener: str
-    log_path: Path
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _rewritten_config(upstream: str) -> str:
-    """The committed config with ports 0 and the upstream replaced (the renderer
-    ``cortex-core cluster`` uses; it fails if an address moved)."""
-    return render_envoy(
-        CONFIG.read_text(), listener="127.0.0.1:0", admin="127.0.0.1:0", upstreams=[upstream]
-    )
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes], admin_path: Path, upstream: str, log_path: Path
-) -> tuple[str, str]:
-    """Poll until Envoy reports its admin address, its listener and a healthy upstream."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    healthy = f"cortex::{upstream}::health_flags::healthy"
-    last_error = "no admin address yet"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"envoy exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            admin = admin_path.read_text().strip()
-            if admin:
-                listeners = json.loads(admin_get(admin, "/listeners?format=json"))
-                socket = listeners["listener_statuses"][0]["local_address"]["socket_address"]
-                listener = f"{socket['address']}:{socket['port_value']}"
-                clusters = admin_get(admin, "/clusters")
-                if healthy in clusters.splitlines():
-                    return admin, listener
-                last_error = f"upstream not healthy yet:\n{clusters}"
-        except (OSError, ValueError, KeyError, IndexError) as error:
-            last_error = repr(error)
-        time.sleep(0.1)
-    pytest.fail(f"envoy not ready in {STARTUP_TIMEOUT}s ({last_error}):\n{log_path.read_text()}")
 
 
 @pytest.fixture(scope="module")
 def envoy(server_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEnvoy]:
     """Envoy from envoy/envoy.yaml in front of the session's server; always stopped."""
-    tmp_path = tmp_path_factory.mktemp("envoy")
-    config_path = tmp_path / "envoy.yaml"
-    config_path.write_text(_rewritten_config(server_address))
-    admin_path = tmp_path / "admin-address"
-    log_path = tmp_path / "envoy.log"
-    command = [
-        str(ENVOY),
-        "-c",
-        str(config_path),
-        "--admin-address-path",
-        str(admin_path),
-        # No shared-memory hot-restart domain, so a developer's `make envoy` does not clash.
-        "--disable-hot-restart",
-        "--concurrency",
-        "1",
-        "--log-level",
-        "info",
-    ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-        try:
-            admin, listener = _wait_until_ready(process, admin_path, server_address, log_path)
-            yield RunningEnvoy(process, admin, listener, log_path)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_envoy(server_address, tmp_path_factory.mktemp("envoy")) as running:
+        yield running
 
 
 def _preflight(listener: str, origin: str) -> http.client.HTTPResponse:
@@ -147,7 +63,7 @@ def test_the_committed_envoy_config_passes_envoys_own_validation() -> None:
 def test_envoy_reports_the_server_healthy_by_active_grpc_health_checks(
     envoy: RunningEnvoy, server_address: str
 ) -> None:
-    clusters = admin_get(envoy.admin, "/clusters").splitlines()
+    clusters = http_get(envoy.admin, "/clusters").splitlines()
     assert f"cortex::{server_address}::health_flags::healthy" in clusters
 
 

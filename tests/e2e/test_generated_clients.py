@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.golang import checked, go_build, go_modules_ready
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / "tests" / "clients"
 GENERATED = REPO / "generated"
 NODE_MODULES = REPO / "tools" / "node_modules"
-GO_IMPORT_ROOT = Path("github.com/cortexcore/cortex-core")
-DEBIAN_GOPATH = Path("/usr/share/gocode")
-
-CLIENT_TIMEOUT = 60
 
 
 def _require(tool: str) -> str:
@@ -45,51 +41,14 @@ def _require(tool: str) -> str:
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> str:
     """Runs a client and returns its stdout, failing with its output otherwise."""
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"{' '.join(command)} exited {result.returncode}\n"
-        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    )
-    return result.stdout
+    return checked(command, env=env)
 
 
 @pytest.fixture(scope="module")
 def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go client, built offline in GOPATH mode against Debian's Go libraries."""
-    _require("go")
-    if not (DEBIAN_GOPATH / "src" / "google.golang.org" / "grpc").is_dir():
-        pytest.fail(f"Go gRPC sources are missing from {DEBIAN_GOPATH}; run 'make tools'")
-    build = tmp_path_factory.mktemp("go-client")
-    gopath = build / "gopath"
-    link = gopath / "src" / GO_IMPORT_ROOT / "generated"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(GENERATED, target_is_directory=True)
-    binary = build / "go-client"
-    env = {
-        "GO111MODULE": "off",
-        "GOPATH": f"{gopath}{os.pathsep}{DEBIAN_GOPATH}",
-        "GOFLAGS": "",
-        "GOCACHE": os.environ.get("GOCACHE", str(build / "cache")),
-    }
-    result = subprocess.run(
-        ["go", "build", "-o", str(binary), "."],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=CLIENTS / "go",
-        env={**os.environ, **env},
-        check=False,
-    )
-    assert result.returncode == 0, f"go build failed:\n{result.stdout}\n{result.stderr}"
-    return binary
+    """The Go client, a module built offline (-mod=vendor) against Debian's Go libraries."""
+    go_modules_ready(GENERATED / "go", CLIENTS / "go")
+    return go_build(CLIENTS / "go", ".", tmp_path_factory.mktemp("go-client") / "go-client")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +84,7 @@ def _betterproto(address: str, email: str, request: pytest.FixtureRequest) -> st
 def _python_grpcio(address: str, email: str, request: pytest.FixtureRequest) -> str:
     return _run(
         [sys.executable, str(CLIENTS / "python" / "client.py"), address, email],
-        env={"PYTHONPATH": str(GENERATED / "python")},
+        env={"PYTHONPATH": str(REPO / "clients" / "python" / "src")},
     )
 
 

@@ -34,6 +34,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from support.clients import Client
 from support.databases import database_url, require_env
 from support.servers import ServerProcess, cortex_server
+from support.task_client import TERMINAL, TasksClient, until_state
 
 SERVER = trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
 OBSERVABILITY_REDIS_DB = 12
@@ -256,3 +257,78 @@ async def test_a_call_continues_the_callers_trace_with_sql_model_and_tool_childr
     assert sample(text, "cortex_model_breaker_state", provider="local-dev", state="open") == 0
     assert sample(text, "cortex_outbox_backlog_events") == 0
     assert sample(text, "cortex_db_pool_connections", pool="requests", state="checked_out") == 0
+
+
+async def test_task_attempts_are_spans_linked_to_the_creating_call_and_the_runner_is_measured(
+    tmp_path: Path, receiver: tuple[Receiver, int], backend: dict[str, str]
+) -> None:
+    spans, port = receiver
+    env = {
+        **backend,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "CORTEX_METRICS_ADDRESS": "127.0.0.1:0",
+        "CORTEX_TASK_RETRY_BACKOFF": "0.1",
+    }
+    trace_id = os.urandom(16).hex()
+    async with serving(tmp_path, env) as server:
+        client = TasksClient(server.address)
+        try:
+            account = await client.register()
+            workspace = str((await client.first_workspace(account)).name)
+            create_parent, metadata = traceparent(trace_id)
+            # Attempt 1 fails (retried), attempt 2 succeeds; the other task fails for good.
+            retried = await client.create(account, workspace, "/fail 1", metadata=metadata)
+            failed = await client.create(account, workspace, "/fail 1", max_attempts=1)
+            for task in (retried, failed):
+                await until_state(client, account, task.name, TERMINAL)
+            address = re.search(r"metrics on (http://\S+/metrics)", server.logs())
+            assert address is not None, server.logs()
+            await asyncio.sleep(1.5)  # a sweep (every second) sets the queue depth
+            text = await asyncio.to_thread(scrape, address.group(1))
+        finally:
+            await client.close()
+
+    (create,) = [
+        s for s in spans.spans
+        if s.kind == SERVER and s.trace_id.hex() == trace_id
+        and s.parent_span_id.hex() == create_parent
+    ]  # fmt: skip
+    assert create.name == "/cortex.experts.v1.ExpertService/CreateTask"
+
+    def attributes(span: trace_pb2.Span) -> dict[str, Any]:
+        return {a.key: a.value.string_value or a.value.int_value for a in span.attributes}
+
+    attempts = sorted(
+        (s for s in spans.spans if s.name == "task.attempt"
+         and attributes(s).get("cortex.task") == retried.name),
+        key=lambda s: attributes(s)["cortex.task.attempt"],
+    )  # fmt: skip
+    assert [attributes(s)["outcome"] for s in attempts] == ["retried", "succeeded"]
+    for attempt in attempts:
+        assert attempt.trace_id.hex() != trace_id  # its own trace, linked to the creator
+        assert [(link.trace_id.hex(), link.span_id) for link in attempt.links] == [
+            (trace_id, create.span_id)
+        ]
+        assert attributes(attempt)["cortex.expert"] == "echo"
+    models = [
+        s for s in spans.spans
+        if s.name == "llm.attempt" and s.parent_span_id == attempts[1].span_id
+    ]  # fmt: skip
+    assert len(models) == 1  # the model call of the attempt is its child
+    (other,) = [
+        s for s in spans.spans
+        if s.name == "task.attempt" and attributes(s).get("cortex.task") == failed.name
+    ]  # fmt: skip
+    # Created without a caller's trace: linked to its CreateTask's own (root) server span.
+    (link,) = other.links
+    by_id = {span.span_id: span for span in spans.spans}
+    assert link.trace_id.hex() != trace_id
+    assert by_id[link.span_id].name == "/cortex.experts.v1.ExpertService/CreateTask"
+
+    assert sample(text, "cortex_task_attempts_total", expert="echo", outcome="succeeded") == 1
+    assert sample(text, "cortex_task_attempts_total", expert="echo", outcome="retried") == 1
+    assert sample(text, "cortex_task_attempts_total", expert="echo", outcome="failed") == 1
+    assert sample(text, "cortex_task_failures_total", expert="echo") == 1
+    assert sample(text, "cortex_task_claim_latency_seconds_count", expert="echo") == 3
+    assert sample(text, "cortex_task_queue_depth") == 0

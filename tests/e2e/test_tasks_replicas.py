@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -234,11 +236,14 @@ async def test_a_task_waiting_for_input_survives_a_restart_and_resumes_once(
 # --- 4. cancel from one replica, the task running on another ---------------------------
 
 
-async def test_cancel_on_one_replica_stops_the_task_running_on_another_within_a_second(
+async def test_cancel_on_one_replica_stops_the_work_running_on_another_for_good(
     tmp_path: Path,
 ) -> None:
+    """Behaviour, not speed (cancel latency is measured in bench/tasks.py): the attempt
+    on A really stops (A's runner counts it cancelled, no word is journaled after it,
+    its partial output is kept) and the terminal state never changes again."""
     async with backing(tmp_path) as env:
-        with replica(tmp_path, "a", env) as a:
+        with replica(tmp_path, "a", {**env, "CORTEX_METRICS_ADDRESS": "127.0.0.1:0"}) as a:
             client_a = TasksClient(a.address)
             alice = await client_a.register()
             workspace = str((await client_a.first_workspace(alice)).name)
@@ -249,23 +254,24 @@ async def test_cancel_on_one_replica_stops_the_task_running_on_another_within_a_
             with replica(tmp_path, "b", env) as b:
                 client_b = TasksClient(b.address)
                 assert (await client_b.get(alice, created.name)).state == RUNNING
-                asked = time.monotonic()
                 answer = await client_b.cancel(alice, created.name)
-                done = await until_state(
-                    client_b, alice, created.name, TERMINAL, within=10, interval=0.02
-                )
-                stopped_in = time.monotonic() - asked
-                # Had the attempt gone on, it would have journaled more text by now.
-                await asyncio.sleep(50 * DELAY)
+                done = await until_state(client_b, alice, created.name, TERMINAL, within=20)
+                # Had the attempt gone on, it would have journaled ~10 more words by now.
+                await asyncio.sleep(10 * DELAY)
                 later = await client_b.get(alice, created.name)
                 journal = await watch_to_end(client_b, alice, created.name, created.last_sequence)
                 again = await client_b.cancel(alice, created.name)
                 await client_b.close()
+            metrics = re.search(r"metrics on (http://\S+/metrics)", a.logs())
+            assert metrics is not None, a.logs()
+            scraped = await asyncio.to_thread(_scrape, metrics.group(1))
             await client_a.close()
 
     assert answer.state in (RUNNING, CANCELLED)
     assert done.state == CANCELLED, state_name(done.state)
-    assert stopped_in < 2.0, stopped_in  # "about a second", on a shared, noisy machine
+    # The worker on A stopped the attempt itself, as cancelled.
+    assert 'cortex_task_attempts_total{expert="echo",outcome="cancelled"} 1.0' in scraped
+    assert 'outcome="succeeded"' not in scraped
     assert later.last_sequence == done.last_sequence  # nothing journaled after it
     assert later.state == CANCELLED
     assert later.complete_time == done.complete_time
@@ -273,8 +279,16 @@ async def test_cancel_on_one_replica_stops_the_task_running_on_another_within_a_
     states = [f.task.state for f in journal.frames if f.WhichOneof("frame") == "task"]
     assert SUCCEEDED not in states
     assert states[-1] == CANCELLED
-    assert output_text(journal.frames), "the partial output is kept"
+    partial = output_text(journal.frames)
+    assert partial, "the partial output is kept"
+    assert json_format.MessageToDict(later.output) == {"text": partial}
+    assert len(partial.split()) < 150  # stopped before the end
     assert journal.error is None
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
 
 
 # --- 5. the drain ends watches with their resume point -------------------------------------

@@ -41,7 +41,7 @@ async def drained_pool(database: Database) -> AsyncIterator[errors.Unavailable]:
             uow = database.unit_of_work()
             await uow.__aenter__()
             try:
-                await uow.outbox.head(1)
+                await uow.outbox.pending(1)
             except errors.Unavailable as refused:
                 await uow.__aexit__(None, None, None)
                 yield refused

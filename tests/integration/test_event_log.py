@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 from support.databases import require_env
-from support.events import append
+from support.events import UPDATED, append
 
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.redis.event_log import RedisEventLog
@@ -364,3 +364,29 @@ async def test_a_record_keeps_its_envelope(make_log: LogFactory) -> None:
         (envelope, b"\x00payload"),
         (other, b""),
     ]
+
+
+async def test_a_stored_event_is_taken_once_and_only_right_after_the_one_before(
+    make_log: LogFactory,
+) -> None:
+    log = make_log()
+    assert isinstance(log, InMemoryEventLog | RedisEventLog)
+
+    def stored(sequence: int) -> EventRecord:
+        return EventRecord("ws:once", sequence, f"e{sequence}", NOW, UPDATED, b"%d" % sequence)
+
+    assert (await log.append_once(stored(2))).behind == 0  # the first is not in yet
+    first = await log.append_once(stored(1))
+    assert first.record is not None
+    assert first.record.sequence == 1
+    repeat = await log.append_once(stored(1))  # a crash before the acknowledgement
+    assert repeat.record is None
+    assert repeat.behind is None
+    assert (await log.append_once(stored(2))).record is not None
+    # Events 3 and 4 were acknowledged, then the log lost them: 5 goes in after the gap.
+    assert (await log.append_once(stored(5))).behind == 2
+    after_gap = await log.append_once(stored(5), after_gap=True)
+    assert after_gap.record is not None
+    assert after_gap.record.sequence == 3
+    read = await log.read("ws:once", 0, 10)
+    assert [r.event_id for r in read.records] == ["e1", "e2", "e5"]

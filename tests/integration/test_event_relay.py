@@ -1,4 +1,5 @@
-"""Committed changes reach the event log in order, even across a log outage."""
+"""Every committed change has exactly one event: written in its transaction, relayed
+to the log in stored order once, whatever fails in between."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import pytest
 from cortex_core import errors
 from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.sql.database import SqlDatabase
+from cortex_core.adapters.sql.event_log import SqlEventLog
 from cortex_core.domain.events import WorkspaceDeleted
+from cortex_core.ports import RelayedLog
+from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 
@@ -26,14 +30,19 @@ class FlakyLog(InMemoryEventLog):
         super().__init__()
         self.down = False
 
-    async def append(self, *args: Any, **kwargs: Any) -> Any:
+    async def append_once(self, *args: Any, **kwargs: Any) -> Any:
         if self.down:
             raise errors.Unavailable("down", reason="EVENT_LOG_UNAVAILABLE")
-        return await super().append(*args, **kwargs)
+        return await super().append_once(*args, **kwargs)
 
 
-def _change(n: int) -> WorkspaceDeleted:
+def _change() -> WorkspaceDeleted:
     return WorkspaceDeleted(actor_id="u", time=NOW, deleted_workspace_id="w")
+
+
+def _counting_encode() -> Any:
+    counter = iter(range(1000))
+    return lambda change, event_id: str(next(counter)).encode()
 
 
 @pytest.fixture
@@ -44,63 +53,91 @@ async def database(db_url: str) -> AsyncIterator[SqlDatabase]:
     await db.dispose()
 
 
-async def test_events_kept_during_an_outage_are_appended_in_order_after_it(
-    database: SqlDatabase,
-) -> None:
-    log = FlakyLog()
-    counter = iter(range(1000))
-
-    def encode(change: Any, event_id: str) -> bytes:
-        return str(next(counter)).encode()
-
-    relay = EventRelay(
-        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=encode, retry_interval=0.05
+def _relay(database: SqlDatabase, log: RelayedLog, encode: Any = None) -> EventRelay:
+    return EventRelay(
+        log=log,
+        hub=EventHub(log),
+        uow=database.unit_of_work,
+        encode=encode or _counting_encode(),
+        retry_interval=0.05,
     )
-    task = asyncio.create_task(relay.run())
-    try:
-        await relay.publish(_change(0))
-        log.down = True
-        for n in range(1, 4):
-            await relay.publish(_change(n))  # never raises: kept in the outbox
-        log.down = False
-        await relay.publish(_change(4))  # must queue behind the kept ones
-        async with asyncio.timeout(10):
-            while True:
-                read = await log.read("ws:w", 0, 100)
-                if len(read.records) == 5:
-                    break
-                await asyncio.sleep(0.02)
-        assert [r.payload for r in read.records] == [b"0", b"1", b"2", b"3", b"4"]
-        await relay.publish(_change(5))
-        async with asyncio.timeout(10):
-            while len((await log.read("ws:w", 0, 100)).records) < 6:
-                await asyncio.sleep(0.02)
+
+
+async def _commit(bus: EventBus, database: SqlDatabase, count: int = 1) -> None:
+    for _ in range(count):
         async with database.unit_of_work() as uow:
-            assert await uow.outbox.head(10) == []
-        read = await log.read("ws:w", 0, 100)
-        assert [r.payload for r in read.records] == [str(n).encode() for n in range(6)]
-        assert {r.envelope for r in read.records} == {_change(0).envelope}  # kept in the outbox
-    finally:
-        task.cancel()
-        await asyncio.wait((task,))
+            await bus.commit(uow, [_change()])
 
 
-async def test_one_drain_pass_moves_the_kept_events_and_says_how_many(
+async def test_a_change_that_rolls_back_has_no_event_and_one_that_commits_has_one(
+    database: SqlDatabase,
+) -> None:
+    log = SqlEventLog(database.unit_of_work)
+    relay = EventRelay(
+        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=lambda c, i: b"x",
+        external=False,
+    )  # fmt: skip
+    bus = EventBus(relay)
+    with pytest.raises(RuntimeError):
+        async with database.unit_of_work() as uow:
+            await relay.stage(uow, [_change()])
+            raise RuntimeError("the use case failed before its commit")
+    assert (await log.read("ws:w", 0, 10)).records == ()
+    await _commit(bus, database)
+    read = await log.read("ws:w", 0, 10)
+    assert [r.sequence for r in read.records] == [1]
+
+
+async def test_events_committed_while_the_log_is_down_reach_it_in_order_after(
     database: SqlDatabase,
 ) -> None:
     log = FlakyLog()
-    relay = EventRelay(
-        log=log, hub=EventHub(log), uow=database.unit_of_work, encode=lambda c, i: i.encode()
-    )
+    relay = _relay(database, log)
+    bus = EventBus(relay)
+    assert await relay.drain_once() == 0
+    await _commit(bus, database)
     log.down = True
-    for n in range(3):
-        await relay.publish(_change(n))
+    await _commit(bus, database, 3)  # never raises: the events wait in the store
+    assert relay.backlog
     with pytest.raises(errors.Unavailable):
         await relay.drain_once()  # a supervisor backs off and calls again
-    assert relay.backlog
     log.down = False
-    assert await relay.drain_once() == 3
+    await _commit(bus, database)  # waits behind the kept ones
+    assert await relay.drain_once() == 4
     assert not relay.backlog
-    assert len((await log.read("ws:w", 0, 10)).records) == 3
+    read = await log.read("ws:w", 0, 100)
+    assert [r.payload for r in read.records] == [str(n).encode() for n in range(5)]
     async with database.unit_of_work() as uow:
-        assert await uow.outbox.head(10) == []
+        assert await uow.outbox.pending(10) == []
+
+
+async def test_a_crash_between_append_and_acknowledgement_appends_nothing_twice(
+    database: SqlDatabase,
+) -> None:
+    log = FlakyLog()
+    first = _relay(database, log)
+    await first.drain_once()
+    await _commit(EventBus(first), database, 3)  # appended by the fast path, not acknowledged
+    async with database.unit_of_work() as uow:
+        assert len(await uow.outbox.pending(10)) == 3
+    # The process dies here; another (or the restarted one) relays what is pending.
+    second = _relay(database, log)
+    assert await second.drain_once() == 3
+    read = await log.read("ws:w", 0, 100)
+    assert [r.sequence for r in read.records] == [1, 2, 3]
+    async with database.unit_of_work() as uow:
+        assert await uow.outbox.pending(10) == []
+
+
+async def test_two_relays_over_one_store_append_each_event_once_in_order(
+    database: SqlDatabase,
+) -> None:
+    log = FlakyLog()
+    log.down = True
+    writer = _relay(database, log)
+    await _commit(EventBus(writer), database, 40)  # all pending
+    log.down = False
+    relays = [_relay(database, log) for _ in range(3)]
+    await asyncio.gather(*(r.drain_once() for r in relays))
+    read = await log.read("ws:w", 0, 100)
+    assert [r.payload for r in read.records] == [str(n).encode() for n in range(40)]

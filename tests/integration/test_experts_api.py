@@ -26,15 +26,19 @@ from support.rpc import details
 from support.task_client import (
     CANCELLED,
     INPUT_REQUIRED,
+    QUEUED,
     SUCCEEDED,
     TERMINAL,
     TasksClient,
     new_request_id,
+    output_text,
     struct,
     until_state,
     watch_to_end,
     words,
 )
+from support.tasks import TEST_EXPERTS
+from support.tool_sources import RecordingTools
 
 EDITOR, VIEWER = 2, 3
 ASK = json.dumps(
@@ -155,6 +159,56 @@ async def test_a_created_task_runs_to_success_with_its_output(api: TasksClient) 
     assert done.attempt_count == 1
     assert done.attempts[0].end_time.seconds > 0
     assert done.complete_time.seconds > 0
+
+
+async def test_a_watch_shows_the_progress_of_each_model_turn_in_its_sequence(
+    api: TasksClient,
+) -> None:
+    alice, workspace = await _owner(api)
+    created = await api.create(alice, workspace, "hello there")
+    watched = await watch_to_end(api, alice, created.name)
+
+    kinds = [f.WhichOneof("frame") for f in watched.frames]
+    assert watched.error is None
+    assert watched.sequences == list(range(1, len(watched.frames) + 1))
+    progress = [f for f in watched.frames if f.WhichOneof("frame") == "progress"]
+    assert len(progress) == 1  # one model turn: it answered without calling tools
+    report = progress[0].progress
+    assert report.attempt == 1
+    assert report.message.startswith("step 1 of 8, ")
+    assert "tokens used" in report.message
+    assert report.fraction == pytest.approx(1 / 8)
+    assert report.report_time.seconds > 0
+    # After the text it reports on, before the snapshot of the end.
+    assert kinds.index("output_delta") < kinds.index("progress") < len(kinds) - 1
+    assert watched.last_task is not None
+    assert watched.last_task.state == SUCCEEDED
+
+
+async def test_a_cancelled_running_task_keeps_its_partial_output_in_get_task(
+    db_url: str, tmp_path: Path
+) -> None:
+    async with running_app(
+        tmp_path, database_url=db_url, local_llm_delay=0.05, access_token_ttl=60
+    ) as running:
+        api = TasksClient(running.address)
+        alice, workspace = await _owner(api)
+        created = await api.create(alice, workspace, words(200))  # 10 s of words
+        stream = api.watch(alice, created.name)
+        async with asyncio.timeout(20):
+            while (await stream.read()).WhichOneof("frame") != "output_delta":
+                pass
+        stream.cancel()
+        await api.cancel(alice, created.name)
+        done = await until_state(api, alice, created.name, TERMINAL)
+        journal = await watch_to_end(api, alice, created.name, created.last_sequence)
+        await api.close()
+
+    assert done.state == CANCELLED
+    kept = json_format.MessageToDict(done.output)["text"]
+    assert kept.startswith("[local-dev] w0")
+    assert len(kept) < len(words(200))
+    assert kept == output_text(journal.frames)  # what the watch showed, nothing more
 
 
 async def test_invalid_tasks_are_refused_with_a_violation_per_field(api: TasksClient) -> None:
@@ -455,3 +509,43 @@ async def test_task_changes_are_typed_events_on_the_workspace_stream(api: TasksC
     assert changes[-1][1] == SUCCEEDED
     assert all(e.task_state_changed.task.name == task.name for e in seen)
     assert seen[0].actor == alice.user
+
+
+async def test_each_approval_of_one_model_turn_is_its_own_request_answered_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    tools = RecordingTools()
+    text = '/call testing.guarded {"door": "blue"}\n/call testing.guarded {"door": "red"}'
+    async with running_app(
+        tmp_path, database_url=db_url, tool_sources=[tools], experts=TEST_EXPERTS,
+        access_token_ttl=60,
+    ) as running:  # fmt: skip
+        api = TasksClient(running.address)
+        alice, workspace = await _owner(api)
+        created = await api.create(alice, workspace, text, expert="experts/guarded")
+        first = (await until_state(api, alice, created.name, {INPUT_REQUIRED})).input_request
+        second = (await api.provide(alice, created.name, first.id, {"approve": True})).input_request
+        stale = await _error(api.provide(alice, created.name, first.id, {"approve": True}))
+        resumed = await api.provide(alice, created.name, second.id, {"approve": False})
+        twice = await _error(api.provide(alice, created.name, second.id, {"approve": False}))
+        done = await until_state(api, alice, created.name, TERMINAL)
+        watched = await watch_to_end(api, alice, created.name, created.last_sequence)
+        await api.close()
+
+    assert first.message.endswith("(1 of 2)")
+    assert json_format.MessageToDict(first.tool_call.arguments) == {"door": "blue"}
+    assert second.message.endswith("(2 of 2)")
+    assert json_format.MessageToDict(second.tool_call.arguments) == {"door": "red"}
+    assert second.id != first.id
+    assert second.expire_time.seconds > 0
+    assert _reason(stale) == "INPUT_REQUEST_MISMATCH"
+    assert resumed.state == QUEUED
+    assert _reason(twice) == "TASK_NOT_WAITING"
+    assert done.state == SUCCEEDED, done.error
+    assert tools.calls["guarded"] == 1  # blue approved, red denied
+    assert "TOOL_DENIED" in json_format.MessageToDict(done.output)["text"]
+    asked = [
+        f.task.input_request.id for f in watched.frames
+        if f.WhichOneof("frame") == "task" and f.task.state == INPUT_REQUIRED
+    ]  # fmt: skip
+    assert asked == [first.id, second.id]  # each request once, in order, on the watch

@@ -260,9 +260,9 @@ async def test_a_pruned_journal_is_said_first_then_the_current_task_then_what_is
         from cortex_core.adapters.sql import tables
 
         await uow._conn.execute(  # type: ignore[attr-defined]
-            tables.task_journal.delete().where(
-                tables.task_journal.c.task_id == task.id,
-                tables.task_journal.c.sequence <= end - 2,
+            tables.events.delete().where(
+                tables.events.c.stream == f"task:{task.id}",
+                tables.events.c.sequence <= end - 2,
             )
         )
         await uow.commit()

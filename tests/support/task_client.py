@@ -69,6 +69,7 @@ class TasksClient(EventsClient):
         task_input: dict[str, Any] | None = None,
         max_attempts: int = 0,
         request_id: str = "",
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> task_pb2.Task:
         response = await self.experts.CreateTask(
             xpb.CreateTaskRequest(
@@ -80,7 +81,7 @@ class TasksClient(EventsClient):
                 ),
                 request_id=request_id,
             ),
-            metadata=account.metadata(),
+            metadata=account.metadata() + list(metadata),
             timeout=15,
         )
         return response.task

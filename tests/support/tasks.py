@@ -135,6 +135,7 @@ class Harness:
         delay: float = 0.0,
         policy: RunnerPolicy = FAST,
         queue_limit: int = 100,
+        input_ttl: float = 60.0,
         experts: Sequence[Expert] = TEST_EXPERTS,
     ) -> None:
         self.database = database
@@ -153,6 +154,7 @@ class Harness:
             signals=self.signals,
             experts=self.catalog,
             max_queued=queue_limit,
+            input_ttl=input_ttl,
         )
         self.runners: list[Runner] = []
 

@@ -18,7 +18,8 @@ def test_every_replica_becomes_one_endpoint_of_the_one_cluster() -> None:
         TEMPLATE, listener="0.0.0.0:8443", admin="127.0.0.1:9902", upstreams=UPSTREAMS
     )
 
-    assert rendered.count("- endpoint:") == len(UPSTREAMS)
+    # One endpoint per replica in place of the server's (the console's cluster keeps its own).
+    assert rendered.count("- endpoint:") == TEMPLATE.count("- endpoint:") - 1 + len(UPSTREAMS)
     for upstream in UPSTREAMS:
         host, port = upstream.split(":")
         assert f"socket_address: {{ address: {host}, port_value: {port} }}" in rendered

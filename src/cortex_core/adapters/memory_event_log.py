@@ -14,7 +14,13 @@ from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from cortex_core.domain.event_records import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
+from cortex_core.domain.event_records import (
+    MAX_SEQUENCE,
+    EventEnvelope,
+    EventRead,
+    EventRecord,
+    Relayed,
+)
 from cortex_core.errors import Unavailable
 
 DEFAULT_MAX_LENGTH = 10_000
@@ -25,6 +31,7 @@ DEFAULT_MAX_AGE = timedelta(days=1)
 class _Stream:
     records: deque[EventRecord] = dataclasses.field(default_factory=deque)
     last: int = 0
+    taken: int = 0  # the last event-store sequence appended by append_once
 
 
 class InMemoryEventLog:
@@ -64,6 +71,19 @@ class InMemoryEventLog:
         self._trim(state, now)
         self._notify()
         return record
+
+    async def append_once(self, stored: EventRecord, *, after_gap: bool = False) -> Relayed:
+        self._check_open()
+        state = self._streams.setdefault(stored.stream, _Stream())
+        if stored.sequence <= state.taken:
+            return Relayed()
+        if stored.sequence > state.taken + 1 and not after_gap:
+            return Relayed(behind=state.taken)
+        state.taken = stored.sequence
+        record = await self.append(
+            stored.stream, stored.event_id, stored.envelope, stored.payload, stored.time
+        )
+        return Relayed(record)
 
     async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
         if not 0 <= after_sequence <= MAX_SEQUENCE:

@@ -106,7 +106,11 @@ class ConversationService(pb_grpc.ConversationServiceServicer):
             previous_page_token=page.previous_page_token,
         )
 
-    async def SendMessage(self, request: pb.SendMessageRequest, context: ServicerContext) -> None:
+    # grpc.aio lets a server stream write its frames (context.write) instead of yielding
+    # them, which the generated servicer's typed signature (an iterator) does not describe.
+    async def SendMessage(  # type: ignore[override]
+        self, request: pb.SendMessageRequest, context: ServicerContext
+    ) -> None:
         """Frames are written by a :class:`ReplyWriter` (text that arrives while a
         write is in flight joins the next delta)."""
         workspace_id, conv_id = conversation_id(request.conversation, "conversation")

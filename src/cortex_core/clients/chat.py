@@ -30,13 +30,11 @@ import asyncio
 import getpass
 import os
 import sys
-import time
 import uuid
 from typing import Any, TextIO
 
 import grpc
 import grpc.aio
-from cortex.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from cortex.context.v1 import (
     conversation_pb2,
     conversation_service_pb2,
@@ -44,8 +42,8 @@ from cortex.context.v1 import (
     message_pb2,
 )
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
+from cortex_client import CortexClient, CortexError
 from google.protobuf import json_format
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -54,7 +52,7 @@ PASSWORD_ENV = "CORTEX_CHAT_PASSWORD"
 CALL_TIMEOUT = 30.0
 REACH_TIMEOUT = 5.0
 REPLY_TIMEOUT = 600.0
-REFRESH_MARGIN = 60.0  # seconds before the access token expires
+REFRESH_MARGIN = 60.0  # seconds before the access token expires (cortex_client refreshes)
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -91,40 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def status_reason(status: Any) -> str:
     """The ``ErrorInfo`` reason in a ``google.rpc.Status``, or ``""``."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
+    return CortexError.from_status(status).reason
 
 
-def field_violations(status: Any) -> list[str]:
-    """``field: description`` for each ``BadRequest`` violation in a ``google.rpc.Status``."""
-    lines = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            for violation in bad.field_violations:
-                reason = f" ({violation.reason})" if violation.reason else ""
-                lines.append(f"{violation.field}: {violation.description}{reason}")
-    return lines
-
-
-def describe(error: grpc.RpcError) -> str:
+def describe(error: grpc.RpcError | CortexError) -> str:
     """``CODE (REASON): details``, then one indented line per field violation."""
+    if isinstance(error, CortexError):
+        return error.describe()
     if not isinstance(error, grpc.aio.AioRpcError):
         return str(error)
-    reason, violations = "", []
-    trailers: Any = error.trailing_metadata() or ()  # aio.Metadata: (key, value) pairs
-    for key, value in trailers:
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            reason, violations = status_reason(status), field_violations(status)
-    name, details = error.code().name, error.details()
-    head = f"{name} ({reason}): {details}" if reason else f"{name}: {details}"
-    return "\n".join([head, *(f"  {line}" for line in violations)])
+    return CortexError.from_rpc_error(error).describe()
 
 
 class Chat:
@@ -134,37 +108,31 @@ class Chat:
         self._address = address
         self._out = out
         self._dim = out.isatty() and not os.environ.get("NO_COLOR")
-        self._channel: grpc.aio.Channel | None = None
-        self._access = ""
-        self._refresh = ""
-        self._expires = 0.0
+        self._client: CortexClient | None = None
         self.conversation = ""
         self.pending: list[str] = []  # ids of the calls the last reply left waiting
 
     @property
+    def _session(self) -> CortexClient:
+        """The channel; its calls carry the signed-in user's token, refreshed as needed."""
+        if self._client is None:
+            self._client = CortexClient(self._address, refresh_margin=REFRESH_MARGIN)
+        return self._client
+
+    @property
     def _chan(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
-        return self._channel
-
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self._access}"),)
-
-    def _keep(self, response: Any) -> None:
-        self._access = response.access_token
-        self._refresh = response.refresh_token
-        self._expires = float(response.access_token_expire_time.seconds)
+        return self._session.channel
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close(None)
+        if self._client is not None:
+            await self._client.close()
 
     async def check_reachable(self) -> None:
         """Raise :class:`ChatError` unless the server answers a health check."""
         health = health_pb2_grpc.HealthStub(self._chan)
         try:
             answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=REACH_TIMEOUT)
-        except grpc.RpcError as error:
+        except (grpc.RpcError, CortexError) as error:
             raise ChatError(
                 f"cannot reach a Cortex server at {self._address} ({describe(error)})"
             ) from None
@@ -172,46 +140,23 @@ class Chat:
             raise ChatError(f"the server at {self._address} is not serving yet; retry shortly")
 
     async def sign_in(self, email: str, password: str, display_name: str | None) -> None:
-        auth = auth_service_pb2_grpc.AuthServiceStub(self._chan)
+        """Raises ``CortexError`` (a ``grpc.RpcError`` cause) when Cortex refuses."""
         if display_name is not None:
-            await auth.Register(
-                auth_service_pb2.RegisterRequest(
-                    email=email, password=password, display_name=display_name
-                ),
-                timeout=CALL_TIMEOUT,
-            )
-        self._keep(
-            await auth.Login(
-                auth_service_pb2.LoginRequest(email=email, password=password),
-                timeout=CALL_TIMEOUT,
-            )
-        )
-
-    async def _fresh(self) -> None:
-        if time.time() < self._expires - REFRESH_MARGIN:
-            return
-        auth = auth_service_pb2_grpc.AuthServiceStub(self._chan)
-        self._keep(
-            await auth.RefreshToken(
-                auth_service_pb2.RefreshTokenRequest(refresh_token=self._refresh),
-                timeout=CALL_TIMEOUT,
-            )
-        )
+            await self._session.register(email, password, display_name, call_timeout=CALL_TIMEOUT)
+        await self._session.login(email, password, call_timeout=CALL_TIMEOUT)
 
     async def open(self, name: str | None, tools: list[str] | None = None) -> str:
         stub = conversation_service_pb2_grpc.ConversationServiceStub(self._chan)
         if name:
             found = await stub.GetConversation(
                 conversation_service_pb2.GetConversationRequest(name=name),
-                metadata=self._metadata(),
                 timeout=CALL_TIMEOUT,
             )
-            self.conversation = str(found.name)
+            self.conversation = str(found.conversation.name)
             return self.conversation
         workspaces = workspace_service_pb2_grpc.WorkspaceServiceStub(self._chan)
         listed = await workspaces.ListWorkspaces(
             workspace_service_pb2.ListWorkspacesRequest(page_size=1),
-            metadata=self._metadata(),
             timeout=CALL_TIMEOUT,
         )
         if not listed.workspaces:
@@ -223,7 +168,6 @@ class Chat:
                     title="cortex-core chat", tools=tools or []
                 ),
             ),
-            metadata=self._metadata(),
             timeout=CALL_TIMEOUT,
         )
         self.conversation = str(created.conversation.name)
@@ -254,7 +198,6 @@ class Chat:
         self, content: str, approvals: list[conversation_service_pb2.ToolApproval] | None = None
     ) -> None:
         """Stream one reply; cancelling this coroutine cancels the call."""
-        await self._fresh()
         stub = conversation_service_pb2_grpc.ConversationServiceStub(self._chan)
         call = stub.SendMessage(
             conversation_service_pb2.SendMessageRequest(
@@ -263,7 +206,6 @@ class Chat:
                 idempotency_key=uuid.uuid4().hex,
                 approvals=approvals or [],
             ),
-            metadata=self._metadata(),
             timeout=REPLY_TIMEOUT,
         )
         usage = "usage not reported"
@@ -373,12 +315,12 @@ def run(args: argparse.Namespace) -> int:
                     runner.run(chat.send(content, chat.approvals(content)))
                 except KeyboardInterrupt:
                     continue
-                except grpc.RpcError as error:
+                except (grpc.RpcError, CortexError) as error:
                     print(f"error: {describe(error)}", file=err)
         except KeyboardInterrupt:
             print(file=err)
             return 130
-        except grpc.RpcError as error:
+        except (grpc.RpcError, CortexError) as error:
             print(f"error: {describe(error)}", file=err)
             return 1
         except ChatError as error:

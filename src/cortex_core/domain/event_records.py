@@ -220,11 +220,23 @@ def _parse(token: str) -> dict[str, int] | None:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """An event waiting in the outbox for the event log to come back."""
+class NewEvent:
+    """An event to store in the unit of work of its change (``uow.outbox.append``),
+    before it has a sequence."""
 
-    outbox_id: int
     stream: str
     event_id: str
-    payload: bytes  # see services/event_relay.py for what the relay keeps here
     time: datetime
+    envelope: EventEnvelope
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Relayed:
+    """What :meth:`~cortex_core.ports.RelayedLog.append_once` did with one stored
+    event: ``record`` is the appended record (None when the log already had that
+    event: a repeat, dropped); ``behind`` is set instead when the log has not
+    taken the events before it yet (it holds the stored sequence it took last)."""
+
+    record: EventRecord | None = None
+    behind: int | None = None

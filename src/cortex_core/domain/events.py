@@ -2,7 +2,8 @@
 
 Each change names the event stream it belongs to: ``ws:<workspace id>`` for
 what happens in a workspace (seen by its members), ``user:<user id>`` for
-security events (seen only by that user), and the :class:`EventEnvelope` stored
+security events (seen only by that user) (``task:<task id>`` is a task's
+journal, written by the task runtime), and the :class:`EventEnvelope` stored
 with its event (what subscriptions filter and authorize on).
 """
 
@@ -29,11 +30,23 @@ def user_stream(user_id: str) -> str:
     return f"user:{user_id}"
 
 
+TASK_STREAM_PREFIX = "task:"
+
+
+def task_stream(task_id: str) -> str:
+    """A task's journal (WatchTask frames): a stream of the event store that is
+    never relayed to an external log (its watchers read the store)."""
+    return TASK_STREAM_PREFIX + task_id
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
     """Base of every domain event."""
 
     KIND: ClassVar[EventKind]
+    #: False for events that report no stored change (reply text in progress):
+    #: they are appended directly instead of in a transaction (event_relay.py).
+    DURABLE: ClassVar[bool] = True
     actor_id: str
     time: datetime
 
@@ -153,6 +166,7 @@ class MessageCreated(_AboutMessage, Change):
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ReplyStarted(_AboutConversation, Change):
     KIND = EventKind.REPLY_STARTED
+    DURABLE = False  # announced once the reply's context is assembled, not stored
     conversation: Conversation
     reply_id: str
     user_message: Message | None  # None: a reply continued after approvals
@@ -163,6 +177,7 @@ class ReplyDelta(_AboutConversation, Change):
     """More text of a reply in progress (pieces coalesced)."""
 
     KIND = EventKind.REPLY_DELTA
+    DURABLE = False
     conversation: Conversation
     reply_id: str
     text: str

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from cortex_core import errors
-from cortex_core.domain.tools import ToolCall, ToolResult
+from cortex_core.domain.tools import ToolCall, ToolCallState, ToolResult
 
 JsonObject = Mapping[str, Any]
 
@@ -84,7 +85,14 @@ _TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
             TaskState.RUNNING,  # a lost lease claimed again by another worker
         }
     ),
-    TaskState.INPUT_REQUIRED: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.INPUT_REQUIRED: frozenset(
+        {
+            TaskState.QUEUED,
+            TaskState.CANCELLED,
+            TaskState.FAILED,
+            TaskState.INPUT_REQUIRED,  # the next approval of the same model turn
+        }
+    ),
 }
 
 
@@ -186,7 +194,13 @@ class TranscriptEntry:
 @dataclasses.dataclass(frozen=True, slots=True)
 class InputRequest:
     """What a task in INPUT_REQUIRED waits for (a tool approval when ``tool_call``
-    is set: the answer is ``{"approve": true|false}``)."""
+    is set: the answer is ``{"approve": true|false}``).
+
+    A model turn may call several tools that need approval: they are asked one
+    after another, one request each. ``decided`` holds the calls of that turn
+    already answered (state CALLED when approved, DENIED when not), ``waiting``
+    those still to ask after this one; the task resumes once the last is answered.
+    """
 
     id: str
     message: str
@@ -194,6 +208,29 @@ class InputRequest:
     expire_time: datetime
     tool_call: ToolCall | None = None
     transcript: tuple[TranscriptEntry, ...] = ()  # the attempt so far, to resume
+    decided: tuple[ToolCall, ...] = ()
+    waiting: tuple[ToolCall, ...] = ()
+
+    @property
+    def approval_number(self) -> int:
+        """Which approval of its model turn this is (1-based)."""
+        return len(self.decided) + 1
+
+    @property
+    def approvals(self) -> int:
+        """How many approvals its model turn asks for (0 for a question)."""
+        return len(self.decided) + 1 + len(self.waiting) if self.tool_call else 0
+
+
+def approval_message(call: ToolCall, number: int, of: int) -> str:
+    """What an approval request asks, for a person."""
+    text = f"approve calling {call.tool} with {json.dumps(dict(call.arguments), default=str)}"
+    return f"{text} ({number} of {of})" if of > 1 else text
+
+
+def decided_call(call: ToolCall, approved: bool) -> ToolCall:
+    state = ToolCallState.CALLED if approved else ToolCallState.DENIED
+    return dataclasses.replace(call, state=state)
 
 
 APPROVAL_SCHEMA: JsonObject = frozen(
@@ -239,6 +276,7 @@ class Task:
     lease_until: datetime | None = None
     cancel_requested: bool = False
     last_sequence: int = 0
+    traceparent: str = ""  # W3C traceparent of the call that created it ("" when untraced)
 
     @property
     def name(self) -> str:
@@ -291,11 +329,14 @@ class Fence:
     """A conditional write's expectations: the row is still in ``state`` with
     ``attempt_count`` attempts and ``lease_owner`` ("" for none). A running
     attempt's writes pass only while its worker holds the lease, so a worker
-    that lost its lease can never overwrite the attempt that replaced it."""
+    that lost its lease can never overwrite the attempt that replaced it.
+    ``update_time``, when set, also requires the row unchanged since it was read
+    (a write that keeps state, attempts and lease: the next approval of a turn)."""
 
     state: TaskState
     attempt_count: int
     lease_owner: str
+    update_time: datetime | None = None
 
 
 class JournalKind(enum.Enum):

@@ -86,10 +86,10 @@ class Conversations:
         async with self._uow() as uow:
             await require_role(uow, caller, workspace_id, write=True)
             await uow.conversations.add(conversation)
-            await uow.commit()
-        await self._events.publish(
-            [ConversationCreated(actor_id=caller.user_id, time=now, conversation=conversation)]
-        )
+            await self._events.commit(
+                uow,
+                [ConversationCreated(actor_id=caller.user_id, time=now, conversation=conversation)],
+            )
         return conversation
 
     async def get(self, caller: Caller, workspace_id: str, conversation_id: str) -> Conversation:
@@ -136,17 +136,17 @@ class Conversations:
                 update_time=self._clock.now(),
             )
             await uow.conversations.update(conversation)
-            await uow.commit()
-        await self._events.publish(
-            [
-                ConversationUpdated(
-                    actor_id=caller.user_id,
-                    time=conversation.update_time,
-                    conversation=conversation,
-                    fields=tuple(sorted(chosen)),
-                )
-            ]
-        )
+            await self._events.commit(
+                uow,
+                [
+                    ConversationUpdated(
+                        actor_id=caller.user_id,
+                        time=conversation.update_time,
+                        conversation=conversation,
+                        fields=tuple(sorted(chosen)),
+                    )
+                ],
+            )
         return conversation
 
     async def delete(self, caller: Caller, workspace_id: str, conversation_id: str) -> None:
@@ -159,14 +159,14 @@ class Conversations:
             # Provenance: memories derived from its messages are flagged stale
             # (kept, visible as such, and left out of every context window).
             await uow.memories.mark_stale_derived_from_conversation(conversation.name)
-            await uow.commit()
-        await self._events.publish(
-            [
-                ConversationDeleted(
-                    actor_id=caller.user_id, time=self._clock.now(), conversation=conversation
-                )
-            ]
-        )
+            await self._events.commit(
+                uow,
+                [
+                    ConversationDeleted(
+                        actor_id=caller.user_id, time=self._clock.now(), conversation=conversation
+                    )
+                ],
+            )
 
     async def list_messages(
         self,

@@ -1,47 +1,75 @@
-"""Getting every committed change into the event log, even while the log is down.
+"""Every committed change has exactly one event: written in its transaction, relayed once.
 
-Changes are published after their commit. The relay turns each one into a
-record (the change's :class:`EventEnvelope`, a new event id and the payload from
-``encode``) and appends it to the event log port straight away, then hands the
-stored record to the hub (:meth:`EventHub.published`: local subscribers get it
-without a wake-up round trip through the log); when the log is
-unavailable it keeps the record in the database outbox instead, and from then on
-every later event of this process goes through the outbox too, so the order of
-events is kept. :meth:`EventRelay.drain_once` moves outbox rows to the log,
-oldest first; :meth:`EventRelay.run` calls it whenever there is a backlog and
-returns to the direct path once the outbox is empty. Delivery is at least once:
-a crash between an append and the removal of its row appends that event again
-after restart (with the same event id).
+**In the transaction.** A use case hands its changes to the event bus together
+with its unit of work (``EventBus.commit``); :meth:`EventRelay.stage` turns each
+into an event (a new event id, the change's envelope, the payload from
+``encode``) and writes it with ``uow.outbox.append`` right before the commit.
+The store numbers events per stream in commit order (adapters/sql/outbox.py), so
+a change that commits has its event and one that rolls back has none, whatever
+happens to the process afterwards.
 
-Rows written by any replica are relayed by whichever replica gets them first;
-the log assigns the sequence, so a late event gets a later sequence. An outbox
-row holds ``b"\\0" + envelope.pack() + b"\\0" + payload``; a row in any other form
-(written before envelopes existed) cannot be relayed and is dropped with an error
-log rather than wedging the relay.
+**To the log.** Where the event log *is* the store (no Redis:
+adapters/sql/event_log.py) nothing has to move: :meth:`committed` only hands the
+records to this process's subscribers (``EventHub.published``) and the
+supervised loop applies retention. With an external log (Redis) the store is
+its outbox:
+
+* the fast path: right after the commit, :meth:`committed` appends the records
+  with ``RelayedLog.append_once`` and notes them as acknowledged;
+* the relay loop (:meth:`drain_and_wait`, the ``event-relay`` loop of the
+  supervisor, on every replica) writes those acknowledgements (the rows go), then
+  appends whatever is still not acknowledged, by stream in stored order:
+  events of a process that died before its append, events kept while the log was
+  down, events of another replica that died.
+
+Why this loses and reorders nothing, and appends nothing twice: the log takes a
+stored event only if it is the next of its stream (``append_once`` keeps the last
+stored sequence it took, per stream, in the same atomic step as the append), so a
+fast path that runs ahead of an earlier commit, or two replicas relaying the same
+rows, can neither reorder nor repeat: the late or second attempt is told
+"behind" (the relay loop, which reads the rows in order, takes it) or "already
+taken" (dropped). A crash between an append and its acknowledgement leaves the
+row, and its next append is "already taken". A stream's first unacknowledged row
+that the log reports behind means the log lost acknowledged events (Redis
+restarted without its data): it is appended after the gap.
+
+Events that report no stored change (``Change.DURABLE`` false: reply text in
+progress) are appended directly (:meth:`publish`): they have nothing to be
+consistent with, and one lost with its process is lost with its reply. Changes
+published outside a unit of work (``EventBus.publish``) are written in a unit of
+work of their own right after (the old publish-after-commit path, kept for
+callers not converted yet; docs/events.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 from cortex_core import errors
-from cortex_core.domain.event_records import EventEnvelope, PendingEvent
+from cortex_core.domain.event_records import EventRecord, NewEvent, Relayed
 from cortex_core.domain.events import Change
 from cortex_core.domain.identity import new_id
-from cortex_core.ports import EventLog, Metrics, UnitOfWorkFactory
+from cortex_core.ports import EventLog, Metrics, RelayedLog, UnitOfWork, UnitOfWorkFactory
 from cortex_core.services.event_hub import EventHub
 
 log = logging.getLogger(__name__)
 
 Encode = Callable[[Change, str], bytes]
 """The wire payload of a change, given its event id (pure: no I/O)."""
-BATCH = 100
-_MARK = b"\0"
+BATCH = 200
+FAST_PATH_PAUSES = (0.0, 0.002, 0.005, 0.01, 0.02)
+TRIM_INTERVAL = 30.0
 
 
 class EventRelay:
+    """``log`` is what the hub reads. ``external`` is True when ``log`` is not the
+    event store itself (Redis; then it must be a :class:`RelayedLog`); ``trim``
+    applies the store's retention when it is the log."""
+
     def __init__(
         self,
         *,
@@ -49,118 +77,229 @@ class EventRelay:
         hub: EventHub,
         uow: UnitOfWorkFactory,
         encode: Encode,
+        external: bool = True,
+        trim: Callable[[datetime], Awaitable[int]] | None = None,
         retry_interval: float = 1.0,
         metrics: Metrics | None = None,
     ) -> None:
         self._log = log
-        self._metrics = metrics
-        self._outboxed = 0  # events this replica put in the outbox and has not moved
+        self._relayed: RelayedLog | None = log if external else None  # type: ignore[assignment]
         self._hub = hub
         self._uow = uow
         self._encode = encode
+        self._trim = trim
+        self._trimmed_at = 0.0
         self._retry_interval = retry_interval
-        self._backlog = True  # until the first drain proves the outbox empty
-        self._lock = asyncio.Lock()
+        self._metrics = metrics
+        self._backlog = external  # until the first drain proves nothing is pending
+        self._acked: dict[str, int] = {}
         self._wake = asyncio.Event()
 
     @property
     def backlog(self) -> bool:
-        """True while events go through the outbox (the log was unavailable)."""
+        """True while committed events wait for the relay loop (the log was
+        unavailable, or a drain has not run since the start)."""
         return self._backlog
 
-    async def publish(self, change: Change) -> None:
-        """An event-bus handler: append the change's event, or keep it for later.
+    async def stage(self, uow: UnitOfWork, changes: Sequence[Change]) -> list[EventRecord]:
+        """Write the changes' events in ``uow`` (call it right before its commit)."""
+        events = []
+        for change in changes:
+            event_id = new_id()
+            events.append(
+                NewEvent(
+                    change.stream,
+                    event_id,
+                    change.time,
+                    change.envelope,
+                    self._encode(change, event_id),
+                )
+            )
+        return await uow.outbox.append(events)
 
-        Raises only what the outbox's database raises (the log's outage is absorbed).
-        """
-        event_id = new_id()
-        envelope = change.envelope
-        payload = self._encode(change, event_id)
-        if not self._backlog:
+    async def committed(self, records: Sequence[EventRecord]) -> None:
+        """The fast path, after the commit of ``records``: never raises for the log's
+        outage (the relay loop takes over)."""
+        relayed = self._relayed
+        if relayed is None:
+            for record in records:
+                self._hub.published(record)
+            return
+        if self._backlog:
+            self._wake.set()
+            return
+        behind: set[str] = set()
+        for record in records:
+            if record.stream in behind:
+                continue
+            try:
+                result = await self._append_soon(relayed, record)
+            except errors.Unavailable:
+                log.warning("event log unavailable; the relay keeps committed events")
+                self._backlog = True
+                self._wake.set()
+                return
+            if result.behind is not None:
+                behind.add(record.stream)  # an earlier commit is still not appended
+                self._wake.set()
+                continue
+            if result.record is not None:
+                self._hub.published(result.record)
+            self._ack(record)
+
+    async def _append_soon(self, relayed: RelayedLog, record: EventRecord) -> Relayed:
+        """``append_once``, tried again a few times within milliseconds while the log
+        is behind: the commit before this one (usually of this very process, whose
+        fast path is a moment behind) lands meanwhile, and the relay loop is only
+        needed for events whose committer died or was cut off."""
+        result = await relayed.append_once(record)
+        for pause in FAST_PATH_PAUSES:
+            if result.behind is None:
+                break
+            await asyncio.sleep(pause)
+            result = await relayed.append_once(record)
+        return result
+
+    async def publish(self, changes: Sequence[Change]) -> None:
+        """For changes published after their commit (``EventBus.publish``): durable
+        ones are stored in a unit of work of their own, then relayed; the others
+        are appended directly (dropped while the log is down)."""
+        durable = [c for c in changes if c.DURABLE]
+        if durable:
+            async with self._uow() as uow:
+                records = await self.stage(uow, durable)
+                await uow.commit()
+            await self.committed(records)
+        for change in changes:
+            if change.DURABLE:
+                continue
+            if self._backlog and self._relayed is not None:
+                # The log was found down and the loop has not caught up: drop it without
+                # a call (each would push the log adapter's fail-fast window on).
+                log.debug("event log unavailable; dropped a %s event", change.KIND.value)
+                continue
+            event_id = new_id()
             try:
                 record = await self._log.append(
-                    change.stream, event_id, envelope, payload, change.time
+                    change.stream,
+                    event_id,
+                    change.envelope,
+                    self._encode(change, event_id),
+                    change.time,
                 )
-                self._hub.published(record)
-                return
             except errors.Unavailable:
-                log.warning("event log unavailable; keeping events in the outbox")
-        kept = _MARK + envelope.pack().encode() + _MARK + payload
-        async with self._lock:
-            async with self._uow() as uow:
-                await uow.outbox.add(change.stream, event_id, kept, change.time)
-                await uow.commit()
-            self._backlog = True
-            self._count_outbox(+1)
-        self._wake.set()
+                log.warning("event log unavailable; dropped a %s event", change.KIND.value)
+                continue
+            self._hub.published(record)
 
     async def run(self) -> None:
-        """Relay outbox rows to the log until cancelled; failures are logged and retried."""
+        """Relay until cancelled; failures are logged and retried (for callers
+        without a supervisor)."""
         while True:
             try:
                 await self.drain_and_wait()
             except errors.Unavailable:
                 await asyncio.sleep(self._retry_interval)
             except Exception:
-                log.exception("relaying the event outbox failed; retrying")
+                log.exception("relaying committed events failed; retrying")
                 await asyncio.sleep(self._retry_interval)
 
     async def drain_once(self) -> int:
-        """One pass for a supervisor: move everything the outbox holds to the log,
-        oldest first, and leave the backlog mode when it is empty.
-
-        Returns how many events it moved. Raises ``Unavailable`` when the log or
-        the database cannot be reached (what was moved stays moved); call again.
-        """
+        """One pass: write the fast path's acknowledgements, then append every
+        event not acknowledged yet, by stream in stored order; leave the backlog
+        mode when nothing is left. Returns how many events it appended (repeats
+        the log refused included). Raises ``Unavailable`` when the log or the
+        database cannot be reached (what was moved stays moved); call again."""
+        if self._relayed is None:
+            await self._apply_retention()
+            return 0
+        await self._flush_acks()
         moved = 0
         while True:
             async with self._uow() as uow:
-                pending = await uow.outbox.head(BATCH)
+                pending = await uow.outbox.pending(BATCH)
             if not pending:
-                async with self._lock:
-                    async with self._uow() as uow:
-                        if not await uow.outbox.head(1):
-                            if self._backlog and moved:
-                                log.info("event log caught up (%d events relayed)", moved)
-                            self._backlog = False
-                            self._count_outbox(-self._outboxed)
-                            return moved
-                continue
-            for event in pending:
-                await self._relay(event)
-                async with self._uow() as uow:
-                    await uow.outbox.remove(event.outbox_id)
-                    await uow.commit()
-                moved += 1
-                self._count_outbox(-1 if self._outboxed else 0)
+                if self._backlog and moved:
+                    log.info("event log caught up (%d events relayed)", moved)
+                self._backlog = False
+                self._count(0)
+                return moved
+            try:
+                done = await self._relay_batch(pending)
+            except errors.Unavailable:
+                self._count(len(pending))  # at least this many wait for the log
+                raise
+            await self._flush_acks()
+            if not done:
+                return moved  # nothing could move (a stream is behind): retry later
+            moved += done
 
     async def drain_and_wait(self) -> None:
-        """The supervised step: :meth:`drain_once`, then wait until there may be
-        more (a wake-up from :meth:`publish` once events go to the outbox, or
-        ``retry_interval`` while a backlog remains). Raises what ``drain_once``
+        """The supervised step: :meth:`drain_once`, then wait for a wake-up (a fast
+        path that could not append) or ``retry_interval``, after which pending
+        rows of other replicas are looked for again. Raises what ``drain_once``
         raises; the supervisor backs off and calls again."""
-        moved = await self.drain_once()
-        if not self._backlog:
-            self._wake.clear()
-            await self._wake.wait()
-        elif moved == 0:
-            await asyncio.sleep(self._retry_interval)
-
-    def _count_outbox(self, delta: int) -> None:
-        self._outboxed += delta
-        if self._metrics is not None:
-            self._metrics.outbox_backlog(self._outboxed)
-
-    async def _relay(self, event: PendingEvent) -> None:
-        kept = event.payload
-        if kept[:1] != _MARK or _MARK not in kept[1:]:
-            log.error("dropping outbox event %s: not in the relay's format", event.event_id)
-            return
-        packed, _, payload = kept[1:].partition(_MARK)
+        await self.drain_once()
+        self._wake.clear()
         try:
-            envelope = EventEnvelope.unpack(packed.decode())
-        except (ValueError, UnicodeDecodeError):
-            log.error("dropping outbox event %s: its envelope is unreadable", event.event_id)
+            async with asyncio.timeout(self._retry_interval):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _relay_batch(self, pending: Sequence[EventRecord]) -> int:
+        relayed = self._relayed
+        assert relayed is not None
+        moved = 0
+        seen: set[str] = set()
+        stuck: set[str] = set()
+        for record in pending:
+            if record.stream in stuck:
+                continue
+            first = record.stream not in seen
+            seen.add(record.stream)
+            result = await relayed.append_once(record)
+            if result.behind is not None:
+                if not first:
+                    stuck.add(record.stream)
+                    continue
+                # Every stored event before this one was acknowledged: the log lost them.
+                log.warning(
+                    "event log lost %s after stored event %d; appending after the gap",
+                    record.stream,
+                    result.behind,
+                )
+                result = await relayed.append_once(record, after_gap=True)
+            if result.record is not None:
+                self._hub.published(result.record)
+            self._ack(record)
+            moved += 1
+        return moved
+
+    def _ack(self, record: EventRecord) -> None:
+        if self._acked.get(record.stream, 0) < record.sequence:
+            self._acked[record.stream] = record.sequence
+
+    async def _flush_acks(self) -> None:
+        if not self._acked:
             return
-        record = await self._log.append(event.stream, event.event_id, envelope, payload, event.time)
-        self._hub.published(record)
+        acked, self._acked = self._acked, {}
+        try:
+            async with self._uow() as uow:
+                await uow.outbox.acknowledge(acked)
+                await uow.commit()
+        except BaseException:
+            for stream, sequence in acked.items():  # written next time
+                if self._acked.get(stream, 0) < sequence:
+                    self._acked[stream] = sequence
+            raise
+
+    async def _apply_retention(self) -> None:
+        if self._trim is None or time.monotonic() - self._trimmed_at < TRIM_INTERVAL:
+            return
+        self._trimmed_at = time.monotonic()
+        await self._trim(datetime.now(UTC))
+
+    def _count(self, pending: int) -> None:
+        if self._metrics is not None:
+            self._metrics.outbox_backlog(pending)

@@ -179,16 +179,18 @@ class Identity:
             await uow.workspaces.add(workspace)
             await uow.workspaces.add_member(Membership(workspace.id, user.id, Role.OWNER, now))
             sign_in = await self._open_session(uow, user, client, now)
-            await uow.commit()
+            owner = MemberView(
+                workspace.id, user.id, user.email, user.display_name, Role.OWNER, now
+            )
+            await self._events.commit(
+                uow,
+                [
+                    WorkspaceCreated(actor_id=user.id, time=now, workspace=workspace),
+                    MemberAdded(actor_id=user.id, time=now, member=owner),
+                    self._session_created(sign_in),
+                ],
+            )
         log.info("user registered", extra={"user": user.name})
-        owner = MemberView(workspace.id, user.id, user.email, user.display_name, Role.OWNER, now)
-        await self._events.publish(
-            [
-                WorkspaceCreated(actor_id=user.id, time=now, workspace=workspace),
-                MemberAdded(actor_id=user.id, time=now, member=owner),
-                self._session_created(sign_in),
-            ]
-        )
         return sign_in
 
     async def login(self, email: str, password: str, client: ClientInfo) -> SignIn:
@@ -218,8 +220,7 @@ class Identity:
             if rehash is not None:
                 await uow.users.set_password_hash(user.id, rehash, now)
             sign_in = await self._open_session(uow, user, client, now)
-            await uow.commit()
-        await self._events.publish([self._session_created(sign_in)])
+            await self._events.commit(uow, [self._session_created(sign_in)])
         return sign_in
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> SignIn:
@@ -240,9 +241,11 @@ class Identity:
                 stored.id, now
             ):
                 await uow.sessions.revoke(session.id, now)
-                await uow.commit()
-                await self._revoked(
-                    session.user_id, [session.id], RevokeReason.REFRESH_TOKEN_REUSED
+                await self._events.commit(
+                    uow,
+                    self._revocations(
+                        session.user_id, [session.id], RevokeReason.REFRESH_TOKEN_REUSED
+                    ),
                 )
                 log.warning(
                     "refresh token reused; session revoked", extra={"session": session.name}
@@ -284,19 +287,19 @@ class Identity:
         async with self._uow() as uow:
             await uow.users.set_password_hash(user.id, new_hash, now)
             revoked = await uow.sessions.revoke_all_for_user(user.id, now, keep=caller.session_id)
-            await uow.commit()
-        await self._revoked(user.id, revoked, RevokeReason.PASSWORD_CHANGED)
-        await self._events.publish(
-            [
-                PasswordChanged(
-                    actor_id=user.id,
-                    time=now,
-                    user_id=user.id,
-                    session_id=caller.session_id,
-                    revoked_session_count=len(revoked),
-                )
-            ]
-        )
+            await self._events.commit(
+                uow,
+                [
+                    *self._revocations(user.id, revoked, RevokeReason.PASSWORD_CHANGED),
+                    PasswordChanged(
+                        actor_id=user.id,
+                        time=now,
+                        user_id=user.id,
+                        session_id=caller.session_id,
+                        revoked_session_count=len(revoked),
+                    ),
+                ],
+            )
         return dataclasses.replace(user, password_hash=new_hash, update_time=now), len(revoked)
 
     # --- SessionService ------------------------------------------------------------
@@ -331,26 +334,25 @@ class Identity:
             newly = await uow.sessions.revoke(session.id, now)
             if newly:
                 session = dataclasses.replace(session, revoke_time=now)
-            await uow.commit()
-        if newly:
-            await self._revoked(caller.user_id, [session.id], reason)
+            await self._events.commit(
+                uow, self._revocations(caller.user_id, [session.id], reason) if newly else []
+            )
         return session
 
     # --- helpers ---------------------------------------------------------------------
 
-    async def _revoked(
+    def _revocations(
         self, user_id: str, session_ids: Sequence[str], reason: RevokeReason
-    ) -> None:
-        """Announce each revocation; its reaction (services/reactions.py) drops the
-        sessions from this replica's caches before the announcement goes out."""
+    ) -> list[Change]:
+        """Each revocation's event; its reaction (services/reactions.py) drops the
+        sessions from this replica's caches before the event goes out."""
         now = self._clock.now()
-        changes: list[Change] = [
+        return [
             SessionRevoked(
                 actor_id=user_id, time=now, user_id=user_id, session_id=session_id, reason=reason
             )
             for session_id in session_ids
         ]
-        await self._events.publish(changes)
 
     def _session_created(self, sign_in: SignIn) -> SessionCreated:
         return SessionCreated(

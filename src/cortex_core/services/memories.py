@@ -6,7 +6,7 @@ membership first; a workspace the caller is not in is
 exactly like a missing one. Any member reads; editors and owners create and
 delete (``EDITOR_REQUIRED``).
 
-Every change (create, delete, expiry) is published after its commit as
+Every change (create, delete, expiry) has its event written in its transaction:
 ``MemoryCreated``/``MemoryDeleted``; its reaction drops the workspace's cached
 context windows, so a deleted memory is never offered to a later context window.
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from cortex_core import errors
-from cortex_core.domain.events import Change, MemoryCreated, MemoryDeleted
+from cortex_core.domain.events import MemoryCreated, MemoryDeleted
 from cortex_core.domain.identity import Actor, Caller, new_id
 from cortex_core.domain.memories import (
     DEFAULT_SEARCH_PAGE,
@@ -85,8 +85,9 @@ class Memories:
                 source_messages=tuple(dict.fromkeys(source_messages)),
             )
             await uow.memories.add(memory)
-            await uow.commit()
-        await self._changed([MemoryCreated(actor_id=caller.user_id, time=now, memory=memory)])
+            await self._events.commit(
+                uow, [MemoryCreated(actor_id=caller.user_id, time=now, memory=memory)]
+            )
         return memory
 
     async def get(self, caller: Caller, workspace_id: str, memory_id: str) -> Memory:
@@ -114,8 +115,9 @@ class Memories:
                 raise memory_not_found()
             await require_role(uow, caller, workspace_id, write=True)
             await uow.memories.delete(workspace_id, memory_id)
-            await uow.commit()
-        await self._changed([MemoryDeleted(actor_id=caller.user_id, time=now, memory=memory)])
+            await self._events.commit(
+                uow, [MemoryDeleted(actor_id=caller.user_id, time=now, memory=memory)]
+            )
 
     async def search(
         self,
@@ -178,22 +180,18 @@ class Memories:
             now = self._clock.now()
             async with self._uow() as uow:
                 expired = await uow.memories.delete_expired(now, SWEEP_BATCH)
-                await uow.commit()
+                await self._events.commit(
+                    uow,
+                    [
+                        MemoryDeleted(actor_id="", time=now, memory=memory, expired=True)
+                        for memory in expired
+                    ],
+                )
             if not expired:
                 return total
             total += len(expired)
-            await self._changed(
-                [
-                    MemoryDeleted(actor_id="", time=now, memory=memory, expired=True)
-                    for memory in expired
-                ]
-            )
             if len(expired) < SWEEP_BATCH:
                 return total
-
-    async def _changed(self, changes: Sequence[MemoryCreated | MemoryDeleted]) -> None:
-        published: list[Change] = list(changes)
-        await self._events.publish(published)
 
 
 def _fingerprint(workspace_id: str, query: str, kind: MemoryKind | None) -> str:

@@ -364,7 +364,9 @@ class Replies:
                         conversation_id, reply_id, now, now + self._lease
                     )
                     if running is None:
-                        return await self._continue(uow, conversation, reply_id, budget, approvals)
+                        return await self._continue(
+                            uow, caller, conversation, reply_id, budget, approvals
+                        )
                 else:
                     # Reads first: the write lock is then held only for the writes.
                     sources = await self._context.read(
@@ -440,14 +442,16 @@ class Replies:
                 metadata={"reply": reply_id},
             )
         )
-        await uow.commit()
+        started = _Started(conversation, user_message, reply_id, budget, sources, decided)
+        await self._events.commit(uow, self._stored_events(caller, started))
         sources.messages.append(user_message)
         del sources.messages[:-HISTORY_LIMIT]
-        return _Started(conversation, user_message, reply_id, budget, sources, decided)
+        return started
 
     async def _continue(
         self,
         uow: UnitOfWork,
+        caller: Caller,
         conversation: Conversation,
         reply_id: str,
         budget: int | None,
@@ -472,8 +476,9 @@ class Replies:
             denied_because=reply_tools.DENIED_BY_PERSON,
         )
         sources = await self._context.read(uow, conversation)
-        await uow.commit()
-        return _Started(conversation, None, reply_id, budget, sources, decided, approved)
+        started = _Started(conversation, None, reply_id, budget, sources, decided, approved)
+        await self._events.commit(uow, self._stored_events(caller, started))
+        return started
 
     async def _replay(
         self, earlier: Message, content: str, watch: Watch
@@ -528,7 +533,7 @@ class Replies:
             window = await self._context.assemble(
                 conversation, caller.user, self._context.default_budget, started.sources
             )
-            await self._events.publish(self._start_events(caller, started))
+            await self._events.publish([self._reply_started(caller, started)])
             # Decided calls first (denied by this message, or by the approvals), as
             # they were stored and announced; then the new user message, if any.
             first: list[ReplyStep] = [
@@ -623,25 +628,30 @@ class Replies:
                 broadcast.finish()
                 self._live.pop(reply_id, None)
 
-    def _start_events(self, caller: Caller, started: _Started) -> list[Change]:
-        """What the begin transaction stored, and that the reply started."""
-        user_message, time = started.user_message, self._clock.now()
+    def _stored_events(self, caller: Caller, started: _Started) -> list[Change]:
+        """What the begin transaction stored (written in it)."""
+        user_message = started.user_message
         changes: list[Change] = []
         for message in started.decided:
             changes.extend(_result_events(message))
         if user_message is not None:
-            time = user_message.create_time
-            changes.append(MessageCreated(actor_id=caller.user_id, time=time, message=user_message))
-        changes.append(
-            ReplyStarted(
-                actor_id=caller.user_id,
-                time=time,
-                conversation=started.conversation,
-                reply_id=started.reply_id,
-                user_message=user_message,
+            changes.append(
+                MessageCreated(
+                    actor_id=caller.user_id, time=user_message.create_time, message=user_message
+                )
             )
-        )
         return changes
+
+    def _reply_started(self, caller: Caller, started: _Started) -> ReplyStarted:
+        """That the reply started (once its context is assembled: no stored change)."""
+        user_message = started.user_message
+        return ReplyStarted(
+            actor_id=caller.user_id,
+            time=user_message.create_time if user_message is not None else self._clock.now(),
+            conversation=started.conversation,
+            reply_id=started.reply_id,
+            user_message=user_message,
+        )
 
     async def _store_turn(
         self, started: _Started, progress: _Progress, turn: ModelTurn, loop: ToolLoop
@@ -661,24 +671,24 @@ class Replies:
         )
         async with self._uow() as uow:
             message = await uow.conversations.append_message(message)
-            await uow.commit()
+            await self._events.commit(
+                uow,
+                [
+                    MessageCreated(actor_id="", time=message.create_time, message=message),
+                    *(
+                        ToolCallRequested(
+                            actor_id="", time=message.create_time, message=message, tool_call=call
+                        )
+                        for call in turn.calls
+                    ),
+                ],
+            )
         progress.parts = []
         progress.running.update(
             (call.id, call) for call in turn.calls if call.state is ToolCallState.CALLED
         )
         if waits:
             progress.final = message
-        await self._events.publish(
-            [
-                MessageCreated(actor_id="", time=message.create_time, message=message),
-                *(
-                    ToolCallRequested(
-                        actor_id="", time=message.create_time, message=message, tool_call=call
-                    )
-                    for call in turn.calls
-                ),
-            ]
-        )
 
     async def _store_result(
         self, conversation: Conversation, progress: _Progress, result: ToolResult
@@ -688,9 +698,8 @@ class Replies:
         )
         async with self._uow() as uow:
             message = await uow.conversations.append_message(message)
-            await uow.commit()
+            await self._events.commit(uow, _result_events(message))
         progress.running.pop(result.call_id, None)
-        await self._events.publish(_result_events(message))
 
     async def _cancel(self, started: _Started, progress: _Progress, loop: ToolLoop) -> None:
         """After a cancel: a TOOL_CANCELLED result for every call that had none,
@@ -793,11 +802,14 @@ class Replies:
                 usage.completion_tokens,
             )
             await uow.conversations.release_reply(conversation.id, started.reply_id)
-            await uow.commit()
-        changes: list[Change] = [ReplyCompleted(actor_id="", time=reply.create_time, message=reply)]
-        if new:
-            changes.insert(0, MessageCreated(actor_id="", time=reply.create_time, message=reply))
-        await self._events.publish(changes)
+            changes: list[Change] = [
+                ReplyCompleted(actor_id="", time=reply.create_time, message=reply)
+            ]
+            if new:
+                changes.insert(
+                    0, MessageCreated(actor_id="", time=reply.create_time, message=reply)
+                )
+            await self._events.commit(uow, changes)
         return reply
 
 

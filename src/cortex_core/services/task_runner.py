@@ -46,6 +46,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry.trace import Tracer
+
 from cortex_core import errors
 from cortex_core.domain.conversations import FinishReason
 from cortex_core.domain.identity import new_id
@@ -59,20 +61,24 @@ from cortex_core.domain.tasks import (
     InputRequest,
     JournalDraft,
     JournalKind,
+    Progress,
     Task,
     TaskAttempt,
     TaskError,
     TaskKind,
     TaskState,
     TranscriptEntry,
+    approval_message,
+    decided_call,
     frozen,
 )
 from cortex_core.domain.tools import ToolCall, ToolCallState, ToolContext, failed_result
-from cortex_core.ports import Clock, TaskSignals, TokenCounter, UnitOfWorkFactory
+from cortex_core.ports import Clock, Metrics, TaskSignals, TokenCounter, UnitOfWorkFactory
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.experts import ExpertCatalog
 from cortex_core.services.json_schemas import check_schema, violations
 from cortex_core.services.tasks import announce, write_change
+from cortex_core.services.telemetry import links_to, no_tracer, start_span
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import (
     CallResult,
@@ -108,6 +114,7 @@ class RunnerPolicy:
     input_ttl: float = 24 * 3600.0  # seconds an input request waits for its answer
     retention: float = 7 * 24 * 3600.0  # seconds terminal tasks are kept
     parallel_tools: int = 4
+    workspace_running: int = 0  # running expert tasks per workspace, every replica (0: no cap)
 
 
 # --- what an attempt ends with --------------------------------------------------------
@@ -150,6 +157,8 @@ class _Attempt:
     pending: list[JournalDraft] = dataclasses.field(default_factory=list)
     stop: asyncio.Future[str] | None = None  # "cancel", "lost" or "handback"
     renewed_until: datetime | None = None
+    text: list[str] = dataclasses.field(default_factory=list)  # every word it streamed
+    outcome: str = ""  # how it ended, once written (the metrics' and span's outcome)
 
     @property
     def number(self) -> int:
@@ -178,6 +187,8 @@ class TaskRunner:
         worker_id: str,
         policy: RunnerPolicy,
         jobs: Mapping[TaskKind, JobHandler] | None = None,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -189,6 +200,8 @@ class TaskRunner:
         self.worker_id = worker_id
         self.policy = policy
         self._jobs = dict(jobs or {})
+        self._metrics = metrics
+        self._tracer = tracer or no_tracer()
         self._kinds = [TaskKind.EXPERT, *self._jobs]
         self._slots = asyncio.Semaphore(policy.workers)
         self._running: dict[str, tuple[_Attempt, asyncio.Task[None]]] = {}
@@ -248,7 +261,9 @@ class TaskRunner:
         the claim lost a race (claim again at once)."""
         now = self._clock.now()
         async with self._uow() as uow:
-            task = await uow.tasks.claim_next(now, self._kinds)
+            task = await uow.tasks.claim_next(
+                now, self._kinds, running_limit=self.policy.workspace_running
+            )
             if task is None:
                 return _NOTHING
             attempts = task.attempts
@@ -286,6 +301,13 @@ class TaskRunner:
                 return None
             await uow.commit()
         await announce(self._events, self._signals, task.state, after, entries)
+        if self._metrics is not None:
+            if lost:
+                self._metrics.task_attempt(_label(task), "worker_lost")
+            if after.state is TaskState.FAILED:
+                self._metrics.task_attempt(_label(task), "failed")
+            elif after.state is TaskState.RUNNING:
+                self._metrics.task_claimed(_label(task), _waited(task, now))
         if after.state is not TaskState.RUNNING:
             return None
         return _Attempt(
@@ -296,6 +318,25 @@ class TaskRunner:
     # --- one attempt ------------------------------------------------------------------
 
     async def _attempt(self, attempt: _Attempt) -> None:
+        """One attempt in its own span (``task.attempt``), linked to the trace of
+        the call that created the task; its SQL, model and tool spans are children."""
+        task = attempt.task
+        with start_span(
+            self._tracer,
+            "task.attempt",
+            links=links_to(task.traceparent),
+            attributes={
+                "cortex.task": task.name,
+                "cortex.task.kind": task.kind.value,
+                "cortex.expert": _label(task),
+                "cortex.task.attempt": attempt.number,
+                "cortex.worker": self.worker_id,
+            },
+        ) as span:
+            await self._run_attempt(attempt)
+            span.set_attribute("outcome", attempt.outcome or "lost")
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
         assert attempt.stop is not None
         keeper = asyncio.create_task(self._keep_lease(attempt))
         work = asyncio.create_task(self._work(attempt))
@@ -401,11 +442,13 @@ class TaskRunner:
             request, answer = task.answer.request, task.answer.answer
             transcript.extend(request.transcript)
             if request.tool_call is not None:
-                if answer.get("approve") is True:
-                    resume = (dataclasses.replace(request.tool_call, state=ToolCallState.CALLED),)
-                else:
-                    denied = failed_result(request.tool_call, "TOOL_DENIED", DENIED)
-                    transcript.append(TranscriptEntry("tool", "", tool_result=denied))
+                last = decided_call(request.tool_call, answer.get("approve") is True)
+                decided = (*request.decided, last)
+                resume = tuple(c for c in decided if c.state is ToolCallState.CALLED)
+                for call in decided:
+                    if call.state is ToolCallState.DENIED:
+                        denied = failed_result(call, "TOOL_DENIED", DENIED)
+                        transcript.append(TranscriptEntry("tool", "", tool_result=denied))
             else:
                 text = json.dumps(dict(answer), separators=(",", ":"))
                 transcript.append(TranscriptEntry("user", f"Answer: {text}"))
@@ -419,6 +462,7 @@ class TaskRunner:
         )
         parts: list[str] = []
         pending_calls = []
+        turns = 0
         steps = loop.run(
             prompt,
             allowed=expert.tools,
@@ -429,8 +473,15 @@ class TaskRunner:
             async for step in running:
                 if isinstance(step, TextPiece):
                     parts.append(step.text)
+                    attempt.text.append(step.text)
                     attempt.add(JournalKind.OUTPUT_DELTA, step.text)
                     continue
+                if isinstance(step, ModelTurn) or (
+                    isinstance(step, LoopFinished) and step.finish not in _NO_NEW_TURN
+                ):
+                    turns += 1  # a model turn ended: it called tools, or it answered
+                    used = loop.usage.prompt_tokens + loop.usage.completion_tokens
+                    attempt.add(JournalKind.PROGRESS, _progress(expert, turns, used))
                 if isinstance(step, ModelTurn):
                     transcript.append(
                         TranscriptEntry("assistant", step.text, tool_calls=step.calls)
@@ -453,15 +504,14 @@ class TaskRunner:
                 if step.error is not None:
                     return _failure(step.error)
                 if step.finish is FinishReason.APPROVAL_REQUIRED and pending_calls:
-                    call = pending_calls[0]
-                    return _NeedsInput(
-                        self._request(
-                            f"approve calling {call.tool} with {json.dumps(dict(call.arguments))}",
-                            APPROVAL_SCHEMA,
-                            transcript,
-                            tool_call=call,
-                        )
+                    call, *waiting = pending_calls
+                    request = self._request(
+                        approval_message(call, 1, len(pending_calls)),
+                        APPROVAL_SCHEMA,
+                        transcript,
+                        tool_call=call,
                     )
+                    return _NeedsInput(dataclasses.replace(request, waiting=tuple(waiting)))
                 if step.finish is FinishReason.STEP_LIMIT:
                     return _Failed(
                         TaskError(
@@ -577,19 +627,28 @@ class TaskRunner:
                 return  # deleted, or the lease was taken over: not ours to write
             if reason != "cancel" and current.cancel_requested:
                 reason = "cancel"
-            after = self._ended(current, outcome, reason, now)
+            after = self._ended(attempt, current, outcome, reason, now)
             entries = await write_change(uow, current, after, now, attempt.pending)
             if entries is None:
                 return
             await uow.commit()
         attempt.pending = []
+        attempt.outcome = _outcome_of(after)
+        if self._metrics is not None:
+            self._metrics.task_attempt(_label(after), attempt.outcome)
         await announce(self._events, self._signals, current.state, after, entries)
         if after.state is TaskState.QUEUED:
             await self._signals.work_queued()
 
-    def _ended(self, task: Task, outcome: _Outcome | None, reason: str, now: datetime) -> Task:
+    def _ended(
+        self, attempt: _Attempt, task: Task, outcome: _Outcome | None, reason: str, now: datetime
+    ) -> Task:
         if reason == "cancel":
-            return task.moved(TaskState.CANCELLED, now, attempts=task.ended_attempt(now, None))
+            # The partial output is kept: the text the stopped attempt had streamed.
+            partial = frozen({"text": "".join(attempt.text)}) if attempt.text else None
+            return task.moved(
+                TaskState.CANCELLED, now, attempts=task.ended_attempt(now, None), output=partial
+            )
         if reason == "handback" or outcome is None:
             stopped = TaskError(
                 ErrorCategory.UNAVAILABLE, WORKER_SHUTDOWN, "the worker shut down; queued again"
@@ -657,10 +716,13 @@ class TaskRunner:
         async with self._uow() as uow:
             expired = await uow.tasks.expired_inputs(now, SWEEP_BATCH)
         for task in expired:
+            asked = task.input_request
             error = TaskError(
                 ErrorCategory.FAILED_PRECONDITION,
                 "INPUT_REQUEST_EXPIRED",
-                "nobody answered the task's input request before it expired",
+                "nobody answered the task's input request before it expired"
+                + (f" (it asked: {asked.message})" if asked is not None and asked.message else ""),
+                frozen({"input_request_id": asked.id} if asked is not None else {}),
             )
             after = task.moved(TaskState.FAILED, now, error=error, answer=None)
             async with self._uow() as uow:
@@ -676,9 +738,14 @@ class TaskRunner:
             await uow.commit()
         if deleted:
             log.info("deleted %d completed tasks past their retention", deleted)
+        if self._metrics is not None:
+            async with self._uow() as uow:
+                self._metrics.task_queue_depth(await uow.tasks.count_queued(self._kinds))
 
 
 _NOTHING = object()
+# A loop that ends with these ends after the turn its last ModelTurn reported.
+_NO_NEW_TURN = frozenset({FinishReason.STEP_LIMIT, FinishReason.APPROVAL_REQUIRED})
 
 
 def _set(future: asyncio.Future[str], reason: str) -> None:
@@ -711,6 +778,39 @@ def _mismatch(detail: str) -> _Failed:
             f"the output does not match the expert's output schema ({detail})",
         ),
         True,
+    )
+
+
+def _label(task: Task) -> str:
+    """The metrics' ``expert`` label: the expert's id, or an internal job's kind."""
+    return task.expert_id if task.kind is TaskKind.EXPERT else task.kind.value
+
+
+def _waited(task: Task, now: datetime) -> float:
+    """Seconds from when ``task`` (as claimed) became claimable to ``now``."""
+    if task.state is TaskState.RUNNING and task.lease_until is not None:
+        since = task.lease_until  # a lost lease: claimable once it ran out
+    else:
+        since = max(task.update_time, task.next_attempt_time or task.update_time)
+    return max((now - since).total_seconds(), 0.0)
+
+
+def _outcome_of(task: Task) -> str:
+    """How the attempt that left ``task`` in its state ended."""
+    if task.state is TaskState.QUEUED:
+        last = task.attempts[-1] if task.attempts else None
+        shut = last is not None and last.error is not None and last.error.reason == WORKER_SHUTDOWN
+        return "handed_back" if shut else "retried"
+    return str(task.state.value)  # succeeded, failed, cancelled, input_required
+
+
+def _progress(expert: Expert, turns: int, used: int) -> Progress:
+    """Where an attempt stands after its ``turns``-th model turn: the share of its
+    step limit used, and the tokens it used (of its budget, when it has one)."""
+    budget = f" of {expert.token_budget}" if expert.token_budget else ""
+    return Progress(
+        min(turns / max(expert.max_steps, 1), 1.0),
+        f"step {turns} of {expert.max_steps}, {used} tokens used{budget}",
     )
 
 

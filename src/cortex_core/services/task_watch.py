@@ -58,19 +58,16 @@ from cortex_core.domain.event_records import (
     ReplayUnavailable,
     ResumeToken,
 )
+from cortex_core.domain.events import TASK_STREAM_PREFIX, task_stream
 from cortex_core.domain.identity import Caller
 from cortex_core.domain.tasks import JournalEntry, JournalKind, JournalRead, Task
 from cortex_core.services.event_hub import EventHub, SubscriberTooSlow, Subscription
 from cortex_core.services.session_guard import SessionWatcher, Watch
 
-STREAM_PREFIX = "task:"
+STREAM_PREFIX = TASK_STREAM_PREFIX
 _ENVELOPE = EventEnvelope(EventKind.TASK_STATE_CHANGED)
 # A wait that returned after this share of its timeout is taken for the timeout itself.
 _TIMED_OUT = 0.95
-
-
-def task_stream(task_id: str) -> str:
-    return STREAM_PREFIX + task_id
 
 
 # --- what the runtime provides (wip/tasks) -------------------------------------------

@@ -15,6 +15,7 @@ through :func:`write_change` and :func:`announce`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -29,12 +30,15 @@ from cortex_core.domain.tasks import (
     MAX_INPUT_BYTES,
     MIN_ATTEMPTS,
     InputAnswer,
+    InputRequest,
     JournalDraft,
     JournalEntry,
     JournalRead,
     Task,
     TaskKind,
     TaskState,
+    approval_message,
+    decided_call,
     frozen,
     snapshot,
     task_not_found,
@@ -44,11 +48,13 @@ from cortex_core.services.access import require_role
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.experts import ExpertCatalog
 from cortex_core.services.json_schemas import violations
+from cortex_core.services.telemetry import current_traceparent
 
 REQUEST_ID_TTL = timedelta(hours=24)
 MAX_REQUEST_ID = 128
 QUEUE_FULL_RETRY_AFTER = 5.0  # seconds a refused CreateTask is told to wait
 MAX_JOURNAL_READ = 1000
+DEFAULT_INPUT_TTL = 24 * 3600.0  # seconds an input request waits (CORTEX_TASK_INPUT_TTL)
 JOB_ATTEMPTS = 5  # attempts of an internal job (summaries) before it fails
 _CHANGE_RETRIES = 5  # a fenced write lost to a concurrent change is re-read and retried
 
@@ -63,6 +69,7 @@ class Tasks:
         signals: TaskSignals,
         experts: ExpertCatalog,
         max_queued: int,
+        input_ttl: float = DEFAULT_INPUT_TTL,
     ) -> None:
         self._uow = uow
         self._clock = clock
@@ -70,6 +77,7 @@ class Tasks:
         self.signals = signals
         self._experts = experts
         self._max_queued = max_queued
+        self._input_ttl = timedelta(seconds=input_ttl)
 
     async def create(
         self,
@@ -127,6 +135,7 @@ class Tasks:
             create_time=now,
             update_time=now,
             request_id=request_id,
+            traceparent=current_traceparent(),  # the attempts' spans link back to it
         )
         for _ in range(2):
             async with self._uow() as uow:
@@ -140,7 +149,7 @@ class Tasks:
                 queued, _ = await uow.tasks.count_active(workspace_id)
                 if queued >= self._max_queued:
                     raise errors.ResourceExhausted(
-                        f"the workspace has {queued} tasks queued, the most it may have",
+                        f"the workspace has {queued} tasks waiting to run, the most it may have",
                         reason="TASK_QUEUE_FULL",
                         retry_after=QUEUE_FULL_RETRY_AFTER,
                     )
@@ -216,43 +225,73 @@ class Tasks:
         answer: Mapping[str, Any],
     ) -> Task:
         """ProvideTaskInput: store the answer and queue the task to resume, exactly
-        once. Raise NotFound (TASK_NOT_FOUND), PermissionDenied
-        (EDITOR_REQUIRED), FailedPrecondition (TASK_NOT_WAITING,
-        INPUT_REQUEST_MISMATCH, INPUT_REQUEST_EXPIRED), InvalidArgument
+        once. An approval with more approvals of the same model turn waiting
+        keeps the task INPUT_REQUIRED with the next one as a new request (its
+        own id and expiry); the task resumes once the last is answered. Raise
+        NotFound (TASK_NOT_FOUND), PermissionDenied (EDITOR_REQUIRED),
+        FailedPrecondition (TASK_NOT_WAITING, INPUT_REQUEST_MISMATCH,
+        INPUT_REQUEST_EXPIRED), InvalidArgument
         (``input`` violations of the request's answer schema)."""
-        now = self._clock.now()
-        async with self._uow() as uow:
-            task = await _writable(uow, caller, workspace_id, task_id)
-            request = task.input_request
-            if task.state is not TaskState.INPUT_REQUIRED or request is None:
-                raise errors.FailedPrecondition(
-                    "the task is not waiting for input", reason="TASK_NOT_WAITING"
-                )
-            if request.id != input_request_id:
-                raise errors.FailedPrecondition(
-                    "input_request_id is not the task's pending request",
-                    reason="INPUT_REQUEST_MISMATCH",
-                )
-            if request.expire_time <= now:
-                raise errors.FailedPrecondition(
-                    "the input request has expired", reason="INPUT_REQUEST_EXPIRED"
-                )
-            reject([*violations(request.answer_schema, answer, "input")])
-            resumed = task.moved(
-                TaskState.QUEUED,
-                now,
-                answer=InputAnswer(request, frozen(answer), now),
-                next_attempt_time=None,
+        for _ in range(_CHANGE_RETRIES):
+            now = self._clock.now()
+            async with self._uow() as uow:
+                task = await _writable(uow, caller, workspace_id, task_id)
+                resumed = self._answered(task, input_request_id, answer, now)
+                entries = await write_change(uow, task, resumed, now, exact=True)
+                if entries is None:
+                    continue  # changed meanwhile (answered, cancelled): look again
+                await uow.commit()
+            await announce(self._events, self.signals, task.state, resumed, entries, caller.user_id)
+            if resumed.state is TaskState.QUEUED:
+                await self.signals.work_queued()
+            return _with_sequence(resumed, entries)
+        raise errors.Aborted("the task kept changing; retry", reason="ABORTED")
+
+    def _answered(
+        self, task: Task, input_request_id: str, answer: Mapping[str, Any], now: datetime
+    ) -> Task:
+        """``task`` after ``answer`` to its request ``input_request_id`` (checked)."""
+        request = task.input_request
+        if task.state is not TaskState.INPUT_REQUIRED or request is None:
+            raise errors.FailedPrecondition(
+                "the task is not waiting for input", reason="TASK_NOT_WAITING"
             )
-            entries = await write_change(uow, task, resumed, now)
-            if entries is None:  # answered (or cancelled) concurrently: exactly once
-                raise errors.FailedPrecondition(
-                    "the task is not waiting for input", reason="TASK_NOT_WAITING"
-                )
-            await uow.commit()
-        await announce(self._events, self.signals, task.state, resumed, entries, caller.user_id)
-        await self.signals.work_queued()
-        return _with_sequence(resumed, entries)
+        if request.id != input_request_id:
+            raise errors.FailedPrecondition(
+                "input_request_id is not the task's pending request",
+                reason="INPUT_REQUEST_MISMATCH",
+            )
+        if request.expire_time <= now:
+            raise errors.FailedPrecondition(
+                "the input request has expired", reason="INPUT_REQUEST_EXPIRED"
+            )
+        reject([*violations(request.answer_schema, answer, "input")])
+        if request.tool_call is not None and request.waiting:
+            following = self._next_approval(request, answer, now)
+            return task.moved(TaskState.INPUT_REQUIRED, now, input_request=following)
+        return task.moved(
+            TaskState.QUEUED,
+            now,
+            answer=InputAnswer(request, frozen(answer), now),
+            next_attempt_time=None,
+        )
+
+    def _next_approval(
+        self, request: InputRequest, answer: Mapping[str, Any], now: datetime
+    ) -> InputRequest:
+        """The request for the next approval of ``request``'s model turn."""
+        assert request.tool_call is not None
+        call, *rest = request.waiting
+        decided = (*request.decided, decided_call(request.tool_call, answer.get("approve") is True))
+        return dataclasses.replace(
+            request,
+            id=new_id(),
+            message=approval_message(call, len(decided) + 1, request.approvals),
+            expire_time=now + self._input_ttl,
+            tool_call=call,
+            decided=decided,
+            waiting=tuple(rest),
+        )
 
     # --- the journal, for WatchTask --------------------------------------------------
 
@@ -292,12 +331,14 @@ async def write_change(
     now: datetime,
     drafts: Sequence[JournalDraft] = (),
     *,
-    fence_on: Task | None = None,
+    exact: bool = False,
 ) -> list[JournalEntry] | None:
-    """Write ``after`` over ``before`` (fenced on ``before``, or on ``fence_on``)
-    and journal ``drafts`` then its snapshot, in ``uow``; None when the row
-    changed meanwhile (nothing written). The caller commits."""
-    expected = (fence_on or before).fence
+    """Write ``after`` over ``before`` (fenced on ``before``; with ``exact``, also
+    on its ``update_time``) and journal ``drafts`` then its snapshot, in ``uow``;
+    None when the row changed meanwhile (nothing written). The caller commits."""
+    expected = before.fence
+    if exact:
+        expected = dataclasses.replace(expected, update_time=before.update_time)
     if not await uow.tasks.save(after, expected=expected):
         return None
     return await uow.tasks.journal(after.id, [*drafts, snapshot(after)], now, fence=None)

@@ -68,15 +68,17 @@ class Workspaces:
             await uow.workspaces.add_member(
                 Membership(workspace.id, caller.user_id, Role.OWNER, now)
             )
-            await uow.commit()
-        user = caller.user
-        owner = MemberView(workspace.id, user.id, user.email, user.display_name, Role.OWNER, now)
-        await self._events.publish(
-            [
-                WorkspaceCreated(actor_id=user.id, time=now, workspace=workspace),
-                MemberAdded(actor_id=user.id, time=now, member=owner),
-            ]
-        )
+            user = caller.user
+            owner = MemberView(
+                workspace.id, user.id, user.email, user.display_name, Role.OWNER, now
+            )
+            await self._events.commit(
+                uow,
+                [
+                    WorkspaceCreated(actor_id=user.id, time=now, workspace=workspace),
+                    MemberAdded(actor_id=user.id, time=now, member=owner),
+                ],
+            )
         return WorkspaceView(workspace, Role.OWNER)
 
     async def get(self, caller: Caller, workspace_id: str) -> WorkspaceView:
@@ -131,33 +133,33 @@ class Workspaces:
                 changes["token_budget"] = token_budget
             workspace = dataclasses.replace(workspace, **changes)  # type: ignore[arg-type]
             await uow.workspaces.update(workspace)
-            await uow.commit()
-        await self._events.publish(
-            [
-                WorkspaceUpdated(
-                    actor_id=caller.user_id,
-                    time=workspace.update_time,
-                    workspace=workspace,
-                    fields=tuple(sorted(fields)),
-                )
-            ]
-        )
+            await self._events.commit(
+                uow,
+                [
+                    WorkspaceUpdated(
+                        actor_id=caller.user_id,
+                        time=workspace.update_time,
+                        workspace=workspace,
+                        fields=tuple(sorted(fields)),
+                    )
+                ],
+            )
         return WorkspaceView(workspace, membership.role)
 
     async def delete(self, caller: Caller, workspace_id: str) -> None:
         async with self._uow() as uow:
             await require_role(uow, caller, workspace_id, owner=True)
             await uow.workspaces.delete(workspace_id)
-            await uow.commit()
-        await self._events.publish(
-            [
-                WorkspaceDeleted(
-                    actor_id=caller.user_id,
-                    time=self._clock.now(),
-                    deleted_workspace_id=workspace_id,
-                )
-            ]
-        )
+            await self._events.commit(
+                uow,
+                [
+                    WorkspaceDeleted(
+                        actor_id=caller.user_id,
+                        time=self._clock.now(),
+                        deleted_workspace_id=workspace_id,
+                    )
+                ],
+            )
 
     async def add_member(
         self, caller: Caller, workspace_id: str, email: str, role: Role | None
@@ -180,9 +182,10 @@ class Workspaces:
             if await uow.workspaces.get_membership(workspace_id, user.id) is not None:
                 raise errors.AlreadyExists("the user is already a member", reason="ALREADY_MEMBER")
             await uow.workspaces.add_member(Membership(workspace_id, user.id, role, now))
-            await uow.commit()
-        member = MemberView(workspace_id, user.id, user.email, user.display_name, role, now)
-        await self._events.publish([MemberAdded(actor_id=caller.user_id, time=now, member=member)])
+            member = MemberView(workspace_id, user.id, user.email, user.display_name, role, now)
+            await self._events.commit(
+                uow, [MemberAdded(actor_id=caller.user_id, time=now, member=member)]
+            )
         return member
 
     async def remove_member(self, caller: Caller, workspace_id: str, email: str) -> MemberView:
@@ -205,18 +208,18 @@ class Workspaces:
                     "a workspace must keep at least one owner", reason="LAST_OWNER"
                 )
             await uow.workspaces.remove_member(workspace_id, user.id)
-            await uow.commit()
-        removed = MemberView(
-            workspace_id,
-            user.id,
-            user.email,
-            user.display_name,
-            membership.role,
-            membership.create_time,
-        )
-        await self._events.publish(
-            [MemberRemoved(actor_id=caller.user_id, time=self._clock.now(), member=removed)]
-        )
+            removed = MemberView(
+                workspace_id,
+                user.id,
+                user.email,
+                user.display_name,
+                membership.role,
+                membership.create_time,
+            )
+            await self._events.commit(
+                uow,
+                [MemberRemoved(actor_id=caller.user_id, time=self._clock.now(), member=removed)],
+            )
         return removed
 
     async def list_members(

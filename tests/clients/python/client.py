@@ -11,8 +11,8 @@ Through ``auth_service_pb2_grpc.AuthServiceStub`` and
 4. ``cortex.sessions.v1.WorkspaceService/ListWorkspaces`` with the same token,
    printing ``workspaces=<count>`` and ``role=<caller_role of the first>``.
 
-Usage: PYTHONPATH=generated/python python tests/clients/python/client.py HOST:PORT EMAIL
-(the project venv already has generated/python on its path).
+Usage: PYTHONPATH=clients/python/src python tests/clients/python/client.py HOST:PORT EMAIL
+(the project venv has the cortex-core-client distribution installed).
 
 Exit status: 0 when every call succeeded, 1 on usage errors, 2 when no round
 trip happened (connection refused, timeout), 3 when an RPC failed (after

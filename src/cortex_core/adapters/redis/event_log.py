@@ -31,6 +31,7 @@ for that call only, without the process-wide backoff.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,7 +42,13 @@ import redis.asyncio as redis
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from cortex_core.adapters.redis.client import redis_client
-from cortex_core.domain.event_records import MAX_SEQUENCE, EventEnvelope, EventRead, EventRecord
+from cortex_core.domain.event_records import (
+    MAX_SEQUENCE,
+    EventEnvelope,
+    EventRead,
+    EventRecord,
+    Relayed,
+)
 from cortex_core.errors import Unavailable
 
 T = TypeVar("T")
@@ -54,7 +61,7 @@ DEFAULT_MAX_AGE = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-APPEND_SCRIPT = """
+_APPEND_BODY = """
 local seq = redis.call('INCR', KEYS[2])
 local id = seq .. '-0'
 local maxlen = tonumber(ARGV[4])
@@ -89,8 +96,23 @@ if ARGV[6] ~= '' then
     redis.call('XTRIM', KEYS[1], 'MINID', keep)
   end
 end
-return seq
 """
+
+APPEND_SCRIPT = _APPEND_BODY + "return seq\n"
+
+# The relay's append: KEYS[3] holds the last event-store sequence taken; ARGV[8] is
+# this event's, ARGV[9] "1" to take it after a gap (the events before were lost).
+# Returns the log's sequence, 0 for a repeat, or -1 - <last taken> when behind.
+APPEND_ONCE_SCRIPT = (
+    """
+local taken = tonumber(redis.call('GET', KEYS[3]) or '0')
+local stored = tonumber(ARGV[8])
+if stored <= taken then return 0 end
+if stored > taken + 1 and ARGV[9] ~= '1' then return -1 - taken end
+"""
+    + _APPEND_BODY
+    + "redis.call('SET', KEYS[3], ARGV[8])\nreturn seq\n"
+)
 
 
 class RedisEventLog:
@@ -127,6 +149,7 @@ class RedisEventLog:
         self._backoff_cap = backoff_cap
         self._close_client = close_client
         self._append = client.register_script(APPEND_SCRIPT)
+        self._append_once = client.register_script(APPEND_ONCE_SCRIPT)
         self._backoff = 0.0
         self._retry_at = 0.0
 
@@ -145,8 +168,28 @@ class RedisEventLog:
     async def append(
         self, stream: str, event_id: str, envelope: EventEnvelope, payload: bytes, now: datetime
     ) -> EventRecord:
+        keys = [self._key(stream), self._counter(stream)]
+        args = self._append_args(event_id, envelope, payload, now)
+        sequence = await self._call(lambda: self._append(keys=keys, args=args))
+        return EventRecord(stream, int(sequence), event_id, now, envelope, payload)
+
+    async def append_once(self, stored: EventRecord, *, after_gap: bool = False) -> Relayed:
+        stream = stored.stream
+        keys = [self._key(stream), self._counter(stream), self._taken(stream)]
+        args = self._append_args(stored.event_id, stored.envelope, stored.payload, stored.time)
+        args += [stored.sequence, "1" if after_gap else "0"]
+        answer = int(await self._call(lambda: self._append_once(keys=keys, args=args)))
+        if answer == 0:
+            return Relayed()
+        if answer < 0:
+            return Relayed(behind=-1 - answer)
+        return Relayed(dataclasses.replace(stored, sequence=answer))
+
+    def _append_args(
+        self, event_id: str, envelope: EventEnvelope, payload: bytes, now: datetime
+    ) -> list[bytes | str | int]:
         cutoff = "" if self._max_age is None else str(_micros(now - self._max_age))
-        args: list[bytes | str | int] = [
+        return [
             event_id,
             payload,
             _micros(now),
@@ -155,9 +198,6 @@ class RedisEventLog:
             cutoff,
             envelope.pack(),
         ]
-        keys = [self._key(stream), self._counter(stream)]
-        sequence = await self._call(lambda: self._append(keys=keys, args=args))
-        return EventRecord(stream, int(sequence), event_id, now, envelope, payload)
 
     async def read(self, stream: str, after_sequence: int, limit: int) -> EventRead:
         if not 0 <= after_sequence <= MAX_SEQUENCE:
@@ -197,6 +237,9 @@ class RedisEventLog:
 
     def _counter(self, stream: str) -> str:
         return f"{self._prefix}{{{stream}}}:seq"
+
+    def _taken(self, stream: str) -> str:
+        return f"{self._prefix}{{{stream}}}:stored"
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis operation; map failures to Unavailable and back off after them."""

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql.connection import Connection
 from cortex_core.adapters.sql.paging import paginate
+from cortex_core.domain.events import TASK_STREAM_PREFIX
 from cortex_core.domain.identity import (
     Membership,
     MemberView,
@@ -92,6 +93,12 @@ class SqlWorkspaceRepository:
         )
 
     async def delete(self, workspace_id: str) -> None:
+        # Its tasks go by cascade; their journals are streams of the event store.
+        tasks, events = tables.tasks, tables.events
+        journals = sa.select(sa.literal(TASK_STREAM_PREFIX) + tasks.c.id).where(
+            tasks.c.workspace_id == workspace_id
+        )
+        await self._conn.execute(events.delete().where(events.c.stream.in_(journals)))
         await self._conn.execute(
             tables.workspaces.delete().where(tables.workspaces.c.id == workspace_id)
         )

@@ -242,14 +242,25 @@ memory_sources = sa.Table(
     sa.Index(None, "message_name"),
 )
 
-outbox = sa.Table(
-    "outbox",
+# Every event, written in the transaction of its change (adapters/sql/event_store.py):
+# per stream, the last sequence given out and the last one relayed to Redis.
+event_streams = sa.Table(
+    "event_streams",
     metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("stream", sa.String(200), nullable=False),
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("last_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("relayed_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("stream", sa.String(200), primary_key=True),
+    sa.Column("sequence", sa.BigInteger(), primary_key=True),
     sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("time", UtcDateTime, nullable=False, index=True),
+    sa.Column("envelope", sa.Text(), nullable=False),  # EventEnvelope.pack()
     sa.Column("payload", sa.LargeBinary(), nullable=False),
-    sa.Column("create_time", UtcDateTime, nullable=False),
 )
 
 # The task table is the queue (docs/tasks.md): claims are leases on its rows.
@@ -284,6 +295,8 @@ tasks = sa.Table(
     sa.Column("lease_until", UtcDateTime, nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("last_sequence", sa.BigInteger(), nullable=False, server_default="0"),
+    # The W3C traceparent of the call that created the task (0011): attempts link to it.
+    sa.Column("traceparent", sa.String(64), nullable=False, server_default=""),
     sa.UniqueConstraint("workspace_id", "request_id"),
     sa.Index(None, "state", "next_attempt_time"),
     sa.Index(None, "workspace_id", "create_time"),
@@ -304,20 +317,4 @@ task_attempts = sa.Table(
     sa.Column("start_time", UtcDateTime, nullable=False),
     sa.Column("end_time", UtcDateTime, nullable=True),
     sa.Column("error", sa.Text(), nullable=True),  # JSON, see task_codec
-)
-
-task_journal = sa.Table(
-    "task_journal",
-    metadata,
-    sa.Column(
-        "task_id",
-        sa.String(64),
-        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("sequence", sa.BigInteger(), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("attempt", sa.Integer(), nullable=False),
-    sa.Column("time", UtcDateTime, nullable=False),
-    sa.Column("body", sa.Text(), nullable=False),  # JSON, see task_codec
 )

@@ -99,6 +99,8 @@ def request_value(request: InputRequest | None) -> dict[str, Any] | None:
             }
             for e in request.transcript
         ],
+        "decided": json.loads(tool_codec.calls_json(request.decided)),
+        "waiting": json.loads(tool_codec.calls_json(request.waiting)),
     }
 
 
@@ -122,6 +124,8 @@ def request_of(value: dict[str, Any] | None) -> InputRequest | None:
             )
             for e in value.get("transcript") or []
         ),
+        decided=tool_codec.calls_of(dumps(value.get("decided") or [])),
+        waiting=tool_codec.calls_of(dumps(value.get("waiting") or [])),
     )
 
 

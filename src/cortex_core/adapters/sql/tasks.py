@@ -13,11 +13,13 @@ table is the queue.
 * **Journal.** ``journal`` bumps ``tasks.last_sequence`` with
   ``UPDATE … RETURNING`` (a row lock on PostgreSQL, the write lock on SQLite),
   so sequences are dense, per task, and allocated in the transaction of the
-  change they describe. Pruning: a task's journal keeps its newest
-  :data:`JOURNAL_CAP` entries (older ones are deleted as new ones arrive; text
-  is coalesced, so only a very long task reaches it), and the whole task goes,
-  journal and attempts with it, when the sweeper deletes terminal tasks older
-  than the retention (``CORTEX_TASK_RETENTION``).
+  change they describe. The entries are a stream of the event store
+  (``task:<id>`` in ``events``, adapters/sql/outbox.py): one table and one
+  append-in-the-transaction for every event and every journal. Pruning: a
+  task's journal keeps its newest :data:`JOURNAL_CAP` entries (older ones are
+  deleted as new ones arrive; text is coalesced, so only a very long task
+  reaches it), and the whole task goes, journal and attempts with it, when
+  the sweeper deletes terminal tasks older than the retention (``CORTEX_TASK_RETENTION``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from cortex_core import errors
 from cortex_core.adapters.sql import tables
 from cortex_core.adapters.sql import task_codec as codec
 from cortex_core.adapters.sql.connection import Connection
+from cortex_core.adapters.sql.outbox import insert_records, oldest_sequence, read_records
 from cortex_core.adapters.sql.paging import paginate
+from cortex_core.domain.event_records import EventEnvelope, EventKind, EventRecord
+from cortex_core.domain.events import task_stream
 from cortex_core.domain.paging import Page, PageRequest
 from cortex_core.domain.tasks import (
     Fence,
@@ -50,9 +55,12 @@ from cortex_core.domain.tasks import (
     frozen,
 )
 
-t, a, j = tables.tasks, tables.task_attempts, tables.task_journal
+t, a, ev = tables.tasks, tables.task_attempts, tables.events
+r = t.alias("running")
+_JOURNAL_ENVELOPE = EventEnvelope(EventKind.TASK_STATE_CHANGED)
 
 JOURNAL_CAP = 10_000
+RUNNING_LOCK = "cortex.tasks.running:"  # advisory lock key prefix, per workspace
 
 
 class SqlTaskRepository:
@@ -147,36 +155,88 @@ class SqlTaskRepository:
         counts = {row[0]: int(row[1]) for row in (await self._conn.execute(query)).all()}
         return counts.get(TaskState.QUEUED.value, 0), counts.get(TaskState.RUNNING.value, 0)
 
-    async def claim_next(self, now: datetime, kinds: Sequence[TaskKind]) -> Task | None:
+    async def claim_next(
+        self, now: datetime, kinds: Sequence[TaskKind], *, running_limit: int = 0
+    ) -> Task | None:
         # One read of the whole row: what is checked (claimable) is what the caller
         # fences on. (Reading the id first and the row after let a claimer see a row
         # another had just claimed, and take it as one with an expired lease.)
+        queued = sa.and_(
+            t.c.state == TaskState.QUEUED.value,
+            sa.or_(t.c.next_attempt_time.is_(None), t.c.next_attempt_time <= now),
+        )
+        if running_limit > 0:
+            full = (
+                sa.select(r.c.workspace_id)
+                .where(*_running_expert(r, now))
+                .group_by(r.c.workspace_id)
+                .having(sa.func.count() >= running_limit)
+            )
+            queued = sa.and_(
+                queued,
+                sa.or_(t.c.kind != TaskKind.EXPERT.value, t.c.workspace_id.not_in(full)),
+            )
         query = (
             sa.select(t)
             .where(
                 t.c.kind.in_([k.value for k in kinds]),
                 sa.or_(
-                    sa.and_(
-                        t.c.state == TaskState.QUEUED.value,
-                        sa.or_(t.c.next_attempt_time.is_(None), t.c.next_attempt_time <= now),
-                    ),
+                    queued,
                     sa.and_(t.c.state == TaskState.RUNNING.value, t.c.lease_until < now),
                 ),
             )
             .order_by(t.c.create_time, t.c.id)
             .limit(1)
         )
-        if self._conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        postgresql = self._conn.dialect.name == "postgresql"
+        if postgresql:
+            query = query.with_for_update(skip_locked=True, of=t)
         row = (await self._conn.execute(query)).first()
         if row is None:
             return None
+        if (
+            running_limit > 0
+            and row.kind == TaskKind.EXPERT.value
+            and row.state == TaskState.QUEUED.value
+            and not await self._running_slot(row.workspace_id, row.id, now, running_limit)
+        ):
+            return None  # another claimer took the workspace's last slot meanwhile
         attempts = await self._attempts([row.id])
         return _task(row, attempts.get(row.id, []))
 
+    async def _running_slot(
+        self, workspace_id: str, task_id: str, now: datetime, limit: int
+    ) -> bool:
+        """Whether the workspace has fewer than ``limit`` running expert tasks,
+        counted under a per-workspace lock held to the end of the transaction
+        (PostgreSQL: an advisory lock; SQLite: the write lock, taken by a no-op
+        write), so two claimers cannot both take its last slot."""
+        if self._conn.dialect.name == "postgresql":
+            key = sa.func.hashtext(sa.literal(RUNNING_LOCK) + workspace_id)
+            await self._conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        else:
+            await self._conn.execute(
+                t.update().where(t.c.id == task_id).values(lease_owner=t.c.lease_owner)
+            )
+        running = await self._conn.execute(
+            sa.select(sa.func.count()).where(
+                *_running_expert(t, now), t.c.workspace_id == workspace_id
+            )
+        )
+        return int(running.scalar_one()) < limit
+
+    async def count_queued(self, kinds: Sequence[TaskKind]) -> int:
+        query = sa.select(sa.func.count()).where(
+            t.c.kind.in_([k.value for k in kinds]), t.c.state == TaskState.QUEUED.value
+        )
+        return int((await self._conn.execute(query)).scalar_one())
+
     async def save(self, task: Task, *, expected: Fence) -> bool:
         values = _row(task)
-        for fixed in ("workspace_id", "kind", "creator_id", "create_time", "last_sequence"):
+        fixed_fields = (
+            "workspace_id", "kind", "creator_id", "create_time", "last_sequence", "traceparent",
+        )  # fmt: skip
+        for fixed in fixed_fields:
             values.pop(fixed)
         written = await self._conn.execute(
             t.update().where(t.c.id == task.id, *_fenced(expected)).values(**values)
@@ -230,23 +290,12 @@ class SqlTaskRepository:
             if isinstance(body, Task):
                 body = dataclasses.replace(body, last_sequence=sequence)
             entries.append(JournalEntry(task_id, sequence, draft.kind, draft.attempt, now, body))
-        await self._conn.execute(
-            j.insert(),
-            [
-                {
-                    "task_id": task_id,
-                    "sequence": e.sequence,
-                    "kind": e.kind.value,
-                    "attempt": e.attempt,
-                    "time": e.time,
-                    "body": codec.body_json(e.kind, e.body),
-                }
-                for e in entries
-            ],
-        )
+        await insert_records(self._conn, [_journal_record(e) for e in entries])
         if last > JOURNAL_CAP:
             await self._conn.execute(
-                j.delete().where(j.c.task_id == task_id, j.c.sequence <= last - JOURNAL_CAP)
+                ev.delete().where(
+                    ev.c.stream == task_stream(task_id), ev.c.sequence <= last - JOURNAL_CAP
+                )
             )
         return entries
 
@@ -254,23 +303,13 @@ class SqlTaskRepository:
         last = (
             await self._conn.execute(sa.select(t.c.last_sequence).where(t.c.id == task_id))
         ).scalar_one_or_none() or 0
-        oldest = (
-            await self._conn.execute(
-                sa.select(sa.func.min(j.c.sequence)).where(j.c.task_id == task_id)
-            )
-        ).scalar_one_or_none()
+        stream = task_stream(task_id)
+        oldest = await oldest_sequence(self._conn, stream)
         entries: tuple[JournalEntry, ...] = ()
         if limit > 0:
-            rows = (
-                await self._conn.execute(
-                    sa.select(j)
-                    .where(j.c.task_id == task_id, j.c.sequence > after_sequence)
-                    .order_by(j.c.sequence)
-                    .limit(limit)
-                )
-            ).all()
-            entries = tuple(_entry(row) for row in rows)
-        return JournalRead(entries, int(oldest) if oldest is not None else last + 1, int(last))
+            records = await read_records(self._conn, stream, after_sequence, limit)
+            entries = tuple(_entry(task_id, record) for record in records)
+        return JournalRead(entries, oldest if oldest is not None else last + 1, int(last))
 
     async def expired_inputs(self, now: datetime, limit: int) -> builtins.list[Task]:
         query = (
@@ -301,7 +340,7 @@ class SqlTaskRepository:
         if not ids:
             return 0
         # Children first: both backends identical whatever the foreign-key pragma.
-        await self._conn.execute(j.delete().where(j.c.task_id.in_(ids)))
+        await self._conn.execute(ev.delete().where(ev.c.stream.in_([task_stream(i) for i in ids])))
         await self._conn.execute(a.delete().where(a.c.task_id.in_(ids)))
         await self._conn.execute(t.delete().where(t.c.id.in_(ids)))
         return len(ids)
@@ -347,12 +386,24 @@ class SqlTaskRepository:
             )
 
 
-def _fenced(expected: Fence) -> list[sa.ColumnElement[bool]]:
+def _running_expert(table: Any, now: datetime) -> list[sa.ColumnElement[bool]]:
+    """Expert tasks running with a live lease (an expired one frees its slot)."""
     return [
+        table.c.kind == TaskKind.EXPERT.value,
+        table.c.state == TaskState.RUNNING.value,
+        table.c.lease_until >= now,
+    ]
+
+
+def _fenced(expected: Fence) -> list[sa.ColumnElement[bool]]:
+    conditions = [
         t.c.state == expected.state.value,
         t.c.attempt_count == expected.attempt_count,
         t.c.lease_owner == expected.lease_owner,
     ]
+    if expected.update_time is not None:
+        conditions.append(t.c.update_time == expected.update_time)
+    return conditions
 
 
 def _json(value: Any) -> str | None:
@@ -384,6 +435,7 @@ def _row(task: Task) -> dict[str, Any]:
         "lease_until": task.lease_until,
         "cancel_requested": task.cancel_requested,
         "last_sequence": task.last_sequence,
+        "traceparent": task.traceparent,
     }
 
 
@@ -427,11 +479,23 @@ def _task(row: Any, attempts: Sequence[Any]) -> Task:
         lease_until=row.lease_until,
         cancel_requested=row.cancel_requested,
         last_sequence=row.last_sequence,
+        traceparent=row.traceparent,
     )
 
 
-def _entry(row: Any) -> JournalEntry:
-    kind = JournalKind(row.kind)
+def _journal_record(entry: JournalEntry) -> EventRecord:
+    """A journal entry as a record of the event store: ``kind``, ``attempt`` and the
+    JSON body on three lines of the payload."""
+    body = codec.body_json(entry.kind, entry.body)
+    payload = f"{entry.kind.value}\n{entry.attempt}\n{body}".encode()
+    return EventRecord(
+        task_stream(entry.task_id), entry.sequence, "", entry.time, _JOURNAL_ENVELOPE, payload
+    )
+
+
+def _entry(task_id: str, record: EventRecord) -> JournalEntry:
+    kind_text, attempt, body = record.payload.decode().split("\n", 2)
+    kind = JournalKind(kind_text)
     return JournalEntry(
-        row.task_id, int(row.sequence), kind, row.attempt, row.time, codec.body_of(kind, row.body)
+        task_id, record.sequence, kind, int(attempt), record.time, codec.body_of(kind, body)
     )

@@ -130,8 +130,10 @@ type Task struct {
 	// The task's input; must satisfy the expert's `input_schema`. At most
 	// 256 KiB when serialized.
 	Input *structpb.Struct `protobuf:"bytes,6,opt,name=input,proto3" json:"input,omitempty"`
-	// The result, set only in TASK_STATE_SUCCEEDED; satisfies the expert's
-	// `output_schema`.
+	// The result, set in TASK_STATE_SUCCEEDED; satisfies the expert's
+	// `output_schema`. In TASK_STATE_CANCELLED, the partial output of the attempt
+	// that was stopped, `{"text": <the text it had streamed>}` (unset when it had
+	// streamed nothing, or was not running).
 	Output *structpb.Struct `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`
 	// Why the last attempt failed, with an ErrorInfo (domain "cortex"). Set in
 	// TASK_STATE_FAILED, and while QUEUED for a retry after a failed attempt.

@@ -79,8 +79,10 @@ export declare type Task = Message<"cortex.experts.v1.Task"> & {
   input?: JsonObject | undefined;
 
   /**
-   * The result, set only in TASK_STATE_SUCCEEDED; satisfies the expert's
-   * `output_schema`.
+   * The result, set in TASK_STATE_SUCCEEDED; satisfies the expert's
+   * `output_schema`. In TASK_STATE_CANCELLED, the partial output of the attempt
+   * that was stopped, `{"text": <the text it had streamed>}` (unset when it had
+   * streamed nothing, or was not running).
    *
    * @generated from field: google.protobuf.Struct output = 7;
    */

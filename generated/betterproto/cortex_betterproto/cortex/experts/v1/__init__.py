@@ -96,8 +96,10 @@ class Task(betterproto.Message):
 
     output: "betterproto_lib_google_protobuf.Struct" = betterproto.message_field(7)
     """
-    The result, set only in TASK_STATE_SUCCEEDED; satisfies the expert's
-     `output_schema`.
+    The result, set in TASK_STATE_SUCCEEDED; satisfies the expert's
+     `output_schema`. In TASK_STATE_CANCELLED, the partial output of the attempt
+     that was stopped, `{"text": <the text it had streamed>}` (unset when it had
+     streamed nothing, or was not running).
     """
 
     error: "___google_rpc__.Status" = betterproto.message_field(8)

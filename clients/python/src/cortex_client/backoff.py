@@ -1,0 +1,60 @@
+"""How long a resumable stream waits before reconnecting."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import grpc
+from cortex_client.errors import CortexError
+
+#: Failures after which reconnecting can succeed: the server drains or restarts, a stream
+#: cap or rate limit clears, a slow subscriber resumes from its last token, or the access
+#: token expired mid-stream (the next open refreshes it through ``TokenAuth``).
+RETRYABLE: dict[grpc.StatusCode, frozenset[str] | None] = {
+    grpc.StatusCode.UNAVAILABLE: None,  # every reason
+    grpc.StatusCode.RESOURCE_EXHAUSTED: frozenset(
+        {"SUBSCRIBER_TOO_SLOW", "TOO_MANY_STREAMS", "RATE_LIMITED", "TOO_MANY_REQUESTS"}
+    ),
+    grpc.StatusCode.UNAUTHENTICATED: frozenset({"TOKEN_EXPIRED"}),
+}
+
+
+def retryable(error: CortexError) -> bool:
+    """True when reconnecting after ``error`` can succeed."""
+    if error.code not in RETRYABLE:
+        return False
+    reasons = RETRYABLE[error.code]
+    return reasons is None or error.reason in reasons
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, reset after each healthy stretch.
+
+    ``delay(error)`` honours the server's RetryInfo when there is one (never waiting
+    less than it says) and otherwise grows ``initial`` by ``factor`` up to ``maximum``.
+    ``attempts`` bounds consecutive failures (None: reconnect forever).
+    """
+
+    initial: float = 0.2
+    maximum: float = 10.0
+    factor: float = 2.0
+    attempts: int | None = 8
+    _failures: int = field(default=0, init=False)
+    _random: random.Random = field(default_factory=random.Random, init=False, repr=False)
+
+    def reset(self) -> None:
+        self._failures = 0
+
+    def exhausted(self) -> bool:
+        return self.attempts is not None and self._failures >= self.attempts
+
+    def delay(self, error: CortexError | None = None) -> float:
+        """The wait before the next attempt; counts a failure."""
+        ceiling = min(self.maximum, self.initial * self.factor**self._failures)
+        self._failures += 1
+        jittered = self._random.uniform(0, ceiling)
+        if error is not None and error.retry_delay is not None:
+            return max(error.retry_delay, jittered)
+        return jittered

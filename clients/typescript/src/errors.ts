@@ -1,0 +1,155 @@
+// A failed call as a typed error: the gRPC code plus the google.rpc details the
+// server attaches (docs/contracts.md): ErrorInfo (reason, domain, metadata),
+// BadRequest (field violations) and RetryInfo (when to try again). Connect
+// carries the details in grpc-status-details-bin; findDetails decodes them with
+// the generated schemas, so no caller sees raw Any bytes.
+import { createRegistry } from "@bufbuild/protobuf";
+import { anyUnpack, type Duration } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+  type BadRequest,
+  type ErrorInfo,
+  type RetryInfo,
+} from "./gen/google/rpc/error_details_pb.js";
+import type { Status } from "./gen/google/rpc/status_pb.js";
+
+/** One invalid request field, as the server's BadRequest names it. */
+export interface FieldViolation {
+  /** The request field path, e.g. `password` or `memory.ttl`. */
+  field: string;
+  /** A sentence for a person. */
+  description: string;
+  /** A machine-readable reason, when the server gives one. */
+  reason: string;
+}
+
+/** Canonical gRPC code names, indexed by code number (Connect's are lowerCamel). */
+const CODE_NAMES = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
+
+/** `UNAUTHENTICATED` for Code.Unauthenticated, and so on. */
+export function codeName(code: Code | number): string {
+  return CODE_NAMES[code] ?? `CODE_${code}`;
+}
+
+const detailRegistry = createRegistry(ErrorInfoSchema, BadRequestSchema, RetryInfoSchema);
+
+function durationMs(duration: Duration | undefined): number | undefined {
+  if (!duration) return undefined;
+  return Number(duration.seconds) * 1000 + Math.round(duration.nanos / 1e6);
+}
+
+/** A failed call (or a google.rpc.Status inside a reply or task) with its details decoded. */
+export class CortexError extends Error {
+  override readonly name = "CortexError";
+  /** The gRPC status code. */
+  readonly code: Code;
+  /** The server's message, without Connect's `[code]` prefix. */
+  readonly rawMessage: string;
+  /** ErrorInfo.reason, e.g. `INVALID_CREDENTIALS`, `RATE_LIMITED`; "" when absent. */
+  readonly reason: string;
+  /** ErrorInfo.domain ("cortex.dev" for Cortex's own errors); "" when absent. */
+  readonly domain: string;
+  /** ErrorInfo.metadata (e.g. `resume_token` on SUBSCRIBER_TOO_SLOW). */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** BadRequest field violations, in the server's order. */
+  readonly fieldViolations: readonly FieldViolation[];
+  /** RetryInfo.retry_delay in milliseconds, when the server says when to retry. */
+  readonly retryDelayMs: number | undefined;
+
+  constructor(
+    code: Code,
+    rawMessage: string,
+    details: { errorInfo?: ErrorInfo; badRequest?: BadRequest[]; retryInfo?: RetryInfo },
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${codeName(code)}${details.errorInfo?.reason ? ` ${details.errorInfo.reason}` : ""}: ${rawMessage}`,
+      options,
+    );
+    this.code = code;
+    this.rawMessage = rawMessage;
+    this.reason = details.errorInfo?.reason ?? "";
+    this.domain = details.errorInfo?.domain ?? "";
+    this.metadata = { ...(details.errorInfo?.metadata ?? {}) };
+    this.fieldViolations = (details.badRequest ?? []).flatMap((request) =>
+      request.fieldViolations.map((violation) => ({
+        field: violation.field,
+        description: violation.description,
+        reason: violation.reason,
+      })),
+    );
+    this.retryDelayMs = durationMs(details.retryInfo?.retryDelay);
+  }
+
+  /** The gRPC code name, e.g. `INVALID_ARGUMENT`. */
+  get codeName(): string {
+    return codeName(this.code);
+  }
+
+  /** The description of the first violation of `field` (or of a sub-field of it). */
+  violation(field: string): string | undefined {
+    return this.fieldViolations.find(
+      (violation) => violation.field === field || violation.field.startsWith(`${field}.`),
+    )?.description;
+  }
+
+  /** Any thrown value as a CortexError: a ConnectError's details are decoded. */
+  static from(error: unknown): CortexError {
+    if (error instanceof CortexError) return error;
+    const connectError = ConnectError.from(error);
+    return new CortexError(
+      connectError.code,
+      connectError.rawMessage,
+      {
+        errorInfo: connectError.findDetails(ErrorInfoSchema)[0],
+        badRequest: connectError.findDetails(BadRequestSchema),
+        retryInfo: connectError.findDetails(RetryInfoSchema)[0],
+      },
+      { cause: error },
+    );
+  }
+
+  /** A google.rpc.Status carried in a message (ReplyCompletion.error, Task.error, ...). */
+  static fromStatus(status: Status): CortexError {
+    const decoded = status.details.map((detail) => anyUnpack(detail, detailRegistry));
+    const pick = <T>(typeName: string) =>
+      decoded.filter((message) => message?.$typeName === typeName) as T[];
+    return new CortexError(status.code as Code, status.message, {
+      errorInfo: pick<ErrorInfo>(ErrorInfoSchema.typeName)[0],
+      badRequest: pick<BadRequest>(BadRequestSchema.typeName),
+      retryInfo: pick<RetryInfo>(RetryInfoSchema.typeName)[0],
+    });
+  }
+}
+
+/** Whether a call that failed this way may succeed when simply tried again later. */
+export function isRetryable(error: CortexError): boolean {
+  return (
+    error.code === Code.Unavailable ||
+    error.code === Code.DeadlineExceeded ||
+    error.code === Code.Aborted ||
+    (error.code === Code.ResourceExhausted && error.retryDelayMs !== undefined) ||
+    (error.code === Code.Unknown && error.reason === "")
+  );
+}
