@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help install run migrate test check format lint typecheck layers pytest \
-        test-unit test-integration test-e2e bench envoy clean
+        test-unit test-integration test-e2e bench envoy cluster clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -78,7 +78,7 @@ test-integration: $(VENV)/.installed
 test-e2e: $(VENV)/.installed tools ts-client console-build browser
 	$(BIN)/pytest tests/e2e
 
-bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; the write path with its event in the transaction; a burst
+bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out; context windows; replies; InvokeTool vs the MCP SDK; tasks; the write path with its event in the transaction; a burst; the cluster through Envoy
 	$(PY) -m bench.unary
 	$(PY) -m bench.auth
 	$(PY) -m bench.events
@@ -92,6 +92,7 @@ bench: $(VENV)/.installed ## Cortex vs bare grpc.aio: unary, auth, event fan-out
 	$(PY) -m bench.outbox
 	$(if $(BENCH_DATABASE_URL),$(if $(BENCH_REDIS_URL),$(PY) -m bench.outbox --database-url $(BENCH_DATABASE_URL) --redis-url $(BENCH_REDIS_URL)))
 	$(PY) -m bench.burst $(if $(BENCH_DATABASE_URL),--database-url $(BENCH_DATABASE_URL))
+	$(if $(BENCH_DATABASE_URL),$(PY) -m bench.cluster --database-url $(BENCH_DATABASE_URL))
 
 # The addresses are set in envoy/envoy.yaml (see docs/envoy.md); the banner repeats them.
 ENVOY_CONFIG ?= envoy/envoy.yaml
@@ -101,6 +102,14 @@ envoy: $(VENV)/.installed ## run Envoy (gRPC-Web on :8080) in front of a server 
 	@echo "It forwards to the server on 127.0.0.1:50051: start that with 'make run' in another shell."
 	@echo "Upstream health: curl -s http://127.0.0.1:9901/clusters | grep health_flags  (Ctrl-C stops)"
 	$(BIN)/envoy -c $(ENVOY_CONFIG) --log-level $(ENVOY_LOG_LEVEL)
+
+# N replicas on the local PostgreSQL and Redis behind Envoy (docs/deploy.md): REPLICAS=3 make
+# cluster; CLUSTER_DATABASE_URL and CLUSTER_REDIS_URL override where they store;
+# METRICS_BASE_PORT=9100 gives replica i Prometheus metrics on 9100+i-1.
+REPLICAS ?= 2
+METRICS_BASE_PORT ?= 0
+cluster: $(VENV)/.installed ## N replicas (REPLICAS, default 2) behind Envoy on :8080 (gRPC and gRPC-Web)
+	$(BIN)/cortex-core cluster --replicas $(REPLICAS) --metrics-base-port $(METRICS_BASE_PORT)
 
 clean: ## remove the venv, caches and local data
 	rm -rf $(VENV) .cortex .mypy_cache .ruff_cache .pytest_cache build tools/node_modules \

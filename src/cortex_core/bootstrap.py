@@ -103,6 +103,8 @@ log = logging.getLogger(__name__)
 PROVIDER_HEALTH_INTERVAL = 2.0
 DATABASE_WATCH_INTERVAL = 5.0
 TASK_SWEEP_INTERVAL = 1.0
+# Expired in-process rate counters are dropped this often (they are ignored once expired).
+LIMITS_SWEEP_INTERVAL = 30.0
 # A watched task's journal is re-read at least this often (seconds) when no wake-up came:
 # what a lost wake-up costs a watcher (and replicas without Redis, which share none),
 # against one journal read per watched task per interval on an idle replica.
@@ -392,6 +394,11 @@ def bootstrap(
             every(PROVIDER_HEALTH_INTERVAL, lambda: health.publish_providers(chain.states)),
         ),
     ]
+    limiter = _limiter(settings, redis)
+    if redis is None:  # Redis expires the limits' keys itself
+        background.append(
+            Loop("limits-sweeper", every(LIMITS_SWEEP_INTERVAL, limiter.sweep, wait_first=True))
+        )
     if access_log is not None:
         background.append(Loop("access-log", access_log.run))
     if signals_loop is not None:
@@ -414,7 +421,7 @@ def bootstrap(
         authenticator=authenticator,
         servicers=servicers,
         tool_invoker=tool_invoker,
-        limiter=_limiter(settings, redis),
+        limiter=limiter,
         background=background,
         supervisor=supervisor,
         experts=experts,
@@ -573,7 +580,9 @@ def _cache(redis: Redis | None) -> Cache:
 def _limiter(settings: Settings, redis: Redis | None) -> CallLimiter:
     """The call limits over ``limits``' in-process storage, or over Redis through the
     process's one connection pool (no second pool: the storage's client wraps it)."""
-    from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+    from limits.aio.storage import RedisStorage, Storage
+
+    from cortex_core.api.limits import SweptMemoryStorage
 
     storage: Storage
     if redis is not None:
@@ -586,7 +595,7 @@ def _limiter(settings: Settings, redis: Redis | None) -> CallLimiter:
             connection_pool=redis.connection_pool,  # type: ignore[arg-type]
         )
     else:
-        storage = MemoryStorage()
+        storage = SweptMemoryStorage()
     return CallLimiter(
         storage,
         user_rate=settings.rate_user,

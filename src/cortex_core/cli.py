@@ -4,6 +4,7 @@ Commands:
   serve     run the gRPC server until SIGTERM/SIGINT (migrations are applied first)
   migrate   apply pending database migrations and exit
   chat      talk to a running server from the terminal (see cortex_core.clients.chat)
+  cluster   N replicas behind Envoy on this machine (see cortex_core.cluster)
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
+    from cortex_core import cluster
+
+    cluster.add_arguments(
+        commands.add_parser(
+            "cluster",
+            help="run N replicas on one PostgreSQL and Redis behind Envoy (make cluster)",
+            description=cluster.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return parser
 
 
@@ -84,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cortex_core.clients.chat import run as run_chat
 
         return run_chat(args)
+    if args.command == "cluster":  # a launcher: each replica reads its own configuration
+        from cortex_core.cluster import run as run_cluster
+
+        return run_cluster(args)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
@@ -95,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.python_log_level, settings.log_format)
     if args.command == "serve":
         return _run(_serve(settings))
-    return _run(_migrate(settings))
+    return _run(migrate_database(settings))
 
 
 def _run(coro: asyncio.Future[None] | object) -> int:
@@ -127,7 +142,9 @@ async def _serve(settings: Settings) -> None:
     await serve(bootstrap(settings))
 
 
-async def _migrate(settings: Settings) -> None:
+async def migrate_database(settings: Settings) -> None:
+    """``cortex-core migrate``: apply pending migrations to the settings' database and
+    say so; raise :class:`StartupError` when it does not answer."""
     from cortex_core import errors
     from cortex_core.adapters.sql.database import SqlDatabase
     from cortex_core.bootstrap import database_unreachable, public_address

@@ -11,31 +11,13 @@ from __future__ import annotations
 import http.client
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 from grpc_health.v1 import health_pb2
 from support.envoy import CONFIG, ENVOY, RunningEnvoy, http_get, running_envoy
+from support.grpc_web import ALLOWED_ORIGIN, DATA_FRAME, grpc_web_call
 
-ALLOWED_ORIGIN = "http://localhost:5173"
 DISALLOWED_ORIGIN = "http://evil.example"
-
-# gRPC-Web framing: one flag byte, a 4-byte big-endian length, the payload.
-DATA_FRAME = 0x00
-TRAILER_FRAME = 0x80
-
-
-@dataclass
-class GrpcWebReply:
-    http_status: int
-    headers: dict[str, str]
-    messages: list[bytes] = field(default_factory=list)
-    trailers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def grpc_status(self) -> str | None:
-        """The status from the trailer frame, or from the headers of a trailers-only reply."""
-        return self.trailers.get("grpc-status", self.headers.get("grpc-status"))
 
 
 @pytest.fixture(scope="module")
@@ -43,47 +25,6 @@ def envoy(server_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """Envoy from envoy/envoy.yaml in front of the session's server; always stopped."""
     with running_envoy(server_address, tmp_path_factory.mktemp("envoy")) as running:
         yield running
-
-
-def _grpc_web_call(
-    listener: str, method: str, message: bytes, origin: str = ALLOWED_ORIGIN
-) -> GrpcWebReply:
-    """POST one gRPC-Web (binary) request as a browser would and split the reply's frames."""
-    host, port = listener.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.request(
-            "POST",
-            method,
-            body=bytes([DATA_FRAME]) + len(message).to_bytes(4, "big") + message,
-            headers={
-                "content-type": "application/grpc-web+proto",
-                "accept": "application/grpc-web+proto",
-                "x-grpc-web": "1",
-                "x-user-agent": "cortex-core-tests",
-                "origin": origin,
-            },
-        )
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    reply = GrpcWebReply(response.status, {k.lower(): v for k, v in response.getheaders()})
-    offset = 0
-    while offset < len(body):
-        flag = body[offset]
-        length = int.from_bytes(body[offset + 1 : offset + 5], "big")
-        payload = body[offset + 5 : offset + 5 + length]
-        assert len(payload) == length, f"truncated gRPC-Web frame in {body!r}"
-        offset += 5 + length
-        if flag & TRAILER_FRAME:
-            for line in payload.decode().split("\r\n"):
-                if line:
-                    name, _, value = line.partition(":")
-                    reply.trailers[name.strip().lower()] = value.strip()
-        else:
-            reply.messages.append(payload)
-    return reply
 
 
 def _preflight(listener: str, origin: str) -> http.client.HTTPResponse:
@@ -131,7 +72,7 @@ def test_a_browser_health_check_through_envoy_answers_serving_with_grpc_status_o
 ) -> None:
     request = health_pb2.HealthCheckRequest(service="").SerializeToString()
 
-    reply = _grpc_web_call(envoy.listener, "/grpc.health.v1.Health/Check", request)
+    reply = grpc_web_call(envoy.listener, "/grpc.health.v1.Health/Check", request)
 
     assert reply.http_status == 200, envoy.logs()
     assert reply.headers["content-type"].startswith("application/grpc-web")
@@ -149,7 +90,7 @@ def test_a_browser_health_check_for_an_unknown_service_answers_not_found_through
 ) -> None:
     request = health_pb2.HealthCheckRequest(service="no.such.Service").SerializeToString()
 
-    reply = _grpc_web_call(envoy.listener, "/grpc.health.v1.Health/Check", request)
+    reply = grpc_web_call(envoy.listener, "/grpc.health.v1.Health/Check", request)
 
     assert reply.http_status == 200, envoy.logs()
     assert reply.messages == []

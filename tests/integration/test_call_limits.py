@@ -163,3 +163,17 @@ async def test_a_redis_outage_lets_calls_through(tmp_path: Path) -> None:
                 assert (await list_workspaces(client, user)).workspaces
             finally:
                 await client.close()
+
+
+async def test_the_in_process_limits_sweeper_runs_under_the_supervisor_and_shows_in_health(
+    tmp_path: Path,
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with running_app(tmp_path) as server:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="cortex.background.limits-sweeper"),
+                timeout=10,
+            )
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING

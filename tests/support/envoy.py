@@ -8,7 +8,6 @@ console's static upstream (when given) is the test's file server.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from cortex_core.cluster import admin_get as http_get
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "envoy" / "envoy.yaml"
@@ -54,16 +55,6 @@ def rewritten_config(upstream: str, console: str | None = None) -> str:
         assert text.count(old) == 1, f"expected exactly one {old!r} in {CONFIG}"
         text = text.replace(old, new)
     return text
-
-
-def http_get(address: str, path: str) -> str:
-    host, port = address.rsplit(":", 1)
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        connection.request("GET", path)
-        return connection.getresponse().read().decode()
-    finally:
-        connection.close()
 
 
 def _wait_until_ready(

@@ -14,6 +14,12 @@ process takes its counts with it, so nothing can leak; the cost is that with N
 replicas a user may hold N times the cap. Over the cap: ``RESOURCE_EXHAUSTED``,
 reason ``TOO_MANY_STREAMS``, ``RetryInfo``.
 
+In process, counters expire through :class:`SweptMemoryStorage`: ``limits``'
+``MemoryStorage`` starts a sweep task of its own from every call and never reads
+its outcome; this subclass leaves that out, and :meth:`CallLimiter.sweep` (a
+supervised loop, ``limits-sweeper``) drops expired counters instead. Redis
+expires its keys itself.
+
 When the storage fails (Redis down or slow), the call is let through and the
 failure is logged at most once per ``_OUTAGE_LOG_INTERVAL`` seconds: these limits
 protect capacity, and refusing every caller during an outage would turn a Redis
@@ -29,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from cortex_core import errors
@@ -53,6 +59,31 @@ _OUTAGE_LOG_INTERVAL = 30.0
 _OUTAGE_SKIP = 2.0
 _WORKSPACE_FIELDS = ("parent", "name", "workspace")
 _WORKSPACE_PREFIX = "workspaces/"
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """``limits``' in-process storage whose expired counters are dropped by
+    :meth:`sweep`, called by a supervised loop, instead of by the task
+    ``MemoryStorage`` creates from every ``incr`` (its failure would go unread,
+    and each pass walks every key). Pinned to ``limits`` 5.x, whose hook this
+    overrides: reads never count an expired key either way (``get`` checks the
+    expiry), so sweeping only returns memory."""
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # the library's private hook
+        return None
+
+    async def sweep(self) -> int:
+        """Drop every expired counter; how many were dropped. Holds no lock across
+        an await: the dicts are only touched from the event loop."""
+        now = time.time()
+        expired = [key for key, expiry in self.expirations.items() if expiry <= now]
+        for key in expired:
+            self.storage.pop(key, None)
+            self.expirations.pop(key, None)
+            lock = self.locks.get(key)
+            if lock is not None and not lock.locked():
+                self.locks.pop(key, None)
+        return len(expired)
 
 
 def rate(raw: str) -> RateLimitItem:
@@ -159,6 +190,12 @@ class CallLimiter:
     def open_streams(self, user_id: str) -> int:
         """Streams of ``user_id`` open in this process."""
         return self._streams.get(user_id, 0)
+
+    async def sweep(self) -> None:
+        """One pass of the ``limits-sweeper`` loop: drop expired in-process counters
+        (nothing to do over Redis)."""
+        if isinstance(self._storage, SweptMemoryStorage):
+            await self._storage.sweep()
 
     async def _hit(self, item: RateLimitItem, kind: str, key: str) -> None:
         if self._clock() < self._skip_until:
