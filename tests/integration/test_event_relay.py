@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from support.tasks import TEST_EXPERTS, seed
+from support.tasks import FAST, TEST_EXPERTS, seed
+from support.tool_sources import RecordingTools
 
 from cortex_core import errors
 from cortex_core.adapters.clock import SystemClock
@@ -18,6 +19,7 @@ from cortex_core.adapters.memory_event_log import InMemoryEventLog
 from cortex_core.adapters.sql.database import SqlDatabase
 from cortex_core.adapters.sql.event_log import SqlEventLog
 from cortex_core.adapters.task_signals import LocalTaskSignals
+from cortex_core.adapters.token_counter import EstimatedTokenCounter
 from cortex_core.domain.events import WorkspaceDeleted
 from cortex_core.domain.paging import PageRequest
 from cortex_core.domain.tasks import TaskState
@@ -26,7 +28,9 @@ from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.event_hub import EventHub
 from cortex_core.services.event_relay import EventRelay
 from cortex_core.services.experts import ExpertCatalog
+from cortex_core.services.task_runner import TaskRunner
 from cortex_core.services.tasks import Tasks
+from cortex_core.services.tool_invoker import ToolInvoker
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -195,7 +199,7 @@ def _task_encode(change: Any, event_id: str) -> bytes:
 
 
 @pytest.mark.parametrize("external", [False, True], ids=["store-is-log", "relayed"])
-async def test_a_task_change_committed_by_a_process_that_died_right_after_has_its_event_once(
+async def test_task_changes_committed_by_a_process_that_died_right_after_have_their_events_once(
     database: SqlDatabase, external: bool
 ) -> None:
     caller = await seed(database)
@@ -208,23 +212,37 @@ async def test_a_task_change_committed_by_a_process_that_died_right_after_has_it
             external=external, retry_interval=0.05,
         )  # fmt: skip
 
+    bus, signals = EventBus(relay()), LocalTaskSignals()
     providers = {e.id: LocalDevelopmentProvider() for e in TEST_EXPERTS}
+    catalog = ExpertCatalog(TEST_EXPERTS, providers)
     tasks = Tasks(
-        uow=fault, clock=SystemClock(), events=EventBus(relay()), signals=LocalTaskSignals(),
-        experts=ExpertCatalog(TEST_EXPERTS, providers), max_queued=100,
+        uow=fault, clock=SystemClock(), events=bus, signals=signals, experts=catalog,
+        max_queued=100,
+    )  # fmt: skip
+    runner = TaskRunner(
+        uow=fault, clock=SystemClock(), events=bus, signals=signals, experts=catalog,
+        invoker=ToolInvoker([RecordingTools()]), counter=EstimatedTokenCounter(),
+        worker_id="doomed", policy=FAST,
     )  # fmt: skip
     fault.armed = True
     with pytest.raises(ProcessDied):
         await tasks.create(caller, "w1", "echo", {"text": "hi"})
-    created = (await tasks.list(caller, "w1", PageRequest(10))).items[0]
+    claimed = (await tasks.list(caller, "w1", PageRequest(10))).items[0]
     fault.armed = True
     with pytest.raises(ProcessDied):
-        await tasks.cancel(caller, "w1", created.id)
-    assert (await tasks.get(caller, "w1", created.id)).state is TaskState.CANCELLED
+        await asyncio.wait_for(runner.run(), 10)  # dies right after its claim commits
+    assert (await tasks.get(caller, "w1", claimed.id)).state is TaskState.RUNNING
+    cancelled = await tasks.create(caller, "w1", "echo", {"text": "never mind"})
+    fault.armed = True
+    with pytest.raises(ProcessDied):
+        await tasks.cancel(caller, "w1", cancelled.id)
+    assert (await tasks.get(caller, "w1", cancelled.id)).state is TaskState.CANCELLED
     # The restarted process relays what the dead one committed.
     await relay().drain_once()
     read = await log.read("ws:w1", 0, 100)
     assert [r.payload.decode() for r in read.records] == [
-        f"{created.id} queued",
-        f"{created.id} cancelled",
+        f"{claimed.id} queued",
+        f"{claimed.id} running",
+        f"{cancelled.id} queued",
+        f"{cancelled.id} cancelled",
     ]
