@@ -327,9 +327,10 @@ class Settings:
     redis_url: str = _setting(
         "",
         _redis_url,
-        "redis://HOST:PORT/DB: shared events, cache, login and call limits (or a file "
-        "holding it: CORTEX_REDIS_URL_FILE)",
-        shown="unset: in-process",
+        "redis://HOST:PORT/DB: the event log (relayed from the database's event "
+        "store), cache, login and call limits, task wake-ups (or a file holding it: "
+        "CORTEX_REDIS_URL_FILE)",
+        shown="unset: events in the database, the rest in-process",
         from_file=True,
     )
     redis_max_connections: int = _setting(

@@ -1,4 +1,4 @@
-"""Domain events: facts about committed changes, published after their commit.
+"""Domain events: facts about committed changes, written in their transaction.
 
 Each change names the event stream it belongs to: ``ws:<workspace id>`` for
 what happens in a workspace (seen by its members), ``user:<user id>`` for

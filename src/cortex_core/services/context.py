@@ -264,14 +264,10 @@ class ContextManager:
             if await uow.conversations.get(conversation.workspace_id, conversation.id) is None:
                 return None, 0  # deleted meanwhile
             await uow.conversations.add_summary(summary)
-            await uow.commit()
-        await self._events.publish(
-            [
-                SummaryWritten(
-                    workspace_id=conversation.workspace_id, conversation_id=conversation.id
-                )
-            ]
-        )
+            written = SummaryWritten(
+                workspace_id=conversation.workspace_id, conversation_id=conversation.id
+            )
+            await self._events.commit(uow, [written])  # its reactions run after the commit
         return summary, len(fresh)
 
     async def _complete(self, prompt: Sequence[PromptMessage]) -> tuple[str, str]:

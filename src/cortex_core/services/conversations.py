@@ -2,9 +2,9 @@
 :mod:`cortex_core.services.replies`).
 
 Viewers read; editors and owners write (checked by
-:mod:`cortex_core.services.access`). Every change is published as an event after
-its commit; the reactions (:mod:`cortex_core.services.reactions`) drop the cached
-context windows it affects.
+:mod:`cortex_core.services.access`). Every change's event is written in its
+transaction (``EventBus.commit``); the reactions
+(:mod:`cortex_core.services.reactions`) drop the cached context windows it affects.
 """
 
 from __future__ import annotations

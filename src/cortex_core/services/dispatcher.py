@@ -3,8 +3,9 @@
 Use cases that change stored data hand their changes to :meth:`EventBus.commit`
 with their unit of work: the changes' events are written in that transaction
 (the bus's recorder, ``services/event_relay.py``), then it commits, then the
-handlers run, then the events go to the log. :meth:`EventBus.publish` is for
-facts published after a commit (or with no stored change at all).
+handlers run, then the events go to the log. Every stored change goes this
+way: :meth:`EventBus.publish` is only for events that report no stored change
+(reply text in progress) and for facts of this process.
 
 Handlers run in order — those for the event's own type first, then those for its
 base types (so a reaction such as dropping a cache runs before the event reaches
@@ -70,15 +71,21 @@ class EventBus:
 
     async def publish(self, events: Sequence[object]) -> None:
         """Deliver each event, in order, to each matching handler, and the changes
-        among them to the log (stored first unless they are not durable); never
-        raises."""
-        await self._deliver(events)
+        among them to the log directly: only for events that report no stored
+        change (``Change.DURABLE`` false: reply text in progress) and facts for
+        this process. A stored change's event must be written in its transaction
+        (:meth:`commit`), so a durable change here is a programming error
+        (``ValueError``, nothing delivered); otherwise never raises."""
         changes = [e for e in events if isinstance(e, Change)]
+        stored = [type(c).__name__ for c in changes if c.DURABLE]
+        if stored and self._recorder is not None:
+            raise ValueError(f"stored changes must be committed with their events: {stored}")
+        await self._deliver(events)
         if changes and self._recorder is not None:
             try:
                 await self._recorder.publish(changes)
             except Exception:
-                log.exception("recording published changes failed")
+                log.exception("publishing transient events failed")
 
     async def _deliver(self, events: Sequence[object]) -> None:
         for event in events:

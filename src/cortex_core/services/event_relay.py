@@ -35,10 +35,10 @@ restarted without its data): it is appended after the gap.
 
 Events that report no stored change (``Change.DURABLE`` false: reply text in
 progress) are appended directly (:meth:`publish`): they have nothing to be
-consistent with, and one lost with its process is lost with its reply. Changes
-published outside a unit of work (``EventBus.publish``) are written in a unit of
-work of their own right after (the old publish-after-commit path, kept for
-callers not converted yet; docs/events.md).
+consistent with, and one lost with its process is lost with its reply. Every
+stored change is written in its own transaction: there is no
+publish-after-commit path left (``EventBus.publish`` refuses a durable change;
+docs/events.md).
 """
 
 from __future__ import annotations
@@ -161,18 +161,10 @@ class EventRelay:
         return result
 
     async def publish(self, changes: Sequence[Change]) -> None:
-        """For changes published after their commit (``EventBus.publish``): durable
-        ones are stored in a unit of work of their own, then relayed; the others
-        are appended directly (dropped while the log is down)."""
-        durable = [c for c in changes if c.DURABLE]
-        if durable:
-            async with self._uow() as uow:
-                records = await self.stage(uow, durable)
-                await uow.commit()
-            await self.committed(records)
+        """For events that report no stored change (``EventBus.publish``, which
+        refuses durable ones: their events are written in their transaction,
+        :meth:`stage`): appended directly (dropped while the log is down)."""
         for change in changes:
-            if change.DURABLE:
-                continue
             if self._backlog and self._relayed is not None:
                 # The log was found down and the loop has not caught up: drop it without
                 # a call (each would push the log adapter's fail-fast window on).

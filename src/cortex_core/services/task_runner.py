@@ -77,7 +77,7 @@ from cortex_core.ports import Clock, Metrics, TaskSignals, TokenCounter, UnitOfW
 from cortex_core.services.dispatcher import EventBus
 from cortex_core.services.experts import ExpertCatalog
 from cortex_core.services.json_schemas import check_schema, violations
-from cortex_core.services.tasks import announce, write_change
+from cortex_core.services.tasks import announce, commit_change, write_change
 from cortex_core.services.telemetry import links_to, no_tracer, start_span
 from cortex_core.services.tool_invoker import ToolInvoker
 from cortex_core.services.tool_loop import (
@@ -299,8 +299,8 @@ class TaskRunner:
             entries = await write_change(uow, task, after, now)
             if entries is None:
                 return None
-            await uow.commit()
-        await announce(self._events, self._signals, task.state, after, entries)
+            await commit_change(uow, self._events, task.state, after, entries)
+        await announce(self._signals, after, entries)
         if self._metrics is not None:
             if lost:
                 self._metrics.task_attempt(_label(task), "worker_lost")
@@ -631,12 +631,12 @@ class TaskRunner:
             entries = await write_change(uow, current, after, now, attempt.pending)
             if entries is None:
                 return
-            await uow.commit()
+            await commit_change(uow, self._events, current.state, after, entries)
         attempt.pending = []
         attempt.outcome = _outcome_of(after)
         if self._metrics is not None:
             self._metrics.task_attempt(_label(after), attempt.outcome)
-        await announce(self._events, self._signals, current.state, after, entries)
+        await announce(self._signals, after, entries)
         if after.state is TaskState.QUEUED:
             await self._signals.work_queued()
 
@@ -729,8 +729,8 @@ class TaskRunner:
                 entries = await write_change(uow, task, after, now)
                 if entries is None:
                     continue  # answered or cancelled meanwhile
-                await uow.commit()
-            await announce(self._events, self._signals, task.state, after, entries)
+                await commit_change(uow, self._events, task.state, after, entries)
+            await announce(self._signals, after, entries)
         async with self._uow() as uow:
             deleted = await uow.tasks.delete_completed(
                 now - timedelta(seconds=self.policy.retention), SWEEP_BATCH

@@ -6,11 +6,13 @@ answers (EDITOR_REQUIRED); a task outside the caller's workspaces is
 TASK_NOT_FOUND, like one that does not exist (a missing workspace too, except
 for CreateTask and ListTasks, which name the workspace: WORKSPACE_NOT_FOUND).
 
-Every state change is one unit of work: a fenced write of the task row plus its
-journal snapshot (same transaction), then, after the commit, the
-``TaskStateChanged`` event on the bus and the wake-ups (:class:`TaskSignals`).
-The runner (``services/task_runner.py``) makes its changes the same way,
-through :func:`write_change` and :func:`announce`.
+Every state change is one unit of work: a fenced write of the task row, its
+journal snapshot and its ``TaskStateChanged`` event (an expert task's), all in
+one transaction (:func:`commit_change`, through ``EventBus.commit``: a change
+that commits has its event, whatever happens to the process next), then, after
+the commit, the wake-ups (:class:`TaskSignals`, :func:`announce`). The runner
+(``services/task_runner.py``) makes its changes the same way, through
+:func:`write_change`, :func:`commit_change` and :func:`announce`.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ class Tasks:
                 except errors.AlreadyExists:
                     continue  # the same request_id, created concurrently: read it
                 entries = await uow.tasks.journal(task.id, [snapshot(task)], now, fence=None)
-                await uow.commit()
-            await announce(self._events, self.signals, None, task, entries, actor=caller.user_id)
+                await commit_change(uow, self._events, None, task, entries, caller.user_id)
+            await announce(self.signals, task, entries)
             await self.signals.work_queued()
             return _with_sequence(task, entries)
         raise errors.Aborted("the request was retried concurrently; retry", reason="ABORTED")
@@ -211,8 +213,8 @@ class Tasks:
                 entries = await write_change(uow, task, cancelled, now)
                 if entries is None:
                     continue  # claimed or answered meanwhile: look again
-                await uow.commit()
-            await announce(self._events, self.signals, task.state, cancelled, entries)
+                await commit_change(uow, self._events, task.state, cancelled, entries)
+            await announce(self.signals, cancelled, entries)
             return _with_sequence(cancelled, entries)
         raise errors.Aborted("the task kept changing; retry", reason="ABORTED")
 
@@ -240,8 +242,8 @@ class Tasks:
                 entries = await write_change(uow, task, resumed, now, exact=True)
                 if entries is None:
                     continue  # changed meanwhile (answered, cancelled): look again
-                await uow.commit()
-            await announce(self._events, self.signals, task.state, resumed, entries, caller.user_id)
+                await commit_change(uow, self._events, task.state, resumed, entries, caller.user_id)
+            await announce(self.signals, resumed, entries)
             if resumed.state is TaskState.QUEUED:
                 await self.signals.work_queued()
             return _with_sequence(resumed, entries)
@@ -344,26 +346,33 @@ async def write_change(
     return await uow.tasks.journal(after.id, [*drafts, snapshot(after)], now, fence=None)
 
 
-async def announce(
+async def commit_change(
+    uow: UnitOfWork,
     events: EventBus,
-    signals: TaskSignals,
     previous: TaskState | None,
     task: Task,
     entries: Sequence[JournalEntry],
     actor: str = "",
 ) -> None:
-    """After the commit: the event (expert tasks only) and the journal wake-up."""
-    if entries:
-        await signals.journal_appended(task.id, entries[-1].sequence)
+    """Commit ``uow`` (the change of ``task`` from ``previous``, written by the
+    caller) with the change's ``TaskStateChanged`` event (expert tasks only)
+    written in the same transaction (``EventBus.commit``). Raises what the commit
+    raises."""
+    changes: list[object] = []
     if task.kind is TaskKind.EXPERT:
         shown = _with_sequence(task, entries)
-        await events.publish(
-            [
-                TaskStateChanged(
-                    actor_id=actor, time=task.update_time, task=shown, previous_state=previous
-                )
-            ]
+        changes.append(
+            TaskStateChanged(
+                actor_id=actor, time=task.update_time, task=shown, previous_state=previous
+            )
         )
+    await events.commit(uow, changes)
+
+
+async def announce(signals: TaskSignals, task: Task, entries: Sequence[JournalEntry]) -> None:
+    """After the commit (and out of its unit of work): the journal wake-up."""
+    if entries:
+        await signals.journal_appended(task.id, entries[-1].sequence)
 
 
 async def queue_job(
