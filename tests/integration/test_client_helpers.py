@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,9 +26,11 @@ from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from cortex_client import Backoff, CortexClient, CortexError, EventSubscription, Tokens, watch_task
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from support.envoy import running_envoy
 from support.events import OwnRedis, own_redis
 from support.inprocess import running_app
 from support.mcp import free_port
+from support.servers import cortex_server
 
 from cortex_core.server import RunningServer
 
@@ -175,6 +179,78 @@ async def test_an_event_subscription_survives_a_server_restart_with_every_event_
     start = created.index(titles[0])
     assert titles == created[start:]
     assert subscription.reconnects >= 1
+
+
+async def _next_or_failure(seen: asyncio.Queue[str], consumer: asyncio.Task[None]) -> str:
+    """The next title seen, or the consumer's own failure (raised) if it ended first."""
+    getter = asyncio.ensure_future(seen.get())
+    done, _ = await asyncio.wait({getter, consumer}, timeout=20, return_when="FIRST_COMPLETED")
+    if getter not in done:
+        getter.cancel()
+        consumer.result()  # raises what ended the subscription
+        pytest.fail("no event within 20 s")
+    return getter.result()
+
+
+async def test_a_subscription_through_envoy_resumes_after_its_server_is_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind Envoy a SIGKILLed server's stream reaches the client as INTERNAL (Envoy resets
+    it: "RST_STREAM error code 2"), not UNAVAILABLE; the subscription resumes all the same
+    once a server is back on the same port, and the event created then arrives."""
+    caplog.set_level(logging.INFO, logger="cortex_client")
+    address = f"127.0.0.1:{free_port()}"
+    env = {"CORTEX_GRPC_ADDRESS": address, "CORTEX_EVENTS_HEARTBEAT": "0.3"}
+    data = tmp_path / "server"
+    seen: asyncio.Queue[str] = asyncio.Queue()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(cortex_server(data, env=env))
+        envoy = stack.enter_context(running_envoy(address, tmp_path))
+        client = CortexClient(envoy.listener)
+        workspace = await _signed_up(client, "envoy")
+        direct = CortexClient(address, tokens=client.auth.tokens)  # the same sign-in
+        try:
+
+            async def create(title: str) -> None:
+                stub = conversations.ConversationServiceStub(direct.channel)
+                await stub.CreateConversation(
+                    conversation_service_pb2.CreateConversationRequest(
+                        parent=workspace, conversation=conversation_pb2.Conversation(title=title)
+                    ),
+                    wait_for_ready=True,
+                )
+
+            subscription = EventSubscription(
+                client.channel,
+                workspaces=[workspace],
+                event_types=[event_pb2.EVENT_TYPE_CONVERSATION_CREATED],
+                backoff=FAST,
+            )
+
+            async def consume() -> None:
+                async for event in subscription:
+                    await seen.put(event.conversation_created.conversation.title)
+
+            consumer = asyncio.create_task(consume())
+            while seen.empty():  # the stream starts live: create until one arrives
+                await create("before")
+                await asyncio.sleep(0.1)
+            server.process.kill()
+            await asyncio.to_thread(server.process.wait)
+            await asyncio.to_thread(stack.enter_context, cortex_server(data, env=env))
+            await create("after-kill")
+            titles: list[str] = []
+            while "after-kill" not in titles:
+                titles.append(await _next_or_failure(seen, consumer))
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+        finally:
+            await client.close()
+            await direct.close()
+
+    assert subscription.reconnects >= 1
+    ended = [r.getMessage() for r in caplog.records if "event stream ended" in r.getMessage()]
+    assert any("INTERNAL" in message for message in ended), ended
 
 
 async def test_a_subscription_takes_the_new_events_of_a_log_that_restarted_from_one(
