@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,11 +25,10 @@ from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from cortex_client import Backoff, CortexClient, CortexError, EventSubscription, Tokens, watch_task
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from support.envoy import running_envoy
+from support.envoy import server_behind_envoy
 from support.events import OwnRedis, own_redis
 from support.inprocess import running_app
 from support.mcp import free_port
-from support.servers import cortex_server
 
 from cortex_core.server import RunningServer
 
@@ -199,16 +197,12 @@ async def test_a_subscription_through_envoy_resumes_after_its_server_is_killed(
     it: "RST_STREAM error code 2"), not UNAVAILABLE; the subscription resumes all the same
     once a server is back on the same port, and the event created then arrives."""
     caplog.set_level(logging.INFO, logger="cortex_client")
-    address = f"127.0.0.1:{free_port()}"
-    env = {"CORTEX_GRPC_ADDRESS": address, "CORTEX_EVENTS_HEARTBEAT": "0.3"}
-    data = tmp_path / "server"
     seen: asyncio.Queue[str] = asyncio.Queue()
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(cortex_server(data, env=env))
-        envoy = stack.enter_context(running_envoy(address, tmp_path))
-        client = CortexClient(envoy.listener)
+    env = {"CORTEX_EVENTS_HEARTBEAT": "0.3"}
+    with server_behind_envoy(tmp_path, env) as behind:
+        client = CortexClient(behind.envoy.listener)
         workspace = await _signed_up(client, "envoy")
-        direct = CortexClient(address, tokens=client.auth.tokens)  # the same sign-in
+        direct = CortexClient(behind.address, tokens=client.auth.tokens)  # the same sign-in
         try:
 
             async def create(title: str) -> None:
@@ -235,9 +229,7 @@ async def test_a_subscription_through_envoy_resumes_after_its_server_is_killed(
             while seen.empty():  # the stream starts live: create until one arrives
                 await create("before")
                 await asyncio.sleep(0.1)
-            server.process.kill()
-            await asyncio.to_thread(server.process.wait)
-            await asyncio.to_thread(stack.enter_context, cortex_server(data, env=env))
+            await asyncio.to_thread(behind.kill_and_restart)
             await create("after-kill")
             titles: list[str] = []
             while "after-kill" not in titles:
