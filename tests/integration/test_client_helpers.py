@@ -23,6 +23,7 @@ from cortex.events.v1 import event_pb2
 from cortex.experts.v1 import expert_service_pb2, expert_service_pb2_grpc, task_pb2
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from cortex_client import Backoff, CortexClient, CortexError, EventSubscription, Tokens, watch_task
+from cortex_client.backoff import retryable
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from support.envoy import server_behind_envoy
@@ -315,3 +316,30 @@ def test_a_status_carried_as_a_result_reads_like_a_raised_error() -> None:
         "too slow",
     )
     assert error.describe() == "DEADLINE_EXCEEDED (TOOL_TIMEOUT): too slow"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "resumed"),
+    [
+        # No ErrorInfo: the transport's (what grpcio reports when Envoy resets a stream
+        # whose replica died is INTERNAL "Received RST_STREAM with error code 2").
+        (grpc.StatusCode.INTERNAL, "", True),
+        (grpc.StatusCode.UNAVAILABLE, "", True),
+        (grpc.StatusCode.UNKNOWN, "", True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "", False),  # the caller's own: no attempt deadline
+        (grpc.StatusCode.INVALID_ARGUMENT, "", False),
+        # An ErrorInfo reason: the server's own verdict.
+        (grpc.StatusCode.UNAVAILABLE, "SERVER_SHUTTING_DOWN", True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW", True),
+        (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED", True),
+        (grpc.StatusCode.INTERNAL, "INTERNAL", False),
+        (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_RESUME_TOKEN", False),
+        (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", False),
+        (grpc.StatusCode.NOT_FOUND, "TASK_NOT_FOUND", False),
+        (grpc.StatusCode.UNAUTHENTICATED, "SESSION_REVOKED", False),
+    ],
+)
+def test_streams_resume_after_transport_failures_and_only_the_servers_retryable_reasons(
+    code: grpc.StatusCode, reason: str, resumed: bool
+) -> None:
+    assert retryable(CortexError(code, "failed", reason=reason)) is resumed
