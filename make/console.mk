@@ -13,7 +13,7 @@
 
 TS_CLIENT := clients/typescript
 CONSOLE := console
-TS_CLIENT_SOURCES := $(shell find $(TS_CLIENT)/src $(TS_CLIENT)/examples $(TS_CLIENT)/test $(TS_CLIENT)/scripts -type f \
+TS_CLIENT_SOURCES := $(shell find $(TS_CLIENT)/src $(TS_CLIENT)/examples $(TS_CLIENT)/test $(TS_CLIENT)/e2e $(TS_CLIENT)/scripts -type f \
                        -not -path '*/src/gen/*' 2>/dev/null | LC_ALL=C sort) \
                      $(TS_CLIENT)/package.json $(TS_CLIENT)/tsconfig.json $(TS_CLIENT)/tsconfig.examples.json
 GENERATED_TS := $(shell find generated/ts -type f -not -path '*/node_modules/*' 2>/dev/null | LC_ALL=C sort)

@@ -38,6 +38,8 @@ import grpc
 import grpc.aio
 import pytest
 from cortex.auth.v1 import auth_service_pb2 as auth_pb
+from cortex.events.v1 import event_pb2
+from cortex_client import Backoff, CortexClient, EventSubscription, Tokens
 from support.clients import Account, workspace_pb
 from support.databases import require_env
 from support.events import EventsClient, opened, renamed_to, shared_database
@@ -232,6 +234,20 @@ class Subscriber:
                 self.token = frame.heartbeat.resume_token
 
 
+@dataclasses.dataclass
+class PackageSubscriber:
+    """The Python client package's EventSubscription through Envoy: it resumes by itself."""
+
+    subscription: EventSubscription
+    names: list[str] = dataclasses.field(default_factory=list)
+    sequences: list[int] = dataclasses.field(default_factory=list)
+
+    async def follow(self) -> None:
+        async for event in self.subscription:
+            self.names.append(renamed_to(event))
+            self.sequences.append(event.sequence)
+
+
 async def current_name(client: EventsClient, account: Account, workspace: str) -> str:
     """The workspace's display name, read through Envoy (retried once, like any read)."""
     request = workspace_pb.GetWorkspaceRequest(name=workspace)
@@ -319,6 +335,27 @@ async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_not
     client = EventsClient(cluster.listener)
     alice = await client.register()
     workspace = str((await client.first_workspace(alice)).name)
+    # Two package subscriptions on their own connection, opened back to back: Envoy's
+    # round robin puts one on each replica, so one of them is on the replica killed.
+    package = CortexClient(
+        cluster.listener,
+        tokens=Tokens(alice.access_token, alice.refresh_token, time.time() + 600, alice.session),
+    )
+    packaged = [
+        PackageSubscriber(
+            EventSubscription(
+                package.channel,
+                workspaces=[workspace],
+                event_types=[event_pb2.EVENT_TYPE_WORKSPACE_UPDATED],
+                backoff=Backoff(initial=0.05, maximum=0.5, attempts=None),
+            )
+        )
+        for _ in range(2)
+    ]
+    package_followers = [asyncio.create_task(p.follow()) for p in packaged]
+    async with asyncio.timeout(10):  # a heartbeat each: both streams are registered
+        while not all(p.subscription.resume_token for p in packaged):
+            await asyncio.sleep(0.05)
     subscribers = [Subscriber(client, alice, workspace) for _ in range(6)]
     for subscriber in subscribers:
         await subscriber.open()
@@ -374,17 +411,18 @@ async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_not
         stop.set()
         await asyncio.wait_for(asyncio.gather(*work), 15)
         async with asyncio.timeout(20):
-            while any(len(s.names) < len(committed) for s in subscribers):
-                for task in followers:
+            while any(len(s.names) < len(committed) for s in [*subscribers, *packaged]):
+                for task in [*followers, *package_followers]:
                     if task.done():
                         task.result()  # a follower failed: say why
                 await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # heartbeats later: anything extra would be here
     finally:
-        for task in [*followers, *work]:
+        for task in [*followers, *package_followers, *work]:
             task.cancel()
-        await asyncio.gather(*followers, *work, return_exceptions=True)
+        await asyncio.gather(*followers, *package_followers, *work, return_exceptions=True)
         await client.close()
+        await package.close()
         await writer.close()
 
     broken = [s for s in subscribers if s.breaks]
@@ -403,13 +441,20 @@ async def test_killing_a_replica_keeps_calls_working_and_streams_resume_with_not
         f"({len(committed) - before_kill[0]} after the kill), lost {lost}, "
         f"duplicated {duplicated}; writes broken by the kill {len(writes_in_doubt)} "
         f"(committed {sum(writes_in_doubt)}); Envoy marked the killed replica unhealthy "
-        f"{marked_after:.2f} s after the kill"
+        f"{marked_after:.2f} s after the kill; package subscriptions reconnected "
+        f"{[p.subscription.reconnects for p in packaged]}"
     )
     assert broken, "no stream was on the killed replica"
     assert all(len(s.resumed_after) == len(s.breaks) for s in broken)
     for subscriber in subscribers:
         assert subscriber.names == committed
         assert subscriber.sequences == sorted(set(subscriber.sequences))
+    # The package's subscription on the killed replica resumed by itself (Envoy reset it:
+    # INTERNAL, not UNAVAILABLE), with nothing lost and nothing twice.
+    assert any(p.subscription.reconnects for p in packaged)
+    for p in packaged:
+        assert p.names == committed
+        assert p.sequences == sorted(set(p.sequences))
     assert calls[0] - before_kill[1] > 0
     assert len(committed) > before_kill[0]
     async with asyncio.timeout(5):

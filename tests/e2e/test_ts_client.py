@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.envoy import server_behind_envoy
 from support.servers import ServerProcess, cortex_server
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "clients" / "typescript"
 EXAMPLE = PACKAGE / "dist-examples" / "examples" / "quickstart.js"
 HELPER_TESTS = PACKAGE / "dist-examples" / "test"
+THROUGH_ENVOY = PACKAGE / "dist-examples" / "e2e" / "resume-through-envoy.js"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def test_the_helpers_pass_their_node_tests_against_a_real_server(
     """Refresh before expiry (one refresh for concurrent calls), retry after UNAUTHENTICATED,
     a revoked session, decoded field violations, an event stream that reconnects after each
     dropped connection without losing or repeating an event, and one that outlives its access
-    token (test/helpers.test.ts)."""
+    token, and which failures it resumes after (test/helpers.test.ts)."""
     node = _node(HELPER_TESTS)
     result = subprocess.run(
         [node, "--test", str(HELPER_TESTS)],
@@ -83,7 +85,7 @@ def test_the_helpers_pass_their_node_tests_against_a_real_server(
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# pass 6" in result.stdout.splitlines(), result.stdout
+    assert "# pass 7" in result.stdout.splitlines(), result.stdout
 
 
 def test_the_readme_example_runs_against_a_real_server(paced_server: ServerProcess) -> None:
@@ -115,3 +117,34 @@ def test_the_readme_shows_the_example_that_ci_runs_verbatim() -> None:
     example = (PACKAGE / "examples" / "quickstart.ts").read_text()
 
     assert f"```ts\n{example}```" in readme
+
+
+def test_resumable_events_through_envoy_resume_after_the_server_is_killed(tmp_path: Path) -> None:
+    """Behind Envoy a SIGKILLed server's stream reaches connect-node as INTERNAL (Envoy's
+    RST_STREAM), not UNAVAILABLE; resumableEvents reopens it once the server is back on its
+    port, and the memory created then arrives (e2e/resume-through-envoy.ts)."""
+    node = _node(THROUGH_ENVOY)
+    with server_behind_envoy(tmp_path, {"CORTEX_EVENTS_HEARTBEAT": "0.3"}) as behind:
+        script = subprocess.Popen(
+            [node, str(THROUGH_ENVOY), behind.envoy.listener, behind.address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=PACKAGE,
+        )
+        try:
+            assert script.stdout is not None
+            first = script.stdout.readline().strip()
+            assert first == "subscribed", first + script.communicate(timeout=10)[1]
+            behind.kill_and_restart()
+            output, errors = script.communicate("restarted\n", timeout=30)
+        finally:
+            if script.poll() is None:
+                script.kill()
+                script.wait()
+
+    assert script.returncode == 0, output + errors
+    lines = output.splitlines()
+    assert "reconnect=INTERNAL" in lines, output
+    assert lines[-1] == "resumed=after-kill", output

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -22,8 +23,10 @@ from cortex.events.v1 import event_pb2
 from cortex.experts.v1 import expert_service_pb2, expert_service_pb2_grpc, task_pb2
 from cortex.sessions.v1 import workspace_service_pb2, workspace_service_pb2_grpc
 from cortex_client import Backoff, CortexClient, CortexError, EventSubscription, Tokens, watch_task
+from cortex_client.backoff import retryable
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from support.envoy import server_behind_envoy
 from support.events import OwnRedis, own_redis
 from support.inprocess import running_app
 from support.mcp import free_port
@@ -177,11 +180,78 @@ async def test_an_event_subscription_survives_a_server_restart_with_every_event_
     assert subscription.reconnects >= 1
 
 
-async def test_a_subscription_takes_the_new_events_of_a_log_that_restarted_from_one(
+async def _next_or_failure(seen: asyncio.Queue[str], consumer: asyncio.Task[None]) -> str:
+    """The next title seen, or the consumer's own failure (raised) if it ended first."""
+    getter = asyncio.ensure_future(seen.get())
+    done, _ = await asyncio.wait({getter, consumer}, timeout=20, return_when="FIRST_COMPLETED")
+    if getter not in done:
+        getter.cancel()
+        consumer.result()  # raises what ended the subscription
+        pytest.fail("no event within 20 s")
+    return getter.result()
+
+
+async def test_a_subscription_through_envoy_resumes_after_its_server_is_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind Envoy a SIGKILLed server's stream reaches the client as INTERNAL (Envoy resets
+    it: "RST_STREAM error code 2"), not UNAVAILABLE; the subscription resumes all the same
+    once a server is back on the same port, and the event created then arrives."""
+    caplog.set_level(logging.INFO, logger="cortex_client")
+    seen: asyncio.Queue[str] = asyncio.Queue()
+    env = {"CORTEX_EVENTS_HEARTBEAT": "0.3"}
+    with server_behind_envoy(tmp_path, env) as behind:
+        client = CortexClient(behind.envoy.listener)
+        workspace = await _signed_up(client, "envoy")
+        direct = CortexClient(behind.address, tokens=client.auth.tokens)  # the same sign-in
+        try:
+
+            async def create(title: str) -> None:
+                stub = conversations.ConversationServiceStub(direct.channel)
+                await stub.CreateConversation(
+                    conversation_service_pb2.CreateConversationRequest(
+                        parent=workspace, conversation=conversation_pb2.Conversation(title=title)
+                    ),
+                    wait_for_ready=True,
+                )
+
+            subscription = EventSubscription(
+                client.channel,
+                workspaces=[workspace],
+                event_types=[event_pb2.EVENT_TYPE_CONVERSATION_CREATED],
+                backoff=FAST,
+            )
+
+            async def consume() -> None:
+                async for event in subscription:
+                    await seen.put(event.conversation_created.conversation.title)
+
+            consumer = asyncio.create_task(consume())
+            while seen.empty():  # the stream starts live: create until one arrives
+                await create("before")
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(behind.kill_and_restart)
+            await create("after-kill")
+            titles: list[str] = []
+            while "after-kill" not in titles:
+                titles.append(await _next_or_failure(seen, consumer))
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+        finally:
+            await client.close()
+            await direct.close()
+
+    assert subscription.reconnects >= 1
+    ended = [r.getMessage() for r in caplog.records if "event stream ended" in r.getMessage()]
+    assert any("INTERNAL" in message for message in ended), ended
+
+
+async def test_a_subscription_continues_across_a_restart_of_a_server_without_redis(
     tmp_path: Path,
 ) -> None:
-    # The embedded in-memory event log starts again at sequence 1 after a restart; the
-    # server says so with ReplayUnavailable, and the numbers already seen are not skipped.
+    # Without Redis the event log is the server's own event store (SqlEventLog, in its
+    # database), so a restarted server continues its sequences: no ReplayUnavailable, and
+    # the event created after the restart arrives once.
     address = f"127.0.0.1:{free_port()}"
     gaps: list[int] = []
     first = running_app(tmp_path, grpc_address=address, events_heartbeat=0.3)
@@ -230,7 +300,7 @@ async def test_a_subscription_takes_the_new_events_of_a_log_that_restarted_from_
             await first.__aexit__(None, None, None)
 
     assert before.conversation_created.conversation.title == "before"
-    assert gaps == [1]
+    assert gaps == []
     assert titles[-1] == "after-restart"
 
 
@@ -247,3 +317,30 @@ def test_a_status_carried_as_a_result_reads_like_a_raised_error() -> None:
         "too slow",
     )
     assert error.describe() == "DEADLINE_EXCEEDED (TOOL_TIMEOUT): too slow"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "resumed"),
+    [
+        # No ErrorInfo: the transport's (what grpcio reports when Envoy resets a stream
+        # whose replica died is INTERNAL "Received RST_STREAM with error code 2").
+        (grpc.StatusCode.INTERNAL, "", True),
+        (grpc.StatusCode.UNAVAILABLE, "", True),
+        (grpc.StatusCode.UNKNOWN, "", True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "", False),  # the caller's own: no attempt deadline
+        (grpc.StatusCode.INVALID_ARGUMENT, "", False),
+        # An ErrorInfo reason: the server's own verdict.
+        (grpc.StatusCode.UNAVAILABLE, "SERVER_SHUTTING_DOWN", True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "SUBSCRIBER_TOO_SLOW", True),
+        (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_EXPIRED", True),
+        (grpc.StatusCode.INTERNAL, "INTERNAL", False),
+        (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_RESUME_TOKEN", False),
+        (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", False),
+        (grpc.StatusCode.NOT_FOUND, "TASK_NOT_FOUND", False),
+        (grpc.StatusCode.UNAUTHENTICATED, "SESSION_REVOKED", False),
+    ],
+)
+def test_streams_resume_after_transport_failures_and_only_the_servers_retryable_reasons(
+    code: grpc.StatusCode, reason: str, resumed: bool
+) -> None:
+    assert retryable(CortexError(code, "failed", reason=reason)) is resumed

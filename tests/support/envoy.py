@@ -12,13 +12,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cortex_core.cluster import admin_get as http_get
+from support.mcp import free_port
+from support.servers import ServerProcess, cortex_server
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "envoy" / "envoy.yaml"
@@ -117,3 +119,37 @@ def running_envoy(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@dataclass
+class ServerBehindEnvoy:
+    """One ``cortex-core serve`` on a fixed port with Envoy in front, that a test kills."""
+
+    envoy: RunningEnvoy
+    address: str
+    server: ServerProcess
+    _restart: Callable[[], ServerProcess]
+
+    def kill_and_restart(self) -> None:
+        """SIGKILL the server (Envoy resets its streams) and start it again on its port
+        with the same data, returning once it serves."""
+        self.server.process.kill()
+        self.server.process.wait()
+        self.server = self._restart()
+
+
+@contextlib.contextmanager
+def server_behind_envoy(
+    tmp_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[ServerBehindEnvoy]:
+    address = f"127.0.0.1:{free_port()}"
+    full_env = {**(env or {}), "CORTEX_GRPC_ADDRESS": address}
+    with contextlib.ExitStack() as stack:
+
+        def start() -> ServerProcess:
+            return stack.enter_context(cortex_server(tmp_path / "server", env=full_env))
+
+        first = start()
+        (tmp_path / "envoy").mkdir(exist_ok=True)
+        envoy = stack.enter_context(running_envoy(address, tmp_path / "envoy"))
+        yield ServerBehindEnvoy(envoy, address, first, start)

@@ -47,10 +47,29 @@ func (b *Backoff) next(err *Error) (time.Duration, bool) {
 	return wait, true
 }
 
-// retryable says whether reconnecting after err can succeed: the server drains or
-// restarts, a stream cap or rate limit clears, a slow subscriber resumes, or the access
-// token expired mid-stream (the next open refreshes it).
+// retryable says whether reopening a resumable stream after err can succeed. The rule:
+//
+//   - an error without an ErrorInfo reason came from the transport, not from a Cortex
+//     server, and is resumed when its code is Unavailable (a refused or dropped
+//     connection), Internal or Unknown (a stream reset by a proxy: behind Envoy a killed
+//     replica's stream ends Internal "stream terminated by RST_STREAM with error code:
+//     INTERNAL_ERROR", not Unavailable);
+//   - an error with one is the server's, and is resumed only for Unavailable (any reason:
+//     the server drains or restarts), ResourceExhausted SUBSCRIBER_TOO_SLOW,
+//     TOO_MANY_STREAMS, RATE_LIMITED, TOO_MANY_REQUESTS, and Unauthenticated
+//     TOKEN_EXPIRED (the next open refreshes the token).
+//
+// Everything else is returned: InvalidArgument, PermissionDenied, NotFound,
+// INVALID_RESUME_TOKEN, a server's own Internal (it has a reason), and DeadlineExceeded
+// (the helpers set no per-attempt deadline, so it is the caller's).
 func retryable(err *Error) bool {
+	if err.Reason == "" {
+		switch err.Code {
+		case codes.Unavailable, codes.Internal, codes.Unknown:
+			return true
+		}
+		return false
+	}
 	switch err.Code {
 	case codes.Unavailable:
 		return true

@@ -66,7 +66,44 @@ func TestBackoffWaitsAtLeastRetryInfoAndStopsAfterItsAttempts(t *testing.T) {
 	if _, ok := b.next(nil); !ok {
 		t.Fatal("a reset backoff must allow attempts again")
 	}
-	if !retryable(throttled) || retryable(&Error{Code: codes.NotFound}) || !retryable(&Error{Code: codes.Unavailable}) {
-		t.Fatal("unexpected retryable verdicts")
+	if !retryable(throttled) {
+		t.Fatal("a throttled stream must be resumed")
+	}
+}
+
+func TestRetryableResumesTransportFailuresAndRaisesTheServersOwnErrors(t *testing.T) {
+	// What grpc-go reports when Envoy resets a stream whose replica was killed.
+	reset := status.Error(codes.Internal, "stream terminated by RST_STREAM with error code: INTERNAL_ERROR")
+	withReason := func(code codes.Code, reason string) error {
+		st, err := status.New(code, "from the server").WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: "cortex"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Err()
+	}
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"a proxy's RST_STREAM", reset, true},
+		{"a refused connection", status.Error(codes.Unavailable, "connection refused"), true},
+		{"an unknown transport failure", status.Error(codes.Unknown, "stream removed"), true},
+		{"the server draining", withReason(codes.Unavailable, "SERVER_SHUTTING_DOWN"), true},
+		{"a slow subscriber", withReason(codes.ResourceExhausted, "SUBSCRIBER_TOO_SLOW"), true},
+		{"an expired access token", withReason(codes.Unauthenticated, "TOKEN_EXPIRED"), true},
+		{"the server's own INTERNAL", withReason(codes.Internal, "INTERNAL"), false},
+		{"a rejected resume token", withReason(codes.InvalidArgument, "INVALID_RESUME_TOKEN"), false},
+		{"a missing permission", withReason(codes.PermissionDenied, "PERMISSION_DENIED"), false},
+		{"a task that is gone", withReason(codes.NotFound, "TASK_NOT_FOUND"), false},
+		{"a quota that does not clear", withReason(codes.ResourceExhausted, "QUOTA_EXCEEDED"), false},
+		{"a revoked session", withReason(codes.Unauthenticated, "SESSION_REVOKED"), false},
+		{"the caller's own deadline", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), false},
+		{"an invalid argument without details", status.Error(codes.InvalidArgument, "bad"), false},
+	}
+	for _, c := range cases {
+		if got := retryable(FromError(c.err)); got != c.want {
+			t.Errorf("%s: retryable = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -14,7 +14,8 @@ import (
 
 // Subscription is a SubscribeEvents stream that survives reconnects: Next returns each
 // matching event once, reopening the stream from the last resume token after a failure
-// that reconnecting can cure (with Backoff, at least the server's RetryInfo delay).
+// that reconnecting can cure (retryable: a transport failure such as a stream a proxy
+// reset, or the server's UNAVAILABLE, stream cap or expired token; with Backoff, at least the server's RetryInfo delay).
 // Heartbeats advance ResumeToken and are never returned. Not safe for concurrent Next.
 type Subscription struct {
 	// Request holds the filters; its ResumeToken is where the next (re)open starts.

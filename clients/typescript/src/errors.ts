@@ -153,3 +153,47 @@ export function isRetryable(error: CortexError): boolean {
     (error.code === Code.Unknown && error.reason === "")
   );
 }
+
+/** Reasons the server gives to a failure after which reopening a resumable stream can succeed. */
+const RESUMABLE_REASONS: Partial<Record<Code, ReadonlySet<string> | "any">> = {
+  [Code.Unavailable]: "any",
+  [Code.ResourceExhausted]: new Set([
+    "SUBSCRIBER_TOO_SLOW",
+    "TOO_MANY_STREAMS",
+    "RATE_LIMITED",
+    "TOO_MANY_REQUESTS",
+  ]),
+  [Code.Unauthenticated]: new Set(["TOKEN_EXPIRED"]),
+};
+
+/** Codes of a failure that came from the transport, not from a Cortex server. */
+const TRANSPORT_FAILURES: ReadonlySet<Code> = new Set([
+  Code.Unavailable,
+  Code.Internal,
+  Code.Unknown,
+  Code.Canceled,
+]);
+
+/**
+ * Whether reopening a resumable stream (SubscribeEvents from its resume token, WatchTask
+ * from `afterSequence`) after `error` can succeed. Such a stream only reads and resumes
+ * where it was, so the rule is about the transport, not about side effects:
+ *
+ * - a failure without an ErrorInfo reason came from the transport, and is resumed when
+ *   its code is UNAVAILABLE (refused or dropped connection), INTERNAL, UNKNOWN or
+ *   CANCELLED (a stream reset by a proxy: behind Envoy a killed replica's stream arrives
+ *   as INTERNAL, HTTP/2 RST_STREAM error code 2, not UNAVAILABLE; the caller's own abort
+ *   ends `resumableEvents` before this is asked);
+ * - a failure with one is the server's, and is resumed only for UNAVAILABLE (any reason),
+ *   RESOURCE_EXHAUSTED SUBSCRIBER_TOO_SLOW / TOO_MANY_STREAMS / RATE_LIMITED /
+ *   TOO_MANY_REQUESTS and UNAUTHENTICATED TOKEN_EXPIRED.
+ *
+ * INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND, INVALID_RESUME_TOKEN, a server's own
+ * INTERNAL and DEADLINE_EXCEEDED (no helper sets a per-attempt deadline: it is the
+ * caller's) are not.
+ */
+export function isResumable(error: CortexError): boolean {
+  if (error.reason === "") return TRANSPORT_FAILURES.has(error.code);
+  const reasons = RESUMABLE_REASONS[error.code];
+  return reasons === "any" || (reasons !== undefined && reasons.has(error.reason));
+}

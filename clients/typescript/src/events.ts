@@ -12,7 +12,7 @@ import {
   EventService,
   type SubscribeEventsResponse,
 } from "./gen/cortex/events/v1/event_service_pb.js";
-import { CortexError, isRetryable } from "./errors.js";
+import { CortexError, isResumable } from "./errors.js";
 
 export interface ResumableEventsOptions {
   /** Where to start: a token saved earlier. Without one, only new events come. */
@@ -51,9 +51,10 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 /**
  * Yields every frame of a workspace's (or conversation's) event stream,
- * reconnecting from the latest resume token until `signal` aborts. Errors that
- * retrying cannot fix (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, ...)
- * are thrown as CortexError.
+ * reconnecting from the latest resume token until `signal` aborts, after every
+ * failure `isResumable` accepts (a stream a proxy reset when its replica died, a
+ * draining server, a slow subscriber ...). Others (PERMISSION_DENIED,
+ * INVALID_ARGUMENT, INVALID_RESUME_TOKEN, ...) are thrown as CortexError.
  */
 export async function* resumableEvents(
   client: Client<typeof EventService>,
@@ -101,7 +102,7 @@ export async function* resumableEvents(
         await options.refresh?.();
         continue;
       }
-      if (!cutOff && !isRetryable(ended) && ended.code !== Code.Canceled) throw ended;
+      if (!cutOff && !isResumable(ended)) throw ended;
     }
     if (options.signal?.aborted) return;
     failures += 1;

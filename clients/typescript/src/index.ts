@@ -1,7 +1,7 @@
 // @cortex-core/client: the generated stubs are under "@cortex-core/client/gen/...";
 // this entry point holds the helpers and re-exports the services and details
 // most callers need.
-export { CortexError, codeName, isRetryable, type FieldViolation } from "./errors.js";
+export { CortexError, codeName, isResumable, isRetryable, type FieldViolation } from "./errors.js";
 export { TokenSession, tokensFrom, type Tokens, type TokenSessionOptions } from "./auth.js";
 export { resumableEvents, type EventFrame, type ResumableEventsOptions } from "./events.js";
 

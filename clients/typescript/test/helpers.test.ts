@@ -14,11 +14,14 @@ import {
   MemoryService,
   TokenSession,
   WorkspaceService,
+  isResumable,
   resumableEvents,
   tokensFrom,
   type Tokens,
 } from "@cortex-core/client";
 import { MemoryKind } from "@cortex-core/client/gen/cortex/context/v1/memory_pb.js";
+import { ErrorInfoSchema } from "@cortex-core/client/gen/google/rpc/error_details_pb.js";
+import { create } from "@bufbuild/protobuf";
 
 const address = process.env.CORTEX_ADDRESS;
 if (!address) throw new Error("set CORTEX_ADDRESS=HOST:PORT");
@@ -94,6 +97,33 @@ test("CortexError decodes BadRequest field violations", async () => {
   assert.ok(error instanceof CortexError);
   assert.equal(error.code, Code.InvalidArgument);
   assert.ok(error.violation("memory.content"), JSON.stringify(error.fieldViolations));
+});
+
+test("isResumable: transport failures (a proxy's RST_STREAM) resume, the server's own errors only for retryable reasons", () => {
+  const transport = (code: Code, message: string) => CortexError.from(new ConnectError(message, code));
+  const server = (code: Code, reason: string) =>
+    new CortexError(code, "from the server", { errorInfo: create(ErrorInfoSchema, { reason, domain: "cortex" }) });
+  const resumed = [
+    // What connect-node reports when Envoy resets a stream whose replica was killed.
+    transport(Code.Internal, "Stream closed with error code NGHTTP2_INTERNAL_ERROR"),
+    transport(Code.Unavailable, "connect ECONNREFUSED"),
+    transport(Code.Unknown, "stream removed"),
+    server(Code.Unavailable, "SERVER_SHUTTING_DOWN"),
+    server(Code.ResourceExhausted, "SUBSCRIBER_TOO_SLOW"),
+    server(Code.Unauthenticated, "TOKEN_EXPIRED"),
+  ];
+  const raised = [
+    server(Code.Internal, "INTERNAL"),
+    server(Code.InvalidArgument, "INVALID_RESUME_TOKEN"),
+    server(Code.PermissionDenied, "PERMISSION_DENIED"),
+    server(Code.NotFound, "TASK_NOT_FOUND"),
+    server(Code.Unauthenticated, "SESSION_REVOKED"),
+    transport(Code.DeadlineExceeded, "the caller's own deadline"),
+    transport(Code.InvalidArgument, "bad"),
+  ];
+
+  assert.deepEqual(resumed.filter((error) => !isResumable(error)).map(String), []);
+  assert.deepEqual(raised.filter((error) => isResumable(error)).map(String), []);
 });
 
 test("resumableEvents reconnects from its token after a dropped stream: nothing lost, nothing twice", async () => {

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import grpc
 from cortex_client.errors import CortexError
 
-#: Failures after which reconnecting can succeed: the server drains or restarts, a stream
+#: Failures the server reported (they carry its ``google.rpc.Status`` with an ErrorInfo
+#: reason) after which reconnecting can succeed: the server drains or restarts, a stream
 #: cap or rate limit clears, a slow subscriber resumes from its last token, or the access
 #: token expired mid-stream (the next open refreshes it through ``TokenAuth``).
 RETRYABLE: dict[grpc.StatusCode, frozenset[str] | None] = {
@@ -19,9 +20,27 @@ RETRYABLE: dict[grpc.StatusCode, frozenset[str] | None] = {
     grpc.StatusCode.UNAUTHENTICATED: frozenset({"TOKEN_EXPIRED"}),
 }
 
+#: Codes of a failure that came from the transport, not from a Cortex server (no ErrorInfo):
+#: a refused or dropped connection (UNAVAILABLE), and a stream a proxy reset when the
+#: replica behind it died (Envoy sends RST_STREAM INTERNAL_ERROR: grpc reports INTERNAL
+#: "Received RST_STREAM with error code 2"; other resets read UNKNOWN). The helpers set no
+#: per-attempt deadline, so DEADLINE_EXCEEDED is the caller's own and is not here.
+TRANSPORT_FAILURES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+)
+
 
 def retryable(error: CortexError) -> bool:
-    """True when reconnecting after ``error`` can succeed."""
+    """True when reopening a resumable stream after ``error`` can succeed.
+
+    The rule: a failure without an ErrorInfo reason is the transport's, and is resumed
+    when its code is in ``TRANSPORT_FAILURES``; a failure with one is the server's, and is
+    resumed only when ``RETRYABLE`` lists its code and reason. So a stream cut by a killed
+    replica behind Envoy resumes, and INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND,
+    INVALID_RESUME_TOKEN or a server's own INTERNAL are raised.
+    """
+    if not error.reason:
+        return error.code in TRANSPORT_FAILURES
     if error.code not in RETRYABLE:
         return False
     reasons = RETRYABLE[error.code]

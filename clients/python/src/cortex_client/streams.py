@@ -1,8 +1,9 @@
 """Resumable streams: SubscribeEvents by resume token, WatchTask by ``after_sequence``.
 
-Both reconnect after a failure that reconnecting can cure (``backoff.RETRYABLE``: the
-server drains or restarts, a stream cap or rate limit, a slow subscriber, an access token
-that expired mid-stream), waiting as ``Backoff`` says (at least the server's RetryInfo),
+Both reconnect after a failure that reconnecting can cure (``backoff.retryable``: a
+transport failure without an ErrorInfo reason, such as a stream reset by a proxy whose
+replica died, or a server's UNAVAILABLE, stream cap, rate limit, slow subscriber or access
+token that expired mid-stream), waiting as ``Backoff`` says (at least the server's RetryInfo),
 and resume exactly after the last frame they yielded. Anything else raises the typed
 ``CortexError``; so does running out of ``Backoff.attempts`` consecutive failures.
 Heartbeats are consumed (they advance the resume point) and never yielded.
