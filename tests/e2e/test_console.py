@@ -265,7 +265,10 @@ def test_a_reply_streams_into_the_page_and_ends_with_its_finish_reason_and_usage
 
     lengths: list[int] = []
     while page.get_by_test_id("stop").is_visible():
-        text = reply.text_content() if reply.is_visible() else None
+        # No auto-wait: the streaming element goes away when the reply ends, possibly
+        # between a visibility check and a read (text_content would wait 15 s for it).
+        texts = reply.all_text_contents()
+        text = texts[0] if texts else None
         if text is not None and (not lengths or len(text) > lengths[-1]):
             lengths.append(len(text))
         if len(lengths) == 4:
