@@ -170,6 +170,8 @@ def _tokens(page: Page) -> dict[str, str]:
 
 
 def _workspace(page: Page) -> str:
+    # The console chooses a workspace once its list has loaded, a moment after sign-in.
+    page.wait_for_function("localStorage.getItem('cortex.workspace') !== null")
     name = page.evaluate("localStorage.getItem('cortex.workspace')")
     assert isinstance(name, str)
     assert name.startswith("workspaces/")
